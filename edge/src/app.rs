@@ -1,0 +1,148 @@
+//! Wiring: load the config, start the sink consumer and the workers, then serve signals —
+//! SIGHUP reloads the campaign table, SIGTERM and SIGINT drain and stop.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use sink::discard::Discard;
+
+use crate::config::{ConfigError, ConfigFile, DEMO_CONFIG};
+use crate::metrics::Metrics;
+use crate::server::Server;
+use crate::settings::Settings;
+use crate::table::Table;
+
+/// Command-line values that override `[server]`.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub workers: Option<usize>,
+    pub driver: Option<String>,
+}
+
+impl Overrides {
+    fn apply(&self, cfg: &mut ConfigFile) {
+        if let Some(l) = &self.listen {
+            cfg.server.listen = l.clone();
+        }
+        if let Some(w) = self.workers {
+            cfg.server.workers = w;
+        }
+        if let Some(d) = &self.driver {
+            cfg.server.driver = d.clone();
+        }
+    }
+}
+
+/// A config that passed every check.
+pub struct Loaded {
+    pub file: ConfigFile,
+    pub settings: Settings,
+    pub table: Table,
+}
+
+/// Reads (or takes the demo), applies overrides, validates and compiles.
+pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Loaded, ConfigError> {
+    let mut file = match path {
+        Some(p) => ConfigFile::load(p)?,
+        None => ConfigFile::parse(DEMO_CONFIG)?,
+    };
+    overrides.apply(&mut file);
+    let settings = Settings::from_config(&file.server)?;
+    let table = Table::compile(&file)?;
+    Ok(Loaded {
+        file,
+        settings,
+        table,
+    })
+}
+
+/// Reloads the campaign table from `path`; on any error the old table stays.
+fn reload(path: &Path, overrides: &Overrides, running: &ConfigFile, server: &Server) {
+    let shared = server.shared();
+    match load(Some(path), overrides) {
+        Ok(new) => {
+            for w in &new.table.warnings {
+                tracing::warn!("config: {w}");
+            }
+            let mut old_server = running.server.clone();
+            old_server.fallback_url = new.file.server.fallback_url.clone();
+            if old_server != new.file.server {
+                tracing::warn!(
+                    "config: [server] changes other than fallback_url take effect only after a restart"
+                );
+            }
+            let campaigns = new.table.campaigns.len();
+            shared.table.store(Arc::new(new.table));
+            bump(&shared.metrics.reloads);
+            tracing::info!(campaigns, "config reloaded from {}", path.display());
+        }
+        Err(e) => {
+            bump(&shared.metrics.reload_failures);
+            tracing::error!("config reload refused, keeping the running table: {e}");
+        }
+    }
+}
+
+fn bump(c: &std::sync::atomic::AtomicU64) {
+    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Runs the edge until SIGTERM or SIGINT.
+pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
+    // Signals first, so one that arrives during start-up is not lost to the default action.
+    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])?;
+    let loaded = load(path.as_deref(), &overrides)?;
+    for w in &loaded.table.warnings {
+        tracing::warn!("config: {w}");
+    }
+    let settings = loaded.settings.clone();
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..settings.workers)
+        .map(|_| crossbeam_channel::bounded(settings.queue_per_worker))
+        .unzip();
+    let depth_rxs = rxs.clone();
+    let discard = Discard::spawn(rxs)?;
+    let consumed = Arc::clone(&discard.counts);
+    let metrics = Arc::new(Metrics::new(
+        settings.workers,
+        settings.queue_per_worker * settings.workers,
+        Box::new(move || depth_rxs.iter().map(|r| r.len()).sum()),
+        Box::new(move |k| consumed.get(k)),
+    ));
+    let campaigns = loaded.table.campaigns.len();
+    let table = Arc::new(ArcSwap::from_pointee(loaded.table));
+    let server = Server::start(settings.clone(), table, metrics, txs)?;
+    tracing::info!(
+        workers = settings.workers,
+        node_id = settings.node_id,
+        driver = server.driver.as_str(),
+        campaigns,
+        config = path.as_ref().map_or("built-in demo".into(), |p| p.display().to_string()),
+        "listening on http://{}",
+        server.local_addr
+    );
+    tracing::warn!(
+        "events are counted and discarded: the durable sink (WAL, Parquet) is not built yet"
+    );
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => match &path {
+                Some(p) => reload(p, &overrides, &loaded.file, &server),
+                None => tracing::warn!("SIGHUP: running the built-in demo config, nothing to reload"),
+            },
+            _ => {
+                tracing::info!(signal = sig, "draining: no new connections, finishing requests");
+                break;
+            }
+        }
+    }
+    let metrics = Arc::clone(&server.shared().metrics);
+    server.shutdown();
+    let counts = discard.join();
+    let emitted: u64 = sink::EventKind::ALL.iter().map(|&k| metrics.emitted(k)).sum();
+    tracing::info!(emitted, consumed = counts.total(), "stopped");
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! The TOML config file as written by users (SPEC.md "Config"), with defaults.
+//!
+//! These structs only mirror the file; [`crate::table::Table::compile`] validates them into
+//! the runtime campaign table. Unknown keys are rejected here, by serde, with the key's name.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The built-in demo config served when `edge` runs without `--config`.
+pub const DEMO_CONFIG: &str = include_str!("demo.toml");
+
+/// Why a config file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("{key}: {msg}")]
+    Invalid { key: String, msg: String },
+}
+
+impl ConfigError {
+    pub fn invalid(key: impl Into<String>, msg: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            msg: msg.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub traffic_sources: Vec<TrafficSourceConfig>,
+    #[serde(default)]
+    pub affiliate_networks: Vec<NetworkConfig>,
+    #[serde(default)]
+    pub offers: Vec<OfferConfig>,
+    #[serde(default)]
+    pub landing_pages: Vec<LandingPageConfig>,
+    #[serde(default)]
+    pub campaigns: Vec<CampaignConfig>,
+}
+
+impl ConfigFile {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string().trim_end().to_owned()))
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse(msg) => ConfigError::Parse(format!("{}: {msg}", path.display())),
+            other => other,
+        })
+    }
+}
+
+/// `[server]`: the keys of SPEC.md plus the request limits, which SPEC.md asks to be
+/// configurable.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// 0 = one worker per core.
+    pub workers: usize,
+    pub node_id: u16,
+    pub data_dir: PathBuf,
+    pub store: String,
+    pub flush_interval_ms: u64,
+    pub geoip_db: String,
+    pub ua_regexes: String,
+    pub trusted_proxies: Vec<String>,
+    pub fallback_url: String,
+    /// `auto` (io_uring where the kernel allows it, else legacy), `io_uring` or `legacy`.
+    pub driver: String,
+    /// Pin worker N to core N modulo the core count.
+    pub pin_workers: bool,
+    /// Request head limit in bytes (431 past it).
+    pub max_request_head: usize,
+    /// Request target limit in bytes (414 past it).
+    pub max_target: usize,
+    /// Request body limit in bytes (413 past it).
+    pub max_body: usize,
+    /// Time a request may take to arrive, from its first byte (408 past it).
+    pub head_timeout_ms: u64,
+    /// Time an idle keep-alive connection is kept open.
+    pub idle_timeout_ms: u64,
+    /// Events buffered between the workers and the sink (split evenly between workers).
+    pub event_queue: usize,
+    /// On SIGTERM, time given to in-flight requests before the workers stop.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            workers: 0,
+            node_id: 1,
+            data_dir: PathBuf::from("./data"),
+            store: "file://./data/lake".into(),
+            flush_interval_ms: 60_000,
+            geoip_db: String::new(),
+            ua_regexes: String::new(),
+            trusted_proxies: Vec::new(),
+            fallback_url: String::new(),
+            driver: "auto".into(),
+            pin_workers: true,
+            max_request_head: 16 * 1024,
+            max_target: 8 * 1024,
+            max_body: 64 * 1024,
+            head_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            event_queue: 65_536,
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficSourceConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// Remapped name (`source`, `var_2`, …) → the query parameter that carries it.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Query parameter carrying the click's cost, overriding the campaign's CPC.
+    #[serde(default)]
+    pub cost_param: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// When set, postbacks for this network must carry `?token=<value>`.
+    #[serde(default)]
+    pub postback_token: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub network: Option<String>,
+    pub url: String,
+    /// Used when a conversion carries no payout.
+    #[serde(default)]
+    pub payout: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LandingPageConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    pub traffic_source: String,
+    /// CPC cost per visit unless the traffic source's `cost_param` overrides it.
+    #[serde(default)]
+    pub cost: f64,
+    #[serde(default)]
+    pub paths: Vec<PathConfig>,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathConfig {
+    #[serde(default = "one")]
+    pub weight: u32,
+    #[serde(default)]
+    pub landing_page: Option<String>,
+    #[serde(default)]
+    pub offers: Vec<OfferRefConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferRefConfig {
+    pub offer: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+/// A routing rule: values within a condition are OR, conditions are AND.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    #[serde(default)]
+    pub countries: Vec<String>,
+    #[serde(default)]
+    pub devices: Vec<String>,
+    #[serde(default)]
+    pub os: Vec<String>,
+    #[serde(default)]
+    pub browsers: Vec<String>,
+    #[serde(default)]
+    pub languages: Vec<String>,
+    #[serde(default)]
+    pub bot: Option<bool>,
+    #[serde(default)]
+    pub paths: Vec<PathConfig>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_config_parses() {
+        let c = ConfigFile::parse(DEMO_CONFIG).unwrap();
+        assert_eq!(c.campaigns.len(), 1);
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = ConfigFile::parse("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen_port"), "{e}");
+        let e = ConfigFile::parse("[[offers]]\nid = \"o\"\nurl = \"http://a/\"\npayuot = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("payuot"), "{e}");
+    }
+
+    #[test]
+    fn node_id_out_of_range_is_an_error() {
+        let e = ConfigFile::parse("[server]\nnode_id = 70000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node_id") || e.contains("70000"), "{e}");
+    }
+}

@@ -1,0 +1,569 @@
+//! Routing: one parsed request in, one response appended to the output buffer and at most
+//! one event out. Pure and synchronous, so tests and benches call it without a server.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sink::event::encode_pair;
+use sink::{Event, EventId, EventKind, Field, IdGenerator, money, url};
+
+use crate::http::{Method, Request};
+use crate::metrics::{Metrics, Route};
+use crate::response::{self, DateCache, Framing, Status};
+use crate::table::{Campaign, LandingPage, Offer, Table, TokenError, TrafficSource, Visitor};
+use crate::template::{Token, TokenValues};
+
+/// Longest `txid`, `status` or `type` a conversion may carry.
+pub const MAX_CONVERSION_FIELD: usize = 256;
+
+/// Where events go. `emit` answers false when the event could not be queued.
+pub trait Emit {
+    fn emit(&mut self, event: Event) -> bool;
+}
+
+/// State a worker owns and reuses for every request.
+#[derive(Debug)]
+pub struct Local {
+    pub worker_id: u8,
+    ids: IdGenerator,
+    rng: u64,
+    pub date: DateCache,
+    scratch: Vec<u8>,
+    buf: Vec<u8>,
+    location: Vec<u8>,
+}
+
+impl Local {
+    pub fn new(node_id: u16, worker_id: u8, seed: u64) -> Self {
+        Local {
+            worker_id,
+            ids: IdGenerator::new(node_id, worker_id),
+            rng: seed ^ 0x9e37_79b9_7f4a_7c15,
+            date: DateCache::default(),
+            scratch: Vec::with_capacity(256),
+            buf: Vec::with_capacity(256),
+            location: Vec::with_capacity(512),
+        }
+    }
+
+    /// wyrand: a fast, well-mixed 64-bit generator, plenty for weighted rotation.
+    pub fn next_u64(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = u128::from(self.rng) * u128::from(self.rng ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) ^ t) as u64
+    }
+}
+
+/// What the handler reads besides the request.
+pub struct Ctx<'a> {
+    pub table: &'a Table,
+    pub metrics: &'a Metrics,
+    /// The server is shutting down: answer, then close.
+    pub draining: bool,
+}
+
+/// Fills template tokens for one request.
+struct Fill<'a> {
+    campaign: Option<&'a Campaign>,
+    source: Option<&'a TrafficSource>,
+    offer: Option<&'a Offer>,
+    landing_page: Option<&'a LandingPage>,
+    click_id: Option<&'a [u8; 24]>,
+    query: &'a [u8],
+    peer: IpAddr,
+    cost_micros: i64,
+    ts_ms: u64,
+    scratch: &'a mut Vec<u8>,
+}
+
+fn encode_str(s: &str, out: &mut Vec<u8>) {
+    url::encode_into(s.as_bytes(), out);
+}
+
+/// Appends the decoded, re-encoded value of query parameter `key`.
+fn write_param(query: &[u8], key: &[u8], scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
+    if let Some(raw) = url::find(query, key, scratch) {
+        if url::needs_decoding(raw) {
+            scratch.clear();
+            url::decode_into(raw, scratch);
+            url::encode_into(scratch, out);
+        } else {
+            url::encode_into(raw, out);
+        }
+    }
+}
+
+fn write_ip(ip: IpAddr, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 64];
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    if write!(cur, "{ip}").is_ok() {
+        let n = cur.position() as usize;
+        url::encode_into(&buf[..n], out);
+    }
+}
+
+impl TokenValues for Fill<'_> {
+    fn write(&mut self, token: Token, out: &mut Vec<u8>) {
+        match token {
+            Token::ClickId => {
+                if let Some(id) = self.click_id {
+                    out.extend_from_slice(id);
+                }
+            }
+            Token::CampaignId => {
+                if let Some(c) = self.campaign {
+                    encode_str(&c.id, out);
+                }
+            }
+            Token::CampaignName => {
+                if let Some(c) = self.campaign {
+                    encode_str(&c.name, out);
+                }
+            }
+            Token::TrafficSource => {
+                if let Some(s) = self.source {
+                    encode_str(&s.id, out);
+                }
+            }
+            Token::OfferId => {
+                if let Some(o) = self.offer {
+                    encode_str(&o.id, out);
+                }
+            }
+            Token::LandingPageId => {
+                if let Some(l) = self.landing_page {
+                    encode_str(&l.id, out);
+                }
+            }
+            // Visitor facts arrive with GeoIP and user-agent parsing; until then, empty.
+            Token::Country | Token::Device | Token::Os | Token::Browser => {}
+            Token::Ip => write_ip(self.peer, out),
+            Token::Cost => money::write_decimal(self.cost_micros, out),
+            Token::Ts => money::write_digits(self.ts_ms, 1, out),
+            Token::Param(name) => {
+                if let Some(key) = self.source.and_then(|s| s.param_key(name)) {
+                    write_param(self.query, key, self.scratch, out);
+                }
+            }
+        }
+    }
+}
+
+/// Copies the request's facts into a new event.
+fn new_event(kind: EventKind, id: EventId, req: &Request<'_>, peer: IpAddr, extra: usize) -> Event {
+    let mut e = Event::new(kind, id, peer, req.raw, extra + 160);
+    for (field, part) in [
+        (Field::Method, req.method_str),
+        (Field::Target, req.target_raw),
+        (Field::Host, req.host),
+        (Field::Referer, req.referer),
+        (Field::UserAgent, req.user_agent),
+        (Field::AcceptLanguage, req.accept_language),
+        (Field::ForwardedFor, req.forwarded_for),
+        (Field::Body, req.body),
+    ] {
+        let (start, len) = req.span_of(part);
+        e.set_raw(field, start, len);
+    }
+    e
+}
+
+fn now_ms(now: SystemTime) -> u64 {
+    now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Answers one request: appends the response to `out` and returns what was answered.
+pub fn handle(
+    ctx: &Ctx<'_>,
+    local: &mut Local,
+    req: &Request<'_>,
+    peer: IpAddr,
+    now: SystemTime,
+    emit: &mut impl Emit,
+    out: &mut Vec<u8>,
+) -> (Route, Status) {
+    local.date.update(now);
+    let framing = Framing {
+        keep_alive: req.keep_alive && !ctx.draining,
+        http10: req.minor_version == 0,
+        head_only: req.method == Method::Head,
+    };
+    let (path, query) = req.path_and_query();
+    let route = match path {
+        b"/postback" => Route::Postback,
+        b"/p.gif" => Route::Pixel,
+        b"/healthz" => Route::Health,
+        b"/metrics" => Route::Metrics,
+        b"/click" => Route::Click,
+        p if p.starts_with(b"/c/") => Route::Campaign,
+        p if is_seed_pixel(p) => Route::Pixel,
+        _ => Route::Other,
+    };
+    let allowed: &[Method] = match route {
+        Route::Postback => &[Method::Get, Method::Post],
+        Route::Other => &[Method::Get, Method::Head, Method::Post, Method::Other],
+        _ => &[Method::Get, Method::Head],
+    };
+    if !allowed.contains(&req.method) {
+        let allow: &[u8] = if route == Route::Postback {
+            b"Allow: GET, POST"
+        } else {
+            b"Allow: GET, HEAD"
+        };
+        let st = Status::MethodNotAllowed;
+        response::write_text(out, st, &local.date, framing, &[allow], "method not allowed");
+        return (route, st);
+    }
+    let status = match route {
+        Route::Campaign => visit(ctx, local, req, &path[3..], query, peer, now, emit, out, framing),
+        Route::Click => {
+            // The landing-page click-through needs the click's state (issue 7); until
+            // then every click is unknown.
+            unknown_target(ctx, local, peer, now, out, framing, "unknown click")
+        }
+        Route::Pixel | Route::Postback => {
+            conversion(ctx, local, req, route, path, query, peer, now, emit, out, framing)
+        }
+        Route::Health => {
+            let (st, msg) = if ctx.draining {
+                (Status::ServiceUnavailable, "draining")
+            } else {
+                (Status::Ok, "ok")
+            };
+            response::write_text(out, st, &local.date, framing, &[], msg);
+            st
+        }
+        Route::Metrics => {
+            let text = ctx.metrics.render();
+            response::write(
+                out,
+                Status::Ok,
+                &local.date,
+                framing,
+                &[],
+                b"text/plain; version=0.0.4; charset=utf-8",
+                text.as_bytes(),
+            );
+            Status::Ok
+        }
+        Route::Other => {
+            response::write_text(out, Status::NotFound, &local.date, framing, &[], "not found");
+            Status::NotFound
+        }
+    };
+    (route, status)
+}
+
+/// `/{account}/a.gif`: one path segment, then `a.gif`.
+fn is_seed_pixel(path: &[u8]) -> bool {
+    path.strip_suffix(b"/a.gif")
+        .and_then(|p| p.strip_prefix(b"/"))
+        .is_some_and(|account| !account.is_empty() && !account.contains(&b'/'))
+}
+
+/// An unknown campaign or click: 302 to `fallback_url`, else 404.
+#[allow(clippy::too_many_arguments)]
+fn unknown_target(
+    ctx: &Ctx<'_>,
+    local: &mut Local,
+    peer: IpAddr,
+    now: SystemTime,
+    out: &mut Vec<u8>,
+    framing: Framing,
+    message: &str,
+) -> Status {
+    let Some(fallback) = &ctx.table.fallback else {
+        response::write_text(out, Status::NotFound, &local.date, framing, &[], message);
+        return Status::NotFound;
+    };
+    if let Some(stats) = ctx.metrics.workers.get(local.worker_id as usize) {
+        stats.fallback();
+    }
+    local.location.clear();
+    let mut fill = Fill {
+        campaign: None,
+        source: None,
+        offer: None,
+        landing_page: None,
+        click_id: None,
+        query: &[],
+        peer,
+        cost_micros: 0,
+        ts_ms: now_ms(now),
+        scratch: &mut local.scratch,
+    };
+    fallback.render(&mut fill, &mut local.location);
+    response::write_redirect(out, &local.date, framing, &local.location);
+    Status::Found
+}
+
+/// `/c/{campaign_id}`: pick a path and offer, mint a click id, redirect, record the visit.
+#[allow(clippy::too_many_arguments)]
+fn visit(
+    ctx: &Ctx<'_>,
+    local: &mut Local,
+    req: &Request<'_>,
+    campaign_id: &[u8],
+    query: &[u8],
+    peer: IpAddr,
+    now: SystemTime,
+    emit: &mut impl Emit,
+    out: &mut Vec<u8>,
+    framing: Framing,
+) -> Status {
+    let table = ctx.table;
+    let Some(campaign) = table.campaign(campaign_id) else {
+        return unknown_target(ctx, local, peer, now, out, framing, "unknown campaign");
+    };
+    let source = &table.sources[campaign.source as usize];
+    let visitor = Visitor {
+        accept_language: req.accept_language,
+        ..Visitor::default()
+    };
+    let path = campaign.paths_for(&visitor).pick(local.next_u64());
+    let landing_page = path.landing_page.map(|i| &table.landing_pages[i as usize]);
+    // With a landing page the offer is chosen at the click-through; without, now.
+    let offer = match landing_page {
+        Some(_) => None,
+        None => Some(&table.offers[*path.offers.pick(local.next_u64()) as usize]),
+    };
+    let ts_ms = now_ms(now);
+    let id = local.ids.next(ts_ms);
+    let hex = id.to_hex();
+    let cost_micros = source
+        .cost_param
+        .as_deref()
+        .and_then(|p| url::find(query, p, &mut local.scratch))
+        .and_then(|raw| {
+            local.buf.clear();
+            url::decode_into(raw, &mut local.buf);
+            money::parse_micros(&local.buf).ok()
+        })
+        .filter(|&c| c >= 0)
+        .unwrap_or(campaign.cost_micros);
+
+    local.location.clear();
+    let mut fill = Fill {
+        campaign: Some(campaign),
+        source: Some(source),
+        offer,
+        landing_page,
+        click_id: Some(&hex),
+        query,
+        peer,
+        cost_micros,
+        ts_ms,
+        scratch: &mut local.scratch,
+    };
+    match (landing_page, offer) {
+        (Some(lp), _) => lp.url.render(&mut fill, &mut local.location),
+        (None, Some(o)) => o.url.render(&mut fill, &mut local.location),
+        (None, None) => {}
+    }
+
+    local.buf.clear();
+    for (name, key) in &source.params {
+        let value = url::find(query, key, &mut local.scratch).unwrap_or_default();
+        local.scratch.clear();
+        url::decode_into(value, &mut local.scratch);
+        encode_pair(&mut local.buf, table.params.name(*name).as_bytes(), &local.scratch);
+    }
+    let mut e = new_event(
+        EventKind::Visit,
+        id,
+        req,
+        peer,
+        local.location.len() + local.buf.len(),
+    );
+    e.cost_micros = cost_micros;
+    e.path_index = Some(path.index);
+    e.push(Field::CampaignId, campaign.id.as_bytes());
+    e.push(Field::TrafficSourceId, source.id.as_bytes());
+    if let Some(o) = offer {
+        e.push(Field::OfferId, o.id.as_bytes());
+        if let Some(n) = o.network {
+            e.push(Field::NetworkId, table.networks[n as usize].id.as_bytes());
+        }
+    }
+    if let Some(lp) = landing_page {
+        e.push(Field::LandingPageId, lp.id.as_bytes());
+    }
+    e.push(Field::Location, &local.location);
+    e.push(Field::Remapped, &local.buf);
+    emit.emit(e);
+    response::write_redirect(out, &local.date, framing, &local.location);
+    Status::Found
+}
+
+/// The parameter names of a conversion route.
+struct ConversionParams {
+    click_id: &'static [u8],
+    payout: &'static [u8],
+    kind: &'static [u8],
+}
+
+const POSTBACK_PARAMS: ConversionParams = ConversionParams {
+    click_id: b"cid",
+    payout: b"payout",
+    kind: b"type",
+};
+const SEED_PIXEL_PARAMS: ConversionParams = ConversionParams {
+    click_id: b"h",
+    payout: b"a",
+    kind: b"c",
+};
+
+/// Finds a parameter in the form body (when there is one) or else in the query.
+fn param<'r>(body: &'r [u8], query: &'r [u8], name: &[u8], scratch: &mut Vec<u8>) -> Option<&'r [u8]> {
+    url::find(body, name, scratch).or_else(|| url::find(query, name, scratch))
+}
+
+fn is_form(content_type: &[u8]) -> bool {
+    let ct = content_type.split(|&c| c == b';').next().unwrap_or_default().trim_ascii();
+    ct.is_empty() || ct.eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
+}
+
+/// A conversion (`/postback`, `/p.gif`, `/{account}/a.gif`): validate, record, acknowledge.
+#[allow(clippy::too_many_arguments)]
+fn conversion(
+    ctx: &Ctx<'_>,
+    local: &mut Local,
+    req: &Request<'_>,
+    route: Route,
+    path: &[u8],
+    query: &[u8],
+    peer: IpAddr,
+    now: SystemTime,
+    emit: &mut impl Emit,
+    out: &mut Vec<u8>,
+    framing: Framing,
+) -> Status {
+    let names = if path.ends_with(b"/a.gif") {
+        &SEED_PIXEL_PARAMS
+    } else {
+        &POSTBACK_PARAMS
+    };
+    let body: &[u8] = if req.method == Method::Post && is_form(req.content_type) {
+        req.body
+    } else {
+        &[]
+    };
+    let fail = |local: &mut Local, out: &mut Vec<u8>, status: Status, msg: &str| {
+        response::write_text(out, status, &local.date, framing, &[], msg);
+        status
+    };
+    let decoded = |raw: Option<&[u8]>, scratch: &mut Vec<u8>| {
+        scratch.clear();
+        if let Some(raw) = raw {
+            url::decode_into(raw, scratch);
+        }
+    };
+
+    if route == Route::Postback {
+        let network = param(body, query, b"network", &mut local.scratch);
+        local.buf.clear();
+        if let Some(n) = network {
+            url::decode_into(n, &mut local.buf);
+        }
+        let token = param(body, query, b"token", &mut local.scratch);
+        decoded(token, &mut local.scratch);
+        let net = network.map(|_| local.buf.as_slice());
+        match ctx.table.check_postback_token(net, token.map(|_| local.scratch.as_slice())) {
+            Ok(()) => {}
+            Err(TokenError::BadToken) => {
+                return fail(local, out, Status::Forbidden, "bad or missing token");
+            }
+            Err(TokenError::UnknownNetwork) => {
+                return fail(local, out, Status::Forbidden, "unknown network");
+            }
+        }
+    }
+
+    let Some(cid) = param(body, query, names.click_id, &mut local.scratch) else {
+        let msg = if names.click_id == b"h" {
+            "missing h (the click id)"
+        } else {
+            "missing cid (the click id)"
+        };
+        return fail(local, out, Status::BadRequest, msg);
+    };
+    decoded(Some(cid), &mut local.scratch);
+    let click_id = match EventId::parse(&local.scratch) {
+        Ok(id) => id,
+        Err(e) => {
+            let mut msg = [0u8; 128];
+            let mut cur = std::io::Cursor::new(&mut msg[..]);
+            let _ = write!(cur, "malformed click id: {e}");
+            let n = cur.position() as usize;
+            return fail(local, out, Status::BadRequest, std::str::from_utf8(&msg[..n]).unwrap_or("malformed click id"));
+        }
+    };
+    let payout_micros = match param(body, query, names.payout, &mut local.scratch) {
+        None => None,
+        Some(raw) => {
+            decoded(Some(raw), &mut local.scratch);
+            if local.scratch.trim_ascii().is_empty() {
+                None
+            } else {
+                match money::parse_micros(&local.scratch) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        let msg = match e {
+                            money::MoneyError::TooPrecise => "bad payout: more than 6 decimal places",
+                            money::MoneyError::TooLarge => "bad payout: too large",
+                            _ => "bad payout: not a decimal number like 12.34",
+                        };
+                        return fail(local, out, Status::BadRequest, msg);
+                    }
+                }
+            }
+        }
+    };
+
+    let kind = if route == Route::Pixel {
+        EventKind::Pixel
+    } else {
+        EventKind::Postback
+    };
+    let ts_ms = now_ms(now);
+    let id = local.ids.next(ts_ms);
+    let mut e = new_event(kind, id, req, peer, 128);
+    e.payout_micros = payout_micros;
+    e.push(Field::ClickId, &click_id.to_hex());
+    for (field, name, default) in [
+        (Field::ConversionType, names.kind, &b""[..]),
+        (Field::TxId, &b"txid"[..], &b""[..]),
+        (Field::Status, &b"status"[..], &b"approved"[..]),
+    ] {
+        let raw = param(body, query, name, &mut local.scratch);
+        decoded(raw, &mut local.scratch);
+        if local.scratch.len() > MAX_CONVERSION_FIELD {
+            let msg = match field {
+                Field::TxId => "txid longer than 256 bytes",
+                Field::Status => "status longer than 256 bytes",
+                _ => "type longer than 256 bytes",
+            };
+            return fail(local, out, Status::BadRequest, msg);
+        }
+        let value = if local.scratch.is_empty() { default } else { &local.scratch[..] };
+        e.push(field, value);
+    }
+    if !emit.emit(e) {
+        return fail(
+            local,
+            out,
+            Status::ServiceUnavailable,
+            "the conversion cannot be recorded now; retry",
+        );
+    }
+    if route == Route::Pixel {
+        response::write_pixel(out, &local.date, framing);
+    } else {
+        response::write(out, Status::Ok, &local.date, framing, &[], b"text/plain; charset=utf-8", b"OK");
+    }
+    Status::Ok
+}
+
+#[cfg(test)]
+mod tests;

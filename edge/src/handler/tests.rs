@@ -1,0 +1,280 @@
+use super::*;
+use crate::config::{ConfigFile, DEMO_CONFIG};
+use crate::http::{Limits, Parse, parse};
+use std::net::Ipv4Addr;
+
+#[derive(Default)]
+struct Collect {
+    events: Vec<Event>,
+    full: bool,
+}
+
+impl Emit for Collect {
+    fn emit(&mut self, event: Event) -> bool {
+        if self.full {
+            return false;
+        }
+        self.events.push(event);
+        true
+    }
+}
+
+struct Harness {
+    table: Table,
+    metrics: Metrics,
+    local: Local,
+    sink: Collect,
+}
+
+impl Harness {
+    fn new(extra: &str) -> Self {
+        let cfg = ConfigFile::parse(&format!("{DEMO_CONFIG}\n{extra}")).unwrap();
+        Harness {
+            table: Table::compile(&cfg).unwrap(),
+            metrics: Metrics::new(1, 1, Box::new(|| 0), Box::new(|_| 0)),
+            local: Local::new(7, 0, 42),
+            sink: Collect::default(),
+        }
+    }
+
+    fn send(&mut self, raw: &str) -> (Status, String) {
+        let req = match parse(raw.as_bytes(), &Limits::default()) {
+            Parse::Complete(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let ctx = Ctx {
+            table: &self.table,
+            metrics: &self.metrics,
+            draining: false,
+        };
+        let mut out = Vec::new();
+        let peer = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+        let (_, st) = handle(&ctx, &mut self.local, &req, peer, SystemTime::now(), &mut self.sink, &mut out);
+        (st, String::from_utf8_lossy(&out).into_owned())
+    }
+
+    fn get(&mut self, target: &str) -> (Status, String) {
+        self.send(&format!("GET {target} HTTP/1.1\r\nHost: t\r\nUser-Agent: UA\r\n\r\n"))
+    }
+}
+
+fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
+    resp.split("\r\n")
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")))
+}
+
+const CAMP: &str = "/c/5aaea5a02d38914cfd2ad8c1";
+
+#[test]
+fn visit_redirects_with_tokens_and_records_the_event() {
+    let mut h = Harness::new("");
+    let (st, resp) = h.get(&format!("{CAMP}?utm_source=my%20blog&utm_medium=r%26d&utm_content=kw+1&cost=0.25"));
+    assert_eq!(st, Status::Found);
+    let loc = header(&resp, "Location").unwrap();
+    let e = &h.sink.events[0];
+    let cid = e.id.to_string();
+    let drip = format!("https://offers.example.com/drip?aff_sub={cid}&src=my%20blog&medium=r%26d");
+    let trial = format!("https://trial.example.com/start?subid={cid}&campaign=5aaea5a02d38914cfd2ad8c1&kw=kw%201");
+    assert!(loc == drip || loc == trial, "{loc}");
+    assert_eq!(e.kind, EventKind::Visit);
+    assert_eq!(e.cost_micros, 250_000);
+    assert_eq!(e.path_index, Some(0));
+    assert_eq!(e.id.node_id(), 7);
+    assert_eq!(e.get(Field::CampaignId), b"5aaea5a02d38914cfd2ad8c1");
+    assert_eq!(e.get(Field::TrafficSourceId), b"ts-blog");
+    assert_eq!(e.get(Field::NetworkId), b"net-impact");
+    assert_eq!(e.get(Field::Location), loc.as_bytes());
+    assert_eq!(e.get(Field::UserAgent), b"UA");
+    assert_eq!(e.get(Field::Method), b"GET");
+    assert!(e.get(Field::Target).starts_with(CAMP.as_bytes()));
+    let remapped: Vec<(String, String)> = e
+        .remapped()
+        .map(|(k, v)| (String::from_utf8_lossy(k).into(), String::from_utf8_lossy(v).into()))
+        .collect();
+    assert_eq!(
+        remapped,
+        [("source", "my blog"), ("target", "kw 1"), ("var_2", "r&d"), ("var_7", "")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+}
+
+#[test]
+fn campaign_cost_applies_without_a_valid_cost_param() {
+    let mut h = Harness::new("");
+    h.get(&format!("{CAMP}?cost=abc"));
+    h.get(CAMP);
+    h.get(&format!("{CAMP}?cost=-1"));
+    assert!(h.sink.events.iter().all(|e| e.cost_micros == 50_000));
+}
+
+#[test]
+fn rotation_follows_offer_weights() {
+    let mut h = Harness::new("");
+    let n = 4000;
+    let mut drip = 0;
+    for _ in 0..n {
+        let (_, resp) = h.get(CAMP);
+        if header(&resp, "Location").unwrap().starts_with("https://offers.example.com/") {
+            drip += 1;
+        }
+    }
+    // Weight 3:1, so 3000 expected; 5 standard deviations is about ±137.
+    assert!((2860..=3140).contains(&drip), "{drip}");
+}
+
+#[test]
+fn click_ids_are_unique_and_increasing() {
+    let mut h = Harness::new("");
+    for _ in 0..1000 {
+        h.get(CAMP);
+    }
+    let ids: Vec<_> = h.sink.events.iter().map(|e| e.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
+fn crlf_and_host_injection_cannot_escape() {
+    let mut h = Harness::new("");
+    let (_, resp) = h.get(&format!("{CAMP}?utm_source=%0D%0ASet-Cookie:%20x=1&utm_medium=//evil.com/%0a"));
+    let loc = header(&resp, "Location").unwrap();
+    assert!(!resp.contains("Set-Cookie"), "{resp}");
+    assert!(loc.starts_with("https://offers.example.com/") || loc.starts_with("https://trial.example.com/"));
+    assert_eq!(resp.matches("\r\n").count(), 7, "{resp:?}");
+}
+
+#[test]
+fn unknown_campaign_is_404_or_fallback() {
+    let mut h = Harness::new("");
+    let (st, resp) = h.get("/c/nope?x=1");
+    assert_eq!(st, Status::NotFound);
+    assert!(resp.ends_with("unknown campaign\n"));
+    assert!(h.sink.events.is_empty());
+    let mut h = Harness::new("").with_fallback("https://safe.example.com/?from=edge");
+    let (st, resp) = h.get("/c/nope");
+    assert_eq!(st, Status::Found);
+    assert_eq!(header(&resp, "Location"), Some("https://safe.example.com/?from=edge"));
+}
+
+impl Harness {
+    fn with_fallback(mut self, url: &str) -> Self {
+        let mut cfg = ConfigFile::parse(DEMO_CONFIG).unwrap();
+        cfg.server.fallback_url = url.into();
+        self.table = Table::compile(&cfg).unwrap();
+        self
+    }
+}
+
+#[test]
+fn postback_records_a_conversion() {
+    let mut h = Harness::new("");
+    let cid = "0167a15c98772c0004000001";
+    let (st, resp) = h.get(&format!("/postback?cid={cid}&payout=92.4&txid=T-1&type=cps"));
+    assert_eq!(st, Status::Ok);
+    assert!(resp.ends_with("\r\n\r\nOK"), "{resp}");
+    let e = &h.sink.events[0];
+    assert_eq!(e.kind, EventKind::Postback);
+    assert_eq!(e.payout_micros, Some(92_400_000));
+    assert_eq!(e.get(Field::ClickId), cid.as_bytes());
+    assert_eq!(e.get(Field::TxId), b"T-1");
+    assert_eq!(e.get(Field::ConversionType), b"cps");
+    assert_eq!(e.get(Field::Status), b"approved");
+}
+
+#[test]
+fn postback_as_a_form_post() {
+    let mut h = Harness::new("");
+    let body = "cid=0167A15C98772C0004000001&payout=1.5&status=declined";
+    let (st, _) = h.send(&format!(
+        "POST /postback HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    assert_eq!(st, Status::Ok);
+    let e = &h.sink.events[0];
+    assert_eq!(e.get(Field::ClickId), b"0167a15c98772c0004000001");
+    assert_eq!(e.payout_micros, Some(1_500_000));
+    assert_eq!(e.get(Field::Status), b"declined");
+    assert_eq!(e.get(Field::Body), body.as_bytes());
+}
+
+#[test]
+fn postback_errors_name_the_problem() {
+    let mut h = Harness::new("");
+    for (q, st, msg) in [
+        ("", Status::BadRequest, "missing cid"),
+        ("cid=xyz", Status::BadRequest, "malformed click id: a click id is 24 hex digits, got 3"),
+        ("cid=0167a15c98772c0004000001&payout=1e5", Status::BadRequest, "bad payout"),
+        ("cid=0167a15c98772c0004000001&payout=0.0000001", Status::BadRequest, "6 decimal places"),
+    ] {
+        let (got, resp) = h.get(&format!("/postback?{q}"));
+        assert_eq!(got, st, "{q}");
+        assert!(resp.contains(msg), "{q}: {resp}");
+    }
+    let long = "x".repeat(300);
+    let (got, resp) = h.get(&format!("/postback?cid=0167a15c98772c0004000001&txid={long}"));
+    assert_eq!(got, Status::BadRequest);
+    assert!(resp.contains("txid longer"));
+    assert!(h.sink.events.is_empty());
+}
+
+#[test]
+fn postback_tokens_are_enforced() {
+    let mut h = Harness::new("");
+    let mut cfg = ConfigFile::parse(DEMO_CONFIG).unwrap();
+    cfg.affiliate_networks[0].postback_token = "tok".into();
+    h.table = Table::compile(&cfg).unwrap();
+    let cid = "0167a15c98772c0004000001";
+    assert_eq!(h.get(&format!("/postback?cid={cid}")).0, Status::Forbidden);
+    assert_eq!(h.get(&format!("/postback?cid={cid}&token=bad")).0, Status::Forbidden);
+    assert_eq!(h.get(&format!("/postback?cid={cid}&token=tok")).0, Status::Ok);
+    assert_eq!(h.get(&format!("/postback?cid={cid}&token=tok&network=net-impact")).0, Status::Ok);
+    assert_eq!(h.get(&format!("/postback?cid={cid}&token=tok&network=other")).0, Status::Forbidden);
+}
+
+#[test]
+fn full_queue_makes_postbacks_503_but_redirects_still_work() {
+    let mut h = Harness::new("");
+    h.sink.full = true;
+    let (st, resp) = h.get("/postback?cid=0167a15c98772c0004000001");
+    assert_eq!(st, Status::ServiceUnavailable);
+    assert!(resp.contains("retry"));
+    assert_eq!(h.get(CAMP).0, Status::Found);
+}
+
+#[test]
+fn pixels_answer_the_gif() {
+    let mut h = Harness::new("");
+    let (st, resp) = h.get("/546b17a70bf18e81647d8950/a.gif?c=1&h=0167a15c98772c0004000001&a=92.4");
+    assert_eq!(st, Status::Ok);
+    assert_eq!(header(&resp, "Content-Type"), Some("image/gif"));
+    assert_eq!(header(&resp, "Content-Length"), Some("43"));
+    assert!(header(&resp, "Cache-Control").unwrap().contains("no-store"));
+    let e = &h.sink.events[0];
+    assert_eq!(e.kind, EventKind::Pixel);
+    assert_eq!(e.payout_micros, Some(92_400_000));
+    assert_eq!(e.get(Field::ConversionType), b"1");
+    let (st, _) = h.get("/p.gif?cid=0167a15c98772c0004000001&payout=3&type=lead");
+    assert_eq!(st, Status::Ok);
+    assert_eq!(h.sink.events[1].get(Field::ConversionType), b"lead");
+    assert_eq!(h.get("/p.gif?payout=3").0, Status::BadRequest);
+    assert_eq!(h.get("/a/b/a.gif?h=0167a15c98772c0004000001").0, Status::NotFound);
+}
+
+#[test]
+fn methods_and_paths() {
+    let mut h = Harness::new("");
+    let (st, resp) = h.send(&format!("POST {CAMP} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"));
+    assert_eq!(st, Status::MethodNotAllowed);
+    assert_eq!(header(&resp, "Allow"), Some("GET, HEAD"));
+    let (st, resp) = h.send("DELETE /postback HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(st, Status::MethodNotAllowed);
+    assert_eq!(header(&resp, "Allow"), Some("GET, POST"));
+    assert_eq!(h.get("/nothing").0, Status::NotFound);
+    assert_eq!(h.get("/healthz").0, Status::Ok);
+    let (st, resp) = h.get("/metrics");
+    assert_eq!(st, Status::Ok);
+    assert!(resp.contains("edge_requests_total"));
+    let (st, resp) = h.send(&format!("HEAD {CAMP} HTTP/1.1\r\nHost: t\r\n\r\n"));
+    assert_eq!(st, Status::Found);
+    assert!(resp.ends_with("\r\n\r\n"));
+    assert_eq!(h.get("/click?cid=0167a15c98772c0004000001").0, Status::NotFound);
+}

@@ -1,0 +1,77 @@
+//! `edge`: the tracker's HTTP server. With no flags it serves the built-in demo config.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use edge::app::{self, Overrides};
+
+/// Campaign redirects, conversion pixels and postbacks, thread-per-core on io_uring.
+#[derive(Debug, Parser)]
+#[command(name = "edge", version)]
+struct Cli {
+    /// TOML config file (SPEC.md); without it the built-in demo config is served.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate FILE and exit: 0 when it is usable, 1 with the bad key named when not.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
+    /// Override server.listen, e.g. 127.0.0.1:0 for any free port.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Override server.workers (0 = one per core).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Override server.driver: auto, io_uring or legacy.
+    #[arg(long, value_name = "DRIVER")]
+    driver: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let overrides = Overrides {
+        listen: cli.listen,
+        workers: cli.workers,
+        driver: cli.driver,
+    };
+    if let Some(path) = cli.check_config {
+        return match app::load(Some(&path), &overrides) {
+            Ok(l) => {
+                for w in &l.table.warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!(
+                    "{}: ok ({} campaigns, {} offers, {} traffic sources, {} networks, {} landing pages)",
+                    path.display(),
+                    l.table.campaigns.len(),
+                    l.table.offers.len(),
+                    l.table.sources.len(),
+                    l.table.networks.len(),
+                    l.table.landing_pages.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("edge: config error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match app::run(cli.config, overrides) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("edge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Counters for `/metrics`, in Prometheus text format.
+//!
+//! Each worker writes only its own cache-line-aligned block (a plain load and store, no
+//! atomic read-modify-write: there is one writer), and `/metrics` sums the blocks. Nothing
+//! on the request path is shared between workers.
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sink::EventKind;
+
+use crate::response::Status;
+
+/// The routes, as labelled in metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Campaign,
+    Click,
+    Pixel,
+    Postback,
+    Health,
+    Metrics,
+    Other,
+}
+
+impl Route {
+    pub const ALL: [Route; 7] = [
+        Route::Campaign,
+        Route::Click,
+        Route::Pixel,
+        Route::Postback,
+        Route::Health,
+        Route::Metrics,
+        Route::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Campaign => "campaign",
+            Route::Click => "click",
+            Route::Pixel => "pixel",
+            Route::Postback => "postback",
+            Route::Health => "healthz",
+            Route::Metrics => "metrics",
+            Route::Other => "other",
+        }
+    }
+}
+
+const KINDS: usize = EventKind::ALL.len();
+
+fn bump(c: &AtomicU64) {
+    c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+/// One worker's counters; only that worker writes them.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct WorkerStats {
+    requests: [[AtomicU64; Status::ALL.len()]; Route::ALL.len()],
+    emitted: [AtomicU64; KINDS],
+    dropped: [AtomicU64; KINDS],
+    accepted: AtomicU64,
+    open: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
+impl WorkerStats {
+    pub fn request(&self, route: Route, status: Status) {
+        let s = Status::ALL.iter().position(|&x| x == status).unwrap_or(0);
+        bump(&self.requests[route as usize][s]);
+    }
+
+    pub fn emitted(&self, kind: EventKind) {
+        bump(&self.emitted[kind as usize]);
+    }
+
+    pub fn dropped(&self, kind: EventKind) {
+        bump(&self.dropped[kind as usize]);
+    }
+
+    pub fn fallback(&self) {
+        bump(&self.fallbacks);
+    }
+
+    pub fn connection_opened(&self) {
+        bump(&self.accepted);
+        bump(&self.open);
+    }
+
+    pub fn connection_closed(&self) {
+        let o = &self.open;
+        o.store(o.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
+    }
+}
+
+/// Every counter of the process.
+pub struct Metrics {
+    pub workers: Box<[WorkerStats]>,
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
+    /// The I/O driver the workers run on.
+    pub driver: OnceLock<&'static str>,
+    /// Events waiting between the workers and the sink.
+    queue_depth: Box<dyn Fn() -> usize + Send + Sync>,
+    queue_capacity: usize,
+    /// Events the sink has taken, by kind.
+    consumed: Box<dyn Fn(EventKind) -> u64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn sum(workers: &[WorkerStats], f: impl Fn(&WorkerStats) -> &AtomicU64) -> u64 {
+    workers.iter().map(|w| f(w).load(Ordering::Relaxed)).sum()
+}
+
+impl Metrics {
+    pub fn new(
+        workers: usize,
+        queue_capacity: usize,
+        queue_depth: Box<dyn Fn() -> usize + Send + Sync>,
+        consumed: Box<dyn Fn(EventKind) -> u64 + Send + Sync>,
+    ) -> Self {
+        Metrics {
+            workers: (0..workers).map(|_| WorkerStats::default()).collect(),
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+            driver: OnceLock::new(),
+            queue_depth,
+            queue_capacity,
+            consumed,
+        }
+    }
+
+    /// Total requests answered on `route` with `status`, over all workers.
+    pub fn requests(&self, route: Route, status: Status) -> u64 {
+        let s = Status::ALL.iter().position(|&x| x == status).unwrap_or(0);
+        sum(&self.workers, |w| &w.requests[route as usize][s])
+    }
+
+    pub fn emitted(&self, kind: EventKind) -> u64 {
+        sum(&self.workers, |w| &w.emitted[kind as usize])
+    }
+
+    pub fn dropped(&self, kind: EventKind) -> u64 {
+        sum(&self.workers, |w| &w.dropped[kind as usize])
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(4096);
+        let w = &self.workers;
+        let _ = writeln!(o, "# HELP edge_requests_total Requests answered, by route and status.");
+        let _ = writeln!(o, "# TYPE edge_requests_total counter");
+        for r in Route::ALL {
+            for s in Status::ALL {
+                let n = self.requests(r, s);
+                if n > 0 || matches!((r, s), (Route::Campaign, Status::Found)) {
+                    let _ = writeln!(
+                        o,
+                        "edge_requests_total{{route=\"{}\",status=\"{}\"}} {n}",
+                        r.as_str(),
+                        s.code()
+                    );
+                }
+            }
+        }
+        type KindCounter = fn(&Metrics, EventKind) -> u64;
+        let per_kind: [(&str, &str, KindCounter); 3] = [
+            ("edge_events_emitted_total", "Events handed to the sink.", Metrics::emitted),
+            (
+                "edge_events_dropped_total",
+                "Events lost because the sink's queue was full.",
+                Metrics::dropped,
+            ),
+            ("edge_events_consumed_total", "Events the sink has taken.", |m, k| {
+                (m.consumed)(k)
+            }),
+        ];
+        for (name, help, f) in per_kind {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            for k in EventKind::ALL {
+                let _ = writeln!(o, "{name}{{kind=\"{}\"}} {}", k.as_str(), f(self, k));
+            }
+        }
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let scalars: [(&str, &str, &str, u64); 9] = [
+            ("edge_event_queue_depth", "gauge", "Events waiting for the sink.", (self.queue_depth)() as u64),
+            ("edge_event_queue_capacity", "gauge", "Room in the sink's queue.", self.queue_capacity as u64),
+            ("edge_config_reloads_total", "counter", "Successful config reloads.", load(&self.reloads)),
+            ("edge_config_reload_failures_total", "counter", "Config reloads refused (the old table stays).", load(&self.reload_failures)),
+            ("edge_connections_accepted_total", "counter", "Connections accepted.", sum(w, |s| &s.accepted)),
+            ("edge_connections_open", "gauge", "Connections open now.", sum(w, |s| &s.open)),
+            ("edge_fallback_redirects_total", "counter", "Unknown campaigns sent to fallback_url.", sum(w, |s| &s.fallbacks)),
+            ("edge_workers", "gauge", "Worker threads.", w.len() as u64),
+            ("edge_up", "gauge", "1 while the edge serves.", 1),
+        ];
+        for (name, ty, help, v) in scalars {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {ty}\n{name} {v}");
+        }
+        let driver = self.driver.get().copied().unwrap_or("starting");
+        let _ = writeln!(
+            o,
+            "# HELP edge_driver_info The I/O driver the workers run on.\n# TYPE edge_driver_info gauge\nedge_driver_info{{driver=\"{driver}\"}} 1"
+        );
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_sums_over_workers() {
+        let m = Metrics::new(2, 100, Box::new(|| 7), Box::new(|k| k as u64));
+        m.workers[0].request(Route::Campaign, Status::Found);
+        m.workers[1].request(Route::Campaign, Status::Found);
+        m.workers[1].request(Route::Postback, Status::BadRequest);
+        m.workers[0].emitted(EventKind::Visit);
+        m.workers[1].dropped(EventKind::Postback);
+        m.workers[0].connection_opened();
+        let _ = m.driver.set("io_uring");
+        let text = m.render();
+        for line in [
+            "edge_requests_total{route=\"campaign\",status=\"302\"} 2",
+            "edge_requests_total{route=\"postback\",status=\"400\"} 1",
+            "edge_events_emitted_total{kind=\"visit\"} 1",
+            "edge_events_dropped_total{kind=\"postback\"} 1",
+            "edge_events_consumed_total{kind=\"pixel\"} 3",
+            "edge_event_queue_depth 7",
+            "edge_connections_open 1",
+            "edge_driver_info{driver=\"io_uring\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        assert!(!text.contains("status=\"404\""));
+    }
+}

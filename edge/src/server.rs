@@ -1,0 +1,429 @@
+//! Workers: one thread per core, each with its own `SO_REUSEPORT` listener, monoio runtime,
+//! event channel and state. Nothing is shared between workers on the request path but the
+//! immutable campaign table (read through a per-worker `arc_swap::Cache`).
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::{ArcSwap, Cache};
+use crossbeam_channel::Sender;
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::{TcpListener, TcpStream};
+use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+use sink::Event;
+
+use crate::handler::{self, Ctx, Emit, Local};
+use crate::http::{self, Parse};
+use crate::metrics::{Metrics, Route, WorkerStats};
+use crate::response::{self, Framing, Status};
+use crate::settings::{DriverChoice, Settings};
+use crate::table::Table;
+
+/// Initial size of a connection's read and write buffers.
+const BUF_SIZE: usize = 4096;
+/// Read at least this much per read call; the buffer grows when less is free.
+const MIN_READ: usize = 1024;
+/// How often a worker looks at the shutdown flag.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(25);
+
+/// The I/O driver the workers run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    IoUring,
+    Legacy,
+}
+
+impl Driver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::IoUring => "io_uring",
+            Driver::Legacy => "legacy",
+        }
+    }
+
+    /// Resolves the configured choice: `auto` probes the kernel for io_uring.
+    pub fn resolve(choice: DriverChoice) -> (Driver, Option<&'static str>) {
+        match choice {
+            DriverChoice::Legacy => (Driver::Legacy, Some("configured")),
+            DriverChoice::IoUring => (Driver::IoUring, None),
+            DriverChoice::Auto if monoio::utils::detect_uring() => (Driver::IoUring, None),
+            DriverChoice::Auto => (Driver::Legacy, Some("io_uring is unavailable here")),
+        }
+    }
+}
+
+/// State shared by the workers and the control thread.
+pub struct Shared {
+    pub table: Arc<ArcSwap<Table>>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    shutdown: AtomicBool,
+}
+
+/// A running server.
+pub struct Server {
+    pub local_addr: SocketAddr,
+    pub driver: Driver,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Binds one `SO_REUSEPORT` listener per worker on the same address (the first bind
+/// resolves port 0).
+fn bind_listeners(addr: SocketAddr, n: usize) -> std::io::Result<Vec<StdListener>> {
+    let mut out = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n {
+        let domain = socket2::Domain::for_address(addr);
+        let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(4096)?;
+        let l: StdListener = s.into();
+        addr = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+impl Server {
+    /// Binds the listeners and starts the workers. `senders` has one channel per worker.
+    pub fn start(
+        settings: Settings,
+        table: Arc<ArcSwap<Table>>,
+        metrics: Arc<Metrics>,
+        senders: Vec<Sender<Event>>,
+    ) -> anyhow::Result<Server> {
+        anyhow::ensure!(senders.len() == settings.workers, "one event channel per worker");
+        let (driver, why) = Driver::resolve(settings.driver);
+        let listeners = bind_listeners(settings.listen, settings.workers)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
+        let local_addr = listeners[0].local_addr()?;
+        let _ = metrics.driver.set(driver.as_str());
+        match why {
+            None => tracing::info!(driver = driver.as_str(), "I/O driver"),
+            Some(why) => tracing::info!(driver = driver.as_str(), why, "I/O driver"),
+        }
+        let shared = Arc::new(Shared {
+            table,
+            metrics,
+            settings,
+            shutdown: AtomicBool::new(false),
+        });
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut threads = Vec::with_capacity(listeners.len());
+        for (id, (listener, tx)) in listeners.into_iter().zip(senders).enumerate() {
+            let shared = Arc::clone(&shared);
+            let t = std::thread::Builder::new()
+                .name(format!("edge-worker-{id}"))
+                .spawn(move || {
+                    if shared.settings.pin_workers
+                        && let Err(e) = monoio::utils::bind_to_cpu_set([id % cores])
+                    {
+                        tracing::warn!(worker = id, "cannot pin to core {}: {e}", id % cores);
+                    }
+                    if let Err(e) = run_worker(id as u8, shared, listener, tx, driver) {
+                        tracing::error!(worker = id, "worker failed: {e}");
+                    }
+                })?;
+            threads.push(t);
+        }
+        Ok(Server {
+            local_addr,
+            driver,
+            shared,
+            threads,
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the shutdown timeout), and
+    /// waits for the workers to end. Their event channels close as they end.
+    pub fn shutdown(self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run_worker(
+    id: u8,
+    shared: Arc<Shared>,
+    listener: StdListener,
+    tx: Sender<Event>,
+    driver: Driver,
+) -> std::io::Result<()> {
+    let fut = async move {
+        let listener = TcpListener::from_std(listener)?;
+        worker_main(Rc::new(Worker::new(id, shared, tx)), listener).await;
+        Ok(())
+    };
+    match driver {
+        Driver::IoUring => RuntimeBuilder::<IoUringDriver>::new()
+            .with_entries(4096)
+            .enable_timer()
+            .build()?
+            .block_on(fut),
+        Driver::Legacy => RuntimeBuilder::<LegacyDriver>::new()
+            .with_entries(4096)
+            .enable_timer()
+            .build()?
+            .block_on(fut),
+    }
+}
+
+/// One worker's state, owned by its thread.
+struct Worker {
+    shared: Arc<Shared>,
+    table: RefCell<Cache<Arc<ArcSwap<Table>>, Arc<Table>>>,
+    local: RefCell<Local>,
+    tx: Sender<Event>,
+    id: usize,
+    /// Connections with a request under way.
+    busy: Cell<usize>,
+    draining: Cell<bool>,
+    stop_waker: RefCell<Option<Waker>>,
+}
+
+impl Worker {
+    fn new(id: u8, shared: Arc<Shared>, tx: Sender<Event>) -> Self {
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ (u64::from(id) << 56);
+        Worker {
+            table: RefCell::new(Cache::new(Arc::clone(&shared.table))),
+            local: RefCell::new(Local::new(shared.settings.node_id, id, seed)),
+            tx,
+            id: id as usize,
+            busy: Cell::new(0),
+            draining: Cell::new(false),
+            stop_waker: RefCell::new(None),
+            shared,
+        }
+    }
+
+    fn stats(&self) -> &WorkerStats {
+        &self.shared.metrics.workers[self.id]
+    }
+
+    /// Resolves when the worker starts draining.
+    async fn stopped(&self) {
+        poll_fn(|cx| {
+            if self.draining.get() {
+                Poll::Ready(())
+            } else {
+                *self.stop_waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Queues events on the worker's channel; a full channel drops (and counts) the event.
+struct ChannelEmit<'a> {
+    tx: &'a Sender<Event>,
+    stats: &'a WorkerStats,
+}
+
+impl Emit for ChannelEmit<'_> {
+    fn emit(&mut self, event: Event) -> bool {
+        let kind = event.kind;
+        match self.tx.try_send(event) {
+            Ok(()) => {
+                self.stats.emitted(kind);
+                true
+            }
+            Err(_) => {
+                self.stats.dropped(kind);
+                false
+            }
+        }
+    }
+}
+
+async fn worker_main(w: Rc<Worker>, listener: TcpListener) {
+    let watcher = Rc::clone(&w);
+    monoio::spawn(async move {
+        while !watcher.shared.shutdown.load(Ordering::Relaxed) {
+            monoio::time::sleep(SHUTDOWN_POLL).await;
+        }
+        watcher.draining.set(true);
+        if let Some(waker) = watcher.stop_waker.borrow_mut().take() {
+            waker.wake();
+        }
+    });
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => Some(r),
+            _ = w.stopped() => None,
+        };
+        match accepted {
+            None => break,
+            Some(Ok((stream, peer))) => {
+                let _ = stream.set_nodelay(true);
+                monoio::spawn(connection(Rc::clone(&w), stream, peer));
+            }
+            Some(Err(e)) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                tracing::warn!(worker = w.id, "accept failed: {e}");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    let deadline = Instant::now() + w.shared.settings.shutdown_timeout;
+    while w.busy.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if w.busy.get() > 0 {
+        tracing::warn!(worker = w.id, busy = w.busy.get(), "shutdown timeout: closing busy connections");
+    }
+}
+
+/// Marks a connection busy (a request under way) or idle, keeping the worker's count.
+fn set_busy(w: &Worker, flag: &mut bool, busy: bool) {
+    if *flag != busy {
+        *flag = busy;
+        w.busy.set(if busy { w.busy.get() + 1 } else { w.busy.get() - 1 });
+    }
+}
+
+/// Answers every complete request at the front of `rbuf` into `wbuf`. Returns the bytes
+/// consumed, whether to close after writing, and whether a request is partially buffered
+/// (and asked for `100 Continue`).
+fn answer_buffered(
+    w: &Worker,
+    rbuf: &[u8],
+    wbuf: &mut Vec<u8>,
+    peer: SocketAddr,
+    continue_sent: &mut bool,
+) -> (usize, bool) {
+    let limits = &w.shared.settings.limits;
+    let mut table = w.table.borrow_mut();
+    let table: &Table = table.load();
+    let mut local = w.local.borrow_mut();
+    let stats = w.stats();
+    let ctx = Ctx {
+        table,
+        metrics: &w.shared.metrics,
+        draining: w.draining.get(),
+    };
+    let mut emit = ChannelEmit { tx: &w.tx, stats };
+    let now = SystemTime::now();
+    let mut consumed = 0;
+    while consumed < rbuf.len() {
+        match http::parse(&rbuf[consumed..], limits) {
+            Parse::Complete(req) => {
+                let (route, status) = handler::handle(&ctx, &mut local, &req, peer.ip(), now, &mut emit, wbuf);
+                stats.request(route, status);
+                consumed += req.raw.len();
+                *continue_sent = false;
+                if !req.keep_alive || ctx.draining {
+                    return (consumed, true);
+                }
+            }
+            Parse::Partial { expect_continue } => {
+                if expect_continue && !*continue_sent {
+                    wbuf.extend_from_slice(response::CONTINUE);
+                    *continue_sent = true;
+                }
+                break;
+            }
+            Parse::Error(e) => {
+                local.date.update(now);
+                let status = Status::from_code(e.status());
+                response::write_text(wbuf, status, &local.date, Framing::close(), &[], e.message());
+                stats.request(Route::Other, status);
+                return (rbuf.len(), true);
+            }
+        }
+    }
+    (consumed, false)
+}
+
+async fn connection(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
+    w.stats().connection_opened();
+    let limits = w.shared.settings.limits;
+    let mut rbuf: Vec<u8> = Vec::with_capacity(BUF_SIZE);
+    let mut wbuf: Vec<u8> = Vec::with_capacity(BUF_SIZE);
+    // When the request now arriving began; the first one's clock starts at accept.
+    let mut started: Option<Instant> = Some(Instant::now());
+    let mut continue_sent = false;
+    let mut busy = false;
+    loop {
+        let (consumed, close) = answer_buffered(&w, &rbuf, &mut wbuf, peer, &mut continue_sent);
+        if consumed > 0 {
+            rbuf.drain(..consumed);
+            started = None;
+        }
+        if !wbuf.is_empty() {
+            let (res, buf) = stream.write_all(wbuf).await;
+            wbuf = buf;
+            wbuf.clear();
+            if res.is_err() {
+                break;
+            }
+        }
+        if close {
+            break;
+        }
+        if rbuf.is_empty() {
+            set_busy(&w, &mut busy, false);
+            if w.draining.get() {
+                break;
+            }
+        } else if started.is_none() {
+            started = Some(Instant::now());
+        }
+        let wait = match started {
+            Some(t) => limits.head_timeout.saturating_sub(t.elapsed()),
+            None => limits.idle_timeout,
+        };
+        if rbuf.capacity() - rbuf.len() < MIN_READ {
+            rbuf.reserve(rbuf.capacity().max(BUF_SIZE));
+        }
+        let (len, cap) = (rbuf.len(), rbuf.capacity());
+        let read = monoio::time::timeout(wait, stream.read(rbuf.slice_mut(len..cap))).await;
+        let Ok((res, slice)) = read else {
+            // The read was cancelled with the timeout; the buffer went with it.
+            if started.is_some() {
+                let mut local = w.local.borrow_mut();
+                local.date.update(SystemTime::now());
+                let st = Status::RequestTimeout;
+                response::write_text(&mut wbuf, st, &local.date, Framing::close(), &[], "request not received in time");
+                drop(local);
+                w.stats().request(Route::Other, st);
+                let _ = stream.write_all(wbuf).await;
+            }
+            break;
+        };
+        rbuf = slice.into_inner();
+        match res {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                set_busy(&w, &mut busy, true);
+                if started.is_none() {
+                    started = Some(Instant::now());
+                }
+            }
+        }
+    }
+    set_busy(&w, &mut busy, false);
+    w.stats().connection_closed();
+}

@@ -1,0 +1,172 @@
+//! `[server]` validated into the settings the workers run with (not reloadable: a change
+//! needs a restart).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::config::{ConfigError, ServerConfig};
+use crate::http::Limits;
+
+/// Which I/O driver the workers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverChoice {
+    /// io_uring where the kernel allows it, else the legacy (epoll) driver.
+    Auto,
+    IoUring,
+    Legacy,
+}
+
+impl DriverChoice {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(DriverChoice::Auto),
+            "io_uring" | "iouring" | "uring" => Some(DriverChoice::IoUring),
+            "legacy" | "epoll" => Some(DriverChoice::Legacy),
+            _ => None,
+        }
+    }
+}
+
+/// Largest worker count: the worker id is 8 bits of every event id.
+pub const MAX_WORKERS: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// Resolved worker count (never 0).
+    pub workers: usize,
+    pub node_id: u16,
+    pub driver: DriverChoice,
+    pub pin_workers: bool,
+    pub limits: Limits,
+    /// Channel capacity per worker.
+    pub queue_per_worker: usize,
+    pub shutdown_timeout: Duration,
+}
+
+fn positive(v: u64, key: &str) -> Result<u64, ConfigError> {
+    if v == 0 {
+        return Err(ConfigError::invalid(key, "must be greater than 0"));
+    }
+    Ok(v)
+}
+
+impl Settings {
+    pub fn from_config(s: &ServerConfig) -> Result<Settings, ConfigError> {
+        let listen: SocketAddr = s.listen.parse().map_err(|_| {
+            ConfigError::invalid(
+                "server.listen",
+                format!("{:?} is not an address like 127.0.0.1:8080", s.listen),
+            )
+        })?;
+        let workers = match s.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(MAX_WORKERS);
+        if s.workers > MAX_WORKERS {
+            return Err(ConfigError::invalid(
+                "server.workers",
+                format!("at most {MAX_WORKERS} workers"),
+            ));
+        }
+        let driver = DriverChoice::parse(&s.driver).ok_or_else(|| {
+            ConfigError::invalid(
+                "server.driver",
+                format!("{:?} is not one of auto, io_uring, legacy", s.driver),
+            )
+        })?;
+        match s.store.split_once("://") {
+            Some(("file" | "s3" | "memory", rest)) if !rest.is_empty() || s.store == "memory://" => {}
+            _ => {
+                return Err(ConfigError::invalid(
+                    "server.store",
+                    format!("{:?} is not a file://, s3:// or memory:// URL", s.store),
+                ));
+            }
+        }
+        for (i, cidr) in s.trusted_proxies.iter().enumerate() {
+            if !valid_cidr(cidr) {
+                return Err(ConfigError::invalid(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("{cidr:?} is not an address or CIDR like 10.0.0.0/8"),
+                ));
+            }
+        }
+        positive(s.flush_interval_ms, "server.flush_interval_ms")?;
+        let limits = Limits {
+            max_head: positive(s.max_request_head as u64, "server.max_request_head")? as usize,
+            max_target: positive(s.max_target as u64, "server.max_target")? as usize,
+            max_body: s.max_body,
+            head_timeout: Duration::from_millis(positive(s.head_timeout_ms, "server.head_timeout_ms")?),
+            idle_timeout: Duration::from_millis(positive(s.idle_timeout_ms, "server.idle_timeout_ms")?),
+        };
+        let queue = positive(s.event_queue as u64, "server.event_queue")? as usize;
+        Ok(Settings {
+            listen,
+            workers,
+            node_id: s.node_id,
+            driver,
+            pin_workers: s.pin_workers,
+            limits,
+            queue_per_worker: queue.div_ceil(workers).max(1),
+            shutdown_timeout: Duration::from_millis(s.shutdown_timeout_ms),
+        })
+    }
+}
+
+fn valid_cidr(s: &str) -> bool {
+    let (addr, bits) = match s.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (s, None),
+    };
+    let Ok(ip) = addr.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    bits.is_none_or(|b| b.parse::<u8>().is_ok_and(|b| b <= max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(f: impl FnOnce(&mut ServerConfig)) -> String {
+        let mut s = ServerConfig::default();
+        f(&mut s);
+        Settings::from_config(&s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::from_config(&ServerConfig::default()).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert!(s.workers >= 1);
+        assert_eq!(s.driver, DriverChoice::Auto);
+        assert_eq!(s.limits.max_head, 16384);
+        assert_eq!(s.limits.max_target, 8192);
+        assert_eq!(s.limits.max_body, 65536);
+        assert_eq!(s.limits.head_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert!(err(|s| s.listen = "localhost".into()).starts_with("server.listen:"));
+        assert!(err(|s| s.workers = 1000).starts_with("server.workers:"));
+        assert!(err(|s| s.driver = "kqueue".into()).starts_with("server.driver:"));
+        assert!(err(|s| s.store = "ftp://x".into()).starts_with("server.store:"));
+        assert!(err(|s| s.trusted_proxies = vec!["10.0.0.0/33".into()]).starts_with("server.trusted_proxies[0]:"));
+        assert!(err(|s| s.head_timeout_ms = 0).starts_with("server.head_timeout_ms:"));
+        assert!(err(|s| s.event_queue = 0).starts_with("server.event_queue:"));
+    }
+
+    #[test]
+    fn cidrs() {
+        for ok in ["127.0.0.1/32", "10.0.0.0/8", "::1", "2001:db8::/32", "1.2.3.4"] {
+            assert!(valid_cidr(ok), "{ok}");
+        }
+        for bad in ["1.2.3.4/33", "::/129", "x/8", "1.2.3/8", ""] {
+            assert!(!valid_cidr(bad), "{bad}");
+        }
+    }
+}

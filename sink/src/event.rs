@@ -1,0 +1,235 @@
+//! The event the edge emits for every visit, click-through and conversion.
+//!
+//! One allocation per event: the request's raw head (and body) are copied into `data`, the
+//! request facts are spans into it, and the values the edge resolved (campaign, offer, the
+//! remapped parameters, the conversion's fields) are appended after it. Turning that into
+//! columns is the sink's work, off the request path.
+
+use std::net::IpAddr;
+
+use crate::id::EventId;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A campaign URL was visited (`/c/{campaign_id}`).
+    Visit,
+    /// A landing page's call-to-action was followed (`/click`).
+    Click,
+    /// A conversion reported server to server (`/postback`).
+    Postback,
+    /// A conversion reported by a browser pixel (`a.gif`, `p.gif`).
+    Pixel,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Visit,
+        EventKind::Click,
+        EventKind::Postback,
+        EventKind::Pixel,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Visit => "visit",
+            EventKind::Click => "click",
+            EventKind::Postback => "postback",
+            EventKind::Pixel => "pixel",
+        }
+    }
+
+    pub fn is_conversion(self) -> bool {
+        matches!(self, EventKind::Postback | EventKind::Pixel)
+    }
+}
+
+/// The byte fields an event carries, each a span of [`Event::data`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Field {
+    // Facts of the request, as received.
+    Method,
+    /// The request target (path and query), raw.
+    Target,
+    Host,
+    Referer,
+    UserAgent,
+    AcceptLanguage,
+    ForwardedFor,
+    /// A POST's form body.
+    Body,
+    // What the edge resolved from the campaign table.
+    CampaignId,
+    TrafficSourceId,
+    OfferId,
+    NetworkId,
+    LandingPageId,
+    /// The URL the visitor was redirected to.
+    Location,
+    /// The traffic source's remapped parameters, see [`Event::remapped`].
+    Remapped,
+    // A conversion's fields, decoded.
+    ClickId,
+    ConversionType,
+    TxId,
+    Status,
+}
+
+/// Number of [`Field`]s.
+pub const FIELD_COUNT: usize = Field::Status as usize + 1;
+
+/// A range of [`Event::data`]; `len == 0` is an absent or empty field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: u32,
+    pub len: u32,
+}
+
+/// One visit, click-through or conversion.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: EventKind,
+    /// The event's own id; for a visit it is also the click id handed to the offer.
+    pub id: EventId,
+    /// The address of the peer that sent the request.
+    pub peer: IpAddr,
+    /// The visit's cost, in millionths of the currency unit.
+    pub cost_micros: i64,
+    /// A conversion's payout in millionths, when it carried one.
+    pub payout_micros: Option<i64>,
+    /// Index of the campaign path taken (visits and clicks).
+    pub path_index: Option<u16>,
+    data: Vec<u8>,
+    spans: [Span; FIELD_COUNT],
+}
+
+impl Event {
+    /// Starts an event whose data begins with `raw` (the request head and body, as received);
+    /// `capacity` more bytes are reserved for the fields appended later.
+    pub fn new(kind: EventKind, id: EventId, peer: IpAddr, raw: &[u8], capacity: usize) -> Self {
+        let mut data = Vec::with_capacity(raw.len() + capacity);
+        data.extend_from_slice(raw);
+        Event {
+            kind,
+            id,
+            peer,
+            cost_micros: 0,
+            payout_micros: None,
+            path_index: None,
+            data,
+            spans: [Span::default(); FIELD_COUNT],
+        }
+    }
+
+    /// Timestamp (Unix milliseconds) taken from the id.
+    pub fn ts_ms(&self) -> u64 {
+        self.id.ts_ms()
+    }
+
+    /// Points `field` at `raw[start..start + len]` of the bytes given to [`Event::new`].
+    pub fn set_raw(&mut self, field: Field, start: usize, len: usize) {
+        debug_assert!(start + len <= self.data.len());
+        self.spans[field as usize] = Span {
+            start: start as u32,
+            len: len as u32,
+        };
+    }
+
+    /// Appends `value` as `field`.
+    pub fn push(&mut self, field: Field, value: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(value);
+        self.set_raw(field, start, value.len());
+    }
+
+    /// Appends a field built by `write`, which appends its bytes to the vector it is given.
+    pub fn push_with(&mut self, field: Field, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.data.len();
+        write(&mut self.data);
+        let len = self.data.len() - start;
+        self.set_raw(field, start, len);
+    }
+
+    /// The bytes of `field` (empty when absent).
+    pub fn get(&self, field: Field) -> &[u8] {
+        let s = self.spans[field as usize];
+        &self.data[s.start as usize..(s.start + s.len) as usize]
+    }
+
+    /// Writes the remapped parameters as `name`/`value` pairs (values decoded).
+    pub fn push_remapped<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) {
+        self.push_with(Field::Remapped, |out| {
+            for (name, value) in pairs {
+                encode_pair(out, name, value);
+            }
+        });
+    }
+
+    /// The remapped parameters, in the traffic source's order.
+    pub fn remapped(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut rest = self.get(Field::Remapped);
+        std::iter::from_fn(move || {
+            let name = read_piece(&mut rest)?;
+            let value = read_piece(&mut rest)?;
+            Some((name, value))
+        })
+    }
+
+    /// Bytes held by the event, for queue accounting.
+    pub fn heap_bytes(&self) -> usize {
+        self.data.capacity()
+    }
+}
+
+/// Appends one remapped `name`/`value` pair in the layout of [`Field::Remapped`], for
+/// callers that build the field in their own buffer and [`Event::push`] it.
+pub fn encode_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    write_piece(out, name);
+    write_piece(out, value);
+}
+
+/// Length-prefixed piece: u16 little-endian length, then the bytes (cut at 65535).
+fn write_piece(out: &mut Vec<u8>, piece: &[u8]) {
+    let piece = &piece[..piece.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(piece.len() as u16).to_le_bytes());
+    out.extend_from_slice(piece);
+}
+
+fn read_piece<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (len, tail) = rest.split_first_chunk::<2>()?;
+    let len = u16::from_le_bytes(*len) as usize;
+    let piece = tail.get(..len)?;
+    *rest = &tail[len..];
+    Some(piece)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn fields_point_into_raw_and_appended_bytes() {
+        let raw = b"GET /c/x?a=1 HTTP/1.1\r\nHost: h\r\n\r\n";
+        let mut e = Event::new(
+            EventKind::Visit,
+            EventId::new(1, 2, 3, 4),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            raw,
+            64,
+        );
+        e.set_raw(Field::Method, 0, 3);
+        e.set_raw(Field::Target, 4, 8);
+        e.push(Field::CampaignId, b"camp");
+        e.push_remapped([(&b"source"[..], &b"blog"[..]), (&b"var_2"[..], &b""[..])]);
+        e.push(Field::OfferId, b"offer");
+        assert_eq!(e.get(Field::Method), b"GET");
+        assert_eq!(e.get(Field::Target), b"/c/x?a=1");
+        assert_eq!(e.get(Field::CampaignId), b"camp");
+        assert_eq!(e.get(Field::OfferId), b"offer");
+        assert_eq!(e.get(Field::Referer), b"");
+        let pairs: Vec<_> = e.remapped().collect();
+        assert_eq!(pairs, vec![(&b"source"[..], &b"blog"[..]), (&b"var_2"[..], &b""[..])]);
+    }
+}
