@@ -120,7 +120,9 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
         node_id = settings.node_id,
         driver = server.driver.as_str(),
         campaigns,
-        config = path.as_ref().map_or("built-in demo".into(), |p| p.display().to_string()),
+        config = path
+            .as_ref()
+            .map_or("built-in demo".into(), |p| p.display().to_string()),
         "listening on http://{}",
         server.local_addr
     );
@@ -131,10 +133,15 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
         match sig {
             SIGHUP => match &path {
                 Some(p) => reload(p, &overrides, &loaded.file, &server),
-                None => tracing::warn!("SIGHUP: running the built-in demo config, nothing to reload"),
+                None => {
+                    tracing::warn!("SIGHUP: running the built-in demo config, nothing to reload")
+                }
             },
             _ => {
-                tracing::info!(signal = sig, "draining: no new connections, finishing requests");
+                tracing::info!(
+                    signal = sig,
+                    "draining: no new connections, finishing requests"
+                );
                 break;
             }
         }
@@ -142,7 +149,10 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
     let metrics = Arc::clone(&server.shared().metrics);
     server.shutdown();
     let counts = discard.join();
-    let emitted: u64 = sink::EventKind::ALL.iter().map(|&k| metrics.emitted(k)).sum();
+    let emitted: u64 = sink::EventKind::ALL
+        .iter()
+        .map(|&k| metrics.emitted(k))
+        .sum();
     tracing::info!(emitted, consumed = counts.total(), "stopped");
     Ok(())
 }

@@ -170,7 +170,8 @@ fn new_event(kind: EventKind, id: EventId, req: &Request<'_>, peer: IpAddr, extr
 }
 
 fn now_ms(now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    now.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Answers one request: appends the response to `out` and returns what was answered.
@@ -212,19 +213,37 @@ pub fn handle(
             b"Allow: GET, HEAD"
         };
         let st = Status::MethodNotAllowed;
-        response::write_text(out, st, &local.date, framing, &[allow], "method not allowed");
+        response::write_text(
+            out,
+            st,
+            &local.date,
+            framing,
+            &[allow],
+            "method not allowed",
+        );
         return (route, st);
     }
     let status = match route {
-        Route::Campaign => visit(ctx, local, req, &path[3..], query, peer, now, emit, out, framing),
+        Route::Campaign => visit(
+            ctx,
+            local,
+            req,
+            &path[3..],
+            query,
+            peer,
+            now,
+            emit,
+            out,
+            framing,
+        ),
         Route::Click => {
             // The landing-page click-through needs the click's state (issue 7); until
             // then every click is unknown.
             unknown_target(ctx, local, peer, now, out, framing, "unknown click")
         }
-        Route::Pixel | Route::Postback => {
-            conversion(ctx, local, req, route, path, query, peer, now, emit, out, framing)
-        }
+        Route::Pixel | Route::Postback => conversion(
+            ctx, local, req, route, path, query, peer, now, emit, out, framing,
+        ),
         Route::Health => {
             let (st, msg) = if ctx.draining {
                 (Status::ServiceUnavailable, "draining")
@@ -248,7 +267,14 @@ pub fn handle(
             Status::Ok
         }
         Route::Other => {
-            response::write_text(out, Status::NotFound, &local.date, framing, &[], "not found");
+            response::write_text(
+                out,
+                Status::NotFound,
+                &local.date,
+                framing,
+                &[],
+                "not found",
+            );
             Status::NotFound
         }
     };
@@ -367,7 +393,11 @@ fn visit(
         let value = url::find(query, key, &mut local.scratch).unwrap_or_default();
         local.scratch.clear();
         url::decode_into(value, &mut local.scratch);
-        encode_pair(&mut local.buf, table.params.name(*name).as_bytes(), &local.scratch);
+        encode_pair(
+            &mut local.buf,
+            table.params.name(*name).as_bytes(),
+            &local.scratch,
+        );
     }
     let mut e = new_event(
         EventKind::Visit,
@@ -415,12 +445,21 @@ const SEED_PIXEL_PARAMS: ConversionParams = ConversionParams {
 };
 
 /// Finds a parameter in the form body (when there is one) or else in the query.
-fn param<'r>(body: &'r [u8], query: &'r [u8], name: &[u8], scratch: &mut Vec<u8>) -> Option<&'r [u8]> {
+fn param<'r>(
+    body: &'r [u8],
+    query: &'r [u8],
+    name: &[u8],
+    scratch: &mut Vec<u8>,
+) -> Option<&'r [u8]> {
     url::find(body, name, scratch).or_else(|| url::find(query, name, scratch))
 }
 
 fn is_form(content_type: &[u8]) -> bool {
-    let ct = content_type.split(|&c| c == b';').next().unwrap_or_default().trim_ascii();
+    let ct = content_type
+        .split(|&c| c == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
     ct.is_empty() || ct.eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
 }
 
@@ -469,7 +508,10 @@ fn conversion(
         let token = param(body, query, b"token", &mut local.scratch);
         decoded(token, &mut local.scratch);
         let net = network.map(|_| local.buf.as_slice());
-        match ctx.table.check_postback_token(net, token.map(|_| local.scratch.as_slice())) {
+        match ctx
+            .table
+            .check_postback_token(net, token.map(|_| local.scratch.as_slice()))
+        {
             Ok(()) => {}
             Err(TokenError::BadToken) => {
                 return fail(local, out, Status::Forbidden, "bad or missing token");
@@ -496,7 +538,12 @@ fn conversion(
             let mut cur = std::io::Cursor::new(&mut msg[..]);
             let _ = write!(cur, "malformed click id: {e}");
             let n = cur.position() as usize;
-            return fail(local, out, Status::BadRequest, std::str::from_utf8(&msg[..n]).unwrap_or("malformed click id"));
+            return fail(
+                local,
+                out,
+                Status::BadRequest,
+                std::str::from_utf8(&msg[..n]).unwrap_or("malformed click id"),
+            );
         }
     };
     let payout_micros = match param(body, query, names.payout, &mut local.scratch) {
@@ -510,7 +557,9 @@ fn conversion(
                     Ok(m) => Some(m),
                     Err(e) => {
                         let msg = match e {
-                            money::MoneyError::TooPrecise => "bad payout: more than 6 decimal places",
+                            money::MoneyError::TooPrecise => {
+                                "bad payout: more than 6 decimal places"
+                            }
                             money::MoneyError::TooLarge => "bad payout: too large",
                             _ => "bad payout: not a decimal number like 12.34",
                         };
@@ -546,7 +595,11 @@ fn conversion(
             };
             return fail(local, out, Status::BadRequest, msg);
         }
-        let value = if local.scratch.is_empty() { default } else { &local.scratch[..] };
+        let value = if local.scratch.is_empty() {
+            default
+        } else {
+            &local.scratch[..]
+        };
         e.push(field, value);
     }
     if !emit.emit(e) {
@@ -560,7 +613,15 @@ fn conversion(
     if route == Route::Pixel {
         response::write_pixel(out, &local.date, framing);
     } else {
-        response::write(out, Status::Ok, &local.date, framing, &[], b"text/plain; charset=utf-8", b"OK");
+        response::write(
+            out,
+            Status::Ok,
+            &local.date,
+            framing,
+            &[],
+            b"text/plain; charset=utf-8",
+            b"OK",
+        );
     }
     Status::Ok
 }

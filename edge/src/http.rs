@@ -134,7 +134,9 @@ pub enum Parse<'b> {
     Complete(Request<'b>),
     /// More bytes are needed. `expect_continue`: the head is complete and asked for
     /// `100 Continue` before the body is sent.
-    Partial { expect_continue: bool },
+    Partial {
+        expect_continue: bool,
+    },
     Error(ParseError),
 }
 

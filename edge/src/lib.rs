@@ -2,13 +2,13 @@
 //! conversion pixels and postbacks from an immutable campaign table, and turns every request
 //! into a [`sink::Event`] on a bounded channel.
 
+pub mod app;
 pub mod config;
 pub mod handler;
 pub mod http;
 pub mod metrics;
 pub mod response;
-pub mod table;
-pub mod template;
-pub mod app;
 pub mod server;
 pub mod settings;
+pub mod table;
+pub mod template;

@@ -91,7 +91,10 @@ impl WorkerStats {
 
     pub fn connection_closed(&self) {
         let o = &self.open;
-        o.store(o.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
+        o.store(
+            o.load(Ordering::Relaxed).saturating_sub(1),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -157,7 +160,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(4096);
         let w = &self.workers;
-        let _ = writeln!(o, "# HELP edge_requests_total Requests answered, by route and status.");
+        let _ = writeln!(
+            o,
+            "# HELP edge_requests_total Requests answered, by route and status."
+        );
         let _ = writeln!(o, "# TYPE edge_requests_total counter");
         for r in Route::ALL {
             for s in Status::ALL {
@@ -174,15 +180,21 @@ impl Metrics {
         }
         type KindCounter = fn(&Metrics, EventKind) -> u64;
         let per_kind: [(&str, &str, KindCounter); 3] = [
-            ("edge_events_emitted_total", "Events handed to the sink.", Metrics::emitted),
+            (
+                "edge_events_emitted_total",
+                "Events handed to the sink.",
+                Metrics::emitted,
+            ),
             (
                 "edge_events_dropped_total",
                 "Events lost because the sink's queue was full.",
                 Metrics::dropped,
             ),
-            ("edge_events_consumed_total", "Events the sink has taken.", |m, k| {
-                (m.consumed)(k)
-            }),
+            (
+                "edge_events_consumed_total",
+                "Events the sink has taken.",
+                |m, k| (m.consumed)(k),
+            ),
         ];
         for (name, help, f) in per_kind {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -192,13 +204,48 @@ impl Metrics {
         }
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let scalars: [(&str, &str, &str, u64); 9] = [
-            ("edge_event_queue_depth", "gauge", "Events waiting for the sink.", (self.queue_depth)() as u64),
-            ("edge_event_queue_capacity", "gauge", "Room in the sink's queue.", self.queue_capacity as u64),
-            ("edge_config_reloads_total", "counter", "Successful config reloads.", load(&self.reloads)),
-            ("edge_config_reload_failures_total", "counter", "Config reloads refused (the old table stays).", load(&self.reload_failures)),
-            ("edge_connections_accepted_total", "counter", "Connections accepted.", sum(w, |s| &s.accepted)),
-            ("edge_connections_open", "gauge", "Connections open now.", sum(w, |s| &s.open)),
-            ("edge_fallback_redirects_total", "counter", "Unknown campaigns sent to fallback_url.", sum(w, |s| &s.fallbacks)),
+            (
+                "edge_event_queue_depth",
+                "gauge",
+                "Events waiting for the sink.",
+                (self.queue_depth)() as u64,
+            ),
+            (
+                "edge_event_queue_capacity",
+                "gauge",
+                "Room in the sink's queue.",
+                self.queue_capacity as u64,
+            ),
+            (
+                "edge_config_reloads_total",
+                "counter",
+                "Successful config reloads.",
+                load(&self.reloads),
+            ),
+            (
+                "edge_config_reload_failures_total",
+                "counter",
+                "Config reloads refused (the old table stays).",
+                load(&self.reload_failures),
+            ),
+            (
+                "edge_connections_accepted_total",
+                "counter",
+                "Connections accepted.",
+                sum(w, |s| &s.accepted),
+            ),
+            (
+                "edge_connections_open",
+                "gauge",
+                "Connections open now.",
+                sum(w, |s| &s.open),
+            ),
+            (
+                "edge_fallback_redirects_total",
+                "counter",
+                "Unknown campaigns sent to fallback_url.",
+                sum(w, |s| &s.fallbacks),
+            ),
             ("edge_workers", "gauge", "Worker threads.", w.len() as u64),
             ("edge_up", "gauge", "1 while the edge serves.", 1),
         ];

@@ -279,7 +279,14 @@ mod tests {
             http10: true,
             head_only: true,
         };
-        write_text(&mut out, Status::NotFound, &date(), f, &[], "unknown campaign");
+        write_text(
+            &mut out,
+            Status::NotFound,
+            &date(),
+            f,
+            &[],
+            "unknown campaign",
+        );
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("HTTP/1.1 404 Not Found\r\n"), "{s}");
         assert!(s.contains("Content-Length: 17\r\n"), "{s}");

@@ -104,7 +104,10 @@ impl Server {
         metrics: Arc<Metrics>,
         senders: Vec<Sender<Event>>,
     ) -> anyhow::Result<Server> {
-        anyhow::ensure!(senders.len() == settings.workers, "one event channel per worker");
+        anyhow::ensure!(
+            senders.len() == settings.workers,
+            "one event channel per worker"
+        );
         let (driver, why) = Driver::resolve(settings.driver);
         let listeners = bind_listeners(settings.listen, settings.workers)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
@@ -191,7 +194,9 @@ struct Worker {
     shared: Arc<Shared>,
     table: RefCell<Cache<Arc<ArcSwap<Table>>, Arc<Table>>>,
     local: RefCell<Local>,
-    tx: Sender<Event>,
+    /// Taken when the worker stops: tasks still parked on idle connections may outlive the
+    /// worker's loop, and the sink learns the worker is done when its channel disconnects.
+    tx: RefCell<Option<Sender<Event>>>,
     id: usize,
     /// Connections with a request under way.
     busy: Cell<usize>,
@@ -208,7 +213,7 @@ impl Worker {
         Worker {
             table: RefCell::new(Cache::new(Arc::clone(&shared.table))),
             local: RefCell::new(Local::new(shared.settings.node_id, id, seed)),
-            tx,
+            tx: RefCell::new(Some(tx)),
             id: id as usize,
             busy: Cell::new(0),
             draining: Cell::new(false),
@@ -237,23 +242,20 @@ impl Worker {
 
 /// Queues events on the worker's channel; a full channel drops (and counts) the event.
 struct ChannelEmit<'a> {
-    tx: &'a Sender<Event>,
+    tx: Option<&'a Sender<Event>>,
     stats: &'a WorkerStats,
 }
 
 impl Emit for ChannelEmit<'_> {
     fn emit(&mut self, event: Event) -> bool {
         let kind = event.kind;
-        match self.tx.try_send(event) {
-            Ok(()) => {
-                self.stats.emitted(kind);
-                true
-            }
-            Err(_) => {
-                self.stats.dropped(kind);
-                false
-            }
+        let sent = self.tx.is_some_and(|tx| tx.try_send(event).is_ok());
+        if sent {
+            self.stats.emitted(kind);
+        } else {
+            self.stats.dropped(kind);
         }
+        sent
     }
 }
 
@@ -292,15 +294,24 @@ async fn worker_main(w: Rc<Worker>, listener: TcpListener) {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     if w.busy.get() > 0 {
-        tracing::warn!(worker = w.id, busy = w.busy.get(), "shutdown timeout: closing busy connections");
+        tracing::warn!(
+            worker = w.id,
+            busy = w.busy.get(),
+            "shutdown timeout: closing busy connections"
+        );
     }
+    w.tx.borrow_mut().take();
 }
 
 /// Marks a connection busy (a request under way) or idle, keeping the worker's count.
 fn set_busy(w: &Worker, flag: &mut bool, busy: bool) {
     if *flag != busy {
         *flag = busy;
-        w.busy.set(if busy { w.busy.get() + 1 } else { w.busy.get() - 1 });
+        w.busy.set(if busy {
+            w.busy.get() + 1
+        } else {
+            w.busy.get() - 1
+        });
     }
 }
 
@@ -324,13 +335,18 @@ fn answer_buffered(
         metrics: &w.shared.metrics,
         draining: w.draining.get(),
     };
-    let mut emit = ChannelEmit { tx: &w.tx, stats };
+    let tx = w.tx.borrow();
+    let mut emit = ChannelEmit {
+        tx: tx.as_ref(),
+        stats,
+    };
     let now = SystemTime::now();
     let mut consumed = 0;
     while consumed < rbuf.len() {
         match http::parse(&rbuf[consumed..], limits) {
             Parse::Complete(req) => {
-                let (route, status) = handler::handle(&ctx, &mut local, &req, peer.ip(), now, &mut emit, wbuf);
+                let (route, status) =
+                    handler::handle(&ctx, &mut local, &req, peer.ip(), now, &mut emit, wbuf);
                 stats.request(route, status);
                 consumed += req.raw.len();
                 *continue_sent = false;
@@ -348,7 +364,14 @@ fn answer_buffered(
             Parse::Error(e) => {
                 local.date.update(now);
                 let status = Status::from_code(e.status());
-                response::write_text(wbuf, status, &local.date, Framing::close(), &[], e.message());
+                response::write_text(
+                    wbuf,
+                    status,
+                    &local.date,
+                    Framing::close(),
+                    &[],
+                    e.message(),
+                );
                 stats.request(Route::Other, status);
                 return (rbuf.len(), true);
             }
@@ -403,12 +426,14 @@ async fn connection(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
         let Ok((res, slice)) = read else {
             // The read was cancelled with the timeout; the buffer went with it.
             if started.is_some() {
-                let mut local = w.local.borrow_mut();
-                local.date.update(SystemTime::now());
-                let st = Status::RequestTimeout;
-                response::write_text(&mut wbuf, st, &local.date, Framing::close(), &[], "request not received in time");
-                drop(local);
-                w.stats().request(Route::Other, st);
+                {
+                    let mut local = w.local.borrow_mut();
+                    local.date.update(SystemTime::now());
+                    let st = Status::RequestTimeout;
+                    let msg = "request not received in time";
+                    response::write_text(&mut wbuf, st, &local.date, Framing::close(), &[], msg);
+                    w.stats().request(Route::Other, st);
+                }
                 let _ = stream.write_all(wbuf).await;
             }
             break;

@@ -77,7 +77,8 @@ impl Settings {
             )
         })?;
         match s.store.split_once("://") {
-            Some(("file" | "s3" | "memory", rest)) if !rest.is_empty() || s.store == "memory://" => {}
+            Some(("file" | "s3" | "memory", rest))
+                if !rest.is_empty() || s.store == "memory://" => {}
             _ => {
                 return Err(ConfigError::invalid(
                     "server.store",
@@ -98,8 +99,14 @@ impl Settings {
             max_head: positive(s.max_request_head as u64, "server.max_request_head")? as usize,
             max_target: positive(s.max_target as u64, "server.max_target")? as usize,
             max_body: s.max_body,
-            head_timeout: Duration::from_millis(positive(s.head_timeout_ms, "server.head_timeout_ms")?),
-            idle_timeout: Duration::from_millis(positive(s.idle_timeout_ms, "server.idle_timeout_ms")?),
+            head_timeout: Duration::from_millis(positive(
+                s.head_timeout_ms,
+                "server.head_timeout_ms",
+            )?),
+            idle_timeout: Duration::from_millis(positive(
+                s.idle_timeout_ms,
+                "server.idle_timeout_ms",
+            )?),
         };
         let queue = positive(s.event_queue as u64, "server.event_queue")? as usize;
         Ok(Settings {
@@ -155,14 +162,23 @@ mod tests {
         assert!(err(|s| s.workers = 1000).starts_with("server.workers:"));
         assert!(err(|s| s.driver = "kqueue".into()).starts_with("server.driver:"));
         assert!(err(|s| s.store = "ftp://x".into()).starts_with("server.store:"));
-        assert!(err(|s| s.trusted_proxies = vec!["10.0.0.0/33".into()]).starts_with("server.trusted_proxies[0]:"));
+        assert!(
+            err(|s| s.trusted_proxies = vec!["10.0.0.0/33".into()])
+                .starts_with("server.trusted_proxies[0]:")
+        );
         assert!(err(|s| s.head_timeout_ms = 0).starts_with("server.head_timeout_ms:"));
         assert!(err(|s| s.event_queue = 0).starts_with("server.event_queue:"));
     }
 
     #[test]
     fn cidrs() {
-        for ok in ["127.0.0.1/32", "10.0.0.0/8", "::1", "2001:db8::/32", "1.2.3.4"] {
+        for ok in [
+            "127.0.0.1/32",
+            "10.0.0.0/8",
+            "::1",
+            "2001:db8::/32",
+            "1.2.3.4",
+        ] {
             assert!(valid_cidr(ok), "{ok}");
         }
         for bad in ["1.2.3.4/33", "::/129", "x/8", "1.2.3/8", ""] {

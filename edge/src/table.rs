@@ -444,7 +444,10 @@ fn compile_source(
             ));
         }
         if query_key.is_empty() {
-            return Err(ConfigError::invalid(key, "the query parameter name is empty"));
+            return Err(ConfigError::invalid(
+                key,
+                "the query parameter name is empty",
+            ));
         }
         params.push((names.define(name), query_key.as_bytes().into()));
     }
@@ -471,7 +474,10 @@ impl Table {
     pub fn compile(cfg: &ConfigFile) -> Result<Table, ConfigError> {
         let mut names = ParamNames::default();
         let mut c = Compiler {
-            sources: index_ids(cfg.traffic_sources.iter().map(|s| s.id.as_str()), "traffic_sources")?,
+            sources: index_ids(
+                cfg.traffic_sources.iter().map(|s| s.id.as_str()),
+                "traffic_sources",
+            )?,
             networks: index_ids(
                 cfg.affiliate_networks.iter().map(|n| n.id.as_str()),
                 "affiliate_networks",
@@ -507,7 +513,14 @@ impl Table {
             let network = o
                 .network
                 .as_deref()
-                .map(|n| resolve(&c.networks, n, &format!("{key}.network"), "affiliate network"))
+                .map(|n| {
+                    resolve(
+                        &c.networks,
+                        n,
+                        &format!("{key}.network"),
+                        "affiliate network",
+                    )
+                })
                 .transpose()?;
             offers.push(Offer {
                 id: o.id.as_str().into(),
@@ -628,7 +641,10 @@ impl Table {
                 }
             }
             None => {
-                let mut wanted = self.networks.iter().filter_map(|n| n.postback_token.as_deref());
+                let mut wanted = self
+                    .networks
+                    .iter()
+                    .filter_map(|n| n.postback_token.as_deref());
                 let mut any = false;
                 let mut ok = false;
                 for t in wanted.by_ref() {

@@ -73,7 +73,10 @@ impl Default for ParamNames {
 impl ParamNames {
     /// The index of `name`, if it has been interned.
     pub fn lookup(&self, name: &str) -> Option<u16> {
-        self.names.iter().position(|n| &**n == name).map(|i| i as u16)
+        self.names
+            .iter()
+            .position(|n| &**n == name)
+            .map(|i| i as u16)
     }
 
     pub fn intern(&mut self, name: &str) -> u16 {
@@ -161,9 +164,9 @@ impl Template {
         while let Some((i, c)) = bytes.next() {
             match c {
                 b'{' => {
-                    let close = text[i..]
-                        .find('}')
-                        .ok_or_else(|| bad(format!("{text:?}: '{{' at byte {i} is never closed")))?;
+                    let close = text[i..].find('}').ok_or_else(|| {
+                        bad(format!("{text:?}: '{{' at byte {i} is never closed"))
+                    })?;
                     let name = &text[i + 1..i + close];
                     if name.is_empty()
                         || !name
@@ -177,7 +180,8 @@ impl Template {
                     if !lit.is_empty() {
                         parts.push(Part::Lit(std::mem::take(&mut lit).into()));
                     }
-                    let tok = Token::builtin(name).unwrap_or_else(|| Token::Param(names.intern(name)));
+                    let tok =
+                        Token::builtin(name).unwrap_or_else(|| Token::Param(names.intern(name)));
                     parts.push(Part::Tok(tok));
                     for _ in 0..close {
                         bytes.next();
@@ -264,7 +268,12 @@ mod tests {
         let src = names.intern("source");
         assert_eq!(
             t.tokens().collect::<Vec<_>>(),
-            vec![Token::ClickId, Token::Param(src), Token::ClickId, Token::Country]
+            vec![
+                Token::ClickId,
+                Token::Param(src),
+                Token::ClickId,
+                Token::Country
+            ]
         );
         let mut out = Vec::new();
         t.render(&mut Fixed, &mut out);
@@ -289,7 +298,10 @@ mod tests {
         for (t, want) in [
             ("ftp://a/", "must start with http"),
             ("https:///x", "no host"),
-            ("https://{var_1}.example.com/", "not allowed in the scheme or host"),
+            (
+                "https://{var_1}.example.com/",
+                "not allowed in the scheme or host",
+            ),
             ("https://a@b.com/", "not allowed there"),
             ("https://a.com/x?{click_id", "never closed"),
             ("https://a.com/x?}", "has no '{'"),

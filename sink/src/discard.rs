@@ -69,14 +69,16 @@ pub fn poll_channels(mut rxs: Vec<Receiver<Event>>, mut take: impl FnMut(Event))
     let mut nap = Duration::from_micros(250);
     while !rxs.is_empty() {
         let mut got = false;
-        rxs.retain(|rx| loop {
-            match rx.try_recv() {
-                Ok(event) => {
-                    got = true;
-                    take(event);
+        rxs.retain(|rx| {
+            loop {
+                match rx.try_recv() {
+                    Ok(event) => {
+                        got = true;
+                        take(event);
+                    }
+                    Err(TryRecvError::Empty) => break true,
+                    Err(TryRecvError::Disconnected) => break false,
                 }
-                Err(TryRecvError::Empty) => break true,
-                Err(TryRecvError::Disconnected) => break false,
             }
         });
         if got {
@@ -101,11 +103,13 @@ mod tests {
         let d = Discard::spawn(vec![rx1, rx2]).unwrap();
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         for kind in [EventKind::Visit, EventKind::Visit, EventKind::Postback] {
-            tx1.send(Event::new(kind, EventId::default(), ip, b"", 0)).unwrap();
+            tx1.send(Event::new(kind, EventId::default(), ip, b"", 0))
+                .unwrap();
         }
         drop(tx1);
         std::thread::sleep(Duration::from_millis(20));
-        tx2.send(Event::new(EventKind::Visit, EventId::default(), ip, b"", 0)).unwrap();
+        tx2.send(Event::new(EventKind::Visit, EventId::default(), ip, b"", 0))
+            .unwrap();
         drop(tx2);
         let counts = d.join();
         assert_eq!(counts.get(EventKind::Visit), 3);

@@ -230,6 +230,9 @@ mod tests {
         assert_eq!(e.get(Field::OfferId), b"offer");
         assert_eq!(e.get(Field::Referer), b"");
         let pairs: Vec<_> = e.remapped().collect();
-        assert_eq!(pairs, vec![(&b"source"[..], &b"blog"[..]), (&b"var_2"[..], &b""[..])]);
+        assert_eq!(
+            pairs,
+            vec![(&b"source"[..], &b"blog"[..]), (&b"var_2"[..], &b""[..])]
+        );
     }
 }

@@ -66,7 +66,7 @@ pub fn write_decimal(micros: i64, out: &mut Vec<u8>) {
     out.push(b'.');
     let mut frac = m % 1_000_000;
     let mut places = 6;
-    while places > 2 && frac % 10 == 0 {
+    while places > 2 && frac.is_multiple_of(10) {
         frac /= 10;
         places -= 1;
     }

@@ -14,7 +14,11 @@ pub fn encode_into(src: &[u8], out: &mut Vec<u8>) {
         if unreserved(c) {
             out.push(c);
         } else {
-            out.extend_from_slice(&[b'%', HEX_UPPER[(c >> 4) as usize], HEX_UPPER[(c & 15) as usize]]);
+            out.extend_from_slice(&[
+                b'%',
+                HEX_UPPER[(c >> 4) as usize],
+                HEX_UPPER[(c & 15) as usize],
+            ]);
         }
     }
 }
@@ -59,12 +63,13 @@ pub fn needs_decoding(src: &[u8]) -> bool {
 /// The raw `key=value` pairs of a query string (no leading `?`), in order; empty pieces
 /// between `&`s are skipped and a piece without `=` has an empty value.
 pub fn pairs(query: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    query.split(|&c| c == b'&').filter(|p| !p.is_empty()).map(|p| {
-        match p.iter().position(|&c| c == b'=') {
+    query
+        .split(|&c| c == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.iter().position(|&c| c == b'=') {
             Some(eq) => (&p[..eq], &p[eq + 1..]),
             None => (p, &p[p.len()..]),
-        }
-    })
+        })
 }
 
 /// The raw value of the first parameter whose decoded key is `name`.

@@ -49,12 +49,22 @@ impl Harness {
         };
         let mut out = Vec::new();
         let peer = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
-        let (_, st) = handle(&ctx, &mut self.local, &req, peer, SystemTime::now(), &mut self.sink, &mut out);
+        let (_, st) = handle(
+            &ctx,
+            &mut self.local,
+            &req,
+            peer,
+            SystemTime::now(),
+            &mut self.sink,
+            &mut out,
+        );
         (st, String::from_utf8_lossy(&out).into_owned())
     }
 
     fn get(&mut self, target: &str) -> (Status, String) {
-        self.send(&format!("GET {target} HTTP/1.1\r\nHost: t\r\nUser-Agent: UA\r\n\r\n"))
+        self.send(&format!(
+            "GET {target} HTTP/1.1\r\nHost: t\r\nUser-Agent: UA\r\n\r\n"
+        ))
     }
 }
 
@@ -68,13 +78,17 @@ const CAMP: &str = "/c/5aaea5a02d38914cfd2ad8c1";
 #[test]
 fn visit_redirects_with_tokens_and_records_the_event() {
     let mut h = Harness::new("");
-    let (st, resp) = h.get(&format!("{CAMP}?utm_source=my%20blog&utm_medium=r%26d&utm_content=kw+1&cost=0.25"));
+    let (st, resp) = h.get(&format!(
+        "{CAMP}?utm_source=my%20blog&utm_medium=r%26d&utm_content=kw+1&cost=0.25"
+    ));
     assert_eq!(st, Status::Found);
     let loc = header(&resp, "Location").unwrap();
     let e = &h.sink.events[0];
     let cid = e.id.to_string();
     let drip = format!("https://offers.example.com/drip?aff_sub={cid}&src=my%20blog&medium=r%26d");
-    let trial = format!("https://trial.example.com/start?subid={cid}&campaign=5aaea5a02d38914cfd2ad8c1&kw=kw%201");
+    let trial = format!(
+        "https://trial.example.com/start?subid={cid}&campaign=5aaea5a02d38914cfd2ad8c1&kw=kw%201"
+    );
     assert!(loc == drip || loc == trial, "{loc}");
     assert_eq!(e.kind, EventKind::Visit);
     assert_eq!(e.cost_micros, 250_000);
@@ -89,12 +103,22 @@ fn visit_redirects_with_tokens_and_records_the_event() {
     assert!(e.get(Field::Target).starts_with(CAMP.as_bytes()));
     let remapped: Vec<(String, String)> = e
         .remapped()
-        .map(|(k, v)| (String::from_utf8_lossy(k).into(), String::from_utf8_lossy(v).into()))
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into(),
+                String::from_utf8_lossy(v).into(),
+            )
+        })
         .collect();
     assert_eq!(
         remapped,
-        [("source", "my blog"), ("target", "kw 1"), ("var_2", "r&d"), ("var_7", "")]
-            .map(|(a, b)| (a.to_string(), b.to_string()))
+        [
+            ("source", "my blog"),
+            ("target", "kw 1"),
+            ("var_2", "r&d"),
+            ("var_7", "")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
     );
 }
 
@@ -114,7 +138,10 @@ fn rotation_follows_offer_weights() {
     let mut drip = 0;
     for _ in 0..n {
         let (_, resp) = h.get(CAMP);
-        if header(&resp, "Location").unwrap().starts_with("https://offers.example.com/") {
+        if header(&resp, "Location")
+            .unwrap()
+            .starts_with("https://offers.example.com/")
+        {
             drip += 1;
         }
     }
@@ -135,10 +162,15 @@ fn click_ids_are_unique_and_increasing() {
 #[test]
 fn crlf_and_host_injection_cannot_escape() {
     let mut h = Harness::new("");
-    let (_, resp) = h.get(&format!("{CAMP}?utm_source=%0D%0ASet-Cookie:%20x=1&utm_medium=//evil.com/%0a"));
+    let (_, resp) = h.get(&format!(
+        "{CAMP}?utm_source=%0D%0ASet-Cookie:%20x=1&utm_medium=//evil.com/%0a"
+    ));
     let loc = header(&resp, "Location").unwrap();
     assert!(!resp.contains("Set-Cookie"), "{resp}");
-    assert!(loc.starts_with("https://offers.example.com/") || loc.starts_with("https://trial.example.com/"));
+    assert!(
+        loc.starts_with("https://offers.example.com/")
+            || loc.starts_with("https://trial.example.com/")
+    );
     assert_eq!(resp.matches("\r\n").count(), 7, "{resp:?}");
 }
 
@@ -152,7 +184,10 @@ fn unknown_campaign_is_404_or_fallback() {
     let mut h = Harness::new("").with_fallback("https://safe.example.com/?from=edge");
     let (st, resp) = h.get("/c/nope");
     assert_eq!(st, Status::Found);
-    assert_eq!(header(&resp, "Location"), Some("https://safe.example.com/?from=edge"));
+    assert_eq!(
+        header(&resp, "Location"),
+        Some("https://safe.example.com/?from=edge")
+    );
 }
 
 impl Harness {
@@ -168,7 +203,9 @@ impl Harness {
 fn postback_records_a_conversion() {
     let mut h = Harness::new("");
     let cid = "0167a15c98772c0004000001";
-    let (st, resp) = h.get(&format!("/postback?cid={cid}&payout=92.4&txid=T-1&type=cps"));
+    let (st, resp) = h.get(&format!(
+        "/postback?cid={cid}&payout=92.4&txid=T-1&type=cps"
+    ));
     assert_eq!(st, Status::Ok);
     assert!(resp.ends_with("\r\n\r\nOK"), "{resp}");
     let e = &h.sink.events[0];
@@ -201,16 +238,30 @@ fn postback_errors_name_the_problem() {
     let mut h = Harness::new("");
     for (q, st, msg) in [
         ("", Status::BadRequest, "missing cid"),
-        ("cid=xyz", Status::BadRequest, "malformed click id: a click id is 24 hex digits, got 3"),
-        ("cid=0167a15c98772c0004000001&payout=1e5", Status::BadRequest, "bad payout"),
-        ("cid=0167a15c98772c0004000001&payout=0.0000001", Status::BadRequest, "6 decimal places"),
+        (
+            "cid=xyz",
+            Status::BadRequest,
+            "malformed click id: a click id is 24 hex digits, got 3",
+        ),
+        (
+            "cid=0167a15c98772c0004000001&payout=1e5",
+            Status::BadRequest,
+            "bad payout",
+        ),
+        (
+            "cid=0167a15c98772c0004000001&payout=0.0000001",
+            Status::BadRequest,
+            "6 decimal places",
+        ),
     ] {
         let (got, resp) = h.get(&format!("/postback?{q}"));
         assert_eq!(got, st, "{q}");
         assert!(resp.contains(msg), "{q}: {resp}");
     }
     let long = "x".repeat(300);
-    let (got, resp) = h.get(&format!("/postback?cid=0167a15c98772c0004000001&txid={long}"));
+    let (got, resp) = h.get(&format!(
+        "/postback?cid=0167a15c98772c0004000001&txid={long}"
+    ));
     assert_eq!(got, Status::BadRequest);
     assert!(resp.contains("txid longer"));
     assert!(h.sink.events.is_empty());
@@ -224,10 +275,24 @@ fn postback_tokens_are_enforced() {
     h.table = Table::compile(&cfg).unwrap();
     let cid = "0167a15c98772c0004000001";
     assert_eq!(h.get(&format!("/postback?cid={cid}")).0, Status::Forbidden);
-    assert_eq!(h.get(&format!("/postback?cid={cid}&token=bad")).0, Status::Forbidden);
-    assert_eq!(h.get(&format!("/postback?cid={cid}&token=tok")).0, Status::Ok);
-    assert_eq!(h.get(&format!("/postback?cid={cid}&token=tok&network=net-impact")).0, Status::Ok);
-    assert_eq!(h.get(&format!("/postback?cid={cid}&token=tok&network=other")).0, Status::Forbidden);
+    assert_eq!(
+        h.get(&format!("/postback?cid={cid}&token=bad")).0,
+        Status::Forbidden
+    );
+    assert_eq!(
+        h.get(&format!("/postback?cid={cid}&token=tok")).0,
+        Status::Ok
+    );
+    assert_eq!(
+        h.get(&format!("/postback?cid={cid}&token=tok&network=net-impact"))
+            .0,
+        Status::Ok
+    );
+    assert_eq!(
+        h.get(&format!("/postback?cid={cid}&token=tok&network=other"))
+            .0,
+        Status::Forbidden
+    );
 }
 
 #[test]
@@ -256,13 +321,18 @@ fn pixels_answer_the_gif() {
     assert_eq!(st, Status::Ok);
     assert_eq!(h.sink.events[1].get(Field::ConversionType), b"lead");
     assert_eq!(h.get("/p.gif?payout=3").0, Status::BadRequest);
-    assert_eq!(h.get("/a/b/a.gif?h=0167a15c98772c0004000001").0, Status::NotFound);
+    assert_eq!(
+        h.get("/a/b/a.gif?h=0167a15c98772c0004000001").0,
+        Status::NotFound
+    );
 }
 
 #[test]
 fn methods_and_paths() {
     let mut h = Harness::new("");
-    let (st, resp) = h.send(&format!("POST {CAMP} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"));
+    let (st, resp) = h.send(&format!(
+        "POST {CAMP} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
+    ));
     assert_eq!(st, Status::MethodNotAllowed);
     assert_eq!(header(&resp, "Allow"), Some("GET, HEAD"));
     let (st, resp) = h.send("DELETE /postback HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -276,5 +346,8 @@ fn methods_and_paths() {
     let (st, resp) = h.send(&format!("HEAD {CAMP} HTTP/1.1\r\nHost: t\r\n\r\n"));
     assert_eq!(st, Status::Found);
     assert!(resp.ends_with("\r\n\r\n"));
-    assert_eq!(h.get("/click?cid=0167a15c98772c0004000001").0, Status::NotFound);
+    assert_eq!(
+        h.get("/click?cid=0167a15c98772c0004000001").0,
+        Status::NotFound
+    );
 }

@@ -66,7 +66,8 @@ fn partial_until_whole() {
 
 #[test]
 fn expect_continue_is_reported_while_the_body_is_missing() {
-    let head = b"POST /postback HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+    let head =
+        b"POST /postback HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
     assert!(matches!(
         parse(head, &limits()),
         Parse::Partial {
@@ -81,7 +82,10 @@ fn limits_map_to_their_status() {
     assert_eq!(error(long_target.as_bytes()).status(), 414);
     let partial_long_target = format!("GET /{}", "x".repeat(100));
     assert_eq!(error(partial_long_target.as_bytes()).status(), 414);
-    let big_head = format!("GET / HTTP/1.1\r\nHost: a\r\nX-A: {}\r\n\r\n", "y".repeat(300));
+    let big_head = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-A: {}\r\n\r\n",
+        "y".repeat(300)
+    );
     assert_eq!(error(big_head.as_bytes()).status(), 431);
     let big_partial = format!("GET / HTTP/1.1\r\nX-A: {}", "y".repeat(300));
     assert_eq!(error(big_partial.as_bytes()).status(), 431);
@@ -109,14 +113,26 @@ fn limits_map_to_their_status() {
 fn malformed_requests_say_why() {
     for (buf, want) in [
         (&b"GET / HTTP/1.1\r\n\r\n"[..], "missing Host header"),
-        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "more than one Host"),
-        (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n", "invalid Content-Length"),
-        (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "conflicting"),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "more than one Host",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n",
+            "invalid Content-Length",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "conflicting",
+        ),
         (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", "must be a path"),
         (b"GET / HTTP/1.1\r\nHo st: a\r\n\r\n", "invalid header name"),
         (b"GET / HTTP/2.0\r\n\r\n", "invalid HTTP version"),
         (b"\x16\x03\x01\x02\x00\x01\x00", "invalid method"),
-        (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n", "unsupported Expect"),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n",
+            "unsupported Expect",
+        ),
     ] {
         let e = error(buf);
         assert_eq!(e.status(), 400, "{:?}", String::from_utf8_lossy(buf));
@@ -133,6 +149,12 @@ fn absolute_form_targets_route_by_path() {
 
 #[test]
 fn other_methods_parse() {
-    assert_eq!(complete(b"DELETE / HTTP/1.1\r\nHost: a\r\n\r\n").method, Method::Other);
-    assert_eq!(complete(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n").method, Method::Head);
+    assert_eq!(
+        complete(b"DELETE / HTTP/1.1\r\nHost: a\r\n\r\n").method,
+        Method::Other
+    );
+    assert_eq!(
+        complete(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n").method,
+        Method::Head
+    );
 }

@@ -67,13 +67,41 @@ fn zero_weight_items_are_never_picked() {
 #[test]
 fn dangling_references_name_the_key() {
     for (from, to, want) in [
-        (r#"traffic_source = "ts""#, r#"traffic_source = "tx""#, "campaigns[0].traffic_source: no traffic source with id \"tx\""),
-        (r#"offer = "o2""#, r#"offer = "o3""#, "campaigns[0].paths[0].offers[1].offer: no offer with id \"o3\""),
-        (r#"network = "net""#, r#"network = "nt""#, "offers[0].network: no affiliate network with id \"nt\""),
-        (r#"id = "o2""#, r#"id = "o1""#, "offers[1].id: duplicate id \"o1\""),
-        (r#"id = "camp""#, r#"id = "c/1""#, "campaigns[0].id: \"c/1\" is not an id"),
-        ("  [[campaigns.paths]]\n", "  [[campaigns.paths]]\n  landing_page = \"lp\"\n", "campaigns[0].paths[0].landing_page: no landing page with id \"lp\""),
-        ("weight = 3 }, { offer = \"o2\", weight = 1", "weight = 0 }, { offer = \"o2\", weight = 0", "campaigns[0].paths[0].offers: the weights add up to 0"),
+        (
+            r#"traffic_source = "ts""#,
+            r#"traffic_source = "tx""#,
+            "campaigns[0].traffic_source: no traffic source with id \"tx\"",
+        ),
+        (
+            r#"offer = "o2""#,
+            r#"offer = "o3""#,
+            "campaigns[0].paths[0].offers[1].offer: no offer with id \"o3\"",
+        ),
+        (
+            r#"network = "net""#,
+            r#"network = "nt""#,
+            "offers[0].network: no affiliate network with id \"nt\"",
+        ),
+        (
+            r#"id = "o2""#,
+            r#"id = "o1""#,
+            "offers[1].id: duplicate id \"o1\"",
+        ),
+        (
+            r#"id = "camp""#,
+            r#"id = "c/1""#,
+            "campaigns[0].id: \"c/1\" is not an id",
+        ),
+        (
+            "  [[campaigns.paths]]\n",
+            "  [[campaigns.paths]]\n  landing_page = \"lp\"\n",
+            "campaigns[0].paths[0].landing_page: no landing page with id \"lp\"",
+        ),
+        (
+            "weight = 3 }, { offer = \"o2\", weight = 1",
+            "weight = 0 }, { offer = \"o2\", weight = 0",
+            "campaigns[0].paths[0].offers: the weights add up to 0",
+        ),
         ("{click_id}&x", "{click_id&x", "offers[1].url:"),
     ] {
         assert!(BASE.contains(from), "{from}");
@@ -86,14 +114,22 @@ fn dangling_references_name_the_key() {
 fn a_campaign_needs_paths() {
     let text = BASE.replace("  [[campaigns.paths]]\n  offers = [ { offer = \"o1\", weight = 3 }, { offer = \"o2\", weight = 1 } ]\n", "");
     let e = compile(&text).unwrap_err();
-    assert!(e.starts_with("campaigns[0].paths: needs at least one entry"), "{e}");
+    assert!(
+        e.starts_with("campaigns[0].paths: needs at least one entry"),
+        "{e}"
+    );
 }
 
 #[test]
 fn money_must_be_a_sane_amount() {
-    let e = compile(&BASE.replace("traffic_source = \"ts\"", "traffic_source = \"ts\"\ncost = -1.0")).unwrap_err();
+    let e = compile(&BASE.replace(
+        "traffic_source = \"ts\"",
+        "traffic_source = \"ts\"\ncost = -1.0",
+    ))
+    .unwrap_err();
     assert!(e.starts_with("campaigns[0].cost:"), "{e}");
-    let e = compile(&BASE.replace("network = \"net\"", "network = \"net\"\npayout = nan")).unwrap_err();
+    let e =
+        compile(&BASE.replace("network = \"net\"", "network = \"net\"\npayout = nan")).unwrap_err();
     assert!(e.starts_with("offers[0].payout:"), "{e}");
 }
 
@@ -126,9 +162,15 @@ fn unknown_tokens_and_unevaluable_rules_warn() {
 #[test]
 fn rule_values_are_validated() {
     for (cond, want) in [
-        ("countries = [\"USA\"]", "campaigns[0].rules[0].countries[0]:"),
+        (
+            "countries = [\"USA\"]",
+            "campaigns[0].rules[0].countries[0]:",
+        ),
         ("devices = [\"phone\"]", "campaigns[0].rules[0].devices[0]:"),
-        ("languages = [\"en_US\"]", "campaigns[0].rules[0].languages[0]:"),
+        (
+            "languages = [\"en_US\"]",
+            "campaigns[0].rules[0].languages[0]:",
+        ),
         ("colour = \"red\"", "unknown field"),
     ] {
         let text = format!(
@@ -178,7 +220,10 @@ fn rules_and_within_or_across_conditions() {
     assert!(!r.matches(&v));
     v.device = Some(Device::Mobile);
     v.country = None;
-    assert!(!r.matches(&v), "an unknown country never matches a country condition");
+    assert!(
+        !r.matches(&v),
+        "an unknown country never matches a country condition"
+    );
     assert!(rule(RuleConfig::default()).matches(&Visitor::default()));
     let bots = rule(RuleConfig {
         bot: Some(true),
@@ -206,11 +251,26 @@ fn accept_language_matching() {
 fn postback_tokens() {
     let t = compile(BASE).unwrap();
     assert_eq!(t.check_postback_token(None, Some(b"s3cret")), Ok(()));
-    assert_eq!(t.check_postback_token(None, Some(b"nope")), Err(TokenError::BadToken));
-    assert_eq!(t.check_postback_token(None, None), Err(TokenError::BadToken));
-    assert_eq!(t.check_postback_token(Some(b"net"), Some(b"s3cret")), Ok(()));
-    assert_eq!(t.check_postback_token(Some(b"net"), Some(b"s3cre")), Err(TokenError::BadToken));
-    assert_eq!(t.check_postback_token(Some(b"zz"), Some(b"s3cret")), Err(TokenError::UnknownNetwork));
+    assert_eq!(
+        t.check_postback_token(None, Some(b"nope")),
+        Err(TokenError::BadToken)
+    );
+    assert_eq!(
+        t.check_postback_token(None, None),
+        Err(TokenError::BadToken)
+    );
+    assert_eq!(
+        t.check_postback_token(Some(b"net"), Some(b"s3cret")),
+        Ok(())
+    );
+    assert_eq!(
+        t.check_postback_token(Some(b"net"), Some(b"s3cre")),
+        Err(TokenError::BadToken)
+    );
+    assert_eq!(
+        t.check_postback_token(Some(b"zz"), Some(b"s3cret")),
+        Err(TokenError::UnknownNetwork)
+    );
     let open = compile(&BASE.replace("postback_token = \"s3cret\"", "")).unwrap();
     assert_eq!(open.check_postback_token(None, None), Ok(()));
 }

@@ -1,0 +1,293 @@
+//! Test harness: runs the real `edge` binary on a free loopback port and talks raw HTTP.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const DRIVERS: [&str; 2] = ["io_uring", "legacy"];
+pub const CAMP: &str = "/c/5aaea5a02d38914cfd2ad8c1";
+
+pub struct Edge {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<String>>,
+    _dir: Option<TempDir>,
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let p =
+            std::env::temp_dir().join(format!("edge-test-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_edge")
+}
+
+impl Edge {
+    /// Starts the demo config.
+    pub fn demo(driver: &str) -> Edge {
+        Edge::start(&["--driver", driver, "--workers", "2"], None)
+    }
+
+    /// Starts with a config file written from `text`.
+    pub fn with_config(driver: &str, text: &str) -> Edge {
+        let dir = TempDir::new("cfg");
+        let path = dir.write("edge.toml", text);
+        let mut e = Edge::start(
+            &[
+                "--driver",
+                driver,
+                "--workers",
+                "2",
+                "--config",
+                path.to_str().unwrap(),
+            ],
+            None,
+        );
+        e._dir = Some(dir);
+        e
+    }
+
+    pub fn start(args: &[&str], dir: Option<TempDir>) -> Edge {
+        let mut child = Command::new(bin())
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start edge");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let l = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(i) = line.find("listening on http://") {
+                    let rest = &line[i + "listening on http://".len()..];
+                    let addr = rest.split_whitespace().next().unwrap().to_owned();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                let mut g = l.lock().unwrap();
+                g.push_str(&line);
+                g.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("edge did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        Edge {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn connect(&self) -> Conn {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Conn { s, buf: Vec::new() }
+    }
+
+    /// One request on a fresh connection.
+    pub fn get(&self, target: &str) -> Response {
+        let mut c = self.connect();
+        c.send(&format!(
+            "GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        ));
+        c.response()
+    }
+
+    pub fn metric(&self, line_prefix: &str) -> u64 {
+        let m = self.get("/metrics");
+        m.body_str()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(line_prefix)
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// Waits for the process to exit (at most `limit`).
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(t.elapsed() < limit, "edge did not exit:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) {
+        let t = Instant::now();
+        while !self.log().contains(needle) {
+            assert!(t.elapsed() < limit, "no {needle:?} in log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Conn {
+    pub s: TcpStream,
+    buf: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn body_str(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Conn {
+    pub fn send(&mut self, raw: &str) {
+        self.send_bytes(raw.as_bytes());
+    }
+
+    pub fn send_bytes(&mut self, raw: &[u8]) {
+        self.s.write_all(raw).unwrap();
+    }
+
+    /// Reads one response; `head_only` for answers to HEAD.
+    pub fn response_to(&mut self, head_only: bool) -> Response {
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8(self.buf[..end].to_vec()).unwrap();
+                let mut lines = head.split("\r\n");
+                let status_line = lines.next().unwrap();
+                assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
+                let status = status_line[9..12].parse().unwrap();
+                let headers: Vec<(String, String)> = lines
+                    .map(|l| {
+                        let (k, v) = l
+                            .split_once(": ")
+                            .unwrap_or_else(|| panic!("bad header {l:?}"));
+                        (k.to_owned(), v.to_owned())
+                    })
+                    .collect();
+                let len: usize = if head_only || status == 100 {
+                    0
+                } else {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                        .map_or(0, |(_, v)| v.parse().unwrap())
+                };
+                while self.buf.len() < end + 4 + len {
+                    self.fill();
+                }
+                let body = self.buf[end + 4..end + 4 + len].to_vec();
+                self.buf.drain(..end + 4 + len);
+                return Response {
+                    status,
+                    headers,
+                    body,
+                };
+            }
+            self.fill();
+        }
+    }
+
+    pub fn response(&mut self) -> Response {
+        self.response_to(false)
+    }
+
+    fn fill(&mut self) {
+        let mut tmp = [0u8; 8192];
+        let n = self.s.read(&mut tmp).expect("read");
+        assert!(
+            n > 0,
+            "connection closed; buffered: {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+        self.buf.extend_from_slice(&tmp[..n]);
+    }
+
+    /// True when the server closed the connection (after any buffered bytes).
+    pub fn closed(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut tmp = [0u8; 64];
+        matches!(self.s.read(&mut tmp), Ok(0) | Err(_))
+    }
+}
+
+pub fn write_temp(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
