@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::{ArcSwap, Cache};
 use crossbeam_channel::Sender;
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use sink::Event;
@@ -315,16 +315,30 @@ fn set_busy(w: &Worker, flag: &mut bool, busy: bool) {
     }
 }
 
-/// Answers every complete request at the front of `rbuf` into `wbuf`. Returns the bytes
-/// consumed, whether to close after writing, and whether a request is partially buffered
-/// (and asked for `100 Continue`).
+/// What happens to a connection once its responses are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    KeepOpen,
+    Close,
+    /// Close after refusing a request whose rest may still be arriving: half-close and read
+    /// what comes for a moment, so the kernel does not reset the connection (and destroy the
+    /// error response) over unread bytes.
+    CloseLingering,
+}
+
+/// How long, and how much, a refused request's leftovers are read before closing.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Answers every complete request at the front of `rbuf` into `wbuf` (and `100 Continue`
+/// to a partial one that asks for it). Returns the bytes consumed and what to do next.
 fn answer_buffered(
     w: &Worker,
     rbuf: &[u8],
     wbuf: &mut Vec<u8>,
     peer: SocketAddr,
     continue_sent: &mut bool,
-) -> (usize, bool) {
+) -> (usize, After) {
     let limits = &w.shared.settings.limits;
     let mut table = w.table.borrow_mut();
     let table: &Table = table.load();
@@ -351,7 +365,7 @@ fn answer_buffered(
                 consumed += req.raw.len();
                 *continue_sent = false;
                 if !req.keep_alive || ctx.draining {
-                    return (consumed, true);
+                    return (consumed, After::Close);
                 }
             }
             Parse::Partial { expect_continue } => {
@@ -373,11 +387,28 @@ fn answer_buffered(
                     e.message(),
                 );
                 stats.request(Route::Other, status);
-                return (rbuf.len(), true);
+                return (rbuf.len(), After::CloseLingering);
             }
         }
     }
-    (consumed, false)
+    (consumed, After::KeepOpen)
+}
+
+async fn linger(stream: &mut TcpStream, mut buf: Vec<u8>) {
+    let _ = stream.shutdown().await;
+    let deadline = Instant::now() + LINGER;
+    let mut total = 0;
+    while total < LINGER_BYTES {
+        buf.clear();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, stream.read(buf)).await {
+            Ok((Ok(n), b)) if n > 0 => {
+                total += n;
+                buf = b;
+            }
+            _ => break,
+        }
+    }
 }
 
 async fn connection(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
@@ -390,7 +421,7 @@ async fn connection(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
     let mut continue_sent = false;
     let mut busy = false;
     loop {
-        let (consumed, close) = answer_buffered(&w, &rbuf, &mut wbuf, peer, &mut continue_sent);
+        let (consumed, after) = answer_buffered(&w, &rbuf, &mut wbuf, peer, &mut continue_sent);
         if consumed > 0 {
             rbuf.drain(..consumed);
             started = None;
@@ -403,8 +434,13 @@ async fn connection(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
                 break;
             }
         }
-        if close {
-            break;
+        match after {
+            After::KeepOpen => {}
+            After::Close => break,
+            After::CloseLingering => {
+                linger(&mut stream, rbuf).await;
+                break;
+            }
         }
         if rbuf.is_empty() {
             set_busy(&w, &mut busy, false);
