@@ -301,7 +301,10 @@ fn refused_requests_get_their_answer_even_while_the_body_keeps_coming() {
         for _ in 0..5 {
             let mut c = e.connect();
             let body = vec![b'x'; 200_000];
-            let head = format!("POST /postback HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len());
+            let head = format!(
+                "POST /postback HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
             c.send(&head);
             // The server answers 413 right after the head; the rest of the body still arrives.
             let _ = std::io::Write::write_all(&mut c.s, &body);

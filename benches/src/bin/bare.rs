@@ -46,7 +46,9 @@ async fn serve(mut stream: TcpStream) {
 }
 
 fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8090".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8090".into());
     if let Some(nap) = std::env::args().nth(2) {
         let nap = std::time::Duration::from_micros(nap.parse().expect("NAP_US is a number"));
         std::thread::spawn(move || {

@@ -386,14 +386,32 @@ fn garbage_never_panics() {
             };
             let mut out = Vec::new();
             let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
-            handle(&ctx, &mut h.local, &req, peer, SystemTime::now(), &mut h.sink, &mut out);
-            let end = out.windows(4).position(|w| w == b"\r\n\r\n").expect("a whole head");
+            handle(
+                &ctx,
+                &mut h.local,
+                &req,
+                peer,
+                SystemTime::now(),
+                &mut h.sink,
+                &mut out,
+            );
+            let end = out
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .expect("a whole head");
             for line in out[..end].split(|&c| c == b'\n') {
-                assert!(!line[..line.len().saturating_sub(1)].contains(&b'\r'), "{:?}", String::from_utf8_lossy(&out));
+                assert!(
+                    !line[..line.len().saturating_sub(1)].contains(&b'\r'),
+                    "{:?}",
+                    String::from_utf8_lossy(&out)
+                );
             }
             h.sink.events.clear();
             handled += 1;
         }
     }
-    assert!(handled > 5_000, "only {handled} mutated requests reached the handler");
+    assert!(
+        handled > 5_000,
+        "only {handled} mutated requests reached the handler"
+    );
 }
