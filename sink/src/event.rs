@@ -9,6 +9,9 @@ use std::net::IpAddr;
 
 use crate::id::EventId;
 
+mod codec;
+pub use codec::DecodeError;
+
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {

@@ -9,6 +9,7 @@ pub mod event;
 pub mod id;
 pub mod money;
 pub mod url;
+pub mod wal;
 
 pub use event::{Event, EventKind, Field};
 pub use id::{EventId, IdGenerator};

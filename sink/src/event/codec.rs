@@ -1,0 +1,215 @@
+//! The event's binary form, as written to the write-ahead log.
+//!
+//! Layout (little-endian): version u8, kind u8, id [12], peer (4 → v4 | 6 → v6, then the
+//! address), cost i64, payout flag u8 + i64, path index flag u8 + u16, the spans
+//! (`FIELD_COUNT` × (start u32, len u32)), data length u32, data.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::{Event, EventKind, FIELD_COUNT, Span};
+use crate::id::EventId;
+
+const VERSION: u8 = 1;
+
+/// Why bytes are not an encoded event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("truncated event record")]
+    Truncated,
+    #[error("unknown event record version {0}")]
+    Version(u8),
+    #[error("invalid event record: {0}")]
+    Invalid(&'static str),
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+}
+
+impl Event {
+    /// Appends the event's binary form to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.reserve(64 + FIELD_COUNT * 8 + self.data.len());
+        out.push(VERSION);
+        out.push(self.kind as u8);
+        out.extend_from_slice(&self.id.0);
+        match self.peer {
+            IpAddr::V4(a) => {
+                out.push(4);
+                out.extend_from_slice(&a.octets());
+            }
+            IpAddr::V6(a) => {
+                out.push(6);
+                out.extend_from_slice(&a.octets());
+            }
+        }
+        out.extend_from_slice(&self.cost_micros.to_le_bytes());
+        out.push(u8::from(self.payout_micros.is_some()));
+        out.extend_from_slice(&self.payout_micros.unwrap_or(0).to_le_bytes());
+        out.push(u8::from(self.path_index.is_some()));
+        out.extend_from_slice(&self.path_index.unwrap_or(0).to_le_bytes());
+        for s in &self.spans {
+            out.extend_from_slice(&s.start.to_le_bytes());
+            out.extend_from_slice(&s.len.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.data);
+    }
+
+    /// Reads an event written by [`Event::encode`]; every span is checked against the data.
+    pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+        let mut r = Reader(bytes);
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        let kind = *EventKind::ALL
+            .get(r.u8()? as usize)
+            .ok_or(DecodeError::Invalid("kind"))?;
+        let id = EventId(r.array()?);
+        let peer = match r.u8()? {
+            4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
+            6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
+            _ => return Err(DecodeError::Invalid("peer address")),
+        };
+        let cost_micros = r.i64()?;
+        let has_payout = r.u8()? != 0;
+        let payout = r.i64()?;
+        let has_path = r.u8()? != 0;
+        let path = u16::from_le_bytes(r.array()?);
+        let mut spans = [Span::default(); FIELD_COUNT];
+        for s in &mut spans {
+            *s = Span {
+                start: r.u32()?,
+                len: r.u32()?,
+            };
+        }
+        let len = r.u32()? as usize;
+        let data = r.take(len)?.to_vec();
+        if !r.0.is_empty() {
+            return Err(DecodeError::Invalid("trailing bytes"));
+        }
+        if spans
+            .iter()
+            .any(|s| s.start as usize + s.len as usize > data.len())
+        {
+            return Err(DecodeError::Invalid("span outside the data"));
+        }
+        Ok(Event {
+            kind,
+            id,
+            peer,
+            cost_micros,
+            payout_micros: has_payout.then_some(payout),
+            path_index: has_path.then_some(path),
+            data,
+            spans,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Field;
+
+    fn sample(kind: EventKind, peer: IpAddr) -> Event {
+        let mut e = Event::new(
+            kind,
+            EventId::new(1_764_000_000_000, 3, 1, 9),
+            peer,
+            b"GET /c/x HTTP/1.1\r\n\r\n",
+            64,
+        );
+        e.set_raw(Field::Method, 0, 3);
+        e.push(Field::CampaignId, b"camp");
+        e.push_remapped([(&b"source"[..], &b"blog"[..])]);
+        e.cost_micros = 50_000;
+        e.path_index = Some(2);
+        e
+    }
+
+    #[test]
+    fn round_trips() {
+        for (kind, peer) in [
+            (EventKind::Visit, IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8))),
+            (EventKind::Postback, "2001:db8::1".parse().unwrap()),
+        ] {
+            let mut e = sample(kind, peer);
+            if kind == EventKind::Postback {
+                e.payout_micros = Some(-1);
+                e.path_index = None;
+            }
+            let mut buf = Vec::new();
+            e.encode(&mut buf);
+            let d = Event::decode(&buf).unwrap();
+            assert_eq!((d.kind, d.id, d.peer), (e.kind, e.id, e.peer));
+            assert_eq!(
+                (d.cost_micros, d.payout_micros, d.path_index),
+                (e.cost_micros, e.payout_micros, e.path_index)
+            );
+            assert_eq!(d.get(Field::Method), b"GET");
+            assert_eq!(d.get(Field::CampaignId), b"camp");
+            assert_eq!(
+                d.remapped().collect::<Vec<_>>(),
+                e.remapped().collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_bad_span_is_an_error() {
+        let mut buf = Vec::new();
+        sample(EventKind::Visit, IpAddr::V4(Ipv4Addr::LOCALHOST)).encode(&mut buf);
+        for cut in 0..buf.len() {
+            assert!(Event::decode(&buf[..cut]).is_err(), "cut {cut}");
+        }
+        let mut bad = buf.clone();
+        bad[0] = 9;
+        assert_eq!(Event::decode(&bad).unwrap_err(), DecodeError::Version(9));
+        let mut bad = buf.clone();
+        bad[1] = 200;
+        assert_eq!(
+            Event::decode(&bad).unwrap_err(),
+            DecodeError::Invalid("kind")
+        );
+        // The first span's length, made to reach past the data.
+        let span_at = 1 + 1 + 12 + 1 + 4 + 8 + 1 + 8 + 1 + 2;
+        let mut bad = buf.clone();
+        bad[span_at + 4..span_at + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Event::decode(&bad).is_err());
+        let mut long = buf.clone();
+        long.push(0);
+        assert_eq!(
+            Event::decode(&long).unwrap_err(),
+            DecodeError::Invalid("trailing bytes")
+        );
+    }
+}
