@@ -174,6 +174,16 @@ fn now_ms(now: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The request being answered, with what every route needs of it.
+struct Exchange<'r, 'b> {
+    req: &'r Request<'b>,
+    path: &'b [u8],
+    query: &'b [u8],
+    peer: IpAddr,
+    now: SystemTime,
+    framing: Framing,
+}
+
 /// Answers one request: appends the response to `out` and returns what was answered.
 pub fn handle(
     ctx: &Ctx<'_>,
@@ -223,27 +233,22 @@ pub fn handle(
         );
         return (route, st);
     }
+    let x = Exchange {
+        req,
+        path,
+        query,
+        peer,
+        now,
+        framing,
+    };
     let status = match route {
-        Route::Campaign => visit(
-            ctx,
-            local,
-            req,
-            &path[3..],
-            query,
-            peer,
-            now,
-            emit,
-            out,
-            framing,
-        ),
+        Route::Campaign => visit(ctx, local, &x, emit, out),
         Route::Click => {
             // The landing-page click-through needs the click's state (issue 7); until
             // then every click is unknown.
-            unknown_target(ctx, local, peer, now, out, framing, "unknown click")
+            unknown_target(ctx, local, &x, out, "unknown click")
         }
-        Route::Pixel | Route::Postback => conversion(
-            ctx, local, req, route, path, query, peer, now, emit, out, framing,
-        ),
+        Route::Pixel | Route::Postback => conversion(ctx, local, &x, route, emit, out),
         Route::Health => {
             let (st, msg) = if ctx.draining {
                 (Status::ServiceUnavailable, "draining")
@@ -289,16 +294,16 @@ fn is_seed_pixel(path: &[u8]) -> bool {
 }
 
 /// An unknown campaign or click: 302 to `fallback_url`, else 404.
-#[allow(clippy::too_many_arguments)]
 fn unknown_target(
     ctx: &Ctx<'_>,
     local: &mut Local,
-    peer: IpAddr,
-    now: SystemTime,
+    x: &Exchange<'_, '_>,
     out: &mut Vec<u8>,
-    framing: Framing,
     message: &str,
 ) -> Status {
+    let Exchange {
+        peer, now, framing, ..
+    } = *x;
     let Some(fallback) = &ctx.table.fallback else {
         response::write_text(out, Status::NotFound, &local.date, framing, &[], message);
         return Status::NotFound;
@@ -325,22 +330,24 @@ fn unknown_target(
 }
 
 /// `/c/{campaign_id}`: pick a path and offer, mint a click id, redirect, record the visit.
-#[allow(clippy::too_many_arguments)]
 fn visit(
     ctx: &Ctx<'_>,
     local: &mut Local,
-    req: &Request<'_>,
-    campaign_id: &[u8],
-    query: &[u8],
-    peer: IpAddr,
-    now: SystemTime,
+    x: &Exchange<'_, '_>,
     emit: &mut impl Emit,
     out: &mut Vec<u8>,
-    framing: Framing,
 ) -> Status {
+    let Exchange {
+        req,
+        query,
+        peer,
+        now,
+        framing,
+        ..
+    } = *x;
     let table = ctx.table;
-    let Some(campaign) = table.campaign(campaign_id) else {
-        return unknown_target(ctx, local, peer, now, out, framing, "unknown campaign");
+    let Some(campaign) = table.campaign(&x.path[3..]) else {
+        return unknown_target(ctx, local, x, out, "unknown campaign");
     };
     let source = &table.sources[campaign.source as usize];
     let visitor = Visitor {
@@ -464,20 +471,22 @@ fn is_form(content_type: &[u8]) -> bool {
 }
 
 /// A conversion (`/postback`, `/p.gif`, `/{account}/a.gif`): validate, record, acknowledge.
-#[allow(clippy::too_many_arguments)]
 fn conversion(
     ctx: &Ctx<'_>,
     local: &mut Local,
-    req: &Request<'_>,
+    x: &Exchange<'_, '_>,
     route: Route,
-    path: &[u8],
-    query: &[u8],
-    peer: IpAddr,
-    now: SystemTime,
     emit: &mut impl Emit,
     out: &mut Vec<u8>,
-    framing: Framing,
 ) -> Status {
+    let Exchange {
+        req,
+        path,
+        query,
+        peer,
+        now,
+        framing,
+    } = *x;
     let names = if path.ends_with(b"/a.gif") {
         &SEED_PIXEL_PARAMS
     } else {
