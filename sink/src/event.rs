@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 
+use crate::ack::AckSender;
 use crate::id::EventId;
 
 mod codec;
@@ -90,7 +91,7 @@ pub struct Span {
 }
 
 /// One visit, click-through or conversion.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Event {
     pub kind: EventKind,
     /// The event's own id; for a visit it is also the click id handed to the offer.
@@ -103,6 +104,8 @@ pub struct Event {
     pub payout_micros: Option<i64>,
     /// Index of the campaign path taken (visits and clicks).
     pub path_index: Option<u16>,
+    /// Set when someone waits for this event to be durable (a conversion's answer).
+    pub ack: Option<AckSender>,
     data: Vec<u8>,
     spans: [Span; FIELD_COUNT],
 }
@@ -120,6 +123,7 @@ impl Event {
             cost_micros: 0,
             payout_micros: None,
             path_index: None,
+            ack: None,
             data,
             spans: [Span::default(); FIELD_COUNT],
         }

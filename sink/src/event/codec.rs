@@ -129,6 +129,7 @@ impl Event {
             cost_micros,
             payout_micros: has_payout.then_some(payout),
             path_index: has_path.then_some(path),
+            ack: None,
             data,
             spans,
         })

@@ -1,0 +1,235 @@
+//! The WAL writer thread: group commit of the workers' events to the write-ahead log.
+//!
+//! Events are taken from every worker's channel and framed into one buffer. The buffer is
+//! written and `fdatasync`ed in one go as soon as an event in it awaits its acknowledgement
+//! (a conversion), when it reaches `max_batch_bytes`, or when its oldest event is
+//! `commit_delay` old (visits): one fsync covers every event that arrived while the previous
+//! one ran. Only then are the acknowledgements completed. A failed write abandons the
+//! segment (its tail may be torn) and the next batch goes to a new one.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TryRecvError};
+
+use crate::ack::AckSender;
+use crate::event::Event;
+use crate::wal::{Segment, WalError, frame, list_segments};
+
+#[derive(Debug, Clone)]
+pub struct WalConfig {
+    /// Directory of the segment files.
+    pub dir: PathBuf,
+    /// A segment is sealed and a new one started past this size.
+    pub segment_bytes: u64,
+    /// Longest time an event that nobody awaits stays in memory before its commit.
+    pub commit_delay: Duration,
+    /// A batch is committed once it holds this many bytes.
+    pub max_batch_bytes: usize,
+}
+
+impl WalConfig {
+    pub fn new(dir: PathBuf) -> Self {
+        WalConfig {
+            dir,
+            segment_bytes: 64 << 20,
+            commit_delay: Duration::from_millis(2),
+            max_batch_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Counters of the writer, for metrics.
+#[derive(Debug, Default)]
+pub struct WalStats {
+    pub events: AtomicU64,
+    pub commits: AtomicU64,
+    pub bytes: AtomicU64,
+    pub fsync_micros: AtomicU64,
+    pub failures: AtomicU64,
+    /// Sealed segments (closed, awaiting upload).
+    pub sealed: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A running writer.
+pub struct WalWriter {
+    pub stats: Arc<WalStats>,
+    thread: JoinHandle<()>,
+}
+
+struct State {
+    cfg: WalConfig,
+    segment: Option<Segment>,
+    next_seq: u64,
+    buf: Vec<u8>,
+    records: u64,
+    acks: Vec<AckSender>,
+    oldest: Option<Instant>,
+    stats: Arc<WalStats>,
+}
+
+impl State {
+    fn take(&mut self, mut event: Event, scratch: &mut Vec<u8>) {
+        scratch.clear();
+        event.encode(scratch);
+        match frame(&mut self.buf, scratch) {
+            Ok(()) => {
+                self.records += 1;
+                self.oldest.get_or_insert_with(Instant::now);
+                if let Some(ack) = event.ack.take() {
+                    self.acks.push(ack);
+                }
+            }
+            // Cannot happen for a request within the edge's limits; the event's ack, if any,
+            // resolves as not durable when it drops.
+            Err(e) => log_error(&format!("event {} not logged: {e}", event.id)),
+        }
+    }
+
+    fn due(&self) -> bool {
+        !self.acks.is_empty()
+            || self.buf.len() >= self.cfg.max_batch_bytes
+            || self
+                .oldest
+                .is_some_and(|t| t.elapsed() >= self.cfg.commit_delay)
+    }
+
+    fn segment(&mut self) -> Result<&mut Segment, WalError> {
+        if self.segment.is_none() {
+            self.segment = Some(Segment::create(&self.cfg.dir, self.next_seq)?);
+            self.next_seq += 1;
+        }
+        Ok(self.segment.as_mut().expect("just created"))
+    }
+
+    /// Writes and syncs the batch, then completes its acknowledgements.
+    fn commit(&mut self) {
+        if self.records == 0 {
+            return;
+        }
+        let t = Instant::now();
+        let (buf, records) = (std::mem::take(&mut self.buf), self.records);
+        let result = self.segment().and_then(|s| s.commit(&buf, records));
+        let durable = result.is_ok();
+        match result {
+            Ok(()) => {
+                add(&self.stats.events, records);
+                add(&self.stats.commits, 1);
+                add(&self.stats.bytes, buf.len() as u64);
+                add(&self.stats.fsync_micros, t.elapsed().as_micros() as u64);
+                if self
+                    .segment
+                    .as_ref()
+                    .is_some_and(|s| s.bytes >= self.cfg.segment_bytes)
+                {
+                    self.segment = None;
+                    add(&self.stats.sealed, 1);
+                }
+            }
+            Err(e) => {
+                add(&self.stats.failures, 1);
+                log_error(&format!("WAL commit of {records} events failed: {e}"));
+                // The segment's tail may be torn: never append after it.
+                if self.segment.take().is_some() {
+                    add(&self.stats.sealed, 1);
+                }
+            }
+        }
+        for ack in self.acks.drain(..) {
+            ack.complete(durable);
+        }
+        self.buf = buf;
+        self.buf.clear();
+        self.records = 0;
+        self.oldest = None;
+    }
+}
+
+/// The sink logs to stderr (it has no logging dependency of its own yet).
+fn log_error(msg: &str) {
+    eprintln!("sink: {msg}");
+}
+
+impl WalWriter {
+    /// Starts the writer over the workers' channels. New segments are numbered after the
+    /// newest one already in the directory, so a restart never appends to an old segment.
+    pub fn spawn(rxs: Vec<Receiver<Event>>, cfg: WalConfig) -> Result<Self, WalError> {
+        std::fs::create_dir_all(&cfg.dir).map_err(|source| WalError::Io {
+            path: cfg.dir.clone(),
+            source,
+        })?;
+        let next_seq = list_segments(&cfg.dir)?.last().map_or(1, |(s, _)| s + 1);
+        let stats = Arc::new(WalStats::default());
+        let mut state = State {
+            buf: Vec::with_capacity(cfg.max_batch_bytes + 64 * 1024),
+            cfg,
+            segment: None,
+            next_seq,
+            records: 0,
+            acks: Vec::new(),
+            oldest: None,
+            stats: Arc::clone(&stats),
+        };
+        // Fail now, not at the first event, when the directory cannot take a segment.
+        state.segment()?;
+        let thread = std::thread::Builder::new()
+            .name("sink-wal".into())
+            .spawn(move || run(rxs, state))
+            .map_err(|source| WalError::Io {
+                path: PathBuf::from("sink-wal thread"),
+                source,
+            })?;
+        Ok(WalWriter { stats, thread })
+    }
+
+    /// Waits until every channel is closed and drained and the last batch is durable.
+    pub fn join(self) -> Arc<WalStats> {
+        let _ = self.thread.join();
+        self.stats
+    }
+}
+
+fn run(mut rxs: Vec<Receiver<Event>>, mut st: State) {
+    let mut scratch = Vec::with_capacity(4096);
+    let mut nap = Duration::from_micros(100);
+    while !rxs.is_empty() || st.records > 0 {
+        let mut got = false;
+        rxs.retain(|rx| {
+            loop {
+                if st.buf.len() >= st.cfg.max_batch_bytes {
+                    break true;
+                }
+                match rx.try_recv() {
+                    Ok(event) => {
+                        got = true;
+                        st.take(event, &mut scratch);
+                    }
+                    Err(TryRecvError::Empty) => break true,
+                    Err(TryRecvError::Disconnected) => break false,
+                }
+            }
+        });
+        if st.due() || (rxs.is_empty() && st.records > 0) {
+            st.commit();
+        }
+        if got {
+            nap = Duration::from_micros(100);
+        } else {
+            let until_due = st
+                .oldest
+                .map_or(nap, |t| st.cfg.commit_delay.saturating_sub(t.elapsed()));
+            std::thread::sleep(nap.min(until_due).max(Duration::from_micros(50)));
+            nap = (nap * 2).min(Duration::from_millis(4));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+use super::*;
+use crate::ack::{self, tests::block_on};
+use crate::event::EventKind;
+use crate::id::EventId;
+use crate::wal::read_segment;
+use std::net::{IpAddr, Ipv4Addr};
+
+fn tmp(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    std::env::temp_dir().join(format!("writer-{tag}-{}-{nanos}", std::process::id()))
+}
+
+fn event(kind: EventKind, n: u32) -> Event {
+    let raw = format!("GET /postback?cid=0167a15c98772c0004000001&n={n} HTTP/1.1\r\n\r\n");
+    Event::new(
+        kind,
+        EventId::new(1_764_000_000_000, 1, 0, n),
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        raw.as_bytes(),
+        0,
+    )
+}
+
+/// Every event in the log, in order, decoded.
+fn logged(dir: &std::path::Path) -> Vec<Event> {
+    list_segments(dir)
+        .unwrap()
+        .into_iter()
+        .flat_map(|(_, p)| read_segment(&p).unwrap().records)
+        .map(|r| Event::decode(&r).unwrap())
+        .collect()
+}
+
+#[test]
+fn an_ack_completes_only_once_its_event_is_on_disk() {
+    let dir = tmp("ack");
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone())).unwrap();
+    for n in 0..20 {
+        let mut e = event(EventKind::Postback, n);
+        let (sender, receiver) = ack::pair();
+        e.ack = Some(sender);
+        tx.send(e).unwrap();
+        assert!(block_on(receiver), "durable");
+        let on_disk = logged(&dir);
+        assert_eq!(
+            on_disk.len(),
+            n as usize + 1,
+            "acknowledged before it was written"
+        );
+        assert_eq!(on_disk.last().unwrap().id.counter(), n);
+    }
+    drop(tx);
+    let stats = w.join();
+    assert_eq!(stats.events.load(Ordering::Relaxed), 20);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn visits_are_committed_within_the_delay_and_batched() {
+    let dir = tmp("visits");
+    let (tx, rx) = crossbeam_channel::bounded(10_000);
+    let mut cfg = WalConfig::new(dir.clone());
+    cfg.commit_delay = Duration::from_millis(20);
+    let w = WalWriter::spawn(vec![rx], cfg).unwrap();
+    for n in 0..1000 {
+        tx.send(event(EventKind::Visit, n)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(logged(&dir).len(), 1000, "committed without anyone waiting");
+    let commits = w.stats.commits.load(Ordering::Relaxed);
+    assert!(
+        commits < 100,
+        "group commit batches visits: {commits} commits"
+    );
+    drop(tx);
+    w.join();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn segments_roll_and_a_restart_starts_a_new_one() {
+    let dir = tmp("roll");
+    let mut cfg = WalConfig::new(dir.clone());
+    cfg.segment_bytes = 4096;
+    cfg.max_batch_bytes = 1024;
+    let (tx1, rx1) = crossbeam_channel::bounded(1000);
+    let (tx2, rx2) = crossbeam_channel::bounded(1000);
+    let w = WalWriter::spawn(vec![rx1, rx2], cfg.clone()).unwrap();
+    for n in 0..300 {
+        let tx = if n % 2 == 0 { &tx1 } else { &tx2 };
+        tx.send(event(EventKind::Visit, n)).unwrap();
+    }
+    drop((tx1, tx2));
+    let stats = w.join();
+    let segments = list_segments(&dir).unwrap();
+    assert!(segments.len() > 3, "{} segments", segments.len());
+    assert!(stats.sealed.load(Ordering::Relaxed) >= segments.len() as u64 - 1);
+    let mut counters: Vec<u32> = logged(&dir).iter().map(|e| e.id.counter()).collect();
+    counters.sort();
+    assert_eq!(
+        counters,
+        (0..300).collect::<Vec<_>>(),
+        "every event exactly once"
+    );
+
+    let last = segments.last().unwrap().0;
+    let (tx, rx) = crossbeam_channel::bounded(4);
+    let w = WalWriter::spawn(vec![rx], cfg).unwrap();
+    tx.send(event(EventKind::Pixel, 300)).unwrap();
+    drop(tx);
+    w.join();
+    let after = list_segments(&dir).unwrap();
+    assert_eq!(
+        after.last().unwrap().0,
+        last + 1,
+        "a restart never appends to an old segment"
+    );
+    assert_eq!(logged(&dir).len(), 301);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_unusable_directory_fails_at_start() {
+    let file = tmp("notadir");
+    std::fs::write(&file, "x").unwrap();
+    let (_tx, rx) = crossbeam_channel::bounded::<Event>(1);
+    assert!(WalWriter::spawn(vec![rx], WalConfig::new(file.clone())).is_err());
+    std::fs::remove_file(file).unwrap();
+}
