@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use sink::discard::Discard;
+use sink::writer::WalWriter;
 
 use crate::config::{ConfigError, ConfigFile, DEMO_CONFIG};
 use crate::metrics::Metrics;
@@ -21,6 +21,7 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub workers: Option<usize>,
     pub driver: Option<String>,
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -33,6 +34,9 @@ impl Overrides {
         }
         if let Some(d) = &self.driver {
             cfg.server.driver = d.clone();
+        }
+        if let Some(d) = &self.data_dir {
+            cfg.server.data_dir = d.clone();
         }
     }
 }
@@ -104,13 +108,13 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
         .map(|_| crossbeam_channel::bounded(settings.queue_per_worker))
         .unzip();
     let depth_rxs = rxs.clone();
-    let discard = Discard::spawn(rxs)?;
-    let consumed = Arc::clone(&discard.counts);
+    let wal = WalWriter::spawn(rxs, settings.wal.clone())
+        .map_err(|e| anyhow::anyhow!("cannot open the write-ahead log: {e}"))?;
     let metrics = Arc::new(Metrics::new(
         settings.workers,
         settings.queue_per_worker * settings.workers,
         Box::new(move || depth_rxs.iter().map(|r| r.len()).sum()),
-        Box::new(move |k| consumed.get(k)),
+        Arc::clone(&wal.stats),
     ));
     let campaigns = loaded.table.campaigns.len();
     let table = Arc::new(ArcSwap::from_pointee(loaded.table));
@@ -126,8 +130,9 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
         "listening on http://{}",
         server.local_addr
     );
-    tracing::warn!(
-        "events are counted and discarded: the durable sink (WAL, Parquet) is not built yet"
+    tracing::info!(
+        wal = %settings.wal.dir.display(),
+        "events are made durable in the write-ahead log (Parquet upload is not built yet)"
     );
     for sig in signals.forever() {
         match sig {
@@ -148,11 +153,12 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
     }
     let metrics = Arc::clone(&server.shared().metrics);
     server.shutdown();
-    let counts = discard.join();
+    let wal = wal.join();
     let emitted: u64 = sink::EventKind::ALL
         .iter()
         .map(|&k| metrics.emitted(k))
         .sum();
-    tracing::info!(emitted, consumed = counts.total(), "stopped");
+    let logged = wal.events.load(std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(emitted, logged, "stopped");
     Ok(())
 }

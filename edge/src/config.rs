@@ -102,6 +102,14 @@ pub struct ServerConfig {
     pub event_queue: usize,
     /// On SIGTERM, time given to in-flight requests before the workers stop.
     pub shutdown_timeout_ms: u64,
+    /// How long a conversion waits to be made durable before it is answered 503.
+    pub durable_timeout_ms: u64,
+    /// Longest time a visit waits in memory before its group commit to the WAL.
+    pub wal_commit_delay_ms: u64,
+    /// Size at which a WAL segment is sealed.
+    pub wal_segment_bytes: u64,
+    /// Disk the WAL may use; past it conversions are answered 503 (redirects go on).
+    pub wal_max_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -126,6 +134,10 @@ impl Default for ServerConfig {
             idle_timeout_ms: 60_000,
             event_queue: 65_536,
             shutdown_timeout_ms: 10_000,
+            durable_timeout_ms: 5_000,
+            wal_commit_delay_ms: 2,
+            wal_segment_bytes: 64 << 20,
+            wal_max_bytes: 8 << 30,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use sink::ack::AckReceiver;
 use sink::event::encode_pair;
 use sink::{Event, EventId, EventKind, Field, IdGenerator, money, url};
 
@@ -174,6 +175,49 @@ fn now_ms(now: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// What became of a request.
+#[derive(Debug)]
+pub enum Answer {
+    /// The response is in the output buffer.
+    Done(Route, Status),
+    /// A conversion was queued; its answer waits until its event is durable.
+    Pending(Pending),
+}
+
+/// A conversion's answer, waiting for its event to reach the write-ahead log.
+#[derive(Debug)]
+pub struct Pending {
+    pub route: Route,
+    /// Resolves to whether the event is durable.
+    pub ack: AckReceiver,
+    framing: Framing,
+}
+
+impl Pending {
+    /// Whether the connection stays open after this answer.
+    pub fn keep_alive(&self) -> bool {
+        self.framing.keep_alive
+    }
+
+    /// Appends the answer: the pixel or `OK` when the event is durable, else `503` so the
+    /// network retries.
+    pub fn answer(&self, durable: bool, date: &DateCache, out: &mut Vec<u8>) -> Status {
+        if !durable {
+            let st = Status::ServiceUnavailable;
+            let msg = "the conversion could not be made durable; retry";
+            response::write_text(out, st, date, self.framing, &[], msg);
+            return st;
+        }
+        if self.route == Route::Pixel {
+            response::write_pixel(out, date, self.framing);
+        } else {
+            let ct = b"text/plain; charset=utf-8";
+            response::write(out, Status::Ok, date, self.framing, &[], ct, b"OK");
+        }
+        Status::Ok
+    }
+}
+
 /// The request being answered, with what every route needs of it.
 struct Exchange<'r, 'b> {
     req: &'r Request<'b>,
@@ -193,7 +237,7 @@ pub fn handle(
     now: SystemTime,
     emit: &mut impl Emit,
     out: &mut Vec<u8>,
-) -> (Route, Status) {
+) -> Answer {
     local.date.update(now);
     let framing = Framing {
         keep_alive: req.keep_alive && !ctx.draining,
@@ -231,7 +275,7 @@ pub fn handle(
             &[allow],
             "method not allowed",
         );
-        return (route, st);
+        return Answer::Done(route, st);
     }
     let x = Exchange {
         req,
@@ -248,7 +292,9 @@ pub fn handle(
             // then every click is unknown.
             unknown_target(ctx, local, &x, out, "unknown click")
         }
-        Route::Pixel | Route::Postback => conversion(ctx, local, &x, route, emit, out),
+        Route::Pixel | Route::Postback => {
+            return conversion(ctx, local, &x, route, emit, out);
+        }
         Route::Health => {
             let (st, msg) = if ctx.draining {
                 (Status::ServiceUnavailable, "draining")
@@ -283,7 +329,7 @@ pub fn handle(
             Status::NotFound
         }
     };
-    (route, status)
+    Answer::Done(route, status)
 }
 
 /// `/{account}/a.gif`: one path segment, then `a.gif`.
@@ -478,7 +524,7 @@ fn conversion(
     route: Route,
     emit: &mut impl Emit,
     out: &mut Vec<u8>,
-) -> Status {
+) -> Answer {
     let Exchange {
         req,
         path,
@@ -499,7 +545,7 @@ fn conversion(
     };
     let fail = |local: &mut Local, out: &mut Vec<u8>, status: Status, msg: &str| {
         response::write_text(out, status, &local.date, framing, &[], msg);
-        status
+        Answer::Done(route, status)
     };
     let decoded = |raw: Option<&[u8]>, scratch: &mut Vec<u8>| {
         scratch.clear();
@@ -611,6 +657,8 @@ fn conversion(
         };
         e.push(field, value);
     }
+    let (sender, ack) = sink::ack::pair();
+    e.ack = Some(sender);
     if !emit.emit(e) {
         return fail(
             local,
@@ -619,20 +667,11 @@ fn conversion(
             "the conversion cannot be recorded now; retry",
         );
     }
-    if route == Route::Pixel {
-        response::write_pixel(out, &local.date, framing);
-    } else {
-        response::write(
-            out,
-            Status::Ok,
-            &local.date,
-            framing,
-            &[],
-            b"text/plain; charset=utf-8",
-            b"OK",
-        );
-    }
-    Status::Ok
+    Answer::Pending(Pending {
+        route,
+        ack,
+        framing,
+    })
 }
 
 #[cfg(test)]

@@ -26,6 +26,9 @@ struct Cli {
     /// Override server.driver: auto, io_uring or legacy.
     #[arg(long, value_name = "DRIVER")]
     driver: Option<String>,
+    /// Override server.data_dir (the write-ahead log lives in DIR/wal).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         listen: cli.listen,
         workers: cli.workers,
         driver: cli.driver,
+        data_dir: cli.data_dir,
     };
     if let Some(path) = cli.check_config {
         return match app::load(Some(&path), &overrides) {

@@ -8,7 +8,10 @@ use std::fmt::Write as _;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::sync::Arc;
+
 use sink::EventKind;
+use sink::writer::WalStats;
 
 use crate::response::Status;
 
@@ -108,8 +111,8 @@ pub struct Metrics {
     /// Events waiting between the workers and the sink.
     queue_depth: Box<dyn Fn() -> usize + Send + Sync>,
     queue_capacity: usize,
-    /// Events the sink has taken, by kind.
-    consumed: Box<dyn Fn(EventKind) -> u64 + Send + Sync>,
+    /// The write-ahead log's counters.
+    wal: Arc<WalStats>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -129,7 +132,7 @@ impl Metrics {
         workers: usize,
         queue_capacity: usize,
         queue_depth: Box<dyn Fn() -> usize + Send + Sync>,
-        consumed: Box<dyn Fn(EventKind) -> u64 + Send + Sync>,
+        wal: Arc<WalStats>,
     ) -> Self {
         Metrics {
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
@@ -138,7 +141,7 @@ impl Metrics {
             driver: OnceLock::new(),
             queue_depth,
             queue_capacity,
-            consumed,
+            wal,
         }
     }
 
@@ -179,7 +182,7 @@ impl Metrics {
             }
         }
         type KindCounter = fn(&Metrics, EventKind) -> u64;
-        let per_kind: [(&str, &str, KindCounter); 3] = [
+        let per_kind: [(&str, &str, KindCounter); 2] = [
             (
                 "edge_events_emitted_total",
                 "Events handed to the sink.",
@@ -190,11 +193,6 @@ impl Metrics {
                 "Events lost because the sink's queue was full.",
                 Metrics::dropped,
             ),
-            (
-                "edge_events_consumed_total",
-                "Events the sink has taken.",
-                |m, k| (m.consumed)(k),
-            ),
         ];
         for (name, help, f) in per_kind {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -203,7 +201,8 @@ impl Metrics {
             }
         }
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let scalars: [(&str, &str, &str, u64); 9] = [
+        let wal = &self.wal;
+        let scalars: [(&str, &str, &str, u64); 17] = [
             (
                 "edge_event_queue_depth",
                 "gauge",
@@ -248,6 +247,54 @@ impl Metrics {
             ),
             ("edge_workers", "gauge", "Worker threads.", w.len() as u64),
             ("edge_up", "gauge", "1 while the edge serves.", 1),
+            (
+                "edge_wal_events_total",
+                "counter",
+                "Events made durable in the write-ahead log.",
+                load(&wal.events),
+            ),
+            (
+                "edge_wal_commits_total",
+                "counter",
+                "Group commits (one write + fdatasync each).",
+                load(&wal.commits),
+            ),
+            (
+                "edge_wal_bytes_total",
+                "counter",
+                "Bytes written to the write-ahead log.",
+                load(&wal.bytes),
+            ),
+            (
+                "edge_wal_fsync_microseconds_total",
+                "counter",
+                "Time spent writing and syncing commits.",
+                load(&wal.fsync_micros),
+            ),
+            (
+                "edge_wal_failures_total",
+                "counter",
+                "Commits that failed (their conversions were answered 503).",
+                load(&wal.failures),
+            ),
+            (
+                "edge_wal_refused_full_total",
+                "counter",
+                "Commits refused because the log reached server.wal_max_bytes.",
+                load(&wal.refused_full),
+            ),
+            (
+                "edge_wal_segments_sealed_total",
+                "counter",
+                "WAL segments sealed.",
+                load(&wal.sealed),
+            ),
+            (
+                "edge_wal_disk_bytes",
+                "gauge",
+                "Bytes of write-ahead log on disk.",
+                load(&wal.disk_bytes),
+            ),
         ];
         for (name, ty, help, v) in scalars {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {ty}\n{name} {v}");
@@ -267,7 +314,9 @@ mod tests {
 
     #[test]
     fn renders_sums_over_workers() {
-        let m = Metrics::new(2, 100, Box::new(|| 7), Box::new(|k| k as u64));
+        let wal = Arc::new(WalStats::default());
+        wal.events.store(3, Ordering::Relaxed);
+        let m = Metrics::new(2, 100, Box::new(|| 7), wal);
         m.workers[0].request(Route::Campaign, Status::Found);
         m.workers[1].request(Route::Campaign, Status::Found);
         m.workers[1].request(Route::Postback, Status::BadRequest);
@@ -281,7 +330,7 @@ mod tests {
             "edge_requests_total{route=\"postback\",status=\"400\"} 1",
             "edge_events_emitted_total{kind=\"visit\"} 1",
             "edge_events_dropped_total{kind=\"postback\"} 1",
-            "edge_events_consumed_total{kind=\"pixel\"} 3",
+            "edge_wal_events_total 3",
             "edge_event_queue_depth 7",
             "edge_connections_open 1",
             "edge_driver_info{driver=\"io_uring\"} 1",

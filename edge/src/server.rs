@@ -20,7 +20,7 @@ use monoio::net::{TcpListener, TcpStream};
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use sink::Event;
 
-use crate::handler::{self, Ctx, Emit, Local};
+use crate::handler::{self, Answer, Ctx, Emit, Local, Pending};
 use crate::http::{self, Parse};
 use crate::metrics::{Metrics, Route, WorkerStats};
 use crate::response::{self, Framing, Status};
@@ -316,10 +316,13 @@ fn set_busy(w: &Worker, flag: &mut bool, busy: bool) {
 }
 
 /// What happens to a connection once its responses are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum After {
     KeepOpen,
     Close,
+    /// A conversion's answer waits for its event to be durable; the requests after it wait
+    /// too, so the answers stay in order.
+    Await(Pending),
     /// Close after refusing a request whose rest may still be arriving: half-close and read
     /// what comes for a moment, so the kernel does not reset the connection (and destroy the
     /// error response) over unread bytes.
@@ -359,11 +362,14 @@ fn answer_buffered(
     while consumed < rbuf.len() {
         match http::parse(&rbuf[consumed..], limits) {
             Parse::Complete(req) => {
-                let (route, status) =
+                let answer =
                     handler::handle(&ctx, &mut local, &req, peer.ip(), now, &mut emit, wbuf);
-                stats.request(route, status);
                 consumed += req.raw.len();
                 *continue_sent = false;
+                match answer {
+                    Answer::Done(route, status) => stats.request(route, status),
+                    Answer::Pending(p) => return (consumed, After::Await(p)),
+                }
                 if !req.keep_alive || ctx.draining {
                     return (consumed, After::Close);
                 }
@@ -434,8 +440,26 @@ async fn connection(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
                 break;
             }
         }
+        let after = match after {
+            After::Await(mut p) => {
+                // The worker keeps serving other connections meanwhile.
+                let limit = w.shared.settings.durable_timeout;
+                let durable = monoio::time::timeout(limit, &mut p.ack)
+                    .await
+                    .unwrap_or(false);
+                let st = p.answer(durable, &w.local.borrow().date, &mut wbuf);
+                w.stats().request(p.route, st);
+                if p.keep_alive() {
+                    // Answer what else is buffered, then write it all in order.
+                    continue;
+                }
+                let _ = stream.write_all(wbuf).await;
+                break;
+            }
+            other => other,
+        };
         match after {
-            After::KeepOpen => {}
+            After::KeepOpen | After::Await(_) => {}
             After::Close => break,
             After::CloseLingering => {
                 linger(&mut stream, rbuf).await;

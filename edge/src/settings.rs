@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sink::writer::WalConfig;
+
 use crate::config::{ConfigError, ServerConfig};
 use crate::http::Limits;
 
@@ -42,6 +44,8 @@ pub struct Settings {
     /// Channel capacity per worker.
     pub queue_per_worker: usize,
     pub shutdown_timeout: Duration,
+    pub durable_timeout: Duration,
+    pub wal: WalConfig,
 }
 
 fn positive(v: u64, key: &str) -> Result<u64, ConfigError> {
@@ -109,6 +113,10 @@ impl Settings {
             )?),
         };
         let queue = positive(s.event_queue as u64, "server.event_queue")? as usize;
+        let mut wal = WalConfig::new(s.data_dir.join("wal"));
+        wal.commit_delay = Duration::from_millis(s.wal_commit_delay_ms);
+        wal.segment_bytes = positive(s.wal_segment_bytes, "server.wal_segment_bytes")?;
+        wal.max_bytes = positive(s.wal_max_bytes, "server.wal_max_bytes")?;
         Ok(Settings {
             listen,
             workers,
@@ -118,6 +126,11 @@ impl Settings {
             limits,
             queue_per_worker: queue.div_ceil(workers).max(1),
             shutdown_timeout: Duration::from_millis(s.shutdown_timeout_ms),
+            durable_timeout: Duration::from_millis(positive(
+                s.durable_timeout_ms,
+                "server.durable_timeout_ms",
+            )?),
+            wal,
         })
     }
 }

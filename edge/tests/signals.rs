@@ -115,11 +115,8 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
             std::net::TcpStream::connect(e.addr).is_err(),
             "no longer accepting"
         );
-        assert!(
-            e.log().contains("stopped emitted=1 consumed=1"),
-            "{}",
-            e.log()
-        );
+        e.wait_for_log("stopped emitted=1 logged=1", Duration::from_secs(5));
+        assert_eq!(e.logged_events().len(), 1);
     }
 }
 

@@ -1,11 +1,11 @@
-//! The sink's side of the edge: the event model every request becomes, and the consumer
-//! at the other end of the edge's bounded event channel.
+//! The sink: the event model every request becomes, and the path that makes events durable —
+//! the write-ahead log with group commit ([`writer`], [`wal`]) that conversions are
+//! acknowledged against ([`ack`]).
 //!
-//! Durable storage (write-ahead log, Parquet on object storage) is not built yet: today the
-//! consumer in [`discard`] only counts events and drops them.
+//! Turning sealed WAL segments into Parquet on object storage is not built yet: segments stay
+//! in the data directory until it is.
 
 pub mod ack;
-pub mod discard;
 pub mod event;
 pub mod id;
 pub mod money;

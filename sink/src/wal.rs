@@ -28,6 +28,8 @@ pub enum WalError {
     NotASegment(PathBuf),
     #[error("record of {0} bytes is larger than {MAX_RECORD}")]
     TooLarge(usize),
+    #[error("the log has reached its limit of {0} bytes on disk")]
+    Full(u64),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {

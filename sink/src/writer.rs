@@ -29,6 +29,9 @@ pub struct WalConfig {
     pub commit_delay: Duration,
     /// A batch is committed once it holds this many bytes.
     pub max_batch_bytes: usize,
+    /// Disk the log may use; a batch that would pass it is refused (its acknowledgements
+    /// fail, so conversions are answered 503 and retried by the networks).
+    pub max_bytes: u64,
 }
 
 impl WalConfig {
@@ -38,6 +41,7 @@ impl WalConfig {
             segment_bytes: 64 << 20,
             commit_delay: Duration::from_millis(2),
             max_batch_bytes: 1 << 20,
+            max_bytes: 8 << 30,
         }
     }
 }
@@ -52,6 +56,10 @@ pub struct WalStats {
     pub failures: AtomicU64,
     /// Sealed segments (closed, awaiting upload).
     pub sealed: AtomicU64,
+    /// Bytes of log on disk.
+    pub disk_bytes: AtomicU64,
+    /// Batches refused because the log reached `max_bytes`.
+    pub refused_full: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -116,7 +124,13 @@ impl State {
         }
         let t = Instant::now();
         let (buf, records) = (std::mem::take(&mut self.buf), self.records);
-        let result = self.segment().and_then(|s| s.commit(&buf, records));
+        let on_disk = self.stats.disk_bytes.load(Ordering::Relaxed);
+        let result = if on_disk + buf.len() as u64 > self.cfg.max_bytes {
+            add(&self.stats.refused_full, 1);
+            Err(WalError::Full(self.cfg.max_bytes))
+        } else {
+            self.segment().and_then(|s| s.commit(&buf, records))
+        };
         let durable = result.is_ok();
         match result {
             Ok(()) => {
@@ -124,6 +138,7 @@ impl State {
                 add(&self.stats.commits, 1);
                 add(&self.stats.bytes, buf.len() as u64);
                 add(&self.stats.fsync_micros, t.elapsed().as_micros() as u64);
+                add(&self.stats.disk_bytes, buf.len() as u64);
                 if self
                     .segment
                     .as_ref()
@@ -132,6 +147,9 @@ impl State {
                     self.segment = None;
                     add(&self.stats.sealed, 1);
                 }
+            }
+            Err(WalError::Full(_)) => {
+                add(&self.stats.failures, 1);
             }
             Err(e) => {
                 add(&self.stats.failures, 1);
@@ -165,8 +183,15 @@ impl WalWriter {
             path: cfg.dir.clone(),
             source,
         })?;
-        let next_seq = list_segments(&cfg.dir)?.last().map_or(1, |(s, _)| s + 1);
+        let existing = list_segments(&cfg.dir)?;
+        let next_seq = existing.last().map_or(1, |(s, _)| s + 1);
         let stats = Arc::new(WalStats::default());
+        let on_disk: u64 = existing
+            .iter()
+            .filter_map(|(_, p)| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        stats.disk_bytes.store(on_disk, Ordering::Relaxed);
         let mut state = State {
             buf: Vec::with_capacity(cfg.max_batch_bytes + 64 * 1024),
             cfg,

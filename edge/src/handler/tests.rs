@@ -3,10 +3,21 @@ use crate::config::{ConfigFile, DEMO_CONFIG};
 use crate::http::{Limits, Parse, parse};
 use std::net::Ipv4Addr;
 
-#[derive(Default)]
+/// Collects events; acknowledges conversions as the WAL writer would (`durable`).
 struct Collect {
     events: Vec<Event>,
     full: bool,
+    durable: bool,
+}
+
+impl Default for Collect {
+    fn default() -> Self {
+        Collect {
+            events: Vec::new(),
+            full: false,
+            durable: true,
+        }
+    }
 }
 
 impl Emit for Collect {
@@ -31,7 +42,7 @@ impl Harness {
         let cfg = ConfigFile::parse(&format!("{DEMO_CONFIG}\n{extra}")).unwrap();
         Harness {
             table: Table::compile(&cfg).unwrap(),
-            metrics: Metrics::new(1, 1, Box::new(|| 0), Box::new(|_| 0)),
+            metrics: Metrics::new(1, 1, Box::new(|| 0), Default::default()),
             local: Local::new(7, 0, 42),
             sink: Collect::default(),
         }
@@ -49,7 +60,7 @@ impl Harness {
         };
         let mut out = Vec::new();
         let peer = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
-        let (_, st) = handle(
+        let answer = handle(
             &ctx,
             &mut self.local,
             &req,
@@ -58,6 +69,20 @@ impl Harness {
             &mut self.sink,
             &mut out,
         );
+        let st = match answer {
+            Answer::Done(_, st) => st,
+            Answer::Pending(p) => {
+                assert!(
+                    out.is_empty(),
+                    "nothing is answered before the event is durable"
+                );
+                assert_eq!(p.ack.outcome(), None);
+                let ack = self.sink.events.last_mut().and_then(|e| e.ack.take());
+                ack.expect("the conversion's event carries its ack")
+                    .complete(self.sink.durable);
+                p.answer(p.ack.outcome().unwrap(), &self.local.date, &mut out)
+            }
+        };
         (st, String::from_utf8_lossy(&out).into_owned())
     }
 
@@ -296,6 +321,17 @@ fn postback_tokens_are_enforced() {
 }
 
 #[test]
+fn a_conversion_that_cannot_be_made_durable_is_503() {
+    let mut h = Harness::new("");
+    h.sink.durable = false;
+    let (st, resp) = h.get("/postback?cid=0167a15c98772c0004000001");
+    assert_eq!(st, Status::ServiceUnavailable);
+    assert!(resp.contains("could not be made durable"), "{resp}");
+    let (st, _) = h.get("/p.gif?cid=0167a15c98772c0004000001");
+    assert_eq!(st, Status::ServiceUnavailable);
+}
+
+#[test]
 fn full_queue_makes_postbacks_503_but_redirects_still_work() {
     let mut h = Harness::new("");
     h.sink.full = true;
@@ -386,7 +422,7 @@ fn garbage_never_panics() {
             };
             let mut out = Vec::new();
             let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
-            handle(
+            let answer = handle(
                 &ctx,
                 &mut h.local,
                 &req,
@@ -395,6 +431,9 @@ fn garbage_never_panics() {
                 &mut h.sink,
                 &mut out,
             );
+            if let Answer::Pending(p) = answer {
+                p.answer(true, &h.local.date, &mut out);
+            }
             let end = out
                 .windows(4)
                 .position(|w| w == b"\r\n\r\n")

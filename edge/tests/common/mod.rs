@@ -16,7 +16,10 @@ pub struct Edge {
     child: Child,
     pub addr: SocketAddr,
     pub log: Arc<Mutex<String>>,
+    /// The edge's data_dir (its write-ahead log is in `wal/`).
+    pub data: PathBuf,
     _dir: Option<TempDir>,
+    _data: Option<TempDir>,
 }
 
 /// A directory removed on drop.
@@ -77,9 +80,19 @@ impl Edge {
     }
 
     pub fn start(args: &[&str], dir: Option<TempDir>) -> Edge {
+        let data = TempDir::new("data");
+        let mut e = Edge::start_in(args, &data.0);
+        e._dir = dir;
+        e._data = Some(data);
+        e
+    }
+
+    /// Starts with `data_dir` = `data` (which outlives this edge, e.g. to restart on it).
+    pub fn start_in(args: &[&str], data: &Path) -> Edge {
         let mut child = Command::new(bin())
             .args(args)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -116,7 +129,9 @@ impl Edge {
             child,
             addr,
             log,
-            _dir: dir,
+            data: data.to_owned(),
+            _dir: None,
+            _data: None,
         }
     }
 
@@ -145,6 +160,23 @@ impl Edge {
                     .map(|v| v.trim().parse().unwrap())
             })
             .unwrap_or(0)
+    }
+
+    /// Kills the process with SIGKILL: no drain, no flush.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Every event in the write-ahead log, decoded.
+    pub fn logged_events(&self) -> Vec<sink::Event> {
+        let dir = self.data.join("wal");
+        sink::wal::list_segments(&dir)
+            .unwrap()
+            .into_iter()
+            .flat_map(|(_, p)| sink::wal::read_segment(&p).unwrap().records)
+            .map(|r| sink::Event::decode(&r).unwrap())
+            .collect()
     }
 
     pub fn signal(&self, sig: &str) {

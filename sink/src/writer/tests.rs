@@ -131,3 +131,35 @@ fn an_unusable_directory_fails_at_start() {
     assert!(WalWriter::spawn(vec![rx], WalConfig::new(file.clone())).is_err());
     std::fs::remove_file(file).unwrap();
 }
+
+#[test]
+fn a_full_log_refuses_commits_and_fails_their_acks() {
+    let dir = tmp("full");
+    let mut cfg = WalConfig::new(dir.clone());
+    cfg.max_bytes = 2000;
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let w = WalWriter::spawn(vec![rx], cfg).unwrap();
+    let mut outcomes = Vec::new();
+    for n in 0..30 {
+        let mut e = event(EventKind::Postback, n);
+        let (sender, receiver) = ack::pair();
+        e.ack = Some(sender);
+        tx.send(e).unwrap();
+        outcomes.push(block_on(receiver));
+    }
+    let durable = outcomes.iter().filter(|&&d| d).count();
+    assert!(durable > 0 && durable < 30, "{durable} of 30 fit");
+    assert!(
+        outcomes[..durable].iter().all(|&d| d),
+        "the first ones fit, then none"
+    );
+    assert_eq!(
+        logged(&dir).len(),
+        durable,
+        "a refused event is not in the log"
+    );
+    assert!(w.stats.refused_full.load(Ordering::Relaxed) > 0);
+    drop(tx);
+    w.join();
+    std::fs::remove_dir_all(dir).unwrap();
+}
