@@ -12,6 +12,7 @@ this needs.
 import json
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -101,7 +102,9 @@ def start(kind, work):
     if kind == "edge":
         port = 18092
         env = dict(os.environ, RUST_LOG="warn")
-        p = subprocess.Popen(pin + [EDGE, "--listen", f"127.0.0.1:{port}", "--workers", "1"],
+        data = f"{work}/edge-data"
+        shutil.rmtree(data, ignore_errors=True)
+        p = subprocess.Popen(pin + [EDGE, "--listen", f"127.0.0.1:{port}", "--workers", "1", "--data-dir", data],
                              env=env, stdout=subprocess.DEVNULL, stderr=open(f"{work}/edge.log", "a"))
     elif kind == "nginx":
         port = 18091

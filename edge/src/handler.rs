@@ -152,9 +152,10 @@ impl TokenValues for Fill<'_> {
 }
 
 /// Copies the request's facts into a new event.
+/// Copies the request facts that are stored (not the whole head: other headers are not
+/// kept, and every byte is written to the log).
 fn new_event(kind: EventKind, id: EventId, req: &Request<'_>, peer: IpAddr, extra: usize) -> Event {
-    let mut e = Event::new(kind, id, peer, req.raw, extra + 160);
-    for (field, part) in [
+    let facts = [
         (Field::Method, req.method_str),
         (Field::Target, req.target_raw),
         (Field::Host, req.host),
@@ -163,9 +164,11 @@ fn new_event(kind: EventKind, id: EventId, req: &Request<'_>, peer: IpAddr, extr
         (Field::AcceptLanguage, req.accept_language),
         (Field::ForwardedFor, req.forwarded_for),
         (Field::Body, req.body),
-    ] {
-        let (start, len) = req.span_of(part);
-        e.set_raw(field, start, len);
+    ];
+    let size: usize = facts.iter().map(|(_, part)| part.len()).sum();
+    let mut e = Event::new(kind, id, peer, &[], size + extra + 64);
+    for (field, part) in facts {
+        e.push(field, part);
     }
     e
 }

@@ -72,16 +72,6 @@ pub struct Request<'b> {
 }
 
 impl<'b> Request<'b> {
-    /// Offset and length of `part` (a slice of this request) within `raw`.
-    pub fn span_of(&self, part: &[u8]) -> (usize, usize) {
-        let base = self.raw.as_ptr() as usize;
-        let p = part.as_ptr() as usize;
-        if part.is_empty() || p < base || p + part.len() > base + self.raw.len() {
-            return (0, 0);
-        }
-        (p - base, part.len())
-    }
-
     pub fn path_and_query(&self) -> (&'b [u8], &'b [u8]) {
         sink::url::split_target(self.target)
     }
