@@ -28,7 +28,7 @@ impl Emit for Discard {
 
 fn bench(c: &mut Criterion) {
     let table = Table::compile(&ConfigFile::parse(DEMO_CONFIG).unwrap()).unwrap();
-    let metrics = Metrics::new(1, 1, Box::new(|| 0), Default::default());
+    let metrics = Metrics::new(1, 1, Box::new(|| 0), Default::default(), Default::default());
     let ctx = Ctx {
         table: &table,
         metrics: &metrics,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use sink::uploader::Uploader;
 use sink::writer::WalWriter;
 
 use crate::config::{ConfigError, ConfigFile, DEMO_CONFIG};
@@ -22,6 +23,7 @@ pub struct Overrides {
     pub workers: Option<usize>,
     pub driver: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub store: Option<String>,
 }
 
 impl Overrides {
@@ -37,6 +39,9 @@ impl Overrides {
         }
         if let Some(d) = &self.data_dir {
             cfg.server.data_dir = d.clone();
+        }
+        if let Some(s) = &self.store {
+            cfg.server.store = s.clone();
         }
     }
 }
@@ -108,13 +113,28 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
         .map(|_| crossbeam_channel::bounded(settings.queue_per_worker))
         .unzip();
     let depth_rxs = rxs.clone();
-    let wal = WalWriter::spawn(rxs, settings.wal.clone())
+    let store = sink::store::open(&settings.store)?;
+    let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded();
+    let wal = WalWriter::spawn(rxs, settings.wal.clone(), Some(sealed_tx))
         .map_err(|e| anyhow::anyhow!("cannot open the write-ahead log: {e}"))?;
+    if !wal.backlog.is_empty() {
+        tracing::info!(
+            segments = wal.backlog.len(),
+            "uploading WAL segments left by an earlier run"
+        );
+    }
+    let uploader = Uploader::spawn(
+        store,
+        wal.backlog.clone(),
+        sealed_rx,
+        Arc::clone(&wal.stats),
+    )?;
     let metrics = Arc::new(Metrics::new(
         settings.workers,
         settings.queue_per_worker * settings.workers,
         Box::new(move || depth_rxs.iter().map(|r| r.len()).sum()),
         Arc::clone(&wal.stats),
+        Arc::clone(&uploader.stats),
     ));
     let campaigns = loaded.table.campaigns.len();
     let table = Arc::new(ArcSwap::from_pointee(loaded.table));
@@ -132,7 +152,8 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
     );
     tracing::info!(
         wal = %settings.wal.dir.display(),
-        "events are made durable in the write-ahead log (Parquet upload is not built yet)"
+        store = %settings.store,
+        "events go to the write-ahead log, then to Parquet in the store"
     );
     for sig in signals.forever() {
         match sig {
@@ -159,6 +180,13 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
         .map(|&k| metrics.emitted(k))
         .sum();
     let logged = wal.events.load(std::sync::atomic::Ordering::Relaxed);
+    let left = uploader.join();
+    anyhow::ensure!(
+        left == 0,
+        "{left} WAL segments could not be uploaded to {}; they stay in {} and are uploaded at the next start",
+        settings.store,
+        settings.wal.dir.display()
+    );
     tracing::info!(emitted, logged, "stopped");
     Ok(())
 }

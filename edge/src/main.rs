@@ -29,6 +29,9 @@ struct Cli {
     /// Override server.data_dir (the write-ahead log lives in DIR/wal).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Override server.store (file://PATH, s3://BUCKET/PREFIX, memory://).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         workers: cli.workers,
         driver: cli.driver,
         data_dir: cli.data_dir,
+        store: cli.store,
     };
     if let Some(path) = cli.check_config {
         return match app::load(Some(&path), &overrides) {

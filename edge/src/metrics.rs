@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sink::EventKind;
+use sink::uploader::UploadStats;
 use sink::writer::WalStats;
 
 use crate::response::Status;
@@ -113,6 +114,8 @@ pub struct Metrics {
     queue_capacity: usize,
     /// The write-ahead log's counters.
     wal: Arc<WalStats>,
+    /// The uploader's counters.
+    upload: Arc<UploadStats>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -133,6 +136,7 @@ impl Metrics {
         queue_capacity: usize,
         queue_depth: Box<dyn Fn() -> usize + Send + Sync>,
         wal: Arc<WalStats>,
+        upload: Arc<UploadStats>,
     ) -> Self {
         Metrics {
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
@@ -142,6 +146,7 @@ impl Metrics {
             queue_depth,
             queue_capacity,
             wal,
+            upload,
         }
     }
 
@@ -202,7 +207,8 @@ impl Metrics {
         }
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let wal = &self.wal;
-        let scalars: [(&str, &str, &str, u64); 17] = [
+        let up = &self.upload;
+        let scalars: [(&str, &str, &str, u64); 23] = [
             (
                 "edge_event_queue_depth",
                 "gauge",
@@ -295,6 +301,42 @@ impl Metrics {
                 "Bytes of write-ahead log on disk.",
                 load(&wal.disk_bytes),
             ),
+            (
+                "edge_store_segments_pending",
+                "gauge",
+                "Sealed WAL segments waiting for upload.",
+                load(&up.segments_pending),
+            ),
+            (
+                "edge_store_segments_uploaded_total",
+                "counter",
+                "WAL segments uploaded and deleted.",
+                load(&up.segments_uploaded),
+            ),
+            (
+                "edge_store_objects_written_total",
+                "counter",
+                "Parquet objects written to the store.",
+                load(&up.objects_written),
+            ),
+            (
+                "edge_store_rows_written_total",
+                "counter",
+                "Rows written to the store.",
+                load(&up.rows_written),
+            ),
+            (
+                "edge_store_bytes_written_total",
+                "counter",
+                "Parquet bytes written to the store.",
+                load(&up.bytes_written),
+            ),
+            (
+                "edge_store_upload_failures_total",
+                "counter",
+                "Failed segment uploads (retried).",
+                load(&up.failures),
+            ),
         ];
         for (name, ty, help, v) in scalars {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {ty}\n{name} {v}");
@@ -316,7 +358,7 @@ mod tests {
     fn renders_sums_over_workers() {
         let wal = Arc::new(WalStats::default());
         wal.events.store(3, Ordering::Relaxed);
-        let m = Metrics::new(2, 100, Box::new(|| 7), wal);
+        let m = Metrics::new(2, 100, Box::new(|| 7), wal, Default::default());
         m.workers[0].request(Route::Campaign, Status::Found);
         m.workers[1].request(Route::Campaign, Status::Found);
         m.workers[1].request(Route::Postback, Status::BadRequest);

@@ -46,6 +46,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub durable_timeout: Duration,
     pub wal: WalConfig,
+    /// Object store URL the Parquet files go to.
+    pub store: String,
 }
 
 fn positive(v: u64, key: &str) -> Result<u64, ConfigError> {
@@ -114,6 +116,7 @@ impl Settings {
         };
         let queue = positive(s.event_queue as u64, "server.event_queue")? as usize;
         let mut wal = WalConfig::new(s.data_dir.join("wal"));
+        wal.max_age = Duration::from_millis(s.flush_interval_ms);
         wal.commit_delay = Duration::from_millis(s.wal_commit_delay_ms);
         wal.segment_bytes = positive(s.wal_segment_bytes, "server.wal_segment_bytes")?;
         wal.max_bytes = positive(s.wal_max_bytes, "server.wal_max_bytes")?;
@@ -131,6 +134,7 @@ impl Settings {
                 "server.durable_timeout_ms",
             )?),
             wal,
+            store: s.store.clone(),
         })
     }
 }

@@ -2,13 +2,16 @@
 //! the write-ahead log with group commit ([`writer`], [`wal`]) that conversions are
 //! acknowledged against ([`ack`]).
 //!
-//! Turning sealed WAL segments into Parquet on object storage is not built yet: segments stay
-//! in the data directory until it is.
+//! Sealed WAL segments become zstd Parquet in the store ([`uploader`], [`columns`],
+//! [`store`]), Hive-partitioned by table, date and hour.
 
 pub mod ack;
+pub mod columns;
 pub mod event;
 pub mod id;
 pub mod money;
+pub mod store;
+pub mod uploader;
 pub mod url;
 pub mod wal;
 pub mod writer;

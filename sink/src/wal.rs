@@ -88,6 +88,7 @@ pub struct Segment {
     /// Bytes written (and synced) so far, header included.
     pub bytes: u64,
     pub records: u64,
+    pub created: std::time::Instant,
 }
 
 impl Segment {
@@ -111,6 +112,7 @@ impl Segment {
             file,
             bytes: HEADER as u64,
             records: 0,
+            created: std::time::Instant::now(),
         })
     }
 

@@ -13,18 +13,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::ack::AckSender;
 use crate::event::Event;
+use crate::uploader::Sealed;
 use crate::wal::{Segment, WalError, frame, list_segments};
 
 #[derive(Debug, Clone)]
 pub struct WalConfig {
     /// Directory of the segment files.
     pub dir: PathBuf,
-    /// A segment is sealed and a new one started past this size.
+    /// A segment is sealed and a new one started past this size...
     pub segment_bytes: u64,
+    /// ...or once its first event is this old, so events reach the store in time.
+    pub max_age: Duration,
     /// Longest time an event that nobody awaits stays in memory before its commit.
     pub commit_delay: Duration,
     /// A batch is committed once it holds this many bytes.
@@ -39,6 +42,7 @@ impl WalConfig {
         WalConfig {
             dir,
             segment_bytes: 64 << 20,
+            max_age: Duration::from_secs(60),
             commit_delay: Duration::from_millis(2),
             max_batch_bytes: 1 << 20,
             max_bytes: 8 << 30,
@@ -69,6 +73,8 @@ fn add(c: &AtomicU64, n: u64) {
 /// A running writer.
 pub struct WalWriter {
     pub stats: Arc<WalStats>,
+    /// Segments found sealed at start-up (left by an earlier run), oldest first.
+    pub backlog: Vec<Sealed>,
     thread: JoinHandle<()>,
 }
 
@@ -81,6 +87,7 @@ struct State {
     acks: Vec<AckSender>,
     oldest: Option<Instant>,
     stats: Arc<WalStats>,
+    sealed: Option<Sender<Sealed>>,
 }
 
 impl State {
@@ -107,6 +114,30 @@ impl State {
             || self
                 .oldest
                 .is_some_and(|t| t.elapsed() >= self.cfg.commit_delay)
+    }
+
+    /// Closes the current segment (if any) and hands it to the uploader.
+    fn seal(&mut self) {
+        if let Some(seg) = self.segment.take() {
+            add(&self.stats.sealed, 1);
+            if let Some(tx) = &self.sealed {
+                let _ = tx.send(Sealed {
+                    seq: seg.seq,
+                    path: seg.path,
+                });
+            }
+        }
+    }
+
+    /// Seals the segment once it is full or old enough.
+    fn seal_if_due(&mut self) {
+        let due = self.segment.as_ref().is_some_and(|s| {
+            s.bytes >= self.cfg.segment_bytes
+                || (s.records > 0 && s.created.elapsed() >= self.cfg.max_age)
+        });
+        if due {
+            self.seal();
+        }
     }
 
     fn segment(&mut self) -> Result<&mut Segment, WalError> {
@@ -155,9 +186,7 @@ impl State {
                 add(&self.stats.failures, 1);
                 log_error(&format!("WAL commit of {records} events failed: {e}"));
                 // The segment's tail may be torn: never append after it.
-                if self.segment.take().is_some() {
-                    add(&self.stats.sealed, 1);
-                }
+                self.seal();
             }
         }
         for ack in self.acks.drain(..) {
@@ -177,8 +206,14 @@ fn log_error(msg: &str) {
 
 impl WalWriter {
     /// Starts the writer over the workers' channels. New segments are numbered after the
-    /// newest one already in the directory, so a restart never appends to an old segment.
-    pub fn spawn(rxs: Vec<Receiver<Event>>, cfg: WalConfig) -> Result<Self, WalError> {
+    /// newest one already in the directory, so a restart never appends to an old segment;
+    /// the old ones are returned as [`WalWriter::backlog`]. Each segment the writer seals
+    /// is announced on `sealed`.
+    pub fn spawn(
+        rxs: Vec<Receiver<Event>>,
+        cfg: WalConfig,
+        sealed: Option<Sender<Sealed>>,
+    ) -> Result<Self, WalError> {
         std::fs::create_dir_all(&cfg.dir).map_err(|source| WalError::Io {
             path: cfg.dir.clone(),
             source,
@@ -201,7 +236,12 @@ impl WalWriter {
             acks: Vec::new(),
             oldest: None,
             stats: Arc::clone(&stats),
+            sealed,
         };
+        let backlog = existing
+            .into_iter()
+            .map(|(seq, path)| Sealed { seq, path })
+            .collect();
         // Fail now, not at the first event, when the directory cannot take a segment.
         state.segment()?;
         let thread = std::thread::Builder::new()
@@ -211,7 +251,11 @@ impl WalWriter {
                 path: PathBuf::from("sink-wal thread"),
                 source,
             })?;
-        Ok(WalWriter { stats, thread })
+        Ok(WalWriter {
+            stats,
+            backlog,
+            thread,
+        })
     }
 
     /// Waits until every channel is closed and drained and the last batch is durable.
@@ -244,6 +288,7 @@ fn run(mut rxs: Vec<Receiver<Event>>, mut st: State) {
         if st.due() || (rxs.is_empty() && st.records > 0) {
             st.commit();
         }
+        st.seal_if_due();
         if got {
             nap = Duration::from_micros(100);
         } else {
@@ -253,6 +298,13 @@ fn run(mut rxs: Vec<Receiver<Event>>, mut st: State) {
             std::thread::sleep(nap.min(until_due).max(Duration::from_micros(50)));
             nap = (nap * 2).min(Duration::from_millis(4));
         }
+    }
+    // Every channel is closed and the last batch committed: hand the last segment over.
+    if st.segment.as_ref().is_some_and(|s| s.records > 0) {
+        st.seal();
+    } else if let Some(seg) = st.segment.take() {
+        // Nothing was written to it: remove it rather than upload an empty segment.
+        let _ = std::fs::remove_file(&seg.path);
     }
 }
 

@@ -42,7 +42,7 @@ impl Harness {
         let cfg = ConfigFile::parse(&format!("{DEMO_CONFIG}\n{extra}")).unwrap();
         Harness {
             table: Table::compile(&cfg).unwrap(),
-            metrics: Metrics::new(1, 1, Box::new(|| 0), Default::default()),
+            metrics: Metrics::new(1, 1, Box::new(|| 0), Default::default(), Default::default()),
             local: Local::new(7, 0, 42),
             sink: Collect::default(),
         }

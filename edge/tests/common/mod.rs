@@ -93,6 +93,8 @@ impl Edge {
             .args(args)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
+            .arg("--store")
+            .arg(format!("file://{}", data.join("lake").display()))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -177,6 +179,11 @@ impl Edge {
             .flat_map(|(_, p)| sink::wal::read_segment(&p).unwrap().records)
             .map(|r| sink::Event::decode(&r).unwrap())
             .collect()
+    }
+
+    /// Every row of `table` ("visits" or "conversions") in the Parquet store.
+    pub fn stored(&self, table: &str) -> Vec<arrow::record_batch::RecordBatch> {
+        read_parquet_tree(&self.data.join("lake").join(table))
     }
 
     pub fn signal(&self, sig: &str) {
@@ -322,4 +329,46 @@ pub fn write_temp(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
+}
+
+/// Reads every `.parquet` file below `dir`.
+pub fn read_parquet_tree(dir: &Path) -> Vec<arrow::record_batch::RecordBatch> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            out.extend(read_parquet_tree(&p));
+        } else if p.extension().is_some_and(|e| e == "parquet") {
+            let f = std::fs::File::open(&p).unwrap();
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                .unwrap()
+                .build()
+                .unwrap();
+            out.extend(reader.map(|b| b.unwrap()));
+        }
+    }
+    out
+}
+
+/// The values of string column `name` over `batches` (null as "").
+pub fn strings(batches: &[arrow::record_batch::RecordBatch], name: &str) -> Vec<String> {
+    use arrow::array::{Array, AsArray};
+    batches
+        .iter()
+        .flat_map(|b| {
+            let col = b.column_by_name(name).unwrap().as_string::<i32>().clone();
+            (0..col.len())
+                .map(|i| {
+                    if col.is_null(i) {
+                        String::new()
+                    } else {
+                        col.value(i).to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }

@@ -38,7 +38,7 @@ fn logged(dir: &std::path::Path) -> Vec<Event> {
 fn an_ack_completes_only_once_its_event_is_on_disk() {
     let dir = tmp("ack");
     let (tx, rx) = crossbeam_channel::bounded(64);
-    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone())).unwrap();
+    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), None).unwrap();
     for n in 0..20 {
         let mut e = event(EventKind::Postback, n);
         let (sender, receiver) = ack::pair();
@@ -65,7 +65,7 @@ fn visits_are_committed_within_the_delay_and_batched() {
     let (tx, rx) = crossbeam_channel::bounded(10_000);
     let mut cfg = WalConfig::new(dir.clone());
     cfg.commit_delay = Duration::from_millis(20);
-    let w = WalWriter::spawn(vec![rx], cfg).unwrap();
+    let w = WalWriter::spawn(vec![rx], cfg, None).unwrap();
     for n in 0..1000 {
         tx.send(event(EventKind::Visit, n)).unwrap();
     }
@@ -89,7 +89,7 @@ fn segments_roll_and_a_restart_starts_a_new_one() {
     cfg.max_batch_bytes = 1024;
     let (tx1, rx1) = crossbeam_channel::bounded(1000);
     let (tx2, rx2) = crossbeam_channel::bounded(1000);
-    let w = WalWriter::spawn(vec![rx1, rx2], cfg.clone()).unwrap();
+    let w = WalWriter::spawn(vec![rx1, rx2], cfg.clone(), None).unwrap();
     for n in 0..300 {
         let tx = if n % 2 == 0 { &tx1 } else { &tx2 };
         tx.send(event(EventKind::Visit, n)).unwrap();
@@ -109,7 +109,7 @@ fn segments_roll_and_a_restart_starts_a_new_one() {
 
     let last = segments.last().unwrap().0;
     let (tx, rx) = crossbeam_channel::bounded(4);
-    let w = WalWriter::spawn(vec![rx], cfg).unwrap();
+    let w = WalWriter::spawn(vec![rx], cfg, None).unwrap();
     tx.send(event(EventKind::Pixel, 300)).unwrap();
     drop(tx);
     w.join();
@@ -128,7 +128,7 @@ fn an_unusable_directory_fails_at_start() {
     let file = tmp("notadir");
     std::fs::write(&file, "x").unwrap();
     let (_tx, rx) = crossbeam_channel::bounded::<Event>(1);
-    assert!(WalWriter::spawn(vec![rx], WalConfig::new(file.clone())).is_err());
+    assert!(WalWriter::spawn(vec![rx], WalConfig::new(file.clone()), None).is_err());
     std::fs::remove_file(file).unwrap();
 }
 
@@ -138,7 +138,7 @@ fn a_full_log_refuses_commits_and_fails_their_acks() {
     let mut cfg = WalConfig::new(dir.clone());
     cfg.max_bytes = 2000;
     let (tx, rx) = crossbeam_channel::bounded(64);
-    let w = WalWriter::spawn(vec![rx], cfg).unwrap();
+    let w = WalWriter::spawn(vec![rx], cfg, None).unwrap();
     let mut outcomes = Vec::new();
     for n in 0..30 {
         let mut e = event(EventKind::Postback, n);

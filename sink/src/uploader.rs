@@ -1,0 +1,229 @@
+//! The uploader thread: turns sealed WAL segments into Parquet objects in the store, then
+//! deletes them.
+//!
+//! A segment's events are split by table, node and UTC hour; each part becomes one object
+//! named after the segment (`{node_id}-{segment}.parquet`), so uploading a segment again
+//! after a crash overwrites the same objects instead of duplicating rows. Only once every
+//! part is stored is the segment deleted. While the store is unreachable the uploader
+//! retries with backoff and the segments wait on disk.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::columns::{Builder, TableKind};
+use crate::event::Event;
+use crate::store::{encode_parquet, object_path};
+use crate::wal::read_segment;
+use crate::writer::WalStats;
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Counters of the uploader, for metrics.
+#[derive(Debug, Default)]
+pub struct UploadStats {
+    pub segments_uploaded: AtomicU64,
+    pub segments_pending: AtomicU64,
+    pub objects_written: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub failures: AtomicU64,
+    /// Records in segments that could not be decoded (skipped, logged).
+    pub bad_records: AtomicU64,
+}
+
+/// A sealed segment to upload.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    pub seq: u64,
+    pub path: PathBuf,
+}
+
+pub struct Uploader {
+    pub stats: Arc<UploadStats>,
+    thread: JoinHandle<usize>,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// How long the uploader keeps retrying a failing segment once asked to stop.
+pub const GIVE_UP_AFTER_STOP: Duration = Duration::from_secs(30);
+
+impl Uploader {
+    /// Starts the uploader. `backlog` are segments already sealed (found at start-up), then
+    /// `sealed` announces each new one; when `sealed` disconnects and everything is
+    /// uploaded (or has failed for [`GIVE_UP_AFTER_STOP`]) the thread ends.
+    pub fn spawn(
+        store: Arc<dyn ObjectStore>,
+        backlog: Vec<Sealed>,
+        sealed: Receiver<Sealed>,
+        wal: Arc<WalStats>,
+    ) -> std::io::Result<Uploader> {
+        let stats = Arc::new(UploadStats::default());
+        stats
+            .segments_pending
+            .store(backlog.len() as u64, Ordering::Relaxed);
+        let s = Arc::clone(&stats);
+        let thread = std::thread::Builder::new()
+            .name("sink-upload".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        eprintln!("sink: cannot start the uploader's runtime: {e}");
+                        return backlog.len();
+                    }
+                };
+                rt.block_on(run(store, backlog, sealed, s, wal))
+            })?;
+        Ok(Uploader { stats, thread })
+    }
+
+    /// Waits for the uploader to finish; returns how many segments are left on disk.
+    pub fn join(self) -> usize {
+        self.thread.join().unwrap_or(usize::MAX)
+    }
+}
+
+async fn run(
+    store: Arc<dyn ObjectStore>,
+    backlog: Vec<Sealed>,
+    sealed: Receiver<Sealed>,
+    stats: Arc<UploadStats>,
+    wal: Arc<WalStats>,
+) -> usize {
+    let mut queue: std::collections::VecDeque<Sealed> = backlog.into();
+    let mut stopping: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        // Take announcements without waiting while there is work.
+        loop {
+            let next = if queue.is_empty() && stopping.is_none() {
+                sealed.recv_timeout(Duration::from_millis(200))
+            } else {
+                sealed.try_recv().map_err(|e| match e {
+                    crossbeam_channel::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    crossbeam_channel::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                })
+            };
+            match next {
+                Ok(s) => {
+                    add(&stats.segments_pending, 1);
+                    queue.push_back(s);
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    stopping.get_or_insert_with(Instant::now);
+                    break;
+                }
+            }
+        }
+        let Some(seg) = queue.front().cloned() else {
+            if stopping.is_some() {
+                return 0;
+            }
+            continue;
+        };
+        match upload_segment(store.as_ref(), &seg, &stats).await {
+            Ok(()) => {
+                let size = std::fs::metadata(&seg.path).map_or(0, |m| m.len());
+                match std::fs::remove_file(&seg.path) {
+                    Ok(()) => {
+                        wal.disk_bytes.fetch_sub(
+                            size.min(wal.disk_bytes.load(Ordering::Relaxed)),
+                            Ordering::Relaxed,
+                        );
+                        if let Some(dir) = seg.path.parent() {
+                            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+                        }
+                    }
+                    Err(e) => eprintln!(
+                        "sink: uploaded {} but cannot delete it: {e}",
+                        seg.path.display()
+                    ),
+                }
+                queue.pop_front();
+                stats.segments_pending.fetch_sub(1, Ordering::Relaxed);
+                add(&stats.segments_uploaded, 1);
+                backoff = Duration::from_millis(100);
+            }
+            Err(e) => {
+                add(&stats.failures, 1);
+                eprintln!(
+                    "sink: upload of WAL segment {} failed, will retry: {e}",
+                    seg.seq
+                );
+                if stopping.is_some_and(|t| t.elapsed() > GIVE_UP_AFTER_STOP) {
+                    eprintln!(
+                        "sink: giving up for now; {} segments stay in the WAL and are uploaded at the next start",
+                        queue.len()
+                    );
+                    return queue.len();
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Uploads every part of one segment.
+pub async fn upload_segment(
+    store: &dyn ObjectStore,
+    seg: &Sealed,
+    stats: &UploadStats,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let contents = read_segment(&seg.path)?;
+    if contents.torn_bytes > 0 {
+        eprintln!(
+            "sink: WAL segment {}: dropped a torn tail of {} bytes (never acknowledged)",
+            seg.seq, contents.torn_bytes
+        );
+    }
+    let mut parts: BTreeMap<(TableKind, u16, i64), Vec<Event>> = BTreeMap::new();
+    for record in &contents.records {
+        match Event::decode(record) {
+            Ok(e) => {
+                let hour = (e.ts_ms() as i64).div_euclid(HOUR_MS);
+                parts
+                    .entry((TableKind::of(e.kind), e.id.node_id(), hour))
+                    .or_default()
+                    .push(e);
+            }
+            Err(err) => {
+                add(&stats.bad_records, 1);
+                eprintln!("sink: WAL segment {}: skipping a record: {err}", seg.seq);
+            }
+        }
+    }
+    for ((table, node, hour), mut events) in parts {
+        events.sort_by_key(|e| e.id);
+        let mut b = Builder::new(table);
+        for e in &events {
+            b.append(e);
+        }
+        let batch = b.finish()?;
+        let bytes = encode_parquet(table, &batch)?;
+        let path = object_path(table, hour * HOUR_MS, node, seg.seq);
+        let len = bytes.len() as u64;
+        store.put(&path, PutPayload::from(bytes)).await?;
+        add(&stats.objects_written, 1);
+        add(&stats.rows_written, events.len() as u64);
+        add(&stats.bytes_written, len);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+use super::*;
+use crate::columns::tests::{postback, visit};
+use crate::writer::{WalConfig, WalWriter};
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+fn tmp(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    std::env::temp_dir().join(format!("upload-{tag}-{}-{nanos}", std::process::id()))
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Rows of the Parquet object at `path`.
+fn rows(store: &dyn ObjectStore, path: &str) -> usize {
+    let bytes =
+        block_on(async { store.get(&ObjectPath::from(path)).await?.bytes().await }).unwrap();
+    ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum()
+}
+
+/// Object names under `prefix` (one level).
+fn objects(store: &dyn ObjectStore, prefix: &str) -> Vec<String> {
+    let list = block_on(store.list_with_delimiter(Some(&ObjectPath::from(prefix)))).unwrap();
+    list.objects
+        .into_iter()
+        .map(|o| o.location.to_string())
+        .collect()
+}
+
+// 2026-11-27T07:59:59.000Z and an hour later.
+const H7: u64 = 1_795_766_399_000;
+const H8: u64 = H7 + 3_600_000;
+
+#[test]
+fn a_segment_becomes_partitioned_parquet_and_is_deleted() {
+    let dir = tmp("seg");
+    let (tx, rx) = crossbeam_channel::bounded(1000);
+    let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded();
+    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), Some(sealed_tx)).unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let up = Uploader::spawn(
+        Arc::clone(&store),
+        w.backlog.clone(),
+        sealed_rx,
+        Arc::clone(&w.stats),
+    )
+    .unwrap();
+    for n in 0..30 {
+        tx.send(visit(H7 + u64::from(n), n)).unwrap();
+        tx.send(visit(H8 + u64::from(n), 100 + n)).unwrap();
+    }
+    for n in 0..5 {
+        tx.send(postback(H8, n, Some(1_000_000))).unwrap();
+    }
+    drop(tx);
+    let wal_stats = w.join();
+    assert_eq!(up.join(), 0, "nothing left");
+    assert_eq!(
+        rows(store.as_ref(), "visits/dt=2026-11-27/hour=07/7-1.parquet"),
+        30
+    );
+    assert_eq!(
+        rows(store.as_ref(), "visits/dt=2026-11-27/hour=08/7-1.parquet"),
+        30
+    );
+    assert_eq!(
+        rows(
+            store.as_ref(),
+            "conversions/dt=2026-11-27/hour=08/7-1.parquet"
+        ),
+        5
+    );
+    assert!(objects(store.as_ref(), "conversions/dt=2026-11-27/hour=07").is_empty());
+    assert!(
+        crate::wal::list_segments(&dir).unwrap().is_empty(),
+        "uploaded segments are deleted"
+    );
+    assert_eq!(wal_stats.disk_bytes.load(Ordering::Relaxed), 0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn uploading_a_segment_again_overwrites_instead_of_duplicating() {
+    let dir = tmp("again");
+    let (tx, rx) = crossbeam_channel::bounded(100);
+    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), None).unwrap();
+    for n in 0..10 {
+        tx.send(visit(H7, n)).unwrap();
+    }
+    drop(tx);
+    w.join();
+    let (seq, path) = crate::wal::list_segments(&dir).unwrap().remove(0);
+    let seg = Sealed { seq, path };
+    let store = InMemory::new();
+    let stats = UploadStats::default();
+    block_on(upload_segment(&store, &seg, &stats)).unwrap();
+    block_on(upload_segment(&store, &seg, &stats)).unwrap();
+    let names = objects(&store, "visits/dt=2026-11-27/hour=07");
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert_eq!(rows(&store, &names[0]), 10);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn segments_left_by_an_earlier_run_are_uploaded_at_start() {
+    let dir = tmp("backlog");
+    let (tx, rx) = crossbeam_channel::bounded(100);
+    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), None).unwrap();
+    for n in 0..7 {
+        tx.send(postback(H7, n, None)).unwrap();
+    }
+    drop(tx);
+    w.join();
+    // A new run: the old segment is the backlog.
+    let (_tx, rx) = crossbeam_channel::bounded(1);
+    let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded();
+    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), Some(sealed_tx)).unwrap();
+    assert_eq!(w.backlog.len(), 1);
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let up = Uploader::spawn(
+        Arc::clone(&store),
+        w.backlog.clone(),
+        sealed_rx,
+        Arc::clone(&w.stats),
+    )
+    .unwrap();
+    drop(_tx);
+    w.join();
+    assert_eq!(up.join(), 0);
+    assert_eq!(
+        rows(
+            store.as_ref(),
+            "conversions/dt=2026-11-27/hour=07/7-1.parquet"
+        ),
+        7
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
