@@ -130,12 +130,21 @@ static CONVERSIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+/// `v` as text: as it is when it is UTF-8 (the usual case, checked without copying), else
+/// with invalid sequences replaced.
+fn text(v: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(v) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(v),
+    }
+}
+
 /// Appends `v` as a string, or null when empty.
 fn opt(b: &mut StringBuilder, v: &[u8]) {
     if v.is_empty() {
         b.append_null();
     } else {
-        b.append_value(String::from_utf8_lossy(v));
+        b.append_value(text(v));
     }
 }
 
@@ -160,7 +169,13 @@ pub struct Builder {
 
 impl Builder {
     pub fn new(table: TableKind) -> Self {
-        let strings = match table {
+        Self::with_capacity(table, 0)
+    }
+
+    /// A builder with room for `rows` rows before it grows.
+    pub fn with_capacity(table: TableKind, rows: usize) -> Self {
+        let strings = |avg: usize| StringBuilder::with_capacity(rows, rows * avg);
+        let fields = match table {
             TableKind::Visits => vec![
                 Field::CampaignId,
                 Field::TrafficSourceId,
@@ -193,18 +208,15 @@ impl Builder {
         Builder {
             table,
             rows: 0,
-            event_id: StringBuilder::new(),
-            ts: TimestampMillisecondBuilder::new().with_timezone("UTC"),
-            node_id: Int32Builder::new(),
-            strings: strings
-                .into_iter()
-                .map(|f| (f, StringBuilder::new()))
-                .collect(),
-            kind: StringBuilder::new(),
-            path_index: Int32Builder::new(),
-            cost: Int64Builder::new(),
-            payout: Int64Builder::new(),
-            ip: StringBuilder::new(),
+            event_id: strings(24),
+            ts: TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            node_id: Int32Builder::with_capacity(rows),
+            strings: fields.into_iter().map(|f| (f, strings(40))).collect(),
+            kind: strings(8),
+            path_index: Int32Builder::with_capacity(rows),
+            cost: Int64Builder::with_capacity(rows),
+            payout: Int64Builder::with_capacity(rows),
+            ip: strings(16),
             query: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
             remapped: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
             scratch: Vec::new(),
@@ -231,7 +243,11 @@ impl Builder {
             opt(b, e.get(*field));
         }
         self.kind.append_value(e.kind.as_str());
-        self.ip.append_value(e.peer.to_string());
+        let mut ip = [0u8; 48];
+        let mut cur = std::io::Cursor::new(&mut ip[..]);
+        let _ = std::io::Write::write_fmt(&mut cur, format_args!("{}", e.peer));
+        let n = cur.position() as usize;
+        self.ip.append_value(text(&ip[..n]));
         match self.table {
             TableKind::Visits => {
                 self.path_index.append_option(e.path_index.map(i32::from));
@@ -240,23 +256,15 @@ impl Builder {
                 for (k, v) in url::pairs(query) {
                     self.scratch.clear();
                     url::decode_into(k, &mut self.scratch);
-                    self.query
-                        .keys()
-                        .append_value(String::from_utf8_lossy(&self.scratch));
+                    self.query.keys().append_value(text(&self.scratch));
                     self.scratch.clear();
                     url::decode_into(v, &mut self.scratch);
-                    self.query
-                        .values()
-                        .append_value(String::from_utf8_lossy(&self.scratch));
+                    self.query.values().append_value(text(&self.scratch));
                 }
                 let _ = self.query.append(true);
                 for (k, v) in e.remapped() {
-                    self.remapped
-                        .keys()
-                        .append_value(String::from_utf8_lossy(k));
-                    self.remapped
-                        .values()
-                        .append_value(String::from_utf8_lossy(v));
+                    self.remapped.keys().append_value(text(k));
+                    self.remapped.values().append_value(text(v));
                 }
                 let _ = self.remapped.append(true);
             }

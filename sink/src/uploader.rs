@@ -209,7 +209,7 @@ pub async fn upload_segment(
     }
     for ((table, node, hour), mut events) in parts {
         events.sort_by_key(|e| e.id);
-        let mut b = Builder::new(table);
+        let mut b = Builder::with_capacity(table, events.len());
         for e in &events {
             b.append(e);
         }

@@ -1,0 +1,157 @@
+//! The sink's hot paths: events → Arrow → zstd Parquet (target: 1 M events/s on one core),
+//! and WAL group commit with fsync (acknowledged conversions per second).
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sink::columns::{Builder, TableKind};
+use sink::store::encode_parquet;
+use sink::writer::{WalConfig, WalWriter};
+use sink::{Event, EventId, EventKind, Field};
+
+const UAS: [&[u8]; 4] = [
+    b"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_14_1) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/70.0.3538.110 Safari/537.36",
+    b"Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1",
+    b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Edg/120.0.0.0",
+    b"Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/121.0.6167.101 Mobile Safari/537.36",
+];
+
+/// A visit as the edge records it: long user agent, URL with parameters, remapped map.
+fn visit(ts_ms: u64, n: u32) -> Event {
+    let ip = IpAddr::V4(Ipv4Addr::new(
+        (n >> 24) as u8 | 1,
+        (n >> 16) as u8,
+        (n >> 8) as u8,
+        n as u8,
+    ));
+    let mut e = Event::new(
+        EventKind::Visit,
+        EventId::new(ts_ms, 1, (n % 2) as u8, n),
+        ip,
+        b"",
+        768,
+    );
+    let target = format!(
+        "/c/5aaea5a02d38914cfd2ad8c1?utm_source=blog{}&utm_medium=review&utm_content=hero-{}&url=https%3A%2F%2Fblog.example.com%2Fpost%2F{}",
+        n % 7,
+        n % 13,
+        n % 1000
+    );
+    let id = e.id.to_string();
+    e.push(Field::Method, b"GET");
+    e.push(Field::Target, target.as_bytes());
+    e.push(Field::Host, b"track.example.com");
+    e.push(
+        Field::Referer,
+        b"https://blog.example.com/post/how-to-automate-your-email",
+    );
+    e.push(Field::UserAgent, UAS[n as usize % UAS.len()]);
+    e.push(Field::AcceptLanguage, b"en-US,en;q=0.9");
+    e.push(Field::CampaignId, b"5aaea5a02d38914cfd2ad8c1");
+    e.push(Field::TrafficSourceId, b"ts-blog");
+    e.push(
+        Field::OfferId,
+        if n % 4 == 0 {
+            b"offer-drip-trial"
+        } else {
+            b"offer-drip"
+        },
+    );
+    e.push(Field::NetworkId, b"net-impact");
+    e.push(
+        Field::Location,
+        format!(
+            "https://offers.example.com/drip?aff_sub={id}&src=blog{}&medium=review",
+            n % 7
+        )
+        .as_bytes(),
+    );
+    let source = format!("blog{}", n % 7);
+    let target_kw = format!("hero-{}", n % 13);
+    e.push_remapped([
+        (&b"source"[..], source.as_bytes()),
+        (b"target", target_kw.as_bytes()),
+        (b"var_2", b"review"),
+        (b"var_7", b"https://blog.example.com/post"),
+    ]);
+    e.cost_micros = 50_000;
+    e.path_index = Some(0);
+    e
+}
+
+fn parquet(c: &mut Criterion) {
+    let n = 100_000u32;
+    let events: Vec<Event> = (0..n)
+        .map(|i| visit(1_795_766_000_000 + u64::from(i), i))
+        .collect();
+    let mut g = c.benchmark_group("sink");
+    g.throughput(Throughput::Elements(u64::from(n)));
+    g.sample_size(10);
+    g.bench_function("events_to_arrow", |b| {
+        b.iter(|| {
+            let mut builder = Builder::with_capacity(TableKind::Visits, events.len());
+            for e in &events {
+                builder.append(e);
+            }
+            black_box(builder.finish().unwrap())
+        })
+    });
+    g.bench_function("events_to_zstd_parquet", |b| {
+        b.iter(|| {
+            let mut builder = Builder::with_capacity(TableKind::Visits, events.len());
+            for e in &events {
+                builder.append(e);
+            }
+            let batch = builder.finish().unwrap();
+            black_box(encode_parquet(TableKind::Visits, &batch).unwrap().len())
+        })
+    });
+    g.finish();
+}
+
+fn wal(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("bench-wal-{}", std::process::id()));
+    let (tx, rx) = crossbeam_channel::bounded(100_000);
+    let mut cfg = WalConfig::new(dir.clone());
+    cfg.max_bytes = u64::MAX;
+    let writer = WalWriter::spawn(vec![rx], cfg, None).unwrap();
+    let mut g = c.benchmark_group("wal");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(5));
+    // 64 postbacks in flight at a time (64 connections), each answered once fsynced.
+    const IN_FLIGHT: u64 = 64;
+    g.throughput(Throughput::Elements(IN_FLIGHT));
+    g.bench_function("acked_postbacks_64_in_flight", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for i in 0..iters {
+                let acks: Vec<_> = (0..IN_FLIGHT)
+                    .map(|k| {
+                        let mut e = visit(1_795_766_000_000, (i * IN_FLIGHT + k) as u32);
+                        e.kind = EventKind::Postback;
+                        let (sender, receiver) = sink::ack::pair();
+                        e.ack = Some(sender);
+                        tx.send(e).unwrap();
+                        receiver
+                    })
+                    .collect();
+                for a in &acks {
+                    while a.outcome().is_none() {
+                        std::hint::spin_loop();
+                    }
+                    assert_eq!(a.outcome(), Some(true));
+                }
+            }
+            start.elapsed()
+        })
+    });
+    g.finish();
+    drop(tx);
+    writer.join();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+criterion_group!(benches, parquet, wal);
+criterion_main!(benches);
