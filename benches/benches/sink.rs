@@ -53,7 +53,7 @@ fn visit(ts_ms: u64, n: u32) -> Event {
     e.push(Field::TrafficSourceId, b"ts-blog");
     e.push(
         Field::OfferId,
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             b"offer-drip-trial"
         } else {
             b"offer-drip"
