@@ -51,9 +51,11 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
     }
     if let Some(rest) = url.strip_prefix("s3://").filter(|r| !r.is_empty()) {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        // Short: the uploader keeps retrying a failed segment itself, with backoff, for as
+        // long as it takes; a long client-side retry would only hide the outage.
         let retry = RetryConfig {
-            max_retries: 5,
-            retry_timeout: std::time::Duration::from_secs(30),
+            max_retries: 2,
+            retry_timeout: std::time::Duration::from_secs(5),
             ..RetryConfig::default()
         };
         let s3 = AmazonS3Builder::from_env()

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use crate::columns::{Builder, TableKind};
 use crate::event::Event;
@@ -24,6 +24,28 @@ use crate::wal::read_segment;
 use crate::writer::WalStats;
 
 const HOUR_MS: i64 = 3_600_000;
+
+/// Objects larger than this go up as a multipart upload, in parts of [`PART_BYTES`].
+pub const MULTIPART_BYTES: usize = 32 << 20;
+pub const PART_BYTES: usize = 8 << 20;
+
+/// Stores `bytes` at `path`: one put, or a multipart upload past `multipart_bytes`.
+pub async fn put_object(
+    store: &dyn ObjectStore,
+    path: &object_store::path::Path,
+    bytes: Vec<u8>,
+    multipart_bytes: usize,
+) -> object_store::Result<()> {
+    if bytes.len() <= multipart_bytes {
+        store.put(path, PutPayload::from(bytes)).await?;
+        return Ok(());
+    }
+    let upload = store.put_multipart(path).await?;
+    let mut w = WriteMultipart::new_with_chunk_size(upload, PART_BYTES.min(multipart_bytes).max(1));
+    w.write(&bytes);
+    w.finish().await?;
+    Ok(())
+}
 
 /// Counters of the uploader, for metrics.
 #[derive(Debug, Default)]
@@ -76,7 +98,7 @@ impl Uploader {
             .name("sink-upload".into())
             .spawn(move || {
                 let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_time()
+                    .enable_all()
                     .build()
                 {
                     Ok(rt) => rt,
@@ -217,7 +239,7 @@ pub async fn upload_segment(
         let bytes = encode_parquet(table, &batch)?;
         let path = object_path(table, hour * HOUR_MS, node, seg.seq);
         let len = bytes.len() as u64;
-        store.put(&path, PutPayload::from(bytes)).await?;
+        put_object(store, &path, bytes, MULTIPART_BYTES).await?;
         add(&stats.objects_written, 1);
         add(&stats.rows_written, events.len() as u64);
         add(&stats.bytes_written, len);

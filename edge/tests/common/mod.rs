@@ -89,12 +89,18 @@ impl Edge {
 
     /// Starts with `data_dir` = `data` (which outlives this edge, e.g. to restart on it).
     pub fn start_in(args: &[&str], data: &Path) -> Edge {
+        let store = format!("file://{}", data.join("lake").display());
+        Edge::start_with(args, data, &store, &[])
+    }
+
+    /// Starts with `data_dir` = `data`, the store at `store` and extra environment variables.
+    pub fn start_with(args: &[&str], data: &Path, store: &str, env: &[(&str, &str)]) -> Edge {
         let mut child = Command::new(bin())
             .args(args)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
-            .arg("--store")
-            .arg(format!("file://{}", data.join("lake").display()))
+            .args(["--store", store])
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

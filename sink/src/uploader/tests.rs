@@ -151,3 +151,16 @@ fn segments_left_by_an_earlier_run_are_uploaded_at_start() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn large_objects_go_up_in_parts() {
+    let store = InMemory::new();
+    let path = ObjectPath::from("visits/dt=2026-11-27/hour=07/1-9.parquet");
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    block_on(put_object(&store, &path, bytes.clone(), 10_000)).unwrap();
+    let back = block_on(async { store.get(&path).await?.bytes().await }).unwrap();
+    assert_eq!(back.as_ref(), bytes.as_slice());
+    block_on(put_object(&store, &path, b"small".to_vec(), 10_000)).unwrap();
+    let back = block_on(async { store.get(&path).await?.bytes().await }).unwrap();
+    assert_eq!(back.as_ref(), b"small");
+}
