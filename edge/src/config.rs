@@ -108,6 +108,8 @@ pub struct ServerConfig {
     pub wal_commit_delay_ms: u64,
     /// Size at which a WAL segment is sealed.
     pub wal_segment_bytes: u64,
+    /// Events at which a WAL segment is sealed.
+    pub wal_segment_events: u64,
     /// Disk the WAL may use; past it conversions are answered 503 (redirects go on).
     pub wal_max_bytes: u64,
 }
@@ -137,6 +139,7 @@ impl Default for ServerConfig {
             durable_timeout_ms: 5_000,
             wal_commit_delay_ms: 2,
             wal_segment_bytes: 64 << 20,
+            wal_segment_events: 1_000_000,
             wal_max_bytes: 8 << 30,
         }
     }

@@ -119,6 +119,7 @@ impl Settings {
         wal.max_age = Duration::from_millis(s.flush_interval_ms);
         wal.commit_delay = Duration::from_millis(s.wal_commit_delay_ms);
         wal.segment_bytes = positive(s.wal_segment_bytes, "server.wal_segment_bytes")?;
+        wal.segment_events = positive(s.wal_segment_events, "server.wal_segment_events")?;
         wal.max_bytes = positive(s.wal_max_bytes, "server.wal_max_bytes")?;
         Ok(Settings {
             listen,

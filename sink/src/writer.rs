@@ -24,8 +24,9 @@ use crate::wal::{Segment, WalError, frame, list_segments};
 pub struct WalConfig {
     /// Directory of the segment files.
     pub dir: PathBuf,
-    /// A segment is sealed and a new one started past this size...
+    /// A segment is sealed and a new one started past this size or this many events...
     pub segment_bytes: u64,
+    pub segment_events: u64,
     /// ...or once its first event is this old, so events reach the store in time.
     pub max_age: Duration,
     /// Longest time an event that nobody awaits stays in memory before its commit.
@@ -42,6 +43,7 @@ impl WalConfig {
         WalConfig {
             dir,
             segment_bytes: 64 << 20,
+            segment_events: 1_000_000,
             max_age: Duration::from_secs(60),
             commit_delay: Duration::from_millis(2),
             max_batch_bytes: 1 << 20,
@@ -133,6 +135,7 @@ impl State {
     fn seal_if_due(&mut self) {
         let due = self.segment.as_ref().is_some_and(|s| {
             s.bytes >= self.cfg.segment_bytes
+                || s.records >= self.cfg.segment_events
                 || (s.records > 0 && s.created.elapsed() >= self.cfg.max_age)
         });
         if due {

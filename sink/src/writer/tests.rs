@@ -163,3 +163,41 @@ fn a_full_log_refuses_commits_and_fails_their_acks() {
     w.join();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn segments_also_roll_by_event_count_and_age() {
+    let dir = tmp("count");
+    let mut cfg = WalConfig::new(dir.clone());
+    cfg.segment_events = 10;
+    cfg.max_batch_bytes = 1;
+    let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded();
+    let (tx, rx) = crossbeam_channel::bounded(100);
+    let w = WalWriter::spawn(vec![rx], cfg, Some(sealed_tx)).unwrap();
+    for n in 0..35 {
+        tx.send(event(EventKind::Visit, n)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(sealed_rx.try_iter().count(), 3, "three full segments of 10");
+    drop(tx);
+    w.join();
+    assert_eq!(
+        sealed_rx.try_iter().count(),
+        1,
+        "the last one is sealed at the end"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let mut cfg = WalConfig::new(dir.clone());
+    cfg.max_age = Duration::from_millis(50);
+    let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded();
+    let (tx, rx) = crossbeam_channel::bounded(100);
+    let w = WalWriter::spawn(vec![rx], cfg, Some(sealed_tx)).unwrap();
+    tx.send(event(EventKind::Visit, 0)).unwrap();
+    let sealed = sealed_rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("sealed by age");
+    assert_eq!(read_segment(&sealed.path).unwrap().records.len(), 1);
+    drop(tx);
+    w.join();
+    std::fs::remove_dir_all(dir).unwrap();
+}
