@@ -24,6 +24,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 EDGE = os.path.join(TARGET, "release", "edge")
 BARE = os.path.join(TARGET, "release", "bare")
+# Optional: another edge binary to run beside this one (e.g. a build without the sink).
+EDGE_BASELINE = os.environ.get("EDGE_BASELINE", "")
+EDGE_BASELINE_ARGS = os.environ.get("EDGE_BASELINE_ARGS", "").split()
 DURATION = int(os.environ.get("DURATION", "10"))
 CONNS = int(os.environ.get("CONNS", "64"))
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
@@ -99,12 +102,15 @@ def run_wrk(url, duration):
 
 def start(kind, work):
     pin = ["taskset", "-c", str(SERVER_CPU)]
-    if kind == "edge":
+    if kind in ("edge", "edge-base"):
         port = 18092
         env = dict(os.environ, RUST_LOG="warn")
         data = f"{work}/edge-data"
         shutil.rmtree(data, ignore_errors=True)
-        p = subprocess.Popen(pin + [EDGE, "--listen", f"127.0.0.1:{port}", "--workers", "1", "--data-dir", data],
+        cmd = [EDGE, "--listen", f"127.0.0.1:{port}", "--workers", "1", "--data-dir", data]
+        if kind == "edge-base":
+            cmd = [EDGE_BASELINE] + cmd[1:5] + EDGE_BASELINE_ARGS
+        p = subprocess.Popen(pin + cmd,
                              env=env, stdout=subprocess.DEVNULL, stderr=open(f"{work}/edge.log", "a"))
     elif kind == "nginx":
         port = 18091
@@ -126,6 +132,8 @@ def main():
     work = tempfile.mkdtemp(prefix="compare-")
     plan = [("edge", "redirect", CAMPAIGN), ("nginx", "redirect", CAMPAIGN), ("bare", "redirect", CAMPAIGN),
             ("bare+nap", "redirect", CAMPAIGN), ("edge", "pixel", PIXEL), ("nginx", "pixel", PIXEL)]
+    if EDGE_BASELINE:
+        plan += [("edge-base", "redirect", CAMPAIGN), ("edge-base", "pixel", PIXEL)]
     rows = []
     print(f"server cpu {SERVER_CPU}, wrk cpu {LOAD_CPU}, {CONNS} connections, {DURATION}s x {ROUNDS} rounds", flush=True)
     for rnd in range(ROUNDS):
@@ -144,7 +152,7 @@ def main():
             row = dict(round=rnd + 1, server=kind, route=route, requests=reqs, rps=rps, p99_us=p99,
                        cpu_us_per_req=cpu_us, non_2xx_3xx=bad, socket_errors=errs)
             rows.append(row)
-            print(f"  round {rnd + 1} {kind:8} {route:8} {rps:10.0f} rps  p99 {p99:8.0f} us  "
+            print(f"  round {rnd + 1} {kind:9} {route:8} {rps:10.0f} rps  p99 {p99:8.0f} us  "
                   f"cpu {cpu_us:6.2f} us/req  bad {bad} {errs}", flush=True)
 
     def med(kind, route, key):
@@ -154,7 +162,7 @@ def main():
     bare_cpu = med("bare", "redirect", "cpu_us_per_req")
     nap_cpu = med("bare+nap", "redirect", "cpu_us_per_req")
     print("\nmedians (ratios against the baselines measured in this run)")
-    print(f"{'server':8} {'route':8} {'rps':>10} {'p99 us':>8} {'cpu us/req':>10} {'cpu/bare':>8} "
+    print(f"{'server':9} {'route':8} {'rps':>10} {'p99 us':>8} {'cpu us/req':>10} {'cpu/bare':>8} "
           f"{'cpu/bare+nap':>12} {'rps/nginx':>9} {'p99/nginx':>9}")
     summary = []
     for kind, route, _ in plan:
@@ -163,7 +171,7 @@ def main():
         s = dict(server=kind, route=route, rps=rps, p99_us=p99, cpu_us_per_req=cpu, cpu_vs_bare=cpu / bare_cpu,
                  cpu_vs_bare_nap=cpu / nap_cpu, rps_vs_nginx=rps / n_rps, p99_vs_nginx=p99 / n_p99)
         summary.append(s)
-        print(f"{kind:8} {route:8} {rps:10.0f} {p99:8.0f} {cpu:10.2f} {s['cpu_vs_bare']:8.3f} "
+        print(f"{kind:9} {route:8} {rps:10.0f} {p99:8.0f} {cpu:10.2f} {s['cpu_vs_bare']:8.3f} "
               f"{s['cpu_vs_bare_nap']:12.3f} {s['rps_vs_nginx']:9.3f} {s['p99_vs_nginx']:9.3f}")
     with open(os.path.join(work, "compare.json"), "w") as f:
         json.dump(dict(rows=rows, summary=summary), f, indent=1)

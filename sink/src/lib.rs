@@ -18,3 +18,16 @@ pub mod writer;
 
 pub use event::{Event, EventKind, Field};
 pub use id::{EventId, IdGenerator};
+
+/// Raises the calling thread's nice value by `nice` (lower priority), best effort: the sink's
+/// threads do batch work that must not delay the edge's workers on a shared core.
+pub(crate) fn lower_priority(nice: i32) {
+    // SAFETY: gettid and setpriority act on the calling thread only and take no pointers.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+    if rc != 0 {
+        eprintln!(
+            "sink: cannot lower the priority of a background thread: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

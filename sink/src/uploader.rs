@@ -97,6 +97,8 @@ impl Uploader {
         let thread = std::thread::Builder::new()
             .name("sink-upload".into())
             .spawn(move || {
+                // Encoding Parquet is the least urgent work in the process.
+                crate::lower_priority(10);
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

@@ -249,7 +249,11 @@ impl WalWriter {
         state.segment()?;
         let thread = std::thread::Builder::new()
             .name("sink-wal".into())
-            .spawn(move || run(rxs, state))
+            .spawn(move || {
+                // Batch work: on a core it shares with a worker, the redirects go first.
+                crate::lower_priority(5);
+                run(rxs, state)
+            })
             .map_err(|source| WalError::Io {
                 path: PathBuf::from("sink-wal thread"),
                 source,
