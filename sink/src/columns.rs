@@ -1,11 +1,12 @@
 //! The store's tables as Arrow: the `visits` and `conversions` schemas (SPEC.md "Store
 //! layout") and builders that append events to them column by column.
 
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, MapBuilder, StringBuilder,
-    TimestampMillisecondBuilder,
+    ArrayRef, Int32Builder, Int64Builder, MapBuilder, StringBuilder, TimestampMillisecondBuilder,
+    new_null_array,
 };
 use arrow::datatypes::{DataType, Field as ArrowField, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -155,8 +156,8 @@ pub struct Builder {
     event_id: StringBuilder,
     ts: TimestampMillisecondBuilder,
     node_id: Int32Builder,
-    /// Byte fields, in schema order, after the fixed columns.
-    strings: Vec<(Field, StringBuilder)>,
+    /// The event's byte fields and the column each goes to.
+    strings: Vec<(Field, &'static str, StringBuilder)>,
     kind: StringBuilder,
     path_index: Int32Builder,
     cost: Int64Builder,
@@ -175,34 +176,30 @@ impl Builder {
     /// A builder with room for `rows` rows before it grows.
     pub fn with_capacity(table: TableKind, rows: usize) -> Self {
         let strings = |avg: usize| StringBuilder::with_capacity(rows, rows * avg);
-        let fields = match table {
-            TableKind::Visits => vec![
-                Field::CampaignId,
-                Field::TrafficSourceId,
-                Field::LandingPageId,
-                Field::OfferId,
-                Field::NetworkId,
-                Field::Method,
-                Field::Host,
-                Field::Target,
-                Field::Referer,
-                Field::ForwardedFor,
-                Field::UserAgent,
-                Field::AcceptLanguage,
-                Field::Location,
+        let request = [
+            (Field::Host, "host"),
+            (Field::Target, "url"),
+            (Field::Referer, "referer"),
+            (Field::ForwardedFor, "forwarded_for"),
+            (Field::UserAgent, "ua"),
+            (Field::AcceptLanguage, "lang"),
+        ];
+        let own: &[(Field, &'static str)] = match table {
+            TableKind::Visits => &[
+                (Field::CampaignId, "campaign_id"),
+                (Field::TrafficSourceId, "traffic_source_id"),
+                (Field::LandingPageId, "landing_page_id"),
+                (Field::OfferId, "offer_id"),
+                (Field::NetworkId, "network_id"),
+                (Field::Method, "method"),
+                (Field::Location, "location"),
             ],
-            TableKind::Conversions => vec![
-                Field::ClickId,
-                Field::ConversionType,
-                Field::TxId,
-                Field::Status,
-                Field::Method,
-                Field::Target,
-                Field::Host,
-                Field::ForwardedFor,
-                Field::UserAgent,
-                Field::Referer,
-                Field::AcceptLanguage,
+            TableKind::Conversions => &[
+                (Field::ClickId, "click_id"),
+                (Field::ConversionType, "conversion_type"),
+                (Field::TxId, "txid"),
+                (Field::Status, "status"),
+                (Field::Method, "http_method"),
             ],
         };
         Builder {
@@ -211,7 +208,11 @@ impl Builder {
             event_id: strings(24),
             ts: TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
             node_id: Int32Builder::with_capacity(rows),
-            strings: fields.into_iter().map(|f| (f, strings(40))).collect(),
+            strings: own
+                .iter()
+                .chain(&request)
+                .map(|&(f, name)| (f, name, strings(40)))
+                .collect(),
             kind: strings(8),
             path_index: Int32Builder::with_capacity(rows),
             cost: Int64Builder::with_capacity(rows),
@@ -239,7 +240,7 @@ impl Builder {
             .append_value(std::str::from_utf8(&e.id.to_hex()).unwrap_or_default());
         self.ts.append_value(e.ts_ms() as i64);
         self.node_id.append_value(i32::from(e.id.node_id()));
-        for (field, b) in &mut self.strings {
+        for (field, _, b) in &mut self.strings {
             opt(b, e.get(*field));
         }
         self.kind.append_value(e.kind.as_str());
@@ -272,91 +273,47 @@ impl Builder {
         }
     }
 
-    /// The rows appended so far as a record batch; the builder starts over empty.
+    /// The rows appended so far as a record batch; the builder starts over empty. Columns are
+    /// matched to the schema by name; the ones nothing fills yet (GeoIP, user agent) are null.
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
         let rows = std::mem::take(&mut self.rows);
-        let mut strings = self
-            .strings
-            .iter_mut()
-            .map(|(_, b)| Arc::new(b.finish()) as ArrayRef);
-        let mut next = || strings.next().expect("one builder per string column");
-        let nulls_str = |n: usize| -> ArrayRef {
-            let mut b = StringBuilder::new();
-            b.append_nulls(n);
-            Arc::new(b.finish())
-        };
-        let event_id = Arc::new(self.event_id.finish()) as ArrayRef;
-        let ts = Arc::new(self.ts.finish()) as ArrayRef;
-        let node_id = Arc::new(self.node_id.finish()) as ArrayRef;
-        let kind = Arc::new(self.kind.finish()) as ArrayRef;
-        let ip = Arc::new(self.ip.finish()) as ArrayRef;
-        let columns: Vec<ArrayRef> = match self.table {
+        let mut cols: HashMap<&'static str, ArrayRef> = HashMap::with_capacity(40);
+        for (_, name, b) in &mut self.strings {
+            cols.insert(name, Arc::new(b.finish()));
+        }
+        cols.insert("event_id", Arc::new(self.event_id.finish()));
+        cols.insert("ts", Arc::new(self.ts.finish()));
+        cols.insert("node_id", Arc::new(self.node_id.finish()));
+        cols.insert("ip", Arc::new(self.ip.finish()));
+        let kind: ArrayRef = Arc::new(self.kind.finish());
+        match self.table {
             TableKind::Visits => {
-                let campaign = next();
-                let source = next();
-                let mut cols = vec![
-                    event_id,
-                    ts,
-                    kind,
-                    campaign,
-                    source,
-                    Arc::new(self.path_index.finish()),
-                    next(),
-                    next(),
-                    next(),
-                    Arc::new(self.cost.finish()),
-                    next(),
-                    next(),
-                    next(),
-                    next(),
-                    ip,
-                    next(),
-                    next(),
-                    next(),
-                    Arc::new(self.query.finish()),
-                    Arc::new(self.remapped.finish()),
-                    next(),
-                    {
-                        let mut b = Int64Builder::new();
-                        b.append_nulls(rows);
-                        Arc::new(b.finish())
-                    },
-                ];
-                cols.extend((0..VISITOR_STRINGS.len() + 1).map(|_| nulls_str(rows)));
-                for _ in 0..2 {
-                    let mut b = BooleanBuilder::new();
-                    b.append_nulls(rows);
-                    cols.push(Arc::new(b.finish()));
-                }
-                cols.push(node_id);
-                cols
+                cols.insert("kind", kind);
+                cols.insert("path_index", Arc::new(self.path_index.finish()));
+                cols.insert("cost_micros", Arc::new(self.cost.finish()));
+                cols.insert("query", Arc::new(self.query.finish()));
+                cols.insert("remapped", Arc::new(self.remapped.finish()));
             }
             TableKind::Conversions => {
-                let click_id = next();
-                let (ty, txid, status) = (next(), next(), next());
-                let http_method = next();
-                vec![
-                    event_id,
-                    ts,
-                    click_id,
-                    ty,
-                    txid,
-                    status,
-                    Arc::new(self.payout.finish()),
-                    kind,
-                    http_method,
-                    next(),
-                    next(),
-                    ip,
-                    next(),
-                    next(),
-                    next(),
-                    next(),
-                    node_id,
-                ]
+                cols.insert("method", kind);
+                cols.insert("payout_micros", Arc::new(self.payout.finish()));
             }
-        };
-        RecordBatch::try_new(self.table.schema(), columns)
+        }
+        let schema = self.table.schema();
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                cols.remove(f.name().as_str())
+                    .unwrap_or_else(|| new_null_array(f.data_type(), rows))
+            })
+            .collect();
+        debug_assert!(
+            cols.is_empty(),
+            "columns not in the schema: {:?}",
+            cols.keys()
+        );
+        RecordBatch::try_new(schema, columns)
     }
 }
 
