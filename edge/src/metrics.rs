@@ -208,7 +208,7 @@ impl Metrics {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let wal = &self.wal;
         let up = &self.upload;
-        let scalars: [(&str, &str, &str, u64); 23] = [
+        let scalars: [(&str, &str, &str, u64); 24] = [
             (
                 "edge_event_queue_depth",
                 "gauge",
@@ -336,6 +336,12 @@ impl Metrics {
                 "counter",
                 "Failed segment uploads (retried).",
                 load(&up.failures),
+            ),
+            (
+                "edge_store_bad_segments_total",
+                "counter",
+                "Files in the WAL directory that were not segments (set aside as .wal.corrupt).",
+                load(&up.bad_segments),
             ),
         ];
         for (name, ty, help, v) in scalars {

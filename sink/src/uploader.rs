@@ -58,6 +58,8 @@ pub struct UploadStats {
     pub failures: AtomicU64,
     /// Records in segments that could not be decoded (skipped, logged).
     pub bad_records: AtomicU64,
+    /// Files in the WAL directory that are not segments (set aside as `.wal.corrupt`).
+    pub bad_segments: AtomicU64,
 }
 
 /// A sealed segment to upload.
@@ -159,6 +161,19 @@ async fn run(
             }
             continue;
         };
+        if let Err(e @ crate::wal::WalError::NotASegment(_)) =
+            crate::wal::read_segment_header(&seg.path)
+        {
+            // Not ours (or its header was destroyed): set it aside so it does not block the
+            // segments behind it, and keep it for a person to look at.
+            let aside = seg.path.with_extension("wal.corrupt");
+            eprintln!("sink: {e}; moved to {}", aside.display());
+            let _ = std::fs::rename(&seg.path, &aside);
+            add(&stats.bad_segments, 1);
+            queue.pop_front();
+            stats.segments_pending.fetch_sub(1, Ordering::Relaxed);
+            continue;
+        }
         match upload_segment(store.as_ref(), &seg, &stats).await {
             Ok(()) => {
                 let size = std::fs::metadata(&seg.path).map_or(0, |m| m.len());

@@ -164,3 +164,36 @@ fn large_objects_go_up_in_parts() {
     let back = block_on(async { store.get(&path).await?.bytes().await }).unwrap();
     assert_eq!(back.as_ref(), b"small");
 }
+
+#[test]
+fn a_foreign_file_is_set_aside_and_does_not_block_the_queue() {
+    let dir = tmp("foreign");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(crate::wal::segment_name(1)), b"not a wal segment").unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(10);
+    let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded();
+    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), Some(sealed_tx)).unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let up = Uploader::spawn(
+        Arc::clone(&store),
+        w.backlog.clone(),
+        sealed_rx,
+        Arc::clone(&w.stats),
+    )
+    .unwrap();
+    tx.send(visit(H7, 1)).unwrap();
+    drop(tx);
+    w.join();
+    let stats = Arc::clone(&up.stats);
+    assert_eq!(up.join(), 0);
+    assert_eq!(
+        rows(store.as_ref(), "visits/dt=2026-11-27/hour=07/7-2.parquet"),
+        1
+    );
+    assert_eq!(stats.bad_segments.load(Ordering::Relaxed), 1);
+    assert!(
+        dir.join(format!("{}.corrupt", crate::wal::segment_name(1)))
+            .exists()
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
