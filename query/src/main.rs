@@ -3,8 +3,8 @@
 
 fn main() -> std::process::ExitCode {
     eprintln!(
-        "query: not built yet. The edge does not store events yet (the sink is issue 4); \
-         reports, the conversion feed and SQL arrive with issue 5."
+        "query: not built yet (issue 5). The store is plain Parquet meanwhile: e.g. \
+         duckdb -c \"select * from read_parquet('data/lake/visits/*/*/*.parquet', hive_partitioning=true)\""
     );
     std::process::ExitCode::from(2)
 }
