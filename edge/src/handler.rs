@@ -32,6 +32,8 @@ pub struct Local {
     pub date: DateCache,
     scratch: Vec<u8>,
     buf: Vec<u8>,
+    /// Where each remapped parameter's value sits in `buf` (see [`Fill`]).
+    remapped: Vec<(u16, usize, usize)>,
     location: Vec<u8>,
 }
 
@@ -44,6 +46,7 @@ impl Local {
             date: DateCache::default(),
             scratch: Vec::with_capacity(256),
             buf: Vec::with_capacity(256),
+            remapped: Vec::with_capacity(16),
             location: Vec::with_capacity(512),
         }
     }
@@ -71,28 +74,16 @@ struct Fill<'a> {
     offer: Option<&'a Offer>,
     landing_page: Option<&'a LandingPage>,
     click_id: Option<&'a [u8; 24]>,
-    query: &'a [u8],
+    /// The remapped parameters' decoded values: (name index, start, length) in `values`.
+    remapped: &'a [(u16, usize, usize)],
+    values: &'a [u8],
     peer: IpAddr,
     cost_micros: i64,
     ts_ms: u64,
-    scratch: &'a mut Vec<u8>,
 }
 
 fn encode_str(s: &str, out: &mut Vec<u8>) {
     url::encode_into(s.as_bytes(), out);
-}
-
-/// Appends the decoded, re-encoded value of query parameter `key`.
-fn write_param(query: &[u8], key: &[u8], scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
-    if let Some(raw) = url::find(query, key, scratch) {
-        if url::needs_decoding(raw) {
-            scratch.clear();
-            url::decode_into(raw, scratch);
-            url::encode_into(scratch, out);
-        } else {
-            url::encode_into(raw, out);
-        }
-    }
 }
 
 fn write_ip(ip: IpAddr, out: &mut Vec<u8>) {
@@ -143,8 +134,8 @@ impl TokenValues for Fill<'_> {
             Token::Cost => money::write_decimal(self.cost_micros, out),
             Token::Ts => money::write_digits(self.ts_ms, 1, out),
             Token::Param(name) => {
-                if let Some(key) = self.source.and_then(|s| s.param_key(name)) {
-                    write_param(self.query, key, self.scratch, out);
+                if let Some(&(_, start, len)) = self.remapped.iter().find(|r| r.0 == name) {
+                    url::encode_into(&self.values[start..start + len], out);
                 }
             }
         }
@@ -367,11 +358,11 @@ fn unknown_target(
         offer: None,
         landing_page: None,
         click_id: None,
-        query: &[],
+        remapped: &[],
+        values: &[],
         peer,
         cost_micros: 0,
         ts_ms: now_ms(now),
-        scratch: &mut local.scratch,
     };
     fallback.render(&mut fill, &mut local.location);
     response::write_redirect(out, &local.date, framing, &local.location);
@@ -425,26 +416,9 @@ fn visit(
         .filter(|&c| c >= 0)
         .unwrap_or(campaign.cost_micros);
 
-    local.location.clear();
-    let mut fill = Fill {
-        campaign: Some(campaign),
-        source: Some(source),
-        offer,
-        landing_page,
-        click_id: Some(&hex),
-        query,
-        peer,
-        cost_micros,
-        ts_ms,
-        scratch: &mut local.scratch,
-    };
-    match (landing_page, offer) {
-        (Some(lp), _) => lp.url.render(&mut fill, &mut local.location),
-        (None, Some(o)) => o.url.render(&mut fill, &mut local.location),
-        (None, None) => {}
-    }
-
+    // The remapped parameters, decoded once: for the event and for the URL's tokens.
     local.buf.clear();
+    local.remapped.clear();
     for (name, key) in &source.params {
         let value = url::find(query, key, &mut local.scratch).unwrap_or_default();
         local.scratch.clear();
@@ -454,7 +428,29 @@ fn visit(
             table.params.name(*name).as_bytes(),
             &local.scratch,
         );
+        let len = local.scratch.len().min(usize::from(u16::MAX));
+        local.remapped.push((*name, local.buf.len() - len, len));
     }
+
+    local.location.clear();
+    let mut fill = Fill {
+        campaign: Some(campaign),
+        source: Some(source),
+        offer,
+        landing_page,
+        click_id: Some(&hex),
+        remapped: &local.remapped,
+        values: &local.buf,
+        peer,
+        cost_micros,
+        ts_ms,
+    };
+    match (landing_page, offer) {
+        (Some(lp), _) => lp.url.render(&mut fill, &mut local.location),
+        (None, Some(o)) => o.url.render(&mut fill, &mut local.location),
+        (None, None) => {}
+    }
+
     let mut e = new_event(
         EventKind::Visit,
         id,

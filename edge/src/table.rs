@@ -18,16 +18,7 @@ pub struct TrafficSource {
     pub name: Box<str>,
     /// The remapped names, in the order they are written to events: (name index, query key).
     pub params: Vec<(u16, Box<[u8]>)>,
-    /// Query key for each interned name index, where this source defines one.
-    lookup: Vec<Option<Box<[u8]>>>,
     pub cost_param: Option<Box<[u8]>>,
-}
-
-impl TrafficSource {
-    /// The query parameter that carries remapped name `name`, if this source maps it.
-    pub fn param_key(&self, name: u16) -> Option<&[u8]> {
-        self.lookup.get(name as usize)?.as_deref()
-    }
 }
 
 #[derive(Debug)]
@@ -464,7 +455,6 @@ fn compile_source(
         id: s.id.as_str().into(),
         name: s.name.as_str().into(),
         params,
-        lookup: Vec::new(),
         cost_param,
     })
 }
@@ -491,7 +481,7 @@ impl Table {
         };
         index_ids(cfg.campaigns.iter().map(|c| c.id.as_str()), "campaigns")?;
 
-        let mut sources = cfg
+        let sources = cfg
             .traffic_sources
             .iter()
             .enumerate()
@@ -553,12 +543,6 @@ impl Table {
             .map(|(i, camp)| c.campaign(i, camp))
             .collect::<Result<Vec<_>, _>>()?;
 
-        for s in &mut sources {
-            s.lookup = vec![None; names.len()];
-            for (name, key) in &s.params {
-                s.lookup[*name as usize] = Some(key.clone());
-            }
-        }
         let by_id = campaigns
             .iter()
             .enumerate()
