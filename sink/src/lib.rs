@@ -31,3 +31,12 @@ pub(crate) fn lower_priority(nice: i32) {
         );
     }
 }
+
+/// A fresh path under the system's temporary directory for one test (not created).
+#[cfg(test)]
+pub(crate) fn test_dir(tag: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::env::temp_dir().join(format!("sink-{tag}-{}-{nanos}", std::process::id()))
+}

@@ -200,11 +200,7 @@ mod tests {
     use super::*;
 
     fn tmp(tag: &str) -> PathBuf {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        std::env::temp_dir().join(format!("wal-{tag}-{}-{nanos}", std::process::id()))
+        crate::test_dir(&format!("wal-{tag}"))
     }
 
     #[test]

@@ -6,11 +6,7 @@ use object_store::path::Path as ObjectPath;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 fn tmp(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    std::env::temp_dir().join(format!("upload-{tag}-{}-{nanos}", std::process::id()))
+    crate::test_dir(&format!("upload-{tag}"))
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {

@@ -6,11 +6,7 @@ use crate::wal::read_segment;
 use std::net::{IpAddr, Ipv4Addr};
 
 fn tmp(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    std::env::temp_dir().join(format!("writer-{tag}-{}-{nanos}", std::process::id()))
+    crate::test_dir(&format!("writer-{tag}"))
 }
 
 fn event(kind: EventKind, n: u32) -> Event {
