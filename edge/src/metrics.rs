@@ -208,7 +208,7 @@ impl Metrics {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let wal = &self.wal;
         let up = &self.upload;
-        let scalars: [(&str, &str, &str, u64); 24] = [
+        let scalars: [(&str, &str, &str, u64); 25] = [
             (
                 "edge_event_queue_depth",
                 "gauge",
@@ -336,6 +336,12 @@ impl Metrics {
                 "counter",
                 "Failed segment uploads (retried).",
                 load(&up.failures),
+            ),
+            (
+                "edge_store_uploader_running",
+                "gauge",
+                "1 while the uploader thread runs (0: nothing reaches the store).",
+                load(&up.running),
             ),
             (
                 "edge_store_bad_segments_total",

@@ -60,6 +60,17 @@ pub struct UploadStats {
     pub bad_records: AtomicU64,
     /// Files in the WAL directory that are not segments (set aside as `.wal.corrupt`).
     pub bad_segments: AtomicU64,
+    /// 1 while the uploader thread runs; 0 once it has ended (or died).
+    pub running: AtomicU64,
+}
+
+/// Clears [`UploadStats::running`] when the thread ends, however it ends.
+struct RunningGuard(Arc<UploadStats>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.store(0, Ordering::Relaxed);
+    }
 }
 
 /// A sealed segment to upload.
@@ -95,10 +106,12 @@ impl Uploader {
         stats
             .segments_pending
             .store(backlog.len() as u64, Ordering::Relaxed);
+        stats.running.store(1, Ordering::Relaxed);
         let s = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("sink-upload".into())
             .spawn(move || {
+                let _running = RunningGuard(Arc::clone(&s));
                 // Encoding Parquet is the least urgent work in the process.
                 crate::lower_priority(10);
                 let rt = match tokio::runtime::Builder::new_current_thread()

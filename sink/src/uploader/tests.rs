@@ -64,8 +64,15 @@ fn a_segment_becomes_partitioned_parquet_and_is_deleted() {
         tx.send(postback(H8, n, Some(1_000_000))).unwrap();
     }
     drop(tx);
+    assert_eq!(up.stats.running.load(Ordering::Relaxed), 1);
+    let up_stats = Arc::clone(&up.stats);
     let wal_stats = w.join();
     assert_eq!(up.join(), 0, "nothing left");
+    assert_eq!(
+        up_stats.running.load(Ordering::Relaxed),
+        0,
+        "the thread has ended"
+    );
     assert_eq!(
         rows(store.as_ref(), "visits/dt=2026-11-27/hour=07/7-1.parquet"),
         30
