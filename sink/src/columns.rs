@@ -134,7 +134,7 @@ static CONVERSIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
 /// `v` as text: as it is when it is UTF-8 (the usual case, checked without copying), else
 /// with invalid sequences replaced.
 fn text(v: &[u8]) -> std::borrow::Cow<'_, str> {
-    match std::str::from_utf8(v) {
+    match simdutf8::basic::from_utf8(v) {
         Ok(s) => std::borrow::Cow::Borrowed(s),
         Err(_) => String::from_utf8_lossy(v),
     }
