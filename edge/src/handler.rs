@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sink::ack::AckReceiver;
-use sink::event::encode_pair;
+use sink::event::{encode_pair, format_ip};
 use sink::{Event, EventId, EventKind, Field, IdGenerator, money, url};
 
 use crate::http::{Method, Request};
@@ -88,11 +88,7 @@ fn encode_str(s: &str, out: &mut Vec<u8>) {
 
 fn write_ip(ip: IpAddr, out: &mut Vec<u8>) {
     let mut buf = [0u8; 64];
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    if write!(cur, "{ip}").is_ok() {
-        let n = cur.position() as usize;
-        url::encode_into(&buf[..n], out);
-    }
+    url::encode_into(format_ip(ip, &mut buf).as_bytes(), out);
 }
 
 impl TokenValues for Fill<'_> {

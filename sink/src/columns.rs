@@ -12,7 +12,7 @@ use arrow::datatypes::{DataType, Field as ArrowField, Schema, SchemaRef, TimeUni
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
-use crate::event::{Event, EventKind, Field};
+use crate::event::{Event, EventKind, Field, format_ip};
 use crate::url;
 
 /// The two tables of the store.
@@ -244,11 +244,8 @@ impl Builder {
             opt(b, e.get(*field));
         }
         self.kind.append_value(e.kind.as_str());
-        let mut ip = [0u8; 48];
-        let mut cur = std::io::Cursor::new(&mut ip[..]);
-        let _ = std::io::Write::write_fmt(&mut cur, format_args!("{}", e.peer));
-        let n = cur.position() as usize;
-        self.ip.append_value(text(&ip[..n]));
+        let mut ip = [0u8; 64];
+        self.ip.append_value(format_ip(e.peer, &mut ip));
         match self.table {
             TableKind::Visits => {
                 self.path_index.append_option(e.path_index.map(i32::from));

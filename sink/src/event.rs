@@ -189,6 +189,16 @@ impl Event {
     }
 }
 
+/// Writes `ip` as text into `buf` without allocating (the longest IPv6 form fits).
+pub fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &str {
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let n = match std::io::Write::write_fmt(&mut cur, format_args!("{ip}")) {
+        Ok(()) => cur.position() as usize,
+        Err(_) => 0,
+    };
+    std::str::from_utf8(&buf[..n]).unwrap_or_default()
+}
+
 /// Appends one remapped `name`/`value` pair in the layout of [`Field::Remapped`], for
 /// callers that build the field in their own buffer and [`Event::push`] it.
 pub fn encode_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -215,6 +225,20 @@ fn read_piece<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn formats_addresses_without_allocating() {
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            format_ip(IpAddr::V4(Ipv4Addr::new(8, 8, 4, 4)), &mut buf),
+            "8.8.4.4"
+        );
+        let v6: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        assert_eq!(
+            format_ip(v6, &mut buf),
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+        );
+    }
 
     #[test]
     fn fields_point_into_raw_and_appended_bytes() {

@@ -38,16 +38,20 @@ fn objects(store: &dyn ObjectStore, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-// 2026-11-27T07:59:59.000Z and an hour later.
-const H7: u64 = 1_795_766_399_000;
-const H8: u64 = H7 + 3_600_000;
-
-#[test]
-fn a_segment_becomes_partitioned_parquet_and_is_deleted() {
-    let dir = tmp("seg");
-    let (tx, rx) = crossbeam_channel::bounded(1000);
+/// The edge's wiring in small: a WAL writer on `dir` whose sealed segments go to an
+/// uploader into an in-memory store.
+fn pipeline(
+    dir: &std::path::Path,
+    queue: usize,
+) -> (
+    crossbeam_channel::Sender<Event>,
+    WalWriter,
+    Uploader,
+    Arc<dyn ObjectStore>,
+) {
+    let (tx, rx) = crossbeam_channel::bounded(queue);
     let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded();
-    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), Some(sealed_tx)).unwrap();
+    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.to_owned()), Some(sealed_tx)).unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let up = Uploader::spawn(
         Arc::clone(&store),
@@ -56,6 +60,17 @@ fn a_segment_becomes_partitioned_parquet_and_is_deleted() {
         Arc::clone(&w.stats),
     )
     .unwrap();
+    (tx, w, up, store)
+}
+
+// 2026-11-27T07:59:59.000Z and an hour later.
+const H7: u64 = 1_795_766_399_000;
+const H8: u64 = H7 + 3_600_000;
+
+#[test]
+fn a_segment_becomes_partitioned_parquet_and_is_deleted() {
+    let dir = tmp("seg");
+    let (tx, w, up, store) = pipeline(&dir, 1000);
     for n in 0..30 {
         tx.send(visit(H7 + u64::from(n), n)).unwrap();
         tx.send(visit(H8 + u64::from(n), 100 + n)).unwrap();
@@ -130,18 +145,8 @@ fn segments_left_by_an_earlier_run_are_uploaded_at_start() {
     drop(tx);
     w.join();
     // A new run: the old segment is the backlog.
-    let (_tx, rx) = crossbeam_channel::bounded(1);
-    let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded();
-    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), Some(sealed_tx)).unwrap();
+    let (_tx, w, up, store) = pipeline(&dir, 1);
     assert_eq!(w.backlog.len(), 1);
-    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let up = Uploader::spawn(
-        Arc::clone(&store),
-        w.backlog.clone(),
-        sealed_rx,
-        Arc::clone(&w.stats),
-    )
-    .unwrap();
     drop(_tx);
     w.join();
     assert_eq!(up.join(), 0);
@@ -173,17 +178,7 @@ fn a_foreign_file_is_set_aside_and_does_not_block_the_queue() {
     let dir = tmp("foreign");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(crate::wal::segment_name(1)), b"not a wal segment").unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(10);
-    let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded();
-    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), Some(sealed_tx)).unwrap();
-    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let up = Uploader::spawn(
-        Arc::clone(&store),
-        w.backlog.clone(),
-        sealed_rx,
-        Arc::clone(&w.stats),
-    )
-    .unwrap();
+    let (tx, w, up, store) = pipeline(&dir, 10);
     tx.send(visit(H7, 1)).unwrap();
     drop(tx);
     w.join();
