@@ -174,19 +174,6 @@ async fn run(
             }
             continue;
         };
-        if let Err(e @ crate::wal::WalError::NotASegment(_)) =
-            crate::wal::read_segment_header(&seg.path)
-        {
-            // Not ours (or its header was destroyed): set it aside so it does not block the
-            // segments behind it, and keep it for a person to look at.
-            let aside = seg.path.with_extension("wal.corrupt");
-            eprintln!("sink: {e}; moved to {}", aside.display());
-            let _ = std::fs::rename(&seg.path, &aside);
-            add(&stats.bad_segments, 1);
-            queue.pop_front();
-            stats.segments_pending.fetch_sub(1, Ordering::Relaxed);
-            continue;
-        }
         match upload_segment(store.as_ref(), &seg, &stats).await {
             Ok(()) => {
                 let size = std::fs::metadata(&seg.path).map_or(0, |m| m.len());
@@ -209,6 +196,16 @@ async fn run(
                 stats.segments_pending.fetch_sub(1, Ordering::Relaxed);
                 add(&stats.segments_uploaded, 1);
                 backoff = Duration::from_millis(100);
+            }
+            Err(e) if matches!(e.downcast_ref(), Some(crate::wal::WalError::NotASegment(_))) => {
+                // Not ours (or its header was destroyed): set it aside so it does not block
+                // the segments behind it, and keep it for a person to look at.
+                let aside = seg.path.with_extension("wal.corrupt");
+                eprintln!("sink: {e}; moved to {}", aside.display());
+                let _ = std::fs::rename(&seg.path, &aside);
+                add(&stats.bad_segments, 1);
+                queue.pop_front();
+                stats.segments_pending.fetch_sub(1, Ordering::Relaxed);
             }
             Err(e) => {
                 add(&stats.failures, 1);

@@ -126,25 +126,6 @@ impl Segment {
     }
 }
 
-/// Checks that `path` starts like a segment (an empty file counts: it was created but its
-/// header never reached the disk).
-pub fn read_segment_header(path: &Path) -> Result<(), WalError> {
-    let mut head = [0u8; HEADER];
-    let mut f = File::open(path).map_err(io(path))?;
-    let mut n = 0;
-    while n < HEADER {
-        match f.read(&mut head[n..]).map_err(io(path))? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    if n == 0 || (n == HEADER && &head == MAGIC) {
-        Ok(())
-    } else {
-        Err(WalError::NotASegment(path.to_owned()))
-    }
-}
-
 /// What reading a segment found.
 #[derive(Debug, Default)]
 pub struct SegmentContents {
