@@ -101,6 +101,8 @@ static VISITS: LazyLock<SchemaRef> = LazyLock::new(|| {
     fields.extend(VISITOR_STRINGS.iter().map(|n| s(n)));
     fields.extend([
         s("device_model"),
+        // desktop | mobile | tablet: the class rules and reports use.
+        s("device_type"),
         ArrowField::new("mobile", DataType::Boolean, true),
         ArrowField::new("bot", DataType::Boolean, true),
         ArrowField::new("node_id", DataType::Int32, false),

@@ -87,6 +87,7 @@ fn visits_batch_has_the_spec_columns_and_values() {
         "device_family",
         "device_brand",
         "device_model",
+        "device_type",
         "mobile",
         "bot",
         "node_id",
