@@ -1,10 +1,194 @@
-//! `query`: DataFusion reports over the store. Not built yet (issue 5); it says so and fails
-//! rather than print numbers it does not have.
+//! `query`: campaign reports, the conversion feed and SQL over the store the edge writes.
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "query: not built yet (issue 5). The store is plain Parquet meanwhile: e.g. \
-         duckdb -c \"select * from read_parquet('data/lake/visits/*/*/*.parquet', hive_partitioning=true)\""
-    );
-    std::process::ExitCode::from(2)
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use query::feed::FeedRequest;
+use query::names::Names;
+use query::output::{self, Format};
+use query::progress::Spinner;
+use query::report::ReportRequest;
+use query::{DateRange, Session, SessionOptions, dims, session};
+
+#[derive(Parser)]
+#[command(
+    name = "query",
+    version,
+    about = "Reports, the conversion feed and SQL over the click tracker's Parquet store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Metrics (visits, clicks, conversions, revenue, cost, profit, roi, cr, epc) by dimensions.
+    Report {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        range: Range,
+        /// Dimensions, comma-separated: campaign, traffic_source, network, offer, landing_page,
+        /// path, country, os, browser, device, date, hour, or a remapped name (source, var_2, …).
+        #[arg(long, default_value = "campaign")]
+        by: String,
+        /// Count visits flagged as bots too.
+        #[arg(long)]
+        include_bots: bool,
+        #[arg(long, default_value = "table", value_parser = parse_format)]
+        format: Format,
+    },
+    /// Conversions as NDJSON in the analytics-API payload shape.
+    Conversions {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        range: Range,
+        /// Only conversions attributed to this campaign.
+        #[arg(long)]
+        campaign: Option<String>,
+    },
+    /// Any SQL over the tables `visits` and `conversions`.
+    Sql {
+        #[command(flatten)]
+        common: Common,
+        /// The statement, e.g. "SELECT country, count(*) FROM visits GROUP BY 1".
+        statement: String,
+        #[arg(long, default_value = "table", value_parser = parse_format)]
+        format: Format,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// The store: file://PATH, s3://BUCKET[/PREFIX] (AWS_* environment) or memory://.
+    #[arg(long, default_value = "file://./data/lake")]
+    store: String,
+    /// The edge's config file, for names and offers' default payouts.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Memory a query may use (e.g. 512M, 4G; 0 = no limit). Default: half the machine's.
+    #[arg(long)]
+    memory_limit: Option<String>,
+    /// Threads to scan with (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Do not show the progress spinner on a terminal.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct Range {
+    /// First UTC date, YYYY-MM-DD (inclusive).
+    #[arg(long)]
+    from: Option<String>,
+    /// Last UTC date, YYYY-MM-DD (inclusive).
+    #[arg(long)]
+    to: Option<String>,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("query: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("query: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn open(common: &Common) -> anyhow::Result<(Session, Option<Names>)> {
+    let memory_limit = match &common.memory_limit {
+        Some(s) => session::parse_size(s)?,
+        None => session::default_memory_limit(),
+    };
+    let opts = SessionOptions {
+        memory_limit,
+        threads: common.threads,
+    };
+    let names = common.config.as_deref().map(Names::load).transpose()?;
+    Ok((Session::open(&common.store, &opts).await?, names))
+}
+
+fn spinner(common: &Common, what: &str, s: &Session) -> Spinner {
+    let show = !common.quiet && std::io::stderr().is_terminal();
+    Spinner::start(what, s.read.clone(), show)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    match cli.command {
+        Command::Report {
+            common,
+            range,
+            by,
+            include_bots,
+            format,
+        } => {
+            let dims = dims::parse(&by)?;
+            if dims.is_empty() {
+                anyhow::bail!(
+                    "--by needs at least one dimension; valid: {}",
+                    dims::fixed_names()
+                );
+            }
+            let req = ReportRequest {
+                range: DateRange::parse(range.from.as_deref(), range.to.as_deref())?,
+                dims,
+                include_bots,
+            };
+            let (session, names) = open(&common).await?;
+            let report = {
+                let _s = spinner(&common, "report", &session);
+                query::report::run(&session, &req, names.as_ref()).await?
+            };
+            output::report(&report, format, &mut out)?;
+        }
+        Command::Conversions {
+            common,
+            range,
+            campaign,
+        } => {
+            let req = FeedRequest {
+                range: DateRange::parse(range.from.as_deref(), range.to.as_deref())?,
+                campaign,
+            };
+            let (session, names) = open(&common).await?;
+            query::feed::run(&session, &req, names.as_ref(), &mut out).await?;
+        }
+        Command::Sql {
+            common,
+            statement,
+            format,
+        } => {
+            let (session, _) = open(&common).await?;
+            let batches = {
+                let _s = spinner(&common, "sql", &session);
+                session.ctx.sql(&statement).await?.collect().await?
+            };
+            output::batches(&batches, format, &mut out)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }

@@ -1,0 +1,353 @@
+//! `query conversions`: one JSON object per conversion, in the shape of the seed's analytics
+//! API payload (`../shared/seed/conversion-tracking.txt`): the conversion, the visit it is
+//! attributed to (query, remapped parameters, cost), where the visit was sent, who the
+//! visitor was, and the payout.
+
+use std::io::Write;
+
+use arrow::array::{Array, ArrayRef, AsArray, MapArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type};
+use chrono::{Days, NaiveDate};
+use futures::StreamExt;
+use serde_json::{Map, Value, json};
+
+use crate::names::Names;
+use crate::output::cents;
+use crate::session::Session;
+use crate::{DateRange, Result};
+
+/// Which conversions to write.
+#[derive(Debug, Clone, Default)]
+pub struct FeedRequest {
+    /// Conversions recorded within this range (by their own time).
+    pub range: DateRange,
+    /// Only conversions attributed to a visit of this campaign.
+    pub campaign: Option<String>,
+}
+
+/// SQL quoting of a string literal.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The feed's SQL: every conversion counted once (the latest report for a click and txid,
+/// as in reports), joined to its visit, in time order.
+pub fn sql(req: &FeedRequest) -> String {
+    let r = &req.range;
+    // A later report of the same conversion can only be in a later partition, so duplicates
+    // are resolved over everything from the range's start on; visits precede their
+    // conversions (allowing a day of clock difference between nodes).
+    let visit_parts = match r.to {
+        Some(t) => format!(
+            "v.dt <= '{}'",
+            t.checked_add_days(Days::new(1)).unwrap_or(t)
+        ),
+        None => "true".to_owned(),
+    };
+    let campaign = req.campaign.as_deref().map_or_else(
+        || "true".to_owned(),
+        |c| format!("v.campaign_id = {}", quote(c)),
+    );
+    format!(
+        "WITH c AS (
+            SELECT *, row_number() OVER (PARTITION BY click_id, coalesce(txid, '')
+                                         ORDER BY event_id DESC) AS nth
+            FROM conversions WHERE {from_parts}
+        )
+        SELECT c.event_id, c.ts, c.click_id, c.conversion_type, c.txid, c.status,
+               c.payout_micros, c.http_method, c.url, c.host, c.referer,
+               c.ip AS c_ip, c.forwarded_for AS c_forwarded_for, c.ua AS c_ua, c.lang AS c_lang,
+               v.event_id AS visit_id, v.ts AS visit_ts, v.query, v.remapped, v.cost_micros,
+               v.campaign_id, v.traffic_source_id, v.network_id, v.offer_id,
+               v.landing_page_id, v.location, v.ip, v.forwarded_for, v.ua, v.lang,
+               v.browser_family, v.browser_major, v.browser_minor, v.browser_patch,
+               v.os_family, v.os_major, v.os_minor, v.os_patch, v.os_patch_minor,
+               v.device_family, v.device_brand, v.device_model, v.mobile, v.bot,
+               v.country, v.geoname_id, v.tz
+        FROM c LEFT JOIN visits v
+          ON v.event_id = c.click_id AND v.kind = 'visit' AND {visit_parts}
+        WHERE c.nth = 1 AND {times} AND {campaign}
+        ORDER BY c.ts, c.event_id",
+        from_parts = partition_from(r.from),
+        times = r.times("c.ts"),
+    )
+}
+
+fn partition_from(from: Option<NaiveDate>) -> String {
+    from.map_or_else(|| "true".to_owned(), |f| format!("dt >= '{f}'"))
+}
+
+/// Streams the feed to `out` as NDJSON; returns the number of conversions written.
+pub async fn run(
+    session: &Session,
+    req: &FeedRequest,
+    names: Option<&Names>,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let mut stream = session.ctx.sql(&sql(req)).await?.execute_stream().await?;
+    let mut n = 0;
+    let empty = Names::default();
+    let names = names.unwrap_or(&empty);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let cols = Columns::new(&batch)?;
+        for row in 0..batch.num_rows() {
+            serde_json::to_writer(&mut *out, &cols.object(row, names))
+                .map_err(std::io::Error::from)?;
+            out.write_all(b"\n")?;
+            n += 1;
+        }
+    }
+    out.flush()?;
+    Ok(n)
+}
+
+/// The batch's columns, cast once to the types the writer reads.
+struct Columns<'a> {
+    batch: &'a RecordBatch,
+    strings: Vec<(&'static str, ArrayRef)>,
+}
+
+const STRINGS: [&str; 38] = [
+    "event_id",
+    "click_id",
+    "conversion_type",
+    "txid",
+    "status",
+    "http_method",
+    "url",
+    "host",
+    "referer",
+    "c_ip",
+    "c_forwarded_for",
+    "c_ua",
+    "c_lang",
+    "visit_id",
+    "campaign_id",
+    "traffic_source_id",
+    "network_id",
+    "offer_id",
+    "landing_page_id",
+    "location",
+    "ip",
+    "forwarded_for",
+    "ua",
+    "lang",
+    "browser_family",
+    "browser_major",
+    "browser_minor",
+    "browser_patch",
+    "os_family",
+    "os_major",
+    "os_minor",
+    "os_patch",
+    "os_patch_minor",
+    "device_family",
+    "device_brand",
+    "device_model",
+    "country",
+    "tz",
+];
+
+impl<'a> Columns<'a> {
+    fn new(batch: &'a RecordBatch) -> Result<Self> {
+        let strings = STRINGS
+            .iter()
+            .map(|n| Ok((*n, cast(column(batch, n), &DataType::Utf8)?)))
+            .collect::<Result<_>>()?;
+        Ok(Columns { batch, strings })
+    }
+
+    fn s(&self, name: &str, row: usize) -> Option<&str> {
+        let (_, a) = self.strings.iter().find(|(n, _)| *n == name)?;
+        let a = a.as_string::<i32>();
+        (!a.is_null(row)).then(|| a.value(row))
+    }
+
+    fn str_value(&self, name: &str, row: usize) -> Value {
+        self.s(name, row)
+            .map_or(Value::Null, |s| Value::String(s.to_owned()))
+    }
+
+    fn int(&self, name: &str, row: usize) -> Option<i64> {
+        let a = cast(column(self.batch, name), &DataType::Int64).ok()?;
+        let a = a.as_primitive::<Int64Type>();
+        (!a.is_null(row)).then(|| a.value(row))
+    }
+
+    fn ts(&self, name: &str, row: usize) -> Value {
+        let a = column(self.batch, name);
+        let ms = cast(a, &DataType::Int64).ok().and_then(|a| {
+            let a = a.as_primitive::<Int64Type>();
+            (!a.is_null(row)).then(|| a.value(row))
+        });
+        ms.and_then(chrono::DateTime::from_timestamp_millis)
+            .map_or(Value::Null, |t| {
+                Value::String(t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+            })
+    }
+
+    fn boolean(&self, name: &str, row: usize) -> Value {
+        let a = column(self.batch, name).as_boolean();
+        if a.is_null(row) {
+            Value::Null
+        } else {
+            a.value(row).into()
+        }
+    }
+
+    fn map(&self, name: &str, row: usize) -> Map<String, Value> {
+        let mut o = Map::new();
+        let Some(m) = column(self.batch, name).as_map_opt() else {
+            return o;
+        };
+        if m.is_null(row) {
+            return o;
+        }
+        let entries = map_entries(m, row);
+        for (k, v) in entries {
+            o.insert(k, v.map_or(Value::Null, Value::String));
+        }
+        o
+    }
+
+    /// `{"id": …, "name": …}` for an id, or null when there is none.
+    fn named<'n>(&self, col: &str, row: usize, name: impl Fn(&str) -> Option<&'n str>) -> Value {
+        match self.s(col, row) {
+            Some(id) => json!({ "id": id, "name": name(id) }),
+            None => Value::Null,
+        }
+    }
+
+    fn object(&self, row: usize, names: &Names) -> Value {
+        let known = self.s("visit_id", row).is_some();
+        let click_id = self.str_value("click_id", row);
+        let cost = self.int("cost_micros", row).unwrap_or(0);
+        let payout = self.int("payout_micros", row).unwrap_or_else(|| {
+            let offer = self.s("offer_id", row).unwrap_or_default();
+            names
+                .default_payouts
+                .iter()
+                .find(|(id, _)| id == offer)
+                .map_or(0, |(_, p)| *p)
+        });
+        let visit = if known {
+            let mut remapped = Map::new();
+            remapped.insert("event_id".into(), click_id.clone());
+            remapped.extend(self.map("remapped", row));
+            json!({
+                "id": click_id,
+                "type": "visit",
+                "payload": {
+                    "query": self.map("query", row),
+                    "remaped": remapped,
+                    "data": { "cost": units(cost), "costCents": cents(cost) },
+                },
+                "created_at": self.ts("visit_ts", row),
+            })
+        } else {
+            json!({ "id": click_id, "type": "visit", "payload": null, "created_at": null })
+        };
+        // Who converted: the visitor as seen at the visit, or the conversion's own request
+        // when the click is unknown.
+        let p = if known { "" } else { "c_" };
+        let client = json!({
+            "ip": self.str_value(&format!("{p}ip"), row),
+            "forwardedFor": self.str_value(&format!("{p}forwarded_for"), row),
+            "ua": self.str_value(&format!("{p}ua"), row),
+            "agent": {
+                "family": self.str_value("browser_family", row),
+                "major": self.str_value("browser_major", row),
+                "minor": self.str_value("browser_minor", row),
+                "patch": self.str_value("browser_patch", row),
+            },
+            "mobile": self.boolean("mobile", row),
+            "bot": self.boolean("bot", row),
+            "os": {
+                "family": self.str_value("os_family", row),
+                "major": self.str_value("os_major", row),
+                "minor": self.str_value("os_minor", row),
+                "patch": self.str_value("os_patch", row),
+                "patchMinor": self.str_value("os_patch_minor", row),
+            },
+            "device": {
+                "family": self.str_value("device_family", row),
+                "brand": self.str_value("device_brand", row),
+                "model": self.str_value("device_model", row),
+            },
+            "lang": self.str_value(&format!("{p}lang"), row),
+        });
+        json!({
+            "id": self.str_value("event_id", row),
+            "type": "conversion",
+            "visitEvent": visit,
+            "destination": {
+                "campaign": self.named("campaign_id", row, |id| names.campaign(id)),
+                "category": null,
+                "url": self.str_value("location", row),
+                "trafficSource": self.named("traffic_source_id", row, |id| names.traffic_source(id)),
+                "affiliateNetwork": self.named("network_id", row, |id| names.network(id)),
+                "offer": self.named("offer_id", row, |id| names.offer(id)),
+                // One link per offer in this tracker: the link is the offer's URL.
+                "offerLink": self.named("offer_id", row, |id| names.offer(id)),
+                "landingPage": self.named("landing_page_id", row, |id| names.landing_page(id)),
+            },
+            "source": {
+                "method": self.str_value("http_method", row),
+                "url": self.str_value("url", row),
+                "referer": self.str_value("referer", row),
+                "protocol": "http",
+                "host": self.str_value("host", row),
+            },
+            "client": client,
+            "geo": {
+                "country": self.str_value("country", row),
+                "geoname_id": self.int("geoname_id", row),
+                "tz": self.str_value("tz", row),
+            },
+            "payload": {
+                "data": {
+                    "conversion_type": self.str_value("conversion_type", row),
+                    "conversion_id": self.str_value("txid", row),
+                    "status": self.str_value("status", row),
+                    "payout": units(payout),
+                    "payoutCents": cents(payout),
+                    "cost": units(cost),
+                    "costCents": cents(cost),
+                }
+            },
+            "created_at": self.ts("ts", row),
+        })
+    }
+}
+
+fn column<'b>(batch: &'b RecordBatch, name: &str) -> &'b ArrayRef {
+    // Every name asked for is in the SELECT list of `sql`.
+    batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("feed query lacks column {name}"))
+}
+
+/// The entries of one map value as owned strings.
+fn map_entries(m: &MapArray, row: usize) -> Vec<(String, Option<String>)> {
+    let entries = m.value(row);
+    let (Ok(keys), Ok(values)) = (
+        cast(entries.column(0), &DataType::Utf8),
+        cast(entries.column(1), &DataType::Utf8),
+    ) else {
+        return Vec::new();
+    };
+    let (keys, values) = (keys.as_string::<i32>(), values.as_string::<i32>());
+    (0..keys.len())
+        .map(|i| {
+            let v = (!values.is_null(i)).then(|| values.value(i).to_owned());
+            (keys.value(i).to_owned(), v)
+        })
+        .collect()
+}
+
+/// Micro-units as a JSON number of currency units (exact for up to six decimals).
+fn units(micros: i64) -> Value {
+    json!(micros as f64 / 1e6)
+}

@@ -1,0 +1,50 @@
+//! The query tool: campaign reports, the analytics-API conversion feed and plain SQL over the
+//! Parquet store the sink writes, with DataFusion.
+//!
+//! [`session`] opens a store and registers its two tables, `visits` and `conversions`, with
+//! their Hive partitions (`dt`, `hour`) so that `--from/--to` skip whole directories.
+//! [`report`] computes the metrics of SPEC.md by any dimensions under the attribution rules
+//! of the README; [`feed`] writes conversions in the seed's payload shape; [`output`] renders
+//! tables, CSV and JSON.
+
+pub mod dims;
+pub mod feed;
+pub mod names;
+pub mod output;
+pub mod progress;
+pub mod range;
+pub mod report;
+pub mod session;
+
+pub use datafusion;
+pub use range::DateRange;
+pub use session::{Session, SessionOptions};
+
+use chrono::NaiveDate;
+
+/// Everything the query tool can refuse, each naming what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("bad {flag} value {value:?}: expected a date as YYYY-MM-DD")]
+    BadDate { flag: String, value: String },
+    #[error("--from {from} is after --to {to}")]
+    EmptyRange { from: NaiveDate, to: NaiveDate },
+    #[error("unknown dimension {name:?}; valid dimensions: {valid}")]
+    UnknownDimension { name: String, valid: String },
+    #[error("no store at {0}: the directory does not exist (is the path right, has the edge run?)")]
+    NoStore(String),
+    #[error(transparent)]
+    Store(#[from] sink::store::StoreError),
+    #[error("{0}")]
+    Config(#[from] edge::config::ConfigError),
+    #[error("bad --memory-limit {0:?}: expected a size like 512M, 4G or 0 for no limit")]
+    BadSize(String),
+    #[error("query failed: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("cannot write the output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = QueryError> = std::result::Result<T, E>;
