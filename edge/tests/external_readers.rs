@@ -4,46 +4,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{CAMP, Edge};
-
-fn ensure_python_readers() {
-    let have = |m: &str| {
-        Command::new("python3")
-            .args(["-c", &format!("import {m}")])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if have("pyarrow") && have("duckdb") {
-        return;
-    }
-    let st = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "pyarrow", "duckdb"])
-        .status()
-        .expect("python3 runs");
-    assert!(
-        st.success() && have("pyarrow") && have("duckdb"),
-        "this test needs pyarrow and duckdb: python3 -m pip install pyarrow duckdb"
-    );
-}
-
-fn python(script: &str, lake: &std::path::Path) -> serde_json::Value {
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(lake)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
-    })
-}
+use common::{CAMP, Edge, ensure_python_readers, python};
 
 const PYARROW: &str = r#"
 import json, os, sys

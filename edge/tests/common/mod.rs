@@ -378,3 +378,41 @@ pub fn strings(batches: &[arrow::record_batch::RecordBatch], name: &str) -> Vec<
         })
         .collect()
 }
+
+/// Installs pyarrow and duckdb from PyPI when they are missing.
+pub fn ensure_python_readers() {
+    let have = |m: &str| {
+        Command::new("python3")
+            .args(["-c", &format!("import {m}")])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if have("pyarrow") && have("duckdb") {
+        return;
+    }
+    let st = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "pyarrow", "duckdb"])
+        .status()
+        .expect("python3 runs");
+    assert!(
+        st.success() && have("pyarrow") && have("duckdb"),
+        "this test needs pyarrow and duckdb: python3 -m pip install pyarrow duckdb"
+    );
+}
+
+/// Runs a Python `script` with `lake` as its argument; its stdout is JSON.
+pub fn python(script: &str, lake: &std::path::Path) -> serde_json::Value {
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(lake)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
+    })
+}
