@@ -176,4 +176,27 @@ fn events_reach_s3_even_across_an_outage() {
         e.logged_events().is_empty(),
         "the WAL is empty once everything is in S3"
     );
+    // The query tool reports straight from S3. The postbacks named the seed's click id, which
+    // no visit here has: they form the unknown-click row, all twenty, counted once each.
+    for (k, v) in env {
+        // SAFETY: this test binary runs this one test; no other thread reads the environment.
+        unsafe { std::env::set_var(k, v) };
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let report = rt.block_on(async {
+        let s =
+            query::Session::open("s3://lake/tracker", &query::SessionOptions::default()).await?;
+        let req = query::report::ReportRequest {
+            dims: query::dims::parse("campaign")?,
+            ..Default::default()
+        };
+        query::report::run(&s, &req, None).await
+    });
+    let report = report.unwrap();
+    assert_eq!(report.rows.len(), 2, "{:?}", report.rows);
+    assert_eq!(report.rows[0].dims[0].as_deref(), Some(&CAMP[3..]));
+    assert_eq!(report.rows[0].metrics.visits, 20);
+    assert!(report.rows[1].unknown_click);
+    assert_eq!(report.rows[1].metrics.conversions, 20);
+    assert_eq!(report.totals.revenue_micros, 30_000_000);
 }

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::names::Names;
 use crate::output::cents;
 use crate::session::Session;
-use crate::{DateRange, Result};
+use crate::{DateRange, QueryError, Result};
 
 /// Which conversions to write.
 #[derive(Debug, Clone, Default)]
@@ -154,7 +154,7 @@ impl<'a> Columns<'a> {
     fn new(batch: &'a RecordBatch) -> Result<Self> {
         let strings = STRINGS
             .iter()
-            .map(|n| Ok((*n, cast(column(batch, n), &DataType::Utf8)?)))
+            .map(|n| Ok((*n, cast(column(batch, n)?, &DataType::Utf8)?)))
             .collect::<Result<_>>()?;
         Ok(Columns { batch, strings })
     }
@@ -171,14 +171,14 @@ impl<'a> Columns<'a> {
     }
 
     fn int(&self, name: &str, row: usize) -> Option<i64> {
-        let a = cast(column(self.batch, name), &DataType::Int64).ok()?;
+        let a = cast(column(self.batch, name).ok()?, &DataType::Int64).ok()?;
         let a = a.as_primitive::<Int64Type>();
         (!a.is_null(row)).then(|| a.value(row))
     }
 
     fn ts(&self, name: &str, row: usize) -> Value {
-        let a = column(self.batch, name);
-        let ms = cast(a, &DataType::Int64).ok().and_then(|a| {
+        let ms = column(self.batch, name).ok().and_then(|a| {
+            let a = cast(a, &DataType::Int64).ok()?;
             let a = a.as_primitive::<Int64Type>();
             (!a.is_null(row)).then(|| a.value(row))
         });
@@ -189,17 +189,18 @@ impl<'a> Columns<'a> {
     }
 
     fn boolean(&self, name: &str, row: usize) -> Value {
-        let a = column(self.batch, name).as_boolean();
-        if a.is_null(row) {
-            Value::Null
-        } else {
-            a.value(row).into()
+        match column(self.batch, name)
+            .ok()
+            .and_then(|a| a.as_boolean_opt())
+        {
+            Some(a) if !a.is_null(row) => a.value(row).into(),
+            _ => Value::Null,
         }
     }
 
     fn map(&self, name: &str, row: usize) -> Map<String, Value> {
         let mut o = Map::new();
-        let Some(m) = column(self.batch, name).as_map_opt() else {
+        let Some(m) = column(self.batch, name).ok().and_then(|a| a.as_map_opt()) else {
             return o;
         };
         if m.is_null(row) {
@@ -322,11 +323,12 @@ impl<'a> Columns<'a> {
     }
 }
 
-fn column<'b>(batch: &'b RecordBatch, name: &str) -> &'b ArrayRef {
-    // Every name asked for is in the SELECT list of `sql`.
-    batch
-        .column_by_name(name)
-        .unwrap_or_else(|| panic!("feed query lacks column {name}"))
+fn column<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b ArrayRef> {
+    batch.column_by_name(name).ok_or_else(|| {
+        QueryError::DataFusion(datafusion::error::DataFusionError::Internal(format!(
+            "the feed query returned no column {name}"
+        )))
+    })
 }
 
 /// The entries of one map value as owned strings.

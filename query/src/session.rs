@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::config::ConfigOptions;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -118,6 +119,16 @@ impl Session {
         o.execution.parquet.bloom_filter_on_read = true;
         // The sink's footers (many columns, page indexes) fit in one read of this size.
         o.execution.parquet.metadata_size_hint = Some(256 * 1024);
+        // Build a join's hash table once and share it between the probing threads, instead of
+        // repartitioning both sides by hash, up to this size: reports join a few million
+        // conversions with every visit, and moving tens of millions of probe rows between
+        // threads cost more than the join itself (4.0 s → 2.4 s over 50 M visits).
+        o.optimizer.hash_join_single_partition_threshold = 1 << 30;
+        o.optimizer.hash_join_single_partition_threshold_rows = 50_000_000;
+        // Any DataFusion setting can still be changed from the environment, e.g.
+        // DATAFUSION_EXECUTION_BATCH_SIZE=16384.
+        env_overrides(o)?;
+        let views = o.execution.parquet.schema_force_view_types;
         let mut runtime = RuntimeEnvBuilder::new();
         if opts.memory_limit > 0 {
             runtime = runtime.with_memory_limit(opts.memory_limit, 1.0);
@@ -128,16 +139,43 @@ impl Session {
         })?;
         ctx.register_object_store(&lake, Arc::new(store));
         for table in [TableKind::Visits, TableKind::Conversions] {
-            register(&ctx, table).await?;
+            register(&ctx, table, views).await?;
         }
         Ok(Session { ctx, read })
     }
 }
 
+/// Applies `DATAFUSION_*` environment variables (the setting's name in upper case, dots as
+/// underscores) over `o`.
+fn env_overrides(o: &mut ConfigOptions) -> Result<()> {
+    for entry in o.entries() {
+        let var = entry.key.to_uppercase().replace('.', "_");
+        if let Some(value) = std::env::var_os(&var) {
+            o.set(&entry.key, &value.to_string_lossy())?;
+        }
+    }
+    Ok(())
+}
+
+/// `schema` with its top-level strings as `Utf8View`: the Parquet reader then hands out views
+/// into the decoded pages instead of copying every string, and hashing and comparing them
+/// starts from an inline prefix.
+fn with_views(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
 /// Registers `table` as a listing table over `{store}/{table}/dt=…/hour=…/*.parquet`, with
-/// the sink's schema (files written before a column existed read it as null) and `dt`,
-/// `hour` as partition columns.
-async fn register(ctx: &SessionContext, table: TableKind) -> Result<()> {
+/// the sink's schema (files written before a column existed read it as null; strings as
+/// views when `views`) and `dt`, `hour` as partition columns.
+async fn register(ctx: &SessionContext, table: TableKind, views: bool) -> Result<()> {
     let path = ListingTableUrl::parse(format!("{STORE_URL}{}/", table.name()))?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
@@ -147,7 +185,11 @@ async fn register(ctx: &SessionContext, table: TableKind) -> Result<()> {
         ]);
     let config = ListingTableConfig::new(path)
         .with_listing_options(options)
-        .with_schema(table.schema());
+        .with_schema(if views {
+            with_views(&table.schema())
+        } else {
+            table.schema()
+        });
     ctx.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
     Ok(())
 }
