@@ -8,7 +8,7 @@ use std::io::Write;
 use arrow::array::{Array, ArrayRef, AsArray, MapArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type};
-use chrono::{Days, NaiveDate};
+use chrono::Days;
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
@@ -69,13 +69,9 @@ pub fn sql(req: &FeedRequest) -> String {
           ON v.event_id = c.click_id AND v.kind = 'visit' AND {visit_parts}
         WHERE c.nth = 1 AND {times} AND {campaign}
         ORDER BY c.ts, c.event_id",
-        from_parts = partition_from(r.from),
+        from_parts = DateRange { to: None, ..*r }.partitions(),
         times = r.times("c.ts"),
     )
-}
-
-fn partition_from(from: Option<NaiveDate>) -> String {
-    from.map_or_else(|| "true".to_owned(), |f| format!("dt >= '{f}'"))
 }
 
 /// Streams the feed to `out` as NDJSON; returns the number of conversions written.
@@ -107,6 +103,7 @@ pub async fn run(
 struct Columns<'a> {
     batch: &'a RecordBatch,
     strings: Vec<(&'static str, ArrayRef)>,
+    ints: Vec<(&'static str, ArrayRef)>,
 }
 
 const STRINGS: [&str; 38] = [
@@ -150,13 +147,28 @@ const STRINGS: [&str; 38] = [
     "tz",
 ];
 
+/// The integer and timestamp columns (timestamps read as milliseconds).
+const INTS: [&str; 5] = [
+    "payout_micros",
+    "cost_micros",
+    "geoname_id",
+    "ts",
+    "visit_ts",
+];
+
 impl<'a> Columns<'a> {
     fn new(batch: &'a RecordBatch) -> Result<Self> {
-        let strings = STRINGS
-            .iter()
-            .map(|n| Ok((*n, cast(column(batch, n)?, &DataType::Utf8)?)))
-            .collect::<Result<_>>()?;
-        Ok(Columns { batch, strings })
+        let cast_all = |names: &[&'static str], to: &DataType| {
+            names
+                .iter()
+                .map(|n| Ok((*n, cast(column(batch, n)?, to)?)))
+                .collect::<Result<Vec<_>>>()
+        };
+        Ok(Columns {
+            batch,
+            strings: cast_all(&STRINGS, &DataType::Utf8)?,
+            ints: cast_all(&INTS, &DataType::Int64)?,
+        })
     }
 
     fn s(&self, name: &str, row: usize) -> Option<&str> {
@@ -171,18 +183,14 @@ impl<'a> Columns<'a> {
     }
 
     fn int(&self, name: &str, row: usize) -> Option<i64> {
-        let a = cast(column(self.batch, name).ok()?, &DataType::Int64).ok()?;
+        let (_, a) = self.ints.iter().find(|(n, _)| *n == name)?;
         let a = a.as_primitive::<Int64Type>();
         (!a.is_null(row)).then(|| a.value(row))
     }
 
     fn ts(&self, name: &str, row: usize) -> Value {
-        let ms = column(self.batch, name).ok().and_then(|a| {
-            let a = cast(a, &DataType::Int64).ok()?;
-            let a = a.as_primitive::<Int64Type>();
-            (!a.is_null(row)).then(|| a.value(row))
-        });
-        ms.and_then(chrono::DateTime::from_timestamp_millis)
+        self.int(name, row)
+            .and_then(chrono::DateTime::from_timestamp_millis)
             .map_or(Value::Null, |t| {
                 Value::String(t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
             })
