@@ -272,26 +272,60 @@ impl WalWriter {
     }
 }
 
+/// Takes what every channel holds (up to a full batch). `after` runs once each channel has
+/// been swept (a hook for tests). Answers whether anything was taken.
+fn sweep(
+    rxs: &mut Vec<Receiver<Event>>,
+    st: &mut State,
+    scratch: &mut Vec<u8>,
+    after: &mut dyn FnMut(usize),
+) -> bool {
+    let mut got = false;
+    let mut i = 0;
+    rxs.retain(|rx| {
+        let keep = loop {
+            if st.buf.len() >= st.cfg.max_batch_bytes {
+                break true;
+            }
+            match rx.try_recv() {
+                Ok(event) => {
+                    got = true;
+                    st.take(event, scratch);
+                }
+                Err(TryRecvError::Empty) => break true,
+                Err(TryRecvError::Disconnected) => break false,
+            }
+        };
+        after(i);
+        i += 1;
+        keep
+    });
+    got
+}
+
+/// Gathers the next batch. When it holds an acknowledgement, every channel is swept once
+/// more before the commit: an event a worker queued before the acknowledged one was
+/// queued — a visit whose redirect the client saw before it sent the postback, possibly
+/// through another worker — is then in this batch or an earlier one, so a conversion is
+/// never acknowledged while its visit could still be lost.
+fn gather(
+    rxs: &mut Vec<Receiver<Event>>,
+    st: &mut State,
+    scratch: &mut Vec<u8>,
+    after: &mut dyn FnMut(usize),
+) -> bool {
+    let mut got = sweep(rxs, st, scratch, after);
+    if got && !st.acks.is_empty() {
+        got |= sweep(rxs, st, scratch, after);
+    }
+    got
+}
+
 fn run(mut rxs: Vec<Receiver<Event>>, mut st: State) {
     let mut scratch = Vec::with_capacity(4096);
     let mut nap = Duration::from_micros(100);
     while !rxs.is_empty() || st.records > 0 {
-        let mut got = false;
-        rxs.retain(|rx| {
-            loop {
-                if st.buf.len() >= st.cfg.max_batch_bytes {
-                    break true;
-                }
-                match rx.try_recv() {
-                    Ok(event) => {
-                        got = true;
-                        st.take(event, &mut scratch);
-                    }
-                    Err(TryRecvError::Empty) => break true,
-                    Err(TryRecvError::Disconnected) => break false,
-                }
-            }
-        });
+        let got = gather(&mut rxs, &mut st, &mut scratch, &mut |_| {});
         if st.due() || (rxs.is_empty() && st.records > 0) {
             st.commit();
         }

@@ -197,3 +197,46 @@ fn segments_also_roll_by_event_count_and_age() {
     w.join();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_batch_with_an_ack_holds_every_event_queued_before_it_on_any_channel() {
+    // Worker 0 queues a visit just after the sweep passed its channel; worker 1 then queues
+    // the postback for that visit's click. The visit must be in the batch that acknowledges
+    // the postback, or a crash after the acknowledgement could lose the visit.
+    let dir = tmp("causal");
+    let (tx0, rx0) = crossbeam_channel::bounded(8);
+    let (tx1, rx1) = crossbeam_channel::bounded(8);
+    let mut st = State {
+        buf: Vec::new(),
+        cfg: WalConfig::new(dir.clone()),
+        segment: None,
+        next_seq: 1,
+        records: 0,
+        acks: Vec::new(),
+        oldest: None,
+        stats: Arc::new(WalStats::default()),
+        sealed: None,
+    };
+    let mut rxs = vec![rx0, rx1];
+    let mut scratch = Vec::new();
+    let mut once = true;
+    let mut receivers = Vec::new();
+    let mut after = |channel: usize| {
+        if channel == 0 && std::mem::take(&mut once) {
+            tx0.send(event(EventKind::Visit, 1)).unwrap();
+            let mut postback = event(EventKind::Postback, 2);
+            let (sender, receiver) = ack::pair();
+            postback.ack = Some(sender);
+            receivers.push(receiver);
+            tx1.send(postback).unwrap();
+        }
+    };
+    assert!(gather(&mut rxs, &mut st, &mut scratch, &mut after));
+    assert!(st.due(), "a batch with an ack is due at once");
+    assert_eq!(st.records, 2, "the visit queued first is in the same batch");
+    st.commit();
+    assert!(block_on(receivers.pop().unwrap()));
+    let kinds: Vec<_> = logged(&dir).iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Postback, EventKind::Visit]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
