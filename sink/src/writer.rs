@@ -178,8 +178,9 @@ impl State {
                     .as_ref()
                     .is_some_and(|s| s.bytes >= self.cfg.segment_bytes)
                 {
-                    self.segment = None;
-                    add(&self.stats.sealed, 1);
+                    // Full: hand it to the uploader now (dropping it here would leave it in
+                    // the log until the next start).
+                    self.seal();
                 }
             }
             Err(WalError::Full(_)) => {
