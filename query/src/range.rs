@@ -16,6 +16,9 @@ const SKEW_DAYS: u64 = 1;
 pub struct DateRange {
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
+    /// Exact bounds in Unix milliseconds `[start, end)` within those dates, when the range is
+    /// narrower than whole days (a load test's run; see [`DateRange::window`]).
+    pub window: Option<(i64, i64)>,
 }
 
 /// Parses `YYYY-MM-DD`, naming the flag in the error.
@@ -40,18 +43,48 @@ impl DateRange {
         {
             return Err(QueryError::EmptyRange { from: f, to: t });
         }
-        Ok(DateRange { from, to })
+        Ok(DateRange {
+            from,
+            to,
+            window: None,
+        })
+    }
+
+    /// The milliseconds `[start_ms, end_ms)`, within the UTC dates that hold them.
+    pub fn window(start_ms: i64, end_ms: i64) -> Self {
+        let day = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.date_naive());
+        DateRange {
+            from: day(start_ms),
+            to: day(end_ms.max(start_ms + 1) - 1),
+            window: Some((start_ms, end_ms)),
+        }
     }
 
     /// First millisecond of the range, if bounded below.
     pub fn start_ms(&self) -> Option<i64> {
-        self.from.map(midnight_ms)
+        match self.window {
+            Some((start, _)) => Some(start),
+            None => self.from.map(midnight_ms),
+        }
     }
 
     /// First millisecond after the range, if bounded above.
     pub fn end_ms(&self) -> Option<i64> {
-        self.to
-            .map(|d| midnight_ms(d.checked_add_days(Days::new(1)).unwrap_or(d)))
+        match self.window {
+            Some((_, end)) => Some(end),
+            None => self
+                .to
+                .map(|d| midnight_ms(d.checked_add_days(Days::new(1)).unwrap_or(d))),
+        }
+    }
+
+    /// SQL predicate selecting a table's rows made within the range: its partitions and,
+    /// for a window narrower than whole days, its event ids too.
+    pub fn rows(&self) -> String {
+        match self.window {
+            Some(_) => format!("{} AND {}", self.partitions(), self.ids("event_id")),
+            None => self.partitions(),
+        }
     }
 
     /// SQL predicate on a table's `dt` partition column (always true when unbounded).
@@ -182,5 +215,23 @@ mod tests {
         let last_ms =
             sink::EventId::new(r.end_ms().unwrap() as u64 - 1, 65535, 255, 1 << 23).to_hex();
         assert!(std::str::from_utf8(&last_ms).unwrap() < hi.as_str());
+    }
+
+    #[test]
+    fn a_window_bounds_ids_to_the_millisecond_and_dates_to_its_days() {
+        // 2026-11-27T23:59:59.500Z to 2026-11-28T00:00:01Z.
+        let (start, end) = (1_795_823_999_500, 1_795_824_001_000);
+        let r = DateRange::window(start, end);
+        assert_eq!(r.partitions(), "dt >= '2026-11-27' AND dt <= '2026-11-28'");
+        assert_eq!(
+            r.rows(),
+            format!(
+                "dt >= '2026-11-27' AND dt <= '2026-11-28' AND event_id >= '{start:012x}' \
+                 AND event_id < '{end:012x}'"
+            )
+        );
+        assert_eq!(r.conversions_of_clicks(), "dt >= '2026-11-26'");
+        let day = DateRange::parse(Some("2026-11-27"), None).unwrap();
+        assert_eq!(day.rows(), day.partitions());
     }
 }

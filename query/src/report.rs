@@ -150,7 +150,7 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
         FROM c FULL OUTER JOIN v ON v.visit_key = c.click_id
         WHERE coalesce(v.keep, true)
         GROUP BY 1{keys}",
-        visits = r.partitions(),
+        visits = r.rows(),
         conv_parts = r.conversions_of_clicks(),
         conv_ids = r.ids("click_id"),
         f = ID_LEN + 1,
