@@ -1,0 +1,164 @@
+//! The loadtest harness against the real edge binary: a run's ledger must match the store
+//! event by event, a store missing acknowledged events must be caught, and a `kill -9` in
+//! the middle of a run must lose nothing that was acknowledged.
+
+mod common;
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use common::{DRIVERS, Edge, TempDir};
+use loadtest::ledger::Ledger;
+use loadtest::plan::{Plan, Stop};
+use loadtest::verify::{Verdict, verify};
+use query::{Session, SessionOptions};
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn check(ledger: &std::path::Path, lake: &std::path::Path) -> Verdict {
+    let l = Ledger::read(ledger).unwrap();
+    let store = format!("file://{}", lake.display());
+    block_on(async {
+        let s = Session::open(&store, &SessionOptions::default()).await?;
+        verify(&l, &s, 50).await
+    })
+    .unwrap()
+}
+
+/// A busy funnel: many conversions, pixels, duplicates and upsells.
+fn plan(edge: &Edge, ledger: &std::path::Path, stop: Stop, driver: &str) -> Plan {
+    let mut p = Plan::new(&format!("http://{}", edge.addr)).unwrap();
+    p.connections = 8;
+    p.pipeline = 4;
+    p.stop = stop;
+    p.conversion_rate = 0.2;
+    p.pixel_share = 0.3;
+    p.duplicate_rate = 0.3;
+    p.upsell_rate = 0.2;
+    p.ledger = Some(ledger.to_owned());
+    p.driver = match driver {
+        "legacy" => loadtest::plan::DriverChoice::Legacy,
+        _ => loadtest::plan::DriverChoice::IoUring,
+    };
+    p
+}
+
+#[test]
+fn a_run_matches_the_store_event_by_event_and_a_missing_event_is_caught() {
+    for driver in DRIVERS {
+        let dir = TempDir::new("lt-run");
+        let ledger = dir.0.join("run.ledger");
+        let mut e = Edge::demo(driver);
+        let done =
+            loadtest::run::run(plan(&e, &ledger, Stop::Requests(20_000), driver), false).unwrap();
+        e.signal("TERM");
+        assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
+        let s = &done.stats;
+        assert_eq!(s.answered(), 20_000, "{driver}: every request answered");
+        assert!(s.errors.is_empty(), "{driver}: {:?}", s.errors);
+        assert!(s.conversions > 1000 && s.duplicates > 100 && s.upsells > 100);
+        let pixels = s.steps[loadtest::funnel::Step::Pixel.index()].answered();
+        assert!(pixels > 100, "{driver}: pixels sent");
+
+        let lake = e.data.join("lake");
+        let v = check(&ledger, &lake);
+        assert_eq!(v.difference_count, 0, "{driver}: {:#?}", v.differences);
+        assert_eq!(v.json["visits"]["stored"], v.json["visits"]["answered"]);
+        assert_eq!(
+            v.json["conversions"]["acknowledged_stored"],
+            v.json["conversions"]["acknowledged"]
+        );
+        // Duplicates count once in the report: fewer conversions than acknowledged calls.
+        let reported = v.json["report"]["conversions"].as_i64().unwrap();
+        let acked = v.json["conversions"]["acknowledged"].as_i64().unwrap();
+        assert!(reported > 0 && reported < acked, "{reported} vs {acked}");
+
+        // A ledger claiming one more acknowledged postback and one more redirected visit
+        // than the edge ever saw: both are reported, nothing else.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&ledger)
+            .unwrap();
+        let ghost = sink::EventId::new(v_start(&ledger) + 1, 9, 9, 9);
+        writeln!(f, "V\t{}\t{ghost}", v_start(&ledger) + 1).unwrap();
+        let real = Ledger::read(&ledger).unwrap().visits[0].0;
+        writeln!(
+            f,
+            "C\t{}\tp\t{real}\tghost-txid\t1000000\tsale\tok\t200",
+            v_start(&ledger) + 2
+        )
+        .unwrap();
+        drop(f);
+        let v = check(&ledger, &lake);
+        assert_eq!(v.difference_count, 2, "{:#?}", v.differences);
+        assert!(v.differences.iter().any(|d| d.contains(&ghost.to_string())));
+        assert!(v.differences.iter().any(|d| d.contains("ghost-txid")));
+
+        // Conversions gone from the store: every acknowledged one is listed as missing.
+        std::fs::remove_dir_all(lake.join("conversions")).unwrap();
+        std::fs::create_dir_all(lake.join("conversions")).unwrap();
+        let v = check(&ledger, &lake);
+        assert!(
+            v.difference_count as i64 > acked / 2,
+            "{}",
+            v.difference_count
+        );
+        assert!(
+            v.differences
+                .iter()
+                .filter(|d| d.contains("acknowledged 1 times but is stored 0"))
+                .count()
+                > 10,
+            "{:#?}",
+            v.differences
+        );
+    }
+}
+
+fn v_start(ledger: &std::path::Path) -> u64 {
+    Ledger::read(ledger).unwrap().start_ms
+}
+
+#[test]
+fn kill_9_mid_run_loses_nothing_acknowledged() {
+    let data = TempDir::new("lt-kill");
+    let ledger = data.0.join("run.ledger");
+    let mut e = Edge::start_in(&["--workers", "2"], &data.0);
+    let p = plan(
+        &e,
+        &ledger,
+        Stop::After(Duration::from_millis(2500)),
+        "io_uring",
+    );
+    let run = std::thread::spawn(move || loadtest::run::run(p, false).unwrap());
+    std::thread::sleep(Duration::from_millis(1000));
+    e.kill9();
+    let done = run.join().unwrap();
+    assert!(done.stats.transport_errors() > 0, "the run saw the edge go");
+    // A clean start uploads what the killed edge left in its WAL; SIGTERM flushes.
+    let mut e = Edge::start_in(&["--workers", "1"], &data.0);
+    e.signal("TERM");
+    assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
+    let v = check(&ledger, &data.0.join("lake"));
+    assert_eq!(
+        v.difference_count, 0,
+        "{:#?}\n{:#?}",
+        v.differences, v.summary
+    );
+    assert_eq!(v.json["crashed"], true);
+    let visits = &v.json["visits"];
+    assert!(visits["stored"].as_u64().unwrap() > 1000);
+    assert_eq!(
+        visits["stored"].as_u64().unwrap() + visits["lost_after_last_ack"].as_u64().unwrap(),
+        visits["answered"].as_u64().unwrap()
+    );
+    let c = &v.json["conversions"];
+    assert_eq!(c["acknowledged_stored"], c["acknowledged"]);
+}
