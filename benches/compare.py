@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
-"""Side-by-side: the edge against nginx and a bare monoio server, on the same core.
+"""Side-by-side: the edge against nginx and a bare monoio server, on the same core, driven
+by wrk and by our own loadtest.
 
-Each server is pinned to one core (SERVER_CPU) and driven by wrk pinned to another
+Each server is pinned to one core (SERVER_CPU) and driven by the generator pinned to another
 (LOAD_CPU); the runs are interleaved (ROUNDS rounds), so a noisy neighbour hurts every
 server alike. The steady figure is the server core's CPU time per request, read from
 /proc/stat for that core (user + nice + system + irq + softirq) and divided by the
-requests wrk counted. Run through benches/compare.sh, which builds and installs what
-this needs.
+requests the generator counted; the generator's core is read the same way, so the two
+generators can be compared by what each request costs them.
+
+Then two edge-only measurements: scaling (one worker on one core against two workers on
+both, by the edge process's CPU time per request) and memory (RSS with IDLE idle keep-alive
+connections open, against nginx holding the same). Run through benches/compare.sh, which
+builds and installs what this needs.
 """
 
 import json
@@ -24,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 EDGE = os.path.join(TARGET, "release", "edge")
 BARE = os.path.join(TARGET, "release", "bare")
+LOADTEST = os.path.join(TARGET, "release", "loadtest")
 # Optional: another edge binary to run beside this one (e.g. a build without the sink).
 EDGE_BASELINE = os.environ.get("EDGE_BASELINE", "")
 EDGE_BASELINE_ARGS = os.environ.get("EDGE_BASELINE_ARGS", "").split()
@@ -32,9 +39,15 @@ CONNS = int(os.environ.get("CONNS", "64"))
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
 SERVER_CPU = int(os.environ.get("SERVER_CPU", "0"))
 LOAD_CPU = int(os.environ.get("LOAD_CPU", "1"))
+PIPELINE = int(os.environ.get("PIPELINE", "16"))
+IDLE = int(os.environ.get("IDLE", "10000"))
 HZ = os.sysconf("SC_CLK_TCK")
 
-CAMPAIGN = "/c/5aaea5a02d38914cfd2ad8c1?utm_source=blog&utm_medium=review&utm_content=hero"
+# The request loadtest sends first (its visits rotate the last digit and the user agent),
+# so that both generators ask the servers for the same work.
+CAMPAIGN = "/c/5aaea5a02d38914cfd2ad8c1?utm_source=loadtest&utm_medium=funnel&utm_content=c0"
+WRK_HEADERS = ["-H", "User-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+               "Chrome/131.0.0.0 Safari/537.36", "-H", "Accept-Language: en-US,en;q=0.9"]
 PIXEL = "/p.gif?cid=0167a15c98772c0004000001&payout=1.5&type=lead"
 LOCATION = "https://offers.example.com/drip?aff_sub=0167a15c98772c0004000001&src=blog&medium=review"
 
@@ -44,9 +57,11 @@ daemon off;
 master_process off;
 pid {work}/nginx.pid;
 error_log {work}/nginx-error.log;
-events {{ worker_connections 8192; }}
+worker_rlimit_nofile 65536;
+events {{ worker_connections 65536; }}
 http {{
   access_log {work}/access.log;
+  keepalive_requests 100000000;
   server {{
     listen 127.0.0.1:{port} reuseport backlog=4096;
     location = /p.gif {{ empty_gif; add_header Cache-Control no-store; }}
@@ -90,7 +105,7 @@ def parse_latency(text):
 
 def run_wrk(url, duration):
     out = subprocess.run(
-        ["taskset", "-c", str(LOAD_CPU), "wrk", "-t1", f"-c{CONNS}", f"-d{duration}s", "--latency", url],
+        ["taskset", "-c", str(LOAD_CPU), "wrk", "-t1", f"-c{CONNS}", f"-d{duration}s", "--latency", *WRK_HEADERS, url],
         capture_output=True, text=True, check=True,
     ).stdout
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
@@ -100,14 +115,47 @@ def run_wrk(url, duration):
     return reqs, rps, parse_latency(out), (int(bad.group(1)) if bad else 0), (errors.group(1) if errors else "")
 
 
-def start(kind, work):
-    pin = ["taskset", "-c", str(SERVER_CPU)]
+def run_loadtest(port, duration, pipeline=1, conversion_rate=0.0, cpu=None, extra=()):
+    """Our generator; returns what run_wrk does (the funnel's steps summed)."""
+    pin = ["taskset", "-c", str(LOAD_CPU if cpu is None else cpu)]
+    out = subprocess.run(
+        pin + [LOADTEST, "--target", f"http://127.0.0.1:{port}", "-c", str(CONNS), "-d", f"{duration}s",
+               "--pipeline", str(pipeline), "--conversion-rate", str(conversion_rate), "--json", *extra],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    j = json.loads(out)
+    steps = j["steps"]
+    reqs = j["requests"]
+    expected = {"visit": "302", "click": "302", "postback": "200", "pixel": "200"}
+    bad = sum(n for name, st in steps.items() for code, n in st["statuses"].items() if code != expected[name])
+    p99 = max(st["latency"]["p99_ms"] for st in steps.values()) * 1000 if steps else float("nan")
+    errs = " ".join(f"{k} {v}" for k, v in j["errors"].items())
+    return reqs, j["rps"], p99, bad, errs
+
+
+def proc_cpu_jiffies(pid):
+    """utime + stime of a process and all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def start(kind, work, cpus=None, workers=1):
+    pin = ["taskset", "-c", str(SERVER_CPU) if cpus is None else cpus]
     if kind in ("edge", "edge-base"):
         port = 18092
         env = dict(os.environ, RUST_LOG="warn")
         data = f"{work}/edge-data"
         shutil.rmtree(data, ignore_errors=True)
-        cmd = [EDGE, "--listen", f"127.0.0.1:{port}", "--workers", "1", "--data-dir", data]
+        cmd = [EDGE, "--listen", f"127.0.0.1:{port}", "--workers", str(workers), "--data-dir", data]
         if kind == "edge-base":
             cmd = [EDGE_BASELINE] + cmd[1:5] + EDGE_BASELINE_ARGS
         p = subprocess.Popen(pin + cmd,
@@ -128,53 +176,166 @@ def start(kind, work):
     return p, port
 
 
-def main():
-    work = tempfile.mkdtemp(prefix="compare-")
-    plan = [("edge", "redirect", CAMPAIGN), ("nginx", "redirect", CAMPAIGN), ("bare", "redirect", CAMPAIGN),
-            ("bare+nap", "redirect", CAMPAIGN), ("edge", "pixel", PIXEL), ("nginx", "pixel", PIXEL)]
+GENERATORS = {
+    # name: (function(port, duration) -> results, what it is)
+    "wrk": lambda port, path, d: run_wrk(f"http://127.0.0.1:{port}{path}", d),
+    "loadtest": lambda port, path, d: run_loadtest(port, d),
+    "loadtest-p": lambda port, path, d: run_loadtest(port, d, pipeline=PIPELINE),
+    "funnel": lambda port, path, d: run_loadtest(port, d, conversion_rate=0.05),
+}
+
+
+def interleaved(work):
+    plan = [("edge", "redirect", CAMPAIGN, "wrk"), ("nginx", "redirect", CAMPAIGN, "wrk"),
+            ("bare", "redirect", CAMPAIGN, "wrk"), ("bare+nap", "redirect", CAMPAIGN, "wrk"),
+            ("edge", "pixel", PIXEL, "wrk"), ("nginx", "pixel", PIXEL, "wrk"),
+            ("edge", "redirect", CAMPAIGN, "loadtest"), ("nginx", "redirect", CAMPAIGN, "loadtest"),
+            ("bare", "redirect", CAMPAIGN, "loadtest"),
+            ("edge", "redirect", CAMPAIGN, "loadtest-p"), ("nginx", "redirect", CAMPAIGN, "loadtest-p"),
+            ("bare", "redirect", CAMPAIGN, "loadtest-p"),
+            ("edge", "funnel", CAMPAIGN, "funnel")]
     if EDGE_BASELINE:
-        plan += [("edge-base", "redirect", CAMPAIGN), ("edge-base", "pixel", PIXEL)]
+        plan += [("edge-base", "redirect", CAMPAIGN, "wrk"), ("edge-base", "pixel", PIXEL, "wrk")]
     rows = []
-    print(f"server cpu {SERVER_CPU}, wrk cpu {LOAD_CPU}, {CONNS} connections, {DURATION}s x {ROUNDS} rounds", flush=True)
+    print(f"server cpu {SERVER_CPU}, generator cpu {LOAD_CPU}, {CONNS} connections, {DURATION}s x {ROUNDS} rounds, "
+          f"loadtest-p = pipeline {PIPELINE}, funnel = loadtest with 5% conversions", flush=True)
     for rnd in range(ROUNDS):
-        for kind, route, path in plan:
+        for kind, route, path, gen in plan:
             p, port = start(kind, work)
             try:
-                url = f"http://127.0.0.1:{port}{path}"
-                run_wrk(url, 1)  # warm-up
-                before = cpu_jiffies(SERVER_CPU)
-                reqs, rps, p99, bad, errs = run_wrk(url, DURATION)
-                used = cpu_jiffies(SERVER_CPU) - before
+                GENERATORS[gen](port, path, 1)  # warm-up
+                before, gen_before = cpu_jiffies(SERVER_CPU), cpu_jiffies(LOAD_CPU)
+                reqs, rps, p99, bad, errs = GENERATORS[gen](port, path, DURATION)
+                used, gen_used = cpu_jiffies(SERVER_CPU) - before, cpu_jiffies(LOAD_CPU) - gen_before
             finally:
                 p.terminate()
                 p.wait(timeout=20)
             cpu_us = used / HZ * 1e6 / max(reqs, 1)
-            row = dict(round=rnd + 1, server=kind, route=route, requests=reqs, rps=rps, p99_us=p99,
-                       cpu_us_per_req=cpu_us, non_2xx_3xx=bad, socket_errors=errs)
+            gen_us = gen_used / HZ * 1e6 / max(reqs, 1)
+            row = dict(round=rnd + 1, server=kind, route=route, generator=gen, requests=reqs, rps=rps, p99_us=p99,
+                       cpu_us_per_req=cpu_us, gen_cpu_us_per_req=gen_us, non_2xx_3xx=bad, socket_errors=errs)
             rows.append(row)
-            print(f"  round {rnd + 1} {kind:9} {route:8} {rps:10.0f} rps  p99 {p99:8.0f} us  "
-                  f"cpu {cpu_us:6.2f} us/req  bad {bad} {errs}", flush=True)
+            print(f"  round {rnd + 1} {kind:9} {route:8} {gen:10} {rps:10.0f} rps  p99 {p99:8.0f} us  "
+                  f"cpu {cpu_us:6.2f} us/req  generator {gen_us:6.2f} us/req  bad {bad} {errs}", flush=True)
 
-    def med(kind, route, key):
-        vals = [r[key] for r in rows if r["server"] == kind and r["route"] == route]
+    def med(kind, route, gen, key):
+        vals = [r[key] for r in rows if r["server"] == kind and r["route"] == route and r["generator"] == gen]
         return statistics.median(vals) if vals else float("nan")
 
-    bare_cpu = med("bare", "redirect", "cpu_us_per_req")
-    nap_cpu = med("bare+nap", "redirect", "cpu_us_per_req")
-    print("\nmedians (ratios against the baselines measured in this run)")
-    print(f"{'server':9} {'route':8} {'rps':>10} {'p99 us':>8} {'cpu us/req':>10} {'cpu/bare':>8} "
-          f"{'cpu/bare+nap':>12} {'rps/nginx':>9} {'p99/nginx':>9}")
+    print("\nmedians (ratios against the baselines measured in this run; cpu = the server core's)")
+    print(f"{'server':9} {'route':8} {'generator':10} {'rps':>10} {'p99 us':>8} {'cpu us/req':>10} {'cpu/bare':>8} "
+          f"{'cpu/bare+nap':>12} {'rps/nginx':>9} {'p99/nginx':>9} {'gen us/req':>10} {'rps/wrk':>8}")
     summary = []
-    for kind, route, _ in plan:
-        rps, p99, cpu = med(kind, route, "rps"), med(kind, route, "p99_us"), med(kind, route, "cpu_us_per_req")
-        n_rps, n_p99 = med("nginx", route, "rps"), med("nginx", route, "p99_us")
-        s = dict(server=kind, route=route, rps=rps, p99_us=p99, cpu_us_per_req=cpu, cpu_vs_bare=cpu / bare_cpu,
-                 cpu_vs_bare_nap=cpu / nap_cpu, rps_vs_nginx=rps / n_rps, p99_vs_nginx=p99 / n_p99)
+    for kind, route, _, gen in plan:
+        rps, p99, cpu = med(kind, route, gen, "rps"), med(kind, route, gen, "p99_us"), med(kind, route, gen, "cpu_us_per_req")
+        gen_us = med(kind, route, gen, "gen_cpu_us_per_req")
+        base_route = "redirect" if route == "funnel" else route
+        base_gen = "loadtest" if gen == "funnel" else gen
+        bare_cpu = med("bare", base_route, base_gen, "cpu_us_per_req")
+        nap_cpu = med("bare+nap", base_route, "wrk", "cpu_us_per_req")
+        n_rps, n_p99 = med("nginx", base_route, base_gen, "rps"), med("nginx", base_route, base_gen, "p99_us")
+        w_rps = med(kind, route, "wrk", "rps")
+        s = dict(server=kind, route=route, generator=gen, rps=rps, p99_us=p99, cpu_us_per_req=cpu,
+                 cpu_vs_bare=cpu / bare_cpu, cpu_vs_bare_nap=cpu / nap_cpu, rps_vs_nginx=rps / n_rps,
+                 p99_vs_nginx=p99 / n_p99, gen_cpu_us_per_req=gen_us, rps_vs_wrk=rps / w_rps)
         summary.append(s)
-        print(f"{kind:9} {route:8} {rps:10.0f} {p99:8.0f} {cpu:10.2f} {s['cpu_vs_bare']:8.3f} "
-              f"{s['cpu_vs_bare_nap']:12.3f} {s['rps_vs_nginx']:9.3f} {s['p99_vs_nginx']:9.3f}")
+        print(f"{kind:9} {route:8} {gen:10} {rps:10.0f} {p99:8.0f} {cpu:10.2f} {s['cpu_vs_bare']:8.3f} "
+              f"{s['cpu_vs_bare_nap']:12.3f} {s['rps_vs_nginx']:9.3f} {s['p99_vs_nginx']:9.3f} {gen_us:10.2f} "
+              f"{s['rps_vs_wrk']:8.3f}")
+    return rows, summary
+
+
+def scaling(work):
+    """One edge worker on one core against two workers on that core and two on both cores, each
+    driven by loadtest (pipelined) on LOAD_CPU: the edge process's CPU time per request (its
+    WAL thread included). Two workers on one core show what workers share; two on two cores
+    also pay for sharing the second core with the generator."""
+    rows = []
+    configs = [("1 worker, 1 core", 1, str(SERVER_CPU)), ("2 workers, 1 core", 2, str(SERVER_CPU)),
+               ("2 workers, 2 cores", 2, f"{SERVER_CPU},{LOAD_CPU}")]
+    print(f"\nscaling: edge workers and cores; loadtest pipeline {PIPELINE} on cpu {LOAD_CPU}", flush=True)
+    for rnd in range(ROUNDS):
+        for name, workers, cpus in configs:
+            p, port = start("edge", work, cpus=cpus, workers=workers)
+            try:
+                run_loadtest(port, 1, pipeline=PIPELINE)
+                before = proc_cpu_jiffies(p.pid)
+                reqs, rps, p99, bad, errs = run_loadtest(port, DURATION, pipeline=PIPELINE)
+                used = proc_cpu_jiffies(p.pid) - before
+            finally:
+                p.terminate()
+                p.wait(timeout=20)
+            cpu_us = used / HZ * 1e6 / max(reqs, 1)
+            busy = used / HZ / DURATION
+            rows.append(dict(round=rnd + 1, config=name, rps=rps, cpu_us_per_req=cpu_us, busy_cores=busy,
+                             rps_per_busy_core=rps / max(busy, 1e-9), bad=bad, errors=errs))
+            print(f"  round {rnd + 1} {name:18}: {rps:10.0f} rps  edge cpu {cpu_us:6.2f} us/req  "
+                  f"busy cores {busy:4.2f}  rps per busy core {rps / max(busy, 1e-9):10.0f}  bad {bad} {errs}",
+                  flush=True)
+    med = {name: statistics.median(r["cpu_us_per_req"] for r in rows if r["config"] == name) for name, _, _ in configs}
+    base = med[configs[0][0]]
+    print("medians: " + ", ".join(f"{n} {v:.2f} us/req ({v / base:.3f}x)" for n, v in med.items()))
+    return dict(rows=rows, cpu_us_per_req=med, ratio_to_one_worker={n: v / base for n, v in med.items()})
+
+
+def idle_connections(port, n):
+    """Opens n keep-alive connections, each answered once, and returns them (left open)."""
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        got = b""
+        while b"\r\n\r\n" not in got:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise RuntimeError("closed before answering")
+            got += chunk
+        socks.append(s)
+    return socks
+
+
+def memory(work):
+    """RSS of the edge (one worker) and of nginx with IDLE idle keep-alive connections open."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, IDLE + 1024)), hard))
+    out = {}
+    print(f"\nmemory: RSS with {IDLE} idle keep-alive connections", flush=True)
+    for kind in ("edge", "nginx"):
+        p, port = start(kind, work)
+        try:
+            time.sleep(0.5)
+            before = rss_kib(p.pid)
+            socks = idle_connections(port, IDLE)
+            time.sleep(1.0)
+            after = rss_kib(p.pid)
+            alive = sum(1 for s in socks if s.fileno() >= 0)
+            for s in socks:
+                s.close()
+        finally:
+            p.terminate()
+            p.wait(timeout=20)
+        out[kind] = dict(rss_before_kib=before, rss_idle_kib=after, connections=alive)
+        print(f"  {kind:6} RSS {before / 1024:7.1f} MiB at rest, {after / 1024:7.1f} MiB with {alive} idle connections "
+              f"({(after - before) / max(alive, 1):.2f} KiB per connection)", flush=True)
+    out["edge_vs_nginx"] = out["edge"]["rss_idle_kib"] / out["nginx"]["rss_idle_kib"]
+    print(f"edge/nginx RSS with {IDLE} idle connections: {out['edge_vs_nginx']:.3f}")
+    return out
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="compare-")
+    only = set(os.environ.get("ONLY", "interleaved,scaling,memory").split(","))
+    result = {}
+    if "interleaved" in only:
+        rows, summary = interleaved(work)
+        result.update(rows=rows, summary=summary)
+    if "scaling" in only:
+        result["scaling"] = scaling(work)
+    if "memory" in only:
+        result["memory"] = memory(work)
     with open(os.path.join(work, "compare.json"), "w") as f:
-        json.dump(dict(rows=rows, summary=summary), f, indent=1)
+        json.dump(result, f, indent=1)
     print(f"\nraw results: {work}/compare.json")
 
 

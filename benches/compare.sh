@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: edge vs nginx (return 302 + access log) vs a bare monoio server,
-# each pinned to one core and driven by wrk from the other. See benches/compare.py.
+# each pinned to one core and driven by wrk and by loadtest from the other; then the
+# edge's scaling from one worker to two and its memory with 10k idle connections.
+#   ONLY=interleaved,scaling,memory PIPELINE=16 IDLE=10000 (see benches/compare.py)
 #   DURATION=10 ROUNDS=2 CONNS=64 benches/compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,5 +14,5 @@ if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
     exit 1
   fi
 fi
-cargo build --release -p edge -p benches --bin edge --bin bare
+cargo build --release -p edge -p benches -p loadtest --bin edge --bin bare --bin loadtest
 exec python3 benches/compare.py "$@"

@@ -12,4 +12,5 @@ pub mod ledger;
 pub mod plan;
 pub mod run;
 pub mod stats;
+#[cfg(feature = "verify")]
 pub mod verify;
