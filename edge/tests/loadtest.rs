@@ -140,10 +140,34 @@ fn kill_9_mid_run_loses_nothing_acknowledged() {
     let run = std::thread::spawn(move || loadtest::run::run(p, false).unwrap());
     std::thread::sleep(Duration::from_millis(1000));
     e.kill9();
+    let killed_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // Back on the same address: the run goes on against it, including the conversions of
+    // clicks whose visits died with the first process. The new edge first uploads what the
+    // killed one left in its WAL.
+    std::thread::sleep(Duration::from_millis(200));
+    let store = format!("file://{}", data.0.join("lake").display());
+    let mut e = Edge::start_at(
+        &e.addr.to_string(),
+        &["--workers", "2"],
+        &data.0,
+        &store,
+        &[],
+    );
     let done = run.join().unwrap();
     assert!(done.stats.transport_errors() > 0, "the run saw the edge go");
-    // A clean start uploads what the killed edge left in its WAL; SIGTERM flushes.
-    let mut e = Edge::start_in(&["--workers", "1"], &data.0);
+    let after = Ledger::read(&ledger)
+        .unwrap()
+        .visits
+        .iter()
+        .filter(|v| v.1 > killed_ms)
+        .count();
+    assert!(
+        after > 1000,
+        "the run went on after the restart: {after} visits"
+    );
     e.signal("TERM");
     assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
     let v = check(&ledger, &data.0.join("lake"));
@@ -161,4 +185,30 @@ fn kill_9_mid_run_loses_nothing_acknowledged() {
     );
     let c = &v.json["conversions"];
     assert_eq!(c["acknowledged_stored"], c["acknowledged"]);
+}
+
+#[test]
+fn the_open_loop_keeps_its_schedule() {
+    // 4 000 requests per second for 1.5 s: about 6 000 requests, whatever the edge's speed
+    // (a closed loop would send as many as it could).
+    let dir = TempDir::new("lt-open");
+    let mut e = Edge::demo("io_uring");
+    let mut p = plan(
+        &e,
+        &dir.0.join("open.ledger"),
+        Stop::After(Duration::from_millis(1500)),
+        "legacy",
+    );
+    p.rate = Some(4000.0);
+    p.connections = 4;
+    p.pipeline = 1;
+    let done = loadtest::run::run(p, false).unwrap();
+    e.signal("TERM");
+    assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
+    let n = done.stats.answered();
+    assert!(
+        (4_800..=6_200).contains(&n),
+        "{n} answers at 4000/s for 1.5 s"
+    );
+    assert!(done.stats.errors.is_empty(), "{:?}", done.stats.errors);
 }

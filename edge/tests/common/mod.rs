@@ -95,9 +95,21 @@ impl Edge {
 
     /// Starts with `data_dir` = `data`, the store at `store` and extra environment variables.
     pub fn start_with(args: &[&str], data: &Path, store: &str, env: &[(&str, &str)]) -> Edge {
+        Edge::start_at("127.0.0.1:0", args, data, store, env)
+    }
+
+    /// Starts listening on `listen` (e.g. the address of an edge that was killed, to restart it
+    /// where its clients are).
+    pub fn start_at(
+        listen: &str,
+        args: &[&str],
+        data: &Path,
+        store: &str,
+        env: &[(&str, &str)],
+    ) -> Edge {
         let mut child = Command::new(bin())
             .args(args)
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", listen, "--data-dir"])
             .arg(data)
             .args(["--store", store])
             .envs(env.iter().copied())
