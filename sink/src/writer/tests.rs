@@ -261,8 +261,15 @@ fn every_segment_rolled_by_size_is_handed_to_the_uploader() {
     drop(tx);
     w.join();
     let announced: Vec<u64> = sealed_rx.try_iter().map(|s| s.seq).collect();
-    let on_disk: Vec<u64> = list_segments(&dir).unwrap().into_iter().map(|(s, _)| s).collect();
+    let on_disk: Vec<u64> = list_segments(&dir)
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
     assert!(on_disk.len() > 3, "the test must roll several segments");
-    assert_eq!(announced, on_disk, "every segment written is announced once");
+    assert_eq!(
+        announced, on_disk,
+        "every segment written is announced once"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
