@@ -7,20 +7,11 @@ mod common;
 use std::io::Write as _;
 use std::time::Duration;
 
-use common::{DRIVERS, Edge, TempDir};
+use common::{DRIVERS, Edge, TempDir, block_on};
 use loadtest::ledger::Ledger;
 use loadtest::plan::{Plan, Stop};
 use loadtest::verify::{Verdict, verify};
 use query::{Session, SessionOptions};
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 fn check(ledger: &std::path::Path, lake: &std::path::Path) -> Verdict {
     let l = Ledger::read(ledger).unwrap();

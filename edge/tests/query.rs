@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use common::{Edge, ensure_python_readers, python};
+use common::{Edge, block_on, ensure_python_readers, python};
 use query::dims;
 use query::names::Names;
 use query::report::{Metrics, ReportRequest};
@@ -94,15 +94,6 @@ fn attribute(sent: &[Sent], default_payout: &dyn Fn(&str) -> i64) -> HashMap<Str
 
 fn micros_text(m: i64) -> String {
     format!("{}.{:06}", m / 1_000_000, m % 1_000_000)
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 const DUCKDB_BY_CAMPAIGN: &str = r#"

@@ -261,6 +261,9 @@ fn verify_main(
     json: bool,
     threads: usize,
 ) -> ExitCode {
+    use loadtest::ledger::Ledger;
+    use loadtest::verify;
+    use query::{Session, SessionOptions};
     let l = match Ledger::read(ledger) {
         Ok(l) => l,
         Err(e) => {
@@ -268,26 +271,13 @@ fn verify_main(
             return ExitCode::from(2);
         }
     };
-    let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    } else {
-        threads
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .max_blocking_threads(2 * threads)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    let (rt, threads) = match query::session::runtime(threads) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("loadtest verify: cannot start the runtime: {e}");
             return ExitCode::from(2);
         }
     };
-    use loadtest::ledger::Ledger;
-    use loadtest::verify;
-    use query::{Session, SessionOptions};
     let opts = SessionOptions {
         threads,
         ..SessionOptions::default()

@@ -73,6 +73,18 @@ pub struct Totals {
     pub revenue_micros: i64,
 }
 
+impl std::fmt::Display for Totals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} visits, {} conversions, revenue {}",
+            self.visits,
+            self.conversions,
+            query::output::money(self.revenue_micros)
+        )
+    }
+}
+
 /// What verify found.
 #[derive(Debug, Default)]
 pub struct Verdict {
@@ -350,16 +362,7 @@ pub async fn verify(l: &Ledger, session: &Session, limit: usize) -> query::Resul
     }
     if got != expected {
         v.differ(limit, || {
-            format!(
-                "the report shows {} visits, {} conversions, revenue {}; the accepted events make \
-                 {} visits, {} conversions, revenue {}",
-                got.visits,
-                got.conversions,
-                query::output::money(got.revenue_micros),
-                expected.visits,
-                expected.conversions,
-                query::output::money(expected.revenue_micros)
-            )
+            format!("the report shows {got}; the accepted events make {expected}")
         });
     }
 
@@ -410,16 +413,7 @@ pub async fn verify(l: &Ledger, session: &Session, limit: usize) -> query::Resul
         ),
     );
     let mut line = String::new();
-    let _ = write!(
-        line,
-        "report: {} visits, {} conversions, revenue {} (expected {}, {}, {})",
-        got.visits,
-        got.conversions,
-        query::output::money(got.revenue_micros),
-        expected.visits,
-        expected.conversions,
-        query::output::money(expected.revenue_micros)
-    );
+    let _ = write!(line, "report: {got} (expected {expected})");
     if unknown_click > 0 || !orphans.is_empty() {
         let _ = write!(
             line,

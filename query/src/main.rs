@@ -115,22 +115,9 @@ fn main() -> ExitCode {
         | Command::Conversions { common, .. }
         | Command::Sql { common, .. } => common.threads,
     };
-    let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    } else {
-        threads
-    };
-    // As many workers as scan threads, and few blocking threads for file reads (the local
-    // store reads files on them): left at tokio's default, a report started over a hundred
-    // and spent seconds of system time in futex wake-ups on two cores.
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .max_blocking_threads(2 * threads)
-        .thread_name("query")
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    // As many workers as scan threads (see `session::runtime`).
+    let rt = match session::runtime(threads) {
+        Ok((rt, _)) => rt,
         Err(e) => {
             eprintln!("query: cannot start the runtime: {e}");
             return ExitCode::from(1);

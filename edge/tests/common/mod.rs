@@ -428,3 +428,13 @@ pub fn python(script: &str, lake: &std::path::Path) -> serde_json::Value {
         panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
     })
 }
+
+/// Runs a future (the query crate's) on a small tokio runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
