@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use sink::geo::{GeoDb, Locator};
 use sink::uploader::Uploader;
 use sink::writer::WalWriter;
 
@@ -100,6 +101,33 @@ fn bump(c: &std::sync::atomic::AtomicU64) {
     c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Where `scripts/fetch-data.sh` puts the GeoIP database, which the built-in demo uses when
+/// it is there.
+const DEMO_GEOIP_DB: &str = "GeoLite2-City.mmdb";
+
+/// Opens `server.geoip_db` (for the demo: `data_dir/GeoLite2-City.mmdb` if present).
+fn locator(settings: &Settings, demo: bool) -> anyhow::Result<Option<Arc<Locator>>> {
+    let path = match (&settings.geoip_db, settings.wal.dir.parent()) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(data)) if demo && data.join(DEMO_GEOIP_DB).is_file() => {
+            Some(data.join(DEMO_GEOIP_DB))
+        }
+        _ => None,
+    };
+    let Some(path) = path else {
+        tracing::info!(
+            "no GeoIP database (server.geoip_db): country, geoname_id and tz stay empty"
+        );
+        return Ok(None);
+    };
+    let db = GeoDb::open(&path).map_err(|e| anyhow::anyhow!("server.geoip_db: {e}"))?;
+    tracing::info!(database = db.kind(), path = %path.display(), "visitors are located by GeoIP");
+    Ok(Some(Arc::new(Locator {
+        db,
+        proxies: settings.trusted_proxies.clone(),
+    })))
+}
+
 /// Runs the edge until SIGTERM or SIGINT.
 pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
     // Signals first, so one that arrives during start-up is not lost to the default action.
@@ -123,11 +151,13 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
             "uploading WAL segments left by an earlier run"
         );
     }
+    let locator = locator(&settings, path.is_none())?;
     let uploader = Uploader::spawn(
         store,
         wal.backlog.clone(),
         sealed_rx,
         Arc::clone(&wal.stats),
+        locator,
     )?;
     let metrics = Arc::new(Metrics::new(
         settings.workers,

@@ -2,8 +2,10 @@
 //! needs a restart).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use sink::geo::Cidr;
 use sink::writer::WalConfig;
 
 use crate::config::{ConfigError, ServerConfig};
@@ -48,6 +50,10 @@ pub struct Settings {
     pub wal: WalConfig,
     /// Object store URL the Parquet files go to.
     pub store: String,
+    /// The MaxMind database visits are located with, if any.
+    pub geoip_db: Option<PathBuf>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 fn positive(v: u64, key: &str) -> Result<u64, ConfigError> {
@@ -92,14 +98,19 @@ impl Settings {
                 ));
             }
         }
-        for (i, cidr) in s.trusted_proxies.iter().enumerate() {
-            if !valid_cidr(cidr) {
-                return Err(ConfigError::invalid(
-                    format!("server.trusted_proxies[{i}]"),
-                    format!("{cidr:?} is not an address or CIDR like 10.0.0.0/8"),
-                ));
-            }
-        }
+        let trusted_proxies = s
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, cidr)| {
+                Cidr::parse(cidr).ok_or_else(|| {
+                    ConfigError::invalid(
+                        format!("server.trusted_proxies[{i}]"),
+                        format!("{cidr:?} is not an address or CIDR like 10.0.0.0/8"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         positive(s.flush_interval_ms, "server.flush_interval_ms")?;
         let limits = Limits {
             max_head: positive(s.max_request_head as u64, "server.max_request_head")? as usize,
@@ -136,20 +147,10 @@ impl Settings {
             )?),
             wal,
             store: s.store.clone(),
+            geoip_db: (!s.geoip_db.is_empty()).then(|| PathBuf::from(&s.geoip_db)),
+            trusted_proxies,
         })
     }
-}
-
-fn valid_cidr(s: &str) -> bool {
-    let (addr, bits) = match s.split_once('/') {
-        Some((a, b)) => (a, Some(b)),
-        None => (s, None),
-    };
-    let Ok(ip) = addr.parse::<std::net::IpAddr>() else {
-        return false;
-    };
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    bits.is_none_or(|b| b.parse::<u8>().is_ok_and(|b| b <= max))
 }
 
 #[cfg(test)]
@@ -189,18 +190,21 @@ mod tests {
     }
 
     #[test]
-    fn cidrs() {
-        for ok in [
-            "127.0.0.1/32",
-            "10.0.0.0/8",
-            "::1",
-            "2001:db8::/32",
-            "1.2.3.4",
-        ] {
-            assert!(valid_cidr(ok), "{ok}");
-        }
+    fn trusted_proxies_are_parsed_at_load() {
+        let c = ServerConfig {
+            trusted_proxies: vec![
+                "127.0.0.1".into(),
+                "10.0.0.0/8".into(),
+                "2001:db8::/32".into(),
+            ],
+            ..ServerConfig::default()
+        };
+        let s = Settings::from_config(&c).unwrap();
+        assert_eq!(s.trusted_proxies.len(), 3);
+        assert!(s.trusted_proxies[1].contains("10.9.8.7".parse().unwrap()));
         for bad in ["1.2.3.4/33", "::/129", "x/8", "1.2.3/8", ""] {
-            assert!(!valid_cidr(bad), "{bad}");
+            let e = err(|s| s.trusted_proxies = vec!["::1".into(), bad.into()]);
+            assert!(e.starts_with("server.trusted_proxies[1]:"), "{bad}: {e}");
         }
     }
 }

@@ -13,6 +13,7 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 use crate::event::{Event, EventKind, Field, format_ip};
+use crate::geo::Locator;
 use crate::url;
 
 /// The two tables of the store.
@@ -55,7 +56,8 @@ fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
 
-/// Columns of strings that stay null until GeoIP and user-agent parsing land (issue 7).
+/// Columns of visitor facts: `country` and `tz` are filled when the sink has a GeoIP database
+/// ([`Builder::locate_with`]); the user-agent ones stay null until user-agent parsing lands.
 const VISITOR_STRINGS: [&str; 13] = [
     "country",
     "tz",
@@ -168,6 +170,15 @@ pub struct Builder {
     query: MapBuilder<StringBuilder, StringBuilder>,
     remapped: MapBuilder<StringBuilder, StringBuilder>,
     scratch: Vec<u8>,
+    /// Visits only: where each visitor is, with the columns it fills.
+    geo: Option<GeoColumns>,
+}
+
+struct GeoColumns {
+    locator: Arc<Locator>,
+    country: StringBuilder,
+    geoname_id: Int64Builder,
+    tz: StringBuilder,
 }
 
 impl Builder {
@@ -223,7 +234,22 @@ impl Builder {
             query: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
             remapped: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
             scratch: Vec::new(),
+            geo: None,
         }
+    }
+
+    /// Fills visits' `country`, `geoname_id` and `tz` from the visitor's address (the
+    /// client behind trusted proxies) with `locator`'s database.
+    pub fn locate_with(mut self, locator: Arc<Locator>) -> Self {
+        if self.table == TableKind::Visits {
+            self.geo = Some(GeoColumns {
+                locator,
+                country: StringBuilder::new(),
+                geoname_id: Int64Builder::new(),
+                tz: StringBuilder::new(),
+            });
+        }
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -267,13 +293,20 @@ impl Builder {
                     self.remapped.values().append_value(text(v));
                 }
                 let _ = self.remapped.append(true);
+                if let Some(g) = &mut self.geo {
+                    let at = g.locator.locate(e.peer, e.get(Field::ForwardedFor));
+                    g.country.append_option(at.country);
+                    g.geoname_id.append_option(at.geoname_id.map(i64::from));
+                    g.tz.append_option(at.tz);
+                }
             }
             TableKind::Conversions => self.payout.append_option(e.payout_micros),
         }
     }
 
     /// The rows appended so far as a record batch; the builder starts over empty. Columns are
-    /// matched to the schema by name; the ones nothing fills yet (GeoIP, user agent) are null.
+    /// matched to the schema by name; the ones nothing fills (user agent; GeoIP without a
+    /// database) are null.
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
         let rows = std::mem::take(&mut self.rows);
         let mut cols: HashMap<&'static str, ArrayRef> = HashMap::with_capacity(40);
@@ -292,6 +325,11 @@ impl Builder {
                 cols.insert("cost_micros", Arc::new(self.cost.finish()));
                 cols.insert("query", Arc::new(self.query.finish()));
                 cols.insert("remapped", Arc::new(self.remapped.finish()));
+                if let Some(g) = &mut self.geo {
+                    cols.insert("country", Arc::new(g.country.finish()));
+                    cols.insert("geoname_id", Arc::new(g.geoname_id.finish()));
+                    cols.insert("tz", Arc::new(g.tz.finish()));
+                }
             }
             TableKind::Conversions => {
                 cols.insert("method", kind);

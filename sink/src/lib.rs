@@ -8,6 +8,7 @@
 pub mod ack;
 pub mod columns;
 pub mod event;
+pub mod geo;
 pub mod id;
 pub mod money;
 pub mod store;

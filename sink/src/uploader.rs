@@ -19,6 +19,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use crate::columns::{Builder, TableKind};
 use crate::event::Event;
+use crate::geo::Locator;
 use crate::store::{encode_parquet, object_path};
 use crate::wal::read_segment;
 use crate::writer::WalStats;
@@ -101,6 +102,7 @@ impl Uploader {
         backlog: Vec<Sealed>,
         sealed: Receiver<Sealed>,
         wal: Arc<WalStats>,
+        locator: Option<Arc<Locator>>,
     ) -> std::io::Result<Uploader> {
         let stats = Arc::new(UploadStats::default());
         stats
@@ -124,7 +126,7 @@ impl Uploader {
                         return backlog.len();
                     }
                 };
-                rt.block_on(run(store, backlog, sealed, s, wal))
+                rt.block_on(run(store, backlog, sealed, s, wal, locator))
             })?;
         Ok(Uploader { stats, thread })
     }
@@ -141,6 +143,7 @@ async fn run(
     sealed: Receiver<Sealed>,
     stats: Arc<UploadStats>,
     wal: Arc<WalStats>,
+    locator: Option<Arc<Locator>>,
 ) -> usize {
     let mut queue: std::collections::VecDeque<Sealed> = backlog.into();
     let mut stopping: Option<Instant> = None;
@@ -174,7 +177,7 @@ async fn run(
             }
             continue;
         };
-        match upload_segment(store.as_ref(), &seg, &stats).await {
+        match upload_segment(store.as_ref(), &seg, &stats, locator.as_ref()).await {
             Ok(()) => {
                 let size = std::fs::metadata(&seg.path).map_or(0, |m| m.len());
                 match std::fs::remove_file(&seg.path) {
@@ -232,6 +235,7 @@ pub async fn upload_segment(
     store: &dyn ObjectStore,
     seg: &Sealed,
     stats: &UploadStats,
+    locator: Option<&Arc<Locator>>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let contents = read_segment(&seg.path)?;
     if contents.torn_bytes > 0 {
@@ -259,6 +263,9 @@ pub async fn upload_segment(
     for ((table, node, hour), mut events) in parts {
         events.sort_by_key(|e| e.id);
         let mut b = Builder::with_capacity(table, events.len());
+        if let Some(l) = locator {
+            b = b.locate_with(Arc::clone(l));
+        }
         for e in &events {
             b.append(e);
         }

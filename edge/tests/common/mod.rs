@@ -438,3 +438,40 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .unwrap()
         .block_on(f)
 }
+
+/// The data files `scripts/fetch-data.sh` fetches (GeoLite2 City, uap-core's regexes), in a
+/// directory shared by test runs; fetched once when missing.
+pub fn data_files() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join("clicktracker-data");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-data.sh");
+        let st = Command::new("bash")
+            .arg(&script)
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "scripts/fetch-data.sh failed");
+        dir
+    })
+    .clone()
+}
+
+/// Every value of an Int64 column, nulls as None.
+pub fn ints(batches: &[arrow::record_batch::RecordBatch], name: &str) -> Vec<Option<i64>> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Int64Type;
+    batches
+        .iter()
+        .flat_map(|b| {
+            let col = b
+                .column_by_name(name)
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .clone();
+            (0..col.len())
+                .map(|i| (!col.is_null(i)).then(|| col.value(i)))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

@@ -1,0 +1,90 @@
+//! GeoIP through the real edge: visits are located by the client address (behind a trusted
+//! proxy, the right-most untrusted `X-Forwarded-For` entry) with MaxMind's GeoLite2 City
+//! database, and the store's `country`, `geoname_id` and `tz` columns carry the result.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{CAMP, Edge, data_files, ints, strings};
+
+#[test]
+fn visits_are_located_by_the_client_behind_trusted_proxies() {
+    let db = data_files().join("GeoLite2-City.mmdb");
+    let config = edge::config::DEMO_CONFIG.replace(
+        "flush_interval_ms = 60000",
+        &format!(
+            "flush_interval_ms = 60000\ngeoip_db = {:?}\ntrusted_proxies = [\"127.0.0.1/32\"]",
+            db.display()
+        ),
+    );
+    let mut e = Edge::with_config("io_uring", &config);
+    e.wait_for_log("visitors are located by GeoIP", Duration::from_secs(10));
+    // (X-Forwarded-For, expected country, geoname_id, tz); the edge's peer is 127.0.0.1.
+    let cases: [(&str, &str, Option<i64>, &str); 5] = [
+        ("81.2.69.142", "GB", Some(2_635_167), "Europe/London"),
+        // A forged left-most entry is ignored: the proxy appended the real address.
+        ("81.2.69.142, 8.8.8.8", "US", Some(6_252_001), ""),
+        ("::ffff:81.2.69.142", "GB", Some(2_635_167), "Europe/London"),
+        // No header: the peer itself, loopback, is nowhere.
+        ("", "", None, ""),
+        ("not an address", "", None, ""),
+    ];
+    for (i, (xff, ..)) in cases.iter().enumerate() {
+        let mut c = e.connect();
+        let header = if xff.is_empty() {
+            String::new()
+        } else {
+            format!("X-Forwarded-For: {xff}\r\n")
+        };
+        c.send(&format!(
+            "GET {CAMP}?utm_content=case{i} HTTP/1.1\r\nHost: t\r\n{header}Connection: close\r\n\r\n"
+        ));
+        assert_eq!(c.response().status, 302);
+    }
+    e.signal("TERM");
+    assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
+    let visits = e.stored("visits");
+    let urls = strings(&visits, "url");
+    let (countries, geonames, tzs) = (
+        strings(&visits, "country"),
+        ints(&visits, "geoname_id"),
+        strings(&visits, "tz"),
+    );
+    assert_eq!(urls.len(), cases.len());
+    for (i, (xff, country, geoname, tz)) in cases.iter().enumerate() {
+        let row = urls
+            .iter()
+            .position(|u| u.ends_with(&format!("case{i}")))
+            .unwrap();
+        assert_eq!(
+            (countries[row].as_str(), geonames[row], tzs[row].as_str()),
+            (*country, *geoname, *tz),
+            "X-Forwarded-For: {xff:?}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_geoip_database_stops_the_start_naming_the_key() {
+    let dir = common::TempDir::new("geo-bad");
+    let bad = dir.write("broken.mmdb", "not a database");
+    let config = edge::config::DEMO_CONFIG.replace(
+        "flush_interval_ms = 60000",
+        &format!("flush_interval_ms = 60000\ngeoip_db = {:?}", bad.display()),
+    );
+    let path = dir.write("edge.toml", &config);
+    let out = std::process::Command::new(common::bin())
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.0.join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server.geoip_db") && err.contains("broken.mmdb"),
+        "{err}"
+    );
+}

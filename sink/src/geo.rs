@@ -1,0 +1,288 @@
+//! Where a visitor is: the client address behind trusted proxies, and its country, GeoNames
+//! id and time zone from a MaxMind database (GeoIP2/GeoLite2 City or Country).
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use maxminddb::Reader;
+
+/// An address range, `10.0.0.0/8` or `2001:db8::/32` (a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let net: IpAddr = addr.trim().parse().ok()?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|&p| p <= max)?,
+            None => max,
+        };
+        Some(Cidr { net, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.net, unmap(ip)) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `::ffff:a.b.c.d` as the IPv4 address it is; other addresses unchanged.
+pub fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn trusted(ip: IpAddr, proxies: &[Cidr]) -> bool {
+    proxies.iter().any(|c| c.contains(ip))
+}
+
+/// The visitor's address. The socket's peer, unless the peer is a trusted proxy: then the
+/// right-most address of `X-Forwarded-For` that is not itself trusted (what nginx's
+/// `real_ip_recursive on` does), so a client cannot pick its country by sending the header
+/// itself. An unparsable entry stops the walk at the address after it.
+pub fn client_ip(peer: IpAddr, forwarded_for: &[u8], proxies: &[Cidr]) -> IpAddr {
+    let peer = unmap(peer);
+    if forwarded_for.is_empty() || !trusted(peer, proxies) {
+        return peer;
+    }
+    let mut client = peer;
+    for part in forwarded_for.rsplit(|&b| b == b',') {
+        let Some(ip) = std::str::from_utf8(part)
+            .ok()
+            .and_then(|s| parse_forwarded(s.trim()))
+        else {
+            break;
+        };
+        client = unmap(ip);
+        if !trusted(client, proxies) {
+            break;
+        }
+    }
+    client
+}
+
+/// An `X-Forwarded-For` entry: an address, maybe with a port (`1.2.3.4:5678`, `[2001:db8::1]:80`).
+fn parse_forwarded(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        return rest.split_once(']').and_then(|(a, _)| a.parse().ok());
+    }
+    s.rsplit_once(':')
+        .and_then(|(a, _)| a.parse::<std::net::Ipv4Addr>().ok())
+        .map(IpAddr::V4)
+}
+
+/// What the database knows of an address; any part may be missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Geo {
+    /// ISO 3166-1 alpha-2, e.g. `US`.
+    pub country: Option<String>,
+    /// The country's GeoNames id, e.g. 6252001 for the United States.
+    pub geoname_id: Option<u32>,
+    /// IANA time zone of the location, e.g. `America/Chicago` (City databases only).
+    pub tz: Option<String>,
+}
+
+/// Why a database cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: not a readable MaxMind database: {reason}")]
+pub struct GeoError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// An open MaxMind database, read into memory once; lookups take no lock.
+pub struct GeoDb {
+    reader: Reader<Vec<u8>>,
+}
+
+impl std::fmt::Debug for GeoDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GeoDb({})", self.reader.metadata.database_type)
+    }
+}
+
+impl GeoDb {
+    pub fn open(path: &Path) -> Result<GeoDb, GeoError> {
+        let reader = Reader::open_readfile(path).map_err(|e| GeoError {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(GeoDb { reader })
+    }
+
+    /// The database's type as it names itself, e.g. `GeoLite2-City`.
+    pub fn kind(&self) -> &str {
+        &self.reader.metadata.database_type
+    }
+
+    /// What the database says of `ip` (an IPv4-mapped IPv6 address is looked up as IPv4).
+    /// Private, reserved and unknown addresses give an empty [`Geo`].
+    pub fn lookup(&self, ip: IpAddr) -> Geo {
+        let ip = match unmap(ip) {
+            IpAddr::V6(v6) if v6 == Ipv6Addr::UNSPECIFIED => return Geo::default(),
+            other => other,
+        };
+        let Ok(found) = self.reader.lookup(ip) else {
+            return Geo::default();
+        };
+        match found.decode::<Record<'_>>() {
+            Ok(Some(r)) => Geo {
+                country: r
+                    .country
+                    .as_ref()
+                    .and_then(|c| c.iso_code)
+                    .map(str::to_owned),
+                geoname_id: r.country.as_ref().and_then(|c| c.geoname_id),
+                tz: r.location.and_then(|l| l.time_zone).map(str::to_owned),
+            },
+            _ => Geo::default(),
+        }
+    }
+}
+
+/// The parts of a City or Country record that are used; the rest (names in every language,
+/// subdivisions, …) is skipped without being decoded.
+#[derive(serde::Deserialize)]
+struct Record<'a> {
+    #[serde(borrow, default)]
+    country: Option<CountryRecord<'a>>,
+    #[serde(borrow, default)]
+    location: Option<LocationRecord<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct CountryRecord<'a> {
+    #[serde(borrow, default)]
+    iso_code: Option<&'a str>,
+    #[serde(default)]
+    geoname_id: Option<u32>,
+}
+
+#[derive(serde::Deserialize)]
+struct LocationRecord<'a> {
+    #[serde(borrow, default)]
+    time_zone: Option<&'a str>,
+}
+
+/// Locates visitors: the database and the proxies whose `X-Forwarded-For` is believed.
+#[derive(Debug)]
+pub struct Locator {
+    pub db: GeoDb,
+    pub proxies: Vec<Cidr>,
+}
+
+impl Locator {
+    /// Where the visitor of a request from `peer` with this `X-Forwarded-For` is.
+    pub fn locate(&self, peer: IpAddr, forwarded_for: &[u8]) -> Geo {
+        self.db
+            .lookup(client_ip(peer, forwarded_for, &self.proxies))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ranges_contain_their_addresses() {
+        let c = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(c.contains(ip("10.255.1.2")));
+        assert!(c.contains(ip("::ffff:10.1.2.3")), "IPv4-mapped");
+        assert!(!c.contains(ip("11.0.0.1")));
+        assert!(!c.contains(ip("2001:db8::1")));
+        let one = Cidr::parse("127.0.0.1").unwrap();
+        assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
+        let all = Cidr::parse("0.0.0.0/0").unwrap();
+        assert!(all.contains(ip("8.8.8.8")));
+        let v6 = Cidr::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains(ip("2001:db8:ffff::1")) && !v6.contains(ip("2001:db9::1")));
+        for bad in ["10.0.0.0/33", "2001:db8::/129", "nope", "10.0.0.0/x", ""] {
+            assert_eq!(Cidr::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_untrusted_forwarded_address() {
+        let proxies = [
+            Cidr::parse("127.0.0.1/32").unwrap(),
+            Cidr::parse("10.0.0.0/8").unwrap(),
+        ];
+        let lb = ip("127.0.0.1");
+        // Through the trusted load balancer: the address it saw.
+        assert_eq!(client_ip(lb, b"8.8.8.8", &proxies), ip("8.8.8.8"));
+        // A client claiming an address of its own: the load balancer appends the real one.
+        assert_eq!(client_ip(lb, b"1.2.3.4, 8.8.8.8", &proxies), ip("8.8.8.8"));
+        // Through two trusted hops.
+        assert_eq!(client_ip(lb, b"8.8.8.8, 10.1.1.1", &proxies), ip("8.8.8.8"));
+        // From an untrusted peer the header counts for nothing.
+        assert_eq!(
+            client_ip(ip("9.9.9.9"), b"8.8.8.8", &proxies),
+            ip("9.9.9.9")
+        );
+        // Ports, IPv6 and mapped addresses.
+        assert_eq!(client_ip(lb, b"8.8.8.8:4711", &proxies), ip("8.8.8.8"));
+        assert_eq!(
+            client_ip(lb, b"[2001:db8::7]:80", &proxies),
+            ip("2001:db8::7")
+        );
+        assert_eq!(
+            client_ip(ip("::ffff:127.0.0.1"), b"8.8.4.4", &proxies),
+            ip("8.8.4.4")
+        );
+        // Garbage stops the walk at the last good address.
+        assert_eq!(client_ip(lb, b"8.8.8.8, junk", &proxies), lb);
+        assert_eq!(client_ip(lb, b"junk, 8.8.8.8", &proxies), ip("8.8.8.8"));
+        // Every hop trusted: the left-most.
+        assert_eq!(
+            client_ip(lb, b"10.2.2.2, 10.1.1.1", &proxies),
+            ip("10.2.2.2")
+        );
+        // No proxies configured.
+        assert_eq!(client_ip(lb, b"8.8.8.8", &[]), lb);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_named() {
+        let dir = crate::test_dir("geo-bad");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("not.mmdb");
+        std::fs::write(&path, b"hello").unwrap();
+        let e = GeoDb::open(&path).unwrap_err().to_string();
+        assert!(e.contains("not.mmdb") && e.contains("MaxMind"), "{e}");
+        let e = GeoDb::open(&dir.join("missing.mmdb"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.mmdb"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
