@@ -2,11 +2,13 @@
 //! and WAL group commit with fsync (acknowledged conversions per second).
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sink::columns::{Builder, TableKind};
+use sink::geo::{GeoDb, Locator};
 use sink::store::encode_parquet;
 use sink::writer::{WalConfig, WalWriter};
 use sink::{Event, EventId, EventKind, Field};
@@ -19,13 +21,7 @@ const UAS: [&[u8]; 4] = [
 ];
 
 /// A visit as the edge records it: long user agent, URL with parameters, remapped map.
-fn visit(ts_ms: u64, n: u32) -> Event {
-    let ip = IpAddr::V4(Ipv4Addr::new(
-        (n >> 24) as u8 | 1,
-        (n >> 16) as u8,
-        (n >> 8) as u8,
-        n as u8,
-    ));
+fn visit(ts_ms: u64, n: u32, ip: IpAddr) -> Event {
     let mut e = Event::new(
         EventKind::Visit,
         EventId::new(ts_ms, 1, (n % 2) as u8, n),
@@ -83,9 +79,22 @@ fn visit(ts_ms: u64, n: u32) -> Event {
 
 fn parquet(c: &mut Criterion) {
     let n = 100_000u32;
+    // Visitors from a few thousand addresses spread over the world.
+    let ips = benches::scattered_ipv4(4096);
     let events: Vec<Event> = (0..n)
-        .map(|i| visit(1_795_766_000_000 + u64::from(i), i))
+        .map(|i| {
+            visit(
+                1_795_766_000_000 + u64::from(i),
+                i,
+                ips[i as usize % ips.len()],
+            )
+        })
         .collect();
+    let db = benches::data_files().join("GeoLite2-City.mmdb");
+    let locator = Arc::new(Locator {
+        db: GeoDb::open(&db).unwrap(),
+        proxies: Vec::new(),
+    });
     let mut g = c.benchmark_group("sink");
     g.throughput(Throughput::Elements(u64::from(n)));
     g.sample_size(10);
@@ -98,6 +107,32 @@ fn parquet(c: &mut Criterion) {
             black_box(builder.finish().unwrap())
         })
     });
+    g.bench_function("events_to_arrow_with_geoip", |b| {
+        b.iter(|| {
+            let mut builder = Builder::with_capacity(TableKind::Visits, events.len())
+                .locate_with(Arc::clone(&locator));
+            for e in &events {
+                builder.append(e);
+            }
+            black_box(builder.finish().unwrap())
+        })
+    });
+    g.finish();
+    let mut g = c.benchmark_group("geo");
+    g.throughput(Throughput::Elements(ips.len() as u64));
+    g.bench_function("lookup_4096_addresses", |b| {
+        b.iter(|| {
+            let mut found = 0;
+            for ip in &ips {
+                found += usize::from(locator.db.lookup(*ip).country.is_some());
+            }
+            black_box(found)
+        })
+    });
+    g.finish();
+    let mut g = c.benchmark_group("sink");
+    g.throughput(Throughput::Elements(u64::from(n)));
+    g.sample_size(10);
     g.bench_function("events_to_zstd_parquet", |b| {
         b.iter(|| {
             let mut builder = Builder::with_capacity(TableKind::Visits, events.len());
@@ -129,7 +164,8 @@ fn wal(c: &mut Criterion) {
             for i in 0..iters {
                 let acks: Vec<_> = (0..IN_FLIGHT)
                     .map(|k| {
-                        let mut e = visit(1_795_766_000_000, (i * IN_FLIGHT + k) as u32);
+                        let n = (i * IN_FLIGHT + k) as u32;
+                        let mut e = visit(1_795_766_000_000, n, IpAddr::from([1, 2, 3, 4]));
                         e.kind = EventKind::Postback;
                         let (sender, receiver) = sink::ack::pair();
                         e.ack = Some(sender);

@@ -144,26 +144,40 @@ impl GeoDb {
     /// What the database says of `ip` (an IPv4-mapped IPv6 address is looked up as IPv4).
     /// Private, reserved and unknown addresses give an empty [`Geo`].
     pub fn lookup(&self, ip: IpAddr) -> Geo {
+        let r = self.lookup_ref(ip);
+        Geo {
+            country: r.country.map(str::to_owned),
+            geoname_id: r.geoname_id,
+            tz: r.tz.map(str::to_owned),
+        }
+    }
+
+    /// [`GeoDb::lookup`] without copying: the strings are the database's own.
+    pub fn lookup_ref(&self, ip: IpAddr) -> GeoRef<'_> {
         let ip = match unmap(ip) {
-            IpAddr::V6(v6) if v6 == Ipv6Addr::UNSPECIFIED => return Geo::default(),
+            IpAddr::V6(v6) if v6 == Ipv6Addr::UNSPECIFIED => return GeoRef::default(),
             other => other,
         };
         let Ok(found) = self.reader.lookup(ip) else {
-            return Geo::default();
+            return GeoRef::default();
         };
         match found.decode::<Record<'_>>() {
-            Ok(Some(r)) => Geo {
-                country: r
-                    .country
-                    .as_ref()
-                    .and_then(|c| c.iso_code)
-                    .map(str::to_owned),
+            Ok(Some(r)) => GeoRef {
+                country: r.country.as_ref().and_then(|c| c.iso_code),
                 geoname_id: r.country.as_ref().and_then(|c| c.geoname_id),
-                tz: r.location.and_then(|l| l.time_zone).map(str::to_owned),
+                tz: r.location.and_then(|l| l.time_zone),
             },
-            _ => Geo::default(),
+            _ => GeoRef::default(),
         }
     }
+}
+
+/// [`Geo`] borrowing its strings from the database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GeoRef<'a> {
+    pub country: Option<&'a str>,
+    pub geoname_id: Option<u32>,
+    pub tz: Option<&'a str>,
 }
 
 /// The parts of a City or Country record that are used; the rest (names in every language,
@@ -199,9 +213,9 @@ pub struct Locator {
 
 impl Locator {
     /// Where the visitor of a request from `peer` with this `X-Forwarded-For` is.
-    pub fn locate(&self, peer: IpAddr, forwarded_for: &[u8]) -> Geo {
+    pub fn locate(&self, peer: IpAddr, forwarded_for: &[u8]) -> GeoRef<'_> {
         self.db
-            .lookup(client_ip(peer, forwarded_for, &self.proxies))
+            .lookup_ref(client_ip(peer, forwarded_for, &self.proxies))
     }
 }
 
