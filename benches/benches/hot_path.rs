@@ -33,6 +33,7 @@ fn bench(c: &mut Criterion) {
         table: &table,
         metrics: &metrics,
         draining: false,
+        geo: None,
     };
     let limits = Limits::default();
     let mut local = Local::new(1, 0, 7);

@@ -157,7 +157,7 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
         wal.backlog.clone(),
         sealed_rx,
         Arc::clone(&wal.stats),
-        locator,
+        locator.clone(),
     )?;
     let metrics = Arc::new(Metrics::new(
         settings.workers,
@@ -168,7 +168,20 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
     ));
     let campaigns = loaded.table.campaigns.len();
     let table = Arc::new(ArcSwap::from_pointee(loaded.table));
-    let server = Server::start(settings.clone(), table, metrics, txs)?;
+    if locator.is_none() {
+        for c in table
+            .load()
+            .campaigns
+            .iter()
+            .filter(|c| c.has_country_rules())
+        {
+            tracing::warn!(
+                "config: campaign {:?}: rules on countries never match without server.geoip_db",
+                c.id
+            );
+        }
+    }
+    let server = Server::start(settings.clone(), table, metrics, txs, locator)?;
     tracing::info!(
         workers = settings.workers,
         node_id = settings.node_id,

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sink::ack::AckReceiver;
 use sink::event::{encode_pair, format_ip};
+use sink::geo::Locator;
 use sink::{Event, EventId, EventKind, Field, IdGenerator, money, url};
 
 use crate::http::{Method, Request};
@@ -63,6 +64,8 @@ impl Local {
 pub struct Ctx<'a> {
     pub table: &'a Table,
     pub metrics: &'a Metrics,
+    /// Locates visitors for rules on countries and the `{country}` token.
+    pub geo: Option<&'a Locator>,
     /// The server is shutting down: answer, then close.
     pub draining: bool,
 }
@@ -78,6 +81,7 @@ struct Fill<'a> {
     remapped: &'a [(u16, usize, usize)],
     values: &'a [u8],
     peer: IpAddr,
+    country: Option<[u8; 2]>,
     cost_micros: i64,
     ts_ms: u64,
 }
@@ -124,8 +128,13 @@ impl TokenValues for Fill<'_> {
                     encode_str(&l.id, out);
                 }
             }
-            // Visitor facts arrive with GeoIP and user-agent parsing; until then, empty.
-            Token::Country | Token::Device | Token::Os | Token::Browser => {}
+            Token::Country => {
+                if let Some(c) = &self.country {
+                    out.extend_from_slice(c);
+                }
+            }
+            // Visitor facts that arrive with user-agent parsing; until then, empty.
+            Token::Device | Token::Os | Token::Browser => {}
             Token::Ip => write_ip(self.peer, out),
             Token::Cost => money::write_decimal(self.cost_micros, out),
             Token::Ts => money::write_digits(self.ts_ms, 1, out),
@@ -357,6 +366,7 @@ fn unknown_target(
         remapped: &[],
         values: &[],
         peer,
+        country: None,
         cost_micros: 0,
         ts_ms: now_ms(now),
     };
@@ -386,7 +396,16 @@ fn visit(
         return unknown_target(ctx, local, x, out, "unknown campaign");
     };
     let source = &table.sources[campaign.source as usize];
+    // A GeoIP lookup only for campaigns whose rules or URLs use the country.
+    let country = match ctx.geo {
+        Some(geo) if campaign.needs_country => geo
+            .locate(peer, req.forwarded_for)
+            .country
+            .and_then(|c| <[u8; 2]>::try_from(c.as_bytes()).ok()),
+        _ => None,
+    };
     let visitor = Visitor {
+        country,
         accept_language: req.accept_language,
         ..Visitor::default()
     };
@@ -438,6 +457,7 @@ fn visit(
         remapped: &local.remapped,
         values: &local.buf,
         peer,
+        country,
         cost_micros,
         ts_ms,
     };

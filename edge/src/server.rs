@@ -19,6 +19,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use sink::Event;
+use sink::geo::Locator;
 
 use crate::handler::{self, Answer, Ctx, Emit, Local, Pending};
 use crate::http::{self, Parse};
@@ -69,6 +70,8 @@ pub struct Shared {
     pub table: Arc<ArcSwap<Table>>,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
+    /// The GeoIP database, when configured (read-only, shared without locks).
+    pub geo: Option<Arc<Locator>>,
     shutdown: AtomicBool,
 }
 
@@ -107,6 +110,7 @@ impl Server {
         table: Arc<ArcSwap<Table>>,
         metrics: Arc<Metrics>,
         senders: Vec<Sender<Event>>,
+        geo: Option<Arc<Locator>>,
     ) -> anyhow::Result<Server> {
         anyhow::ensure!(
             senders.len() == settings.workers,
@@ -125,6 +129,7 @@ impl Server {
             table,
             metrics,
             settings,
+            geo,
             shutdown: AtomicBool::new(false),
         });
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -374,6 +379,7 @@ fn answer_buffered(
     let ctx = Ctx {
         table,
         metrics: &w.shared.metrics,
+        geo: w.shared.geo.as_deref(),
         draining: w.draining.get(),
     };
     let tx = w.tx.borrow();

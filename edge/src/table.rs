@@ -156,10 +156,9 @@ impl Rule {
             && self.bot.is_none_or(|b| v.bot == Some(b))
     }
 
-    /// Conditions that need visitor facts the edge does not compute yet (GeoIP, user agent).
-    fn needs_visitor_facts(&self) -> bool {
-        !self.countries.is_empty()
-            || !self.devices.is_empty()
+    /// Conditions that need visitor facts the edge does not compute yet (user agent).
+    fn needs_agent_facts(&self) -> bool {
+        !self.devices.is_empty()
             || !self.os.is_empty()
             || !self.browsers.is_empty()
             || self.bot.is_some()
@@ -196,9 +195,17 @@ pub struct Campaign {
     pub cost_micros: i64,
     pub paths: Weighted<Path>,
     pub rules: Vec<Rule>,
+    /// Whether its rules or any URL it can send a visitor to use the visitor's country (so a
+    /// visit to it needs a GeoIP lookup).
+    pub needs_country: bool,
 }
 
 impl Campaign {
+    /// Whether a rule of this campaign matches on countries.
+    pub fn has_country_rules(&self) -> bool {
+        self.rules.iter().any(|r| !r.countries.is_empty())
+    }
+
     /// The paths for this visitor: the first matching rule's, else the default ones.
     pub fn paths_for(&self, v: &Visitor<'_>) -> &Weighted<Path> {
         self.rules
@@ -406,6 +413,7 @@ impl Compiler<'_> {
             cost_micros: money(c.cost, &format!("{key}.cost"))?,
             paths,
             rules,
+            needs_country: false,
         })
     }
 }
@@ -559,8 +567,33 @@ impl Table {
             fallback,
             warnings: Vec::new(),
         };
+        let needs: Vec<bool> = table
+            .campaigns
+            .iter()
+            .map(|c| table.campaign_needs_country(c))
+            .collect();
+        for (c, n) in table.campaigns.iter_mut().zip(needs) {
+            c.needs_country = n;
+        }
         table.warnings = table.collect_warnings(cfg);
         Ok(table)
+    }
+
+    fn campaign_needs_country(&self, c: &Campaign) -> bool {
+        let uses = |t: &Template| t.tokens().any(|k| k == Token::Country);
+        let path_uses = |p: &Path| {
+            p.landing_page
+                .is_some_and(|l| uses(&self.landing_pages[l as usize].url))
+                || p.offers
+                    .items()
+                    .iter()
+                    .any(|&o| uses(&self.offers[o as usize].url))
+        };
+        c.has_country_rules()
+            || c.paths.items().iter().any(path_uses)
+            || c.rules
+                .iter()
+                .any(|r| r.paths.items().iter().any(path_uses))
     }
 
     fn collect_warnings(&self, cfg: &ConfigFile) -> Vec<String> {
@@ -587,9 +620,9 @@ impl Table {
             }
         }
         for (i, c) in self.campaigns.iter().enumerate() {
-            if c.rules.iter().any(Rule::needs_visitor_facts) {
+            if c.rules.iter().any(Rule::needs_agent_facts) {
                 w.push(format!(
-                    "campaigns[{i}] ({:?}): rules on countries, devices, os, browsers or bot never match yet (GeoIP and user-agent parsing are not built); only languages are matched",
+                    "campaigns[{i}] ({:?}): rules on devices, os, browsers or bot never match yet (user-agent parsing is not built)",
                     c.id
                 ));
             }

@@ -88,3 +88,57 @@ fn a_bad_geoip_database_stops_the_start_naming_the_key() {
         "{err}"
     );
 }
+
+#[test]
+fn rules_on_countries_and_the_country_token_follow_the_client() {
+    let db = data_files().join("GeoLite2-City.mmdb");
+    let config = format!(
+        r#"
+[server]
+geoip_db = {db:?}
+trusted_proxies = ["127.0.0.1"]
+
+[[traffic_sources]]
+id = "ts"
+name = "Source"
+
+[[offers]]
+id = "uk"
+name = "UK offer"
+url = "https://uk.example.com/?c={{country}}&id={{click_id}}"
+
+[[offers]]
+id = "world"
+name = "World offer"
+url = "https://world.example.com/?c={{country}}&id={{click_id}}"
+
+[[campaigns]]
+id = "geo"
+name = "By country"
+traffic_source = "ts"
+  [[campaigns.paths]]
+  weight = 1
+  offers = [ {{ offer = "world", weight = 1 }} ]
+  [[campaigns.rules]]
+  countries = ["GB", "IE"]
+  paths = [ {{ weight = 1, offers = [ {{ offer = "uk", weight = 1 }} ] }} ]
+"#,
+        db = db.display()
+    );
+    let e = Edge::with_config("legacy", &config);
+    let location = |xff: &str| {
+        let mut c = e.connect();
+        c.send(&format!(
+            "GET /c/geo HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: {xff}\r\nConnection: close\r\n\r\n"
+        ));
+        let r = c.response();
+        assert_eq!(r.status, 302);
+        r.header("location").unwrap().to_owned()
+    };
+    assert!(location("81.2.69.142").starts_with("https://uk.example.com/?c=GB&id="));
+    assert!(location("8.8.8.8").starts_with("https://world.example.com/?c=US&id="));
+    // The forged entry on the left does not route the visitor.
+    assert!(location("81.2.69.142, 8.8.8.8").starts_with("https://world.example.com/?c=US&"));
+    // Unknown to the database: the default path, an empty token.
+    assert!(location("10.0.0.1").starts_with("https://world.example.com/?c=&id="));
+}

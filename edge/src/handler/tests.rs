@@ -57,6 +57,7 @@ impl Harness {
             table: &self.table,
             metrics: &self.metrics,
             draining: false,
+            geo: None,
         };
         let mut out = Vec::new();
         let peer = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
@@ -419,6 +420,7 @@ fn garbage_never_panics() {
                 table: &h.table,
                 metrics: &h.metrics,
                 draining: false,
+                geo: None,
             };
             let mut out = Vec::new();
             let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);

@@ -154,11 +154,28 @@ fn builtin_names_cannot_be_remapped() {
 #[test]
 fn unknown_tokens_and_unevaluable_rules_warn() {
     let text = BASE.replace("x={source}", "x={keyword}")
-        + "  [[campaigns.rules]]\n  countries = [\"US\"]\n  paths = [ { offers = [ { offer = \"o1\" } ] } ]\n";
+        + "  [[campaigns.rules]]\n  devices = [\"mobile\"]\n  paths = [ { offers = [ { offer = \"o1\" } ] } ]\n";
     let t = compile(&text).unwrap();
     assert_eq!(t.warnings.len(), 2, "{:?}", t.warnings);
     assert!(t.warnings[0].contains("{keyword}"));
     assert!(t.warnings[1].contains("never match yet"));
+}
+
+#[test]
+fn only_campaigns_that_use_the_country_look_it_up() {
+    let t = compile(BASE).unwrap();
+    assert!(!t.campaigns[0].needs_country, "no rule or URL uses it");
+    let rule = BASE.to_owned()
+        + "  [[campaigns.rules]]\n  countries = [\"US\"]\n  paths = [ { offers = [ { offer = \"o1\" } ] } ]\n";
+    let t = compile(&rule).unwrap();
+    assert!(t.campaigns[0].needs_country && t.campaigns[0].has_country_rules());
+    assert!(
+        t.warnings.is_empty(),
+        "countries are matched now: {:?}",
+        t.warnings
+    );
+    let token = compile(&BASE.replace("x={source}", "x={source}&geo={country}")).unwrap();
+    assert!(token.campaigns[0].needs_country && !token.campaigns[0].has_country_rules());
 }
 
 #[test]
