@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sink::columns::{Builder, TableKind};
+use sink::columns::{Builder, TableKind, Visitors};
 use sink::geo::{GeoDb, Locator};
 use sink::store::encode_parquet;
 use sink::writer::{WalConfig, WalWriter};
@@ -107,10 +107,14 @@ fn parquet(c: &mut Criterion) {
             black_box(builder.finish().unwrap())
         })
     });
+    let geo_only = Visitors {
+        geo: Some(Arc::clone(&locator)),
+        agents: None,
+    };
     g.bench_function("events_to_arrow_with_geoip", |b| {
         b.iter(|| {
-            let mut builder = Builder::with_capacity(TableKind::Visits, events.len())
-                .locate_with(Arc::clone(&locator));
+            let mut builder =
+                Builder::with_capacity(TableKind::Visits, events.len()).with_visitors(&geo_only);
             for e in &events {
                 builder.append(e);
             }

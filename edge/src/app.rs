@@ -7,6 +7,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use sink::agent::Agents;
+use sink::columns::Visitors;
 use sink::geo::{GeoDb, Locator};
 use sink::uploader::Uploader;
 use sink::writer::WalWriter;
@@ -101,31 +103,54 @@ fn bump(c: &std::sync::atomic::AtomicU64) {
     c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Where `scripts/fetch-data.sh` puts the GeoIP database, which the built-in demo uses when
-/// it is there.
+/// Where `scripts/fetch-data.sh` puts the data files, which the built-in demo uses (from its
+/// `data_dir`) when they are there.
 const DEMO_GEOIP_DB: &str = "GeoLite2-City.mmdb";
+const DEMO_UA_REGEXES: &str = "regexes.yaml";
 
-/// Opens `server.geoip_db` (for the demo: `data_dir/GeoLite2-City.mmdb` if present).
-fn locator(settings: &Settings, demo: bool) -> anyhow::Result<Option<Arc<Locator>>> {
-    let path = match (&settings.geoip_db, settings.wal.dir.parent()) {
+/// The configured file, or for the demo the fetched one if present.
+fn data_file(
+    configured: &Option<PathBuf>,
+    settings: &Settings,
+    demo: bool,
+    name: &str,
+) -> Option<PathBuf> {
+    match (configured, settings.wal.dir.parent()) {
         (Some(p), _) => Some(p.clone()),
-        (None, Some(data)) if demo && data.join(DEMO_GEOIP_DB).is_file() => {
-            Some(data.join(DEMO_GEOIP_DB))
-        }
+        (None, Some(data)) if demo && data.join(name).is_file() => Some(data.join(name)),
         _ => None,
-    };
-    let Some(path) = path else {
-        tracing::info!(
+    }
+}
+
+/// Opens `server.geoip_db` and `server.ua_regexes` (for the demo: the fetched files in
+/// `data_dir`, if present).
+fn visitors(settings: &Settings, demo: bool) -> anyhow::Result<Visitors> {
+    let mut v = Visitors::default();
+    match data_file(&settings.geoip_db, settings, demo, DEMO_GEOIP_DB) {
+        Some(path) => {
+            let db = GeoDb::open(&path).map_err(|e| anyhow::anyhow!("server.geoip_db: {e}"))?;
+            tracing::info!(database = db.kind(), path = %path.display(), "visitors are located by GeoIP");
+            v.geo = Some(Arc::new(Locator {
+                db,
+                proxies: settings.trusted_proxies.clone(),
+            }));
+        }
+        None => tracing::info!(
             "no GeoIP database (server.geoip_db): country, geoname_id and tz stay empty"
-        );
-        return Ok(None);
-    };
-    let db = GeoDb::open(&path).map_err(|e| anyhow::anyhow!("server.geoip_db: {e}"))?;
-    tracing::info!(database = db.kind(), path = %path.display(), "visitors are located by GeoIP");
-    Ok(Some(Arc::new(Locator {
-        db,
-        proxies: settings.trusted_proxies.clone(),
-    })))
+        ),
+    }
+    match data_file(&settings.ua_regexes, settings, demo, DEMO_UA_REGEXES) {
+        Some(path) => {
+            let agents =
+                Agents::load(&path).map_err(|e| anyhow::anyhow!("server.ua_regexes: {e}"))?;
+            tracing::info!(path = %path.display(), "user agents are parsed with uap-core's regexes");
+            v.agents = Some(Arc::new(agents));
+        }
+        None => tracing::info!(
+            "no user-agent regexes (server.ua_regexes): browser, os, device and bot stay empty"
+        ),
+    }
+    Ok(v)
 }
 
 /// Runs the edge until SIGTERM or SIGINT.
@@ -151,13 +176,14 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
             "uploading WAL segments left by an earlier run"
         );
     }
-    let locator = locator(&settings, path.is_none())?;
+    let visitors = visitors(&settings, path.is_none())?;
+    let locator = visitors.geo.clone();
     let uploader = Uploader::spawn(
         store,
         wal.backlog.clone(),
         sealed_rx,
         Arc::clone(&wal.stats),
-        locator.clone(),
+        visitors,
     )?;
     let metrics = Arc::new(Metrics::new(
         settings.workers,

@@ -52,6 +52,8 @@ pub struct Settings {
     pub store: String,
     /// The MaxMind database visits are located with, if any.
     pub geoip_db: Option<PathBuf>,
+    /// uap-core's `regexes.yaml`, if any.
+    pub ua_regexes: Option<PathBuf>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<Cidr>,
 }
@@ -148,6 +150,7 @@ impl Settings {
             wal,
             store: s.store.clone(),
             geoip_db: (!s.geoip_db.is_empty()).then(|| PathBuf::from(&s.geoip_db)),
+            ua_regexes: (!s.ua_regexes.is_empty()).then(|| PathBuf::from(&s.ua_regexes)),
             trusted_proxies,
         })
     }

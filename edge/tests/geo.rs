@@ -142,3 +142,92 @@ traffic_source = "ts"
     // Unknown to the database: the default path, an empty token.
     assert!(location("10.0.0.1").starts_with("https://world.example.com/?c=&id="));
 }
+
+/// Every value of a Boolean column, nulls as None.
+fn bools(batches: &[arrow::record_batch::RecordBatch], name: &str) -> Vec<Option<bool>> {
+    use arrow::array::{Array, AsArray};
+    batches
+        .iter()
+        .flat_map(|b| {
+            let col = b.column_by_name(name).unwrap().as_boolean().clone();
+            (0..col.len())
+                .map(|i| (!col.is_null(i)).then(|| col.value(i)))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn visits_carry_browser_os_device_and_the_bot_flag() {
+    let regexes = data_files().join("regexes.yaml");
+    let config = edge::config::DEMO_CONFIG.replace(
+        "flush_interval_ms = 60000",
+        &format!(
+            "flush_interval_ms = 60000\nua_regexes = {:?}",
+            regexes.display()
+        ),
+    );
+    let mut e = Edge::with_config("legacy", &config);
+    e.wait_for_log("user agents are parsed", Duration::from_secs(20));
+    // (user agent, browser, os, device_type, mobile, bot)
+    let cases = [
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_14_1) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/70.0.3538.110 Safari/537.36",
+            "Chrome",
+            "Mac OS X",
+            "desktop",
+            false,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+            "Mobile Safari",
+            "iOS",
+            "mobile",
+            true,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "Googlebot",
+            "Other",
+            "desktop",
+            false,
+            true,
+        ),
+    ];
+    for (i, (ua, ..)) in cases.iter().enumerate() {
+        let mut c = e.connect();
+        c.send(&format!(
+            "GET {CAMP}?utm_content=ua{i} HTTP/1.1\r\nHost: t\r\nUser-Agent: {ua}\r\nConnection: close\r\n\r\n"
+        ));
+        assert_eq!(c.response().status, 302);
+    }
+    e.signal("TERM");
+    assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
+    let visits = e.stored("visits");
+    let urls = strings(&visits, "url");
+    let (browsers, oses, types) = (
+        strings(&visits, "browser_family"),
+        strings(&visits, "os_family"),
+        strings(&visits, "device_type"),
+    );
+    let (mobile, bot) = (bools(&visits, "mobile"), bools(&visits, "bot"));
+    for (i, (ua, browser, os, device_type, is_mobile, is_bot)) in cases.iter().enumerate() {
+        let row = urls
+            .iter()
+            .position(|u| u.ends_with(&format!("ua{i}")))
+            .unwrap();
+        assert_eq!(
+            (
+                browsers[row].as_str(),
+                oses[row].as_str(),
+                types[row].as_str(),
+                mobile[row],
+                bot[row]
+            ),
+            (*browser, *os, *device_type, Some(*is_mobile), Some(*is_bot)),
+            "{ua}"
+        );
+    }
+}

@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    ArrayRef, Int32Builder, Int64Builder, MapBuilder, StringBuilder, TimestampMillisecondBuilder,
-    new_null_array,
+    ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, MapBuilder, StringBuilder,
+    TimestampMillisecondBuilder, new_null_array,
 };
 use arrow::datatypes::{DataType, Field as ArrowField, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
+use crate::agent::{Agent, Agents};
 use crate::event::{Event, EventKind, Field, format_ip};
 use crate::geo::Locator;
 use crate::url;
@@ -56,8 +57,8 @@ fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
 
-/// Columns of visitor facts: `country` and `tz` are filled when the sink has a GeoIP database
-/// ([`Builder::locate_with`]); the user-agent ones stay null until user-agent parsing lands.
+/// Columns of visitor facts: `country` and `tz` are filled when the sink has a GeoIP database,
+/// the others when it has uap-core's rules ([`Builder::with_visitors`]).
 const VISITOR_STRINGS: [&str; 13] = [
     "country",
     "tz",
@@ -172,6 +173,60 @@ pub struct Builder {
     scratch: Vec<u8>,
     /// Visits only: where each visitor is, with the columns it fills.
     geo: Option<GeoColumns>,
+    /// Visits only: what each visitor browses with.
+    agents: Option<AgentColumns>,
+}
+
+/// What the sink knows how to find out about visitors.
+#[derive(Debug, Clone, Default)]
+pub struct Visitors {
+    pub geo: Option<Arc<Locator>>,
+    pub agents: Option<Arc<Agents>>,
+}
+
+/// The user-agent columns, in the order [`agent_strings`] gives them.
+const AGENT_STRINGS: [&str; 12] = [
+    "browser_family",
+    "browser_major",
+    "browser_minor",
+    "browser_patch",
+    "os_family",
+    "os_major",
+    "os_minor",
+    "os_patch",
+    "os_patch_minor",
+    "device_family",
+    "device_brand",
+    "device_model",
+];
+
+fn agent_strings(a: &Agent) -> [Option<&str>; 12] {
+    [
+        Some(&a.browser_family),
+        a.browser_major.as_deref(),
+        a.browser_minor.as_deref(),
+        a.browser_patch.as_deref(),
+        Some(&a.os_family),
+        a.os_major.as_deref(),
+        a.os_minor.as_deref(),
+        a.os_patch.as_deref(),
+        a.os_patch_minor.as_deref(),
+        Some(&a.device_family),
+        a.device_brand.as_deref(),
+        a.device_model.as_deref(),
+    ]
+}
+
+/// Distinct user agents remembered per builder: most traffic repeats a few thousand.
+const AGENT_CACHE: usize = 1 << 16;
+
+struct AgentColumns {
+    agents: Arc<Agents>,
+    cache: HashMap<Box<[u8]>, Agent>,
+    strings: Vec<StringBuilder>,
+    device_type: StringBuilder,
+    mobile: BooleanBuilder,
+    bot: BooleanBuilder,
 }
 
 struct GeoColumns {
@@ -235,18 +290,33 @@ impl Builder {
             remapped: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
             scratch: Vec::new(),
             geo: None,
+            agents: None,
         }
     }
 
-    /// Fills visits' `country`, `geoname_id` and `tz` from the visitor's address (the
-    /// client behind trusted proxies) with `locator`'s database.
-    pub fn locate_with(mut self, locator: Arc<Locator>) -> Self {
-        if self.table == TableKind::Visits {
+    /// Fills visits' `country`, `geoname_id` and `tz` from the visitor's address (the client
+    /// behind trusted proxies), and the browser, OS, device, `device_type`, `mobile` and `bot`
+    /// columns from the user agent, with what `v` has.
+    pub fn with_visitors(mut self, v: &Visitors) -> Self {
+        if self.table != TableKind::Visits {
+            return self;
+        }
+        if let Some(locator) = &v.geo {
             self.geo = Some(GeoColumns {
-                locator,
+                locator: Arc::clone(locator),
                 country: StringBuilder::new(),
                 geoname_id: Int64Builder::new(),
                 tz: StringBuilder::new(),
+            });
+        }
+        if let Some(agents) = &v.agents {
+            self.agents = Some(AgentColumns {
+                agents: Arc::clone(agents),
+                cache: HashMap::new(),
+                strings: AGENT_STRINGS.iter().map(|_| StringBuilder::new()).collect(),
+                device_type: StringBuilder::new(),
+                mobile: BooleanBuilder::new(),
+                bot: BooleanBuilder::new(),
             });
         }
         self
@@ -299,6 +369,23 @@ impl Builder {
                     g.geoname_id.append_option(at.geoname_id.map(i64::from));
                     g.tz.append_option(at.tz);
                 }
+                if let Some(a) = &mut self.agents {
+                    let ua = e.get(Field::UserAgent);
+                    if a.cache.len() >= AGENT_CACHE && !a.cache.contains_key(ua) {
+                        a.cache.clear();
+                    }
+                    let agents = &a.agents;
+                    let agent = a
+                        .cache
+                        .entry(ua.into())
+                        .or_insert_with(|| agents.parse(&text(ua)));
+                    for (b, v) in a.strings.iter_mut().zip(agent_strings(agent)) {
+                        b.append_option(v);
+                    }
+                    a.device_type.append_value(agent.device_type.as_str());
+                    a.mobile.append_value(agent.mobile());
+                    a.bot.append_value(agent.bot);
+                }
             }
             TableKind::Conversions => self.payout.append_option(e.payout_micros),
         }
@@ -329,6 +416,14 @@ impl Builder {
                     cols.insert("country", Arc::new(g.country.finish()));
                     cols.insert("geoname_id", Arc::new(g.geoname_id.finish()));
                     cols.insert("tz", Arc::new(g.tz.finish()));
+                }
+                if let Some(a) = &mut self.agents {
+                    for (name, b) in AGENT_STRINGS.iter().zip(&mut a.strings) {
+                        cols.insert(name, Arc::new(b.finish()));
+                    }
+                    cols.insert("device_type", Arc::new(a.device_type.finish()));
+                    cols.insert("mobile", Arc::new(a.mobile.finish()));
+                    cols.insert("bot", Arc::new(a.bot.finish()));
                 }
             }
             TableKind::Conversions => {

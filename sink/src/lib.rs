@@ -6,6 +6,7 @@
 //! [`store`]), Hive-partitioned by table, date and hour.
 
 pub mod ack;
+pub mod agent;
 pub mod columns;
 pub mod event;
 pub mod geo;

@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
-use crate::columns::{Builder, TableKind};
+use crate::columns::{Builder, TableKind, Visitors};
 use crate::event::Event;
-use crate::geo::Locator;
 use crate::store::{encode_parquet, object_path};
 use crate::wal::read_segment;
 use crate::writer::WalStats;
@@ -102,7 +101,7 @@ impl Uploader {
         backlog: Vec<Sealed>,
         sealed: Receiver<Sealed>,
         wal: Arc<WalStats>,
-        locator: Option<Arc<Locator>>,
+        visitors: Visitors,
     ) -> std::io::Result<Uploader> {
         let stats = Arc::new(UploadStats::default());
         stats
@@ -126,7 +125,7 @@ impl Uploader {
                         return backlog.len();
                     }
                 };
-                rt.block_on(run(store, backlog, sealed, s, wal, locator))
+                rt.block_on(run(store, backlog, sealed, s, wal, visitors))
             })?;
         Ok(Uploader { stats, thread })
     }
@@ -143,7 +142,7 @@ async fn run(
     sealed: Receiver<Sealed>,
     stats: Arc<UploadStats>,
     wal: Arc<WalStats>,
-    locator: Option<Arc<Locator>>,
+    visitors: Visitors,
 ) -> usize {
     let mut queue: std::collections::VecDeque<Sealed> = backlog.into();
     let mut stopping: Option<Instant> = None;
@@ -177,7 +176,7 @@ async fn run(
             }
             continue;
         };
-        match upload_segment(store.as_ref(), &seg, &stats, locator.as_ref()).await {
+        match upload_segment(store.as_ref(), &seg, &stats, &visitors).await {
             Ok(()) => {
                 let size = std::fs::metadata(&seg.path).map_or(0, |m| m.len());
                 match std::fs::remove_file(&seg.path) {
@@ -235,7 +234,7 @@ pub async fn upload_segment(
     store: &dyn ObjectStore,
     seg: &Sealed,
     stats: &UploadStats,
-    locator: Option<&Arc<Locator>>,
+    visitors: &Visitors,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let contents = read_segment(&seg.path)?;
     if contents.torn_bytes > 0 {
@@ -262,10 +261,7 @@ pub async fn upload_segment(
     }
     for ((table, node, hour), mut events) in parts {
         events.sort_by_key(|e| e.id);
-        let mut b = Builder::with_capacity(table, events.len());
-        if let Some(l) = locator {
-            b = b.locate_with(Arc::clone(l));
-        }
+        let mut b = Builder::with_capacity(table, events.len()).with_visitors(visitors);
         for e in &events {
             b.append(e);
         }

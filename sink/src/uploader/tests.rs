@@ -58,7 +58,7 @@ fn pipeline(
         w.backlog.clone(),
         sealed_rx,
         Arc::clone(&w.stats),
-        None,
+        Visitors::default(),
     )
     .unwrap();
     (tx, w, up, store)
@@ -127,8 +127,8 @@ fn uploading_a_segment_again_overwrites_instead_of_duplicating() {
     let seg = Sealed { seq, path };
     let store = InMemory::new();
     let stats = UploadStats::default();
-    block_on(upload_segment(&store, &seg, &stats, None)).unwrap();
-    block_on(upload_segment(&store, &seg, &stats, None)).unwrap();
+    block_on(upload_segment(&store, &seg, &stats, &Visitors::default())).unwrap();
+    block_on(upload_segment(&store, &seg, &stats, &Visitors::default())).unwrap();
     let names = objects(&store, "visits/dt=2026-11-27/hour=07");
     assert_eq!(names.len(), 1, "{names:?}");
     assert_eq!(rows(&store, &names[0]), 10);
