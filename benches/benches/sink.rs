@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sink::agent::Agents;
 use sink::columns::{Builder, TableKind, Visitors};
 use sink::geo::{GeoDb, Locator};
 use sink::store::encode_parquet;
@@ -119,6 +120,31 @@ fn parquet(c: &mut Criterion) {
                 builder.append(e);
             }
             black_box(builder.finish().unwrap())
+        })
+    });
+    let agents = Arc::new(Agents::load(&benches::data_files().join("regexes.yaml")).unwrap());
+    let everything = Visitors {
+        geo: Some(Arc::clone(&locator)),
+        agents: Some(Arc::clone(&agents)),
+    };
+    g.bench_function("events_to_arrow_with_geoip_and_agents", |b| {
+        b.iter(|| {
+            let mut builder =
+                Builder::with_capacity(TableKind::Visits, events.len()).with_visitors(&everything);
+            for e in &events {
+                builder.append(e);
+            }
+            black_box(builder.finish().unwrap())
+        })
+    });
+    g.finish();
+    let mut g = c.benchmark_group("agent");
+    g.throughput(Throughput::Elements(UAS.len() as u64));
+    g.bench_function("parse_uncached", |b| {
+        b.iter(|| {
+            for ua in UAS {
+                black_box(agents.parse(std::str::from_utf8(ua).unwrap()).bot);
+            }
         })
     });
     g.finish();
