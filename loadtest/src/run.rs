@@ -211,7 +211,10 @@ impl Worker {
         {
             let mut stats = self.stats.borrow_mut();
             match status {
-                Some(s) => stats.record(sent.step, s, at.saturating_duration_since(sent.due)),
+                Some(s) => {
+                    stats.record(sent.step, s, at.saturating_duration_since(sent.due));
+                    self.shared.lives[self.index].add(1, 0);
+                }
                 None => stats.steps[sent.step.index()].unanswered += 1,
             }
         }
@@ -375,7 +378,6 @@ async fn serve(
         }
         // Read until every answer of the batch is in.
         let mut pos = 0;
-        let mut answered = 0;
         while !inflight.is_empty() {
             match funnel::parse_response(&rbuf[pos..]) {
                 Ok(Some(r)) => {
@@ -384,19 +386,14 @@ async fn serve(
                     let sent = inflight.pop_front().expect("not empty");
                     let location = r.location.map(|(s, l)| &rbuf[pos + s..pos + s + l]);
                     w.answered(sent, Some((r.status, location)), at, now_ms);
-                    answered += 1;
                     pos += r.len;
                     if r.close {
-                        w.shared.lives[w.index].add(answered, 0);
                         return Broken::Closed;
                     }
                     continue;
                 }
                 Ok(None) => {}
-                Err(_) => {
-                    w.shared.lives[w.index].add(answered, 0);
-                    return Broken::Error(ErrorKind::BadResponse);
-                }
+                Err(_) => return Broken::Error(ErrorKind::BadResponse),
             }
             if pos > 0 {
                 rbuf.drain(..pos);
@@ -413,20 +410,15 @@ async fn serve(
             .await;
             let Ok((res, slice)) = read else {
                 *rbuf = Vec::with_capacity(READ_BUF);
-                w.shared.lives[w.index].add(answered, 0);
                 return Broken::Error(ErrorKind::Timeout);
             };
             *rbuf = slice.into_inner();
             match res {
-                Ok(0) | Err(_) => {
-                    w.shared.lives[w.index].add(answered, 0);
-                    return Broken::Error(ErrorKind::Io);
-                }
+                Ok(0) | Err(_) => return Broken::Error(ErrorKind::Io),
                 Ok(_) => {}
             }
         }
         rbuf.drain(..pos);
-        w.shared.lives[w.index].add(answered, 0);
     }
 }
 

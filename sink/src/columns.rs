@@ -57,24 +57,6 @@ fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
 
-/// Columns of visitor facts: `country` and `tz` are filled when the sink has a GeoIP database,
-/// the others when it has uap-core's rules ([`Builder::with_visitors`]).
-const VISITOR_STRINGS: [&str; 13] = [
-    "country",
-    "tz",
-    "browser_family",
-    "browser_major",
-    "browser_minor",
-    "browser_patch",
-    "os_family",
-    "os_major",
-    "os_minor",
-    "os_patch",
-    "os_patch_minor",
-    "device_family",
-    "device_brand",
-];
-
 static VISITS: LazyLock<SchemaRef> = LazyLock::new(|| {
     let s = |name: &str| ArrowField::new(name, DataType::Utf8, true);
     let mut fields = vec![
@@ -100,10 +82,13 @@ static VISITS: LazyLock<SchemaRef> = LazyLock::new(|| {
         ArrowField::new("remapped", map_type(), true),
         s("location"),
         ArrowField::new("geoname_id", DataType::Int64, true),
+        // Visitor facts: filled when the sink has a GeoIP database and uap-core's rules
+        // (`Builder::with_visitors`).
+        s("country"),
+        s("tz"),
     ];
-    fields.extend(VISITOR_STRINGS.iter().map(|n| s(n)));
+    fields.extend(AGENT_STRINGS.iter().map(|n| s(n)));
     fields.extend([
-        s("device_model"),
         // desktop | mobile | tablet: the class rules and reports use.
         s("device_type"),
         ArrowField::new("mobile", DataType::Boolean, true),
