@@ -110,7 +110,7 @@ fn parquet(c: &mut Criterion) {
     });
     let geo_only = Visitors {
         geo: Some(Arc::clone(&locator)),
-        agents: None,
+        ..Visitors::default()
     };
     g.bench_function("events_to_arrow_with_geoip", |b| {
         b.iter(|| {
@@ -126,6 +126,7 @@ fn parquet(c: &mut Criterion) {
     let everything = Visitors {
         geo: Some(Arc::clone(&locator)),
         agents: Some(Arc::clone(&agents)),
+        ..Visitors::default()
     };
     g.bench_function("events_to_arrow_with_geoip_and_agents", |b| {
         b.iter(|| {

@@ -14,8 +14,9 @@ use arrow::record_batch::RecordBatch;
 
 use crate::agent::{Agent, Agents};
 use crate::event::{Event, EventKind, Field, format_ip};
-use crate::geo::Locator;
+use crate::geo::{Cidr, Locator, Networks, client_ip};
 use crate::url;
+use std::net::IpAddr;
 
 /// The two tables of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -63,6 +64,8 @@ static VISITS: LazyLock<SchemaRef> = LazyLock::new(|| {
         ArrowField::new("event_id", DataType::Utf8, false),
         ArrowField::new("ts", ts_type(), false),
         ArrowField::new("kind", DataType::Utf8, false),
+        // A click-through's visit (its click id); null on visits.
+        s("click_id"),
         s("campaign_id"),
         s("traffic_source_id"),
         ArrowField::new("path_index", DataType::Int32, true),
@@ -160,6 +163,8 @@ pub struct Builder {
     geo: Option<GeoColumns>,
     /// Visits only: what each visitor browses with.
     agents: Option<AgentColumns>,
+    /// Who decides the bot column, and the column.
+    bot: Option<(Visitors, BooleanBuilder)>,
 }
 
 /// What the sink knows how to find out about visitors.
@@ -167,6 +172,25 @@ pub struct Builder {
 pub struct Visitors {
     pub geo: Option<Arc<Locator>>,
     pub agents: Option<Arc<Agents>>,
+    /// Data-centre ranges: visitors from them count as bots.
+    pub datacenters: Option<Arc<Networks>>,
+    /// Proxies whose `X-Forwarded-For` is believed (the data-centre check uses the client).
+    pub proxies: Vec<Cidr>,
+}
+
+impl Visitors {
+    /// Whether a visitor counts as a bot: its agent says so (`agent_bot`, when the agent was
+    /// parsed) or it comes from a data-centre range. `None` when neither is known.
+    pub fn bot(&self, agent_bot: Option<bool>, peer: IpAddr, forwarded_for: &[u8]) -> Option<bool> {
+        let dc = self
+            .datacenters
+            .as_ref()
+            .map(|d| d.contains(client_ip(peer, forwarded_for, &self.proxies)));
+        match (agent_bot, dc) {
+            (None, None) => None,
+            (a, d) => Some(a.unwrap_or(false) || d.unwrap_or(false)),
+        }
+    }
 }
 
 /// The user-agent columns, in the order [`agent_strings`] gives them.
@@ -211,7 +235,6 @@ struct AgentColumns {
     strings: Vec<StringBuilder>,
     device_type: StringBuilder,
     mobile: BooleanBuilder,
-    bot: BooleanBuilder,
 }
 
 struct GeoColumns {
@@ -246,6 +269,7 @@ impl Builder {
                 (Field::NetworkId, "network_id"),
                 (Field::Method, "method"),
                 (Field::Location, "location"),
+                (Field::ClickId, "click_id"),
             ],
             TableKind::Conversions => &[
                 (Field::ClickId, "click_id"),
@@ -276,6 +300,7 @@ impl Builder {
             scratch: Vec::new(),
             geo: None,
             agents: None,
+            bot: None,
         }
     }
 
@@ -301,8 +326,10 @@ impl Builder {
                 strings: AGENT_STRINGS.iter().map(|_| StringBuilder::new()).collect(),
                 device_type: StringBuilder::new(),
                 mobile: BooleanBuilder::new(),
-                bot: BooleanBuilder::new(),
             });
+        }
+        if v.agents.is_some() || v.datacenters.is_some() {
+            self.bot = Some((v.clone(), BooleanBuilder::new()));
         }
         self
     }
@@ -354,6 +381,7 @@ impl Builder {
                     g.geoname_id.append_option(at.geoname_id.map(i64::from));
                     g.tz.append_option(at.tz);
                 }
+                let mut agent_bot = None;
                 if let Some(a) = &mut self.agents {
                     let ua = e.get(Field::UserAgent);
                     if a.cache.len() >= AGENT_CACHE && !a.cache.contains_key(ua) {
@@ -369,7 +397,10 @@ impl Builder {
                     }
                     a.device_type.append_value(agent.device_type.as_str());
                     a.mobile.append_value(agent.mobile());
-                    a.bot.append_value(agent.bot);
+                    agent_bot = Some(agent.bot);
+                }
+                if let Some((v, b)) = &mut self.bot {
+                    b.append_option(v.bot(agent_bot, e.peer, e.get(Field::ForwardedFor)));
                 }
             }
             TableKind::Conversions => self.payout.append_option(e.payout_micros),
@@ -408,7 +439,9 @@ impl Builder {
                     }
                     cols.insert("device_type", Arc::new(a.device_type.finish()));
                     cols.insert("mobile", Arc::new(a.mobile.finish()));
-                    cols.insert("bot", Arc::new(a.bot.finish()));
+                }
+                if let Some((_, b)) = &mut self.bot {
+                    cols.insert("bot", Arc::new(b.finish()));
                 }
             }
             TableKind::Conversions => {

@@ -175,12 +175,7 @@ impl Event {
 
     /// The remapped parameters, in the traffic source's order.
     pub fn remapped(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let mut rest = self.get(Field::Remapped);
-        std::iter::from_fn(move || {
-            let name = read_piece(&mut rest)?;
-            let value = read_piece(&mut rest)?;
-            Some((name, value))
-        })
+        pairs(self.get(Field::Remapped))
     }
 
     /// Bytes held by the event, for queue accounting.
@@ -204,6 +199,15 @@ pub fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &str {
 pub fn encode_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     write_piece(out, name);
     write_piece(out, value);
+}
+
+/// The (name, value) pairs [`encode_pair`] wrote.
+pub fn pairs(mut rest: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    std::iter::from_fn(move || {
+        let name = read_piece(&mut rest)?;
+        let value = read_piece(&mut rest)?;
+        Some((name, value))
+    })
 }
 
 /// Length-prefixed piece: u16 little-endian length, then the bytes (cut at 65535).

@@ -47,6 +47,106 @@ impl Cidr {
     }
 }
 
+impl Cidr {
+    /// The first and last address of the range, IPv4 as `u32` or IPv6 as `u128`.
+    fn bounds(&self) -> Bounds {
+        match self.net {
+            IpAddr::V4(n) => {
+                let host = u32::MAX.checked_shr(u32::from(self.prefix)).unwrap_or(0);
+                let lo = u32::from(n) & !host;
+                Bounds::V4(lo, lo | host)
+            }
+            IpAddr::V6(n) => {
+                let host = u128::MAX.checked_shr(u32::from(self.prefix)).unwrap_or(0);
+                let lo = u128::from(n) & !host;
+                Bounds::V6(lo, lo | host)
+            }
+        }
+    }
+}
+
+enum Bounds {
+    V4(u32, u32),
+    V6(u128, u128),
+}
+
+/// A set of address ranges looked up in O(log n): e.g. the data centres whose visitors count
+/// as bots (cloud providers publish thousands of ranges).
+#[derive(Debug, Clone, Default)]
+pub struct Networks {
+    /// Sorted, disjoint, inclusive ranges.
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
+}
+
+/// Sorts and merges overlapping or adjacent ranges.
+fn merge<T: Ord + Copy>(mut ranges: Vec<(T, T)>, next: impl Fn(T) -> Option<T>) -> Vec<(T, T)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(T, T)> = Vec::with_capacity(ranges.len());
+    for (lo, hi) in ranges {
+        match out.last_mut() {
+            Some(last) if next(last.1).is_none_or(|n| lo <= n) => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+fn find<T: Ord + Copy>(ranges: &[(T, T)], x: T) -> bool {
+    let i = ranges.partition_point(|&(lo, _)| lo <= x);
+    i > 0 && x <= ranges[i - 1].1
+}
+
+impl Networks {
+    pub fn new(cidrs: &[Cidr]) -> Networks {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for c in cidrs {
+            match c.bounds() {
+                Bounds::V4(lo, hi) => v4.push((lo, hi)),
+                Bounds::V6(lo, hi) => v6.push((lo, hi)),
+            }
+        }
+        Networks {
+            v4: merge(v4, |x: u32| x.checked_add(1)),
+            v6: merge(v6, |x: u128| x.checked_add(1)),
+        }
+    }
+
+    /// Reads ranges from text: one address or CIDR per line; blank lines and `#` comments
+    /// are skipped. The error names the line.
+    pub fn parse_list(text: &str) -> Result<Vec<Cidr>, String> {
+        let mut out = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            if line.is_empty() {
+                continue;
+            }
+            out.push(
+                Cidr::parse(line)
+                    .ok_or_else(|| format!("line {}: {line:?} is not an address or CIDR", n + 1))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Whether `ip` (IPv4-mapped addresses as IPv4) is in one of the ranges.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match unmap(ip) {
+            IpAddr::V4(a) => find(&self.v4, u32::from(a)),
+            IpAddr::V6(a) => find(&self.v6, u128::from(a)),
+        }
+    }
+
+    /// Disjoint ranges after merging.
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// `::ffff:a.b.c.d` as the IPv4 address it is; other addresses unchanged.
 pub fn unmap(ip: IpAddr) -> IpAddr {
     match ip {
@@ -243,6 +343,39 @@ mod tests {
         for bad in ["10.0.0.0/33", "2001:db8::/129", "nope", "10.0.0.0/x", ""] {
             assert_eq!(Cidr::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn networks_find_addresses_in_merged_ranges() {
+        let list = "# cloud\n10.0.0.0/8\n10.1.0.0/16 # inside the first\n\n11.0.0.0/8\n192.0.2.7\n2001:db8::/32\n";
+        let n = Networks::new(&Networks::parse_list(list).unwrap());
+        assert_eq!(n.len(), 3, "10/8 and 11/8 merge, 10.1/16 is inside");
+        for yes in [
+            "10.0.0.0",
+            "11.255.255.255",
+            "192.0.2.7",
+            "::ffff:10.2.3.4",
+            "2001:db8::1",
+        ] {
+            assert!(n.contains(ip(yes)), "{yes}");
+        }
+        for no in [
+            "9.255.255.255",
+            "12.0.0.0",
+            "192.0.2.8",
+            "2001:db9::1",
+            "8.8.8.8",
+        ] {
+            assert!(!n.contains(ip(no)), "{no}");
+        }
+        let all = Networks::new(&[
+            Cidr::parse("0.0.0.0/0").unwrap(),
+            Cidr::parse("::/0").unwrap(),
+        ]);
+        assert!(all.contains(ip("255.255.255.255")) && all.contains(ip("ffff::1")));
+        assert!(!Networks::default().contains(ip("10.0.0.1")));
+        let e = Networks::parse_list("10.0.0.0/8\n\n300.1.1.1\n").unwrap_err();
+        assert!(e.starts_with("line 3:"), "{e}");
     }
 
     #[test]
