@@ -9,7 +9,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use sink::agent::Agents;
 use sink::columns::Visitors;
-use sink::geo::{GeoDb, Locator};
+use sink::geo::{GeoDb, Locator, Networks};
 use sink::uploader::Uploader;
 use sink::writer::WalWriter;
 
@@ -87,6 +87,7 @@ fn reload(path: &Path, overrides: &Overrides, running: &ConfigFile, server: &Ser
                     "config: [server] changes other than fallback_url take effect only after a restart"
                 );
             }
+            warn_unmatchable(&new.table, &shared.visitors);
             let campaigns = new.table.campaigns.len();
             shared.table.store(Arc::new(new.table));
             bump(&shared.metrics.reloads);
@@ -150,7 +151,90 @@ fn visitors(settings: &Settings, demo: bool) -> anyhow::Result<Visitors> {
             "no user-agent regexes (server.ua_regexes): browser, os, device and bot stay empty"
         ),
     }
+    let mut ranges = settings.bot_networks.clone();
+    if let Some(path) = &settings.bot_networks_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("server.bot_networks_file: {}: {e}", path.display()))?;
+        ranges.extend(
+            Networks::parse_list(&text).map_err(|e| {
+                anyhow::anyhow!("server.bot_networks_file: {}: {e}", path.display())
+            })?,
+        );
+    }
+    if !ranges.is_empty() {
+        let n = Networks::new(&ranges);
+        tracing::info!(
+            ranges = n.len(),
+            "visitors from data-centre ranges count as bots"
+        );
+        v.datacenters = Some(Arc::new(n));
+    }
+    v.proxies = settings.trusted_proxies.clone();
     Ok(v)
+}
+
+/// Rules that can never match for want of a data file.
+fn warn_unmatchable(table: &Table, v: &Visitors) {
+    for c in &table.campaigns {
+        if v.geo.is_none() && c.has_country_rules() {
+            tracing::warn!(
+                "config: campaign {:?}: rules on countries never match without server.geoip_db",
+                c.id
+            );
+        }
+        if v.agents.is_none() && c.has_agent_rules() {
+            tracing::warn!(
+                "config: campaign {:?}: rules on devices, os or browsers never match without server.ua_regexes (bot rules see only bot_networks)",
+                c.id
+            );
+        }
+    }
+}
+
+/// Where a generated click-state secret is kept, in `data_dir`.
+const CLICK_SECRET_FILE: &str = "click-secret";
+
+/// The secret that signs click state: `server.click_secret`, else one generated once and
+/// kept in `data_dir` (so cookies outlive a restart; nodes that share cookies need the
+/// configured one).
+fn click_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
+    if let Some(s) = &settings.click_secret {
+        return Ok(s.as_bytes().to_vec());
+    }
+    let path = settings.data_dir.join(CLICK_SECRET_FILE);
+    let why = |e: std::io::Error| anyhow::anyhow!("click secret {}: {e}", path.display());
+    match std::fs::read(&path) {
+        Ok(s) if s.trim_ascii().len() >= 16 => return Ok(s.trim_ascii().to_vec()),
+        Ok(_) => anyhow::bail!(
+            "click secret {}: shorter than 16 bytes; delete it to have a new one made",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(why(e)),
+    }
+    let mut raw = [0u8; 32];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").map_err(why)?,
+        &mut raw,
+    )
+    .map_err(why)?;
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(&settings.data_dir).map_err(why)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(&path) {
+        Ok(mut f) => {
+            std::io::Write::write_all(&mut f, hex.as_bytes()).map_err(why)?;
+            f.sync_all().map_err(why)?;
+            Ok(hex.into_bytes())
+        }
+        // Another process made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok(std::fs::read(&path).map_err(why)?.trim_ascii().to_vec())
+        }
+        Err(e) => Err(why(e)),
+    }
 }
 
 /// Runs the edge until SIGTERM or SIGINT.
@@ -177,7 +261,8 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
         );
     }
     let visitors = visitors(&settings, path.is_none())?;
-    let locator = visitors.geo.clone();
+    let secret = click_secret(&settings)?;
+    let edge_visitors = visitors.clone();
     let uploader = Uploader::spawn(
         store,
         wal.backlog.clone(),
@@ -194,20 +279,15 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
     ));
     let campaigns = loaded.table.campaigns.len();
     let table = Arc::new(ArcSwap::from_pointee(loaded.table));
-    if locator.is_none() {
-        for c in table
-            .load()
-            .campaigns
-            .iter()
-            .filter(|c| c.has_country_rules())
-        {
-            tracing::warn!(
-                "config: campaign {:?}: rules on countries never match without server.geoip_db",
-                c.id
-            );
-        }
-    }
-    let server = Server::start(settings.clone(), table, metrics, txs, locator)?;
+    warn_unmatchable(&table.load(), &edge_visitors);
+    let server = Server::start(
+        settings.clone(),
+        table,
+        metrics,
+        txs,
+        edge_visitors,
+        &secret,
+    )?;
     tracing::info!(
         workers = settings.workers,
         node_id = settings.node_id,

@@ -83,6 +83,13 @@ pub struct ServerConfig {
     pub geoip_db: String,
     pub ua_regexes: String,
     pub trusted_proxies: Vec<String>,
+    /// Data-centre ranges (CIDRs) whose visitors count as bots.
+    pub bot_networks: Vec<String>,
+    /// A file of more such ranges, one per line (`#` comments).
+    pub bot_networks_file: String,
+    /// Signs landing-page click state; nodes behind one balancer share it. Empty: a random
+    /// secret kept in `data_dir/click-secret`.
+    pub click_secret: String,
     pub fallback_url: String,
     /// `auto` (io_uring where the kernel allows it, else legacy), `io_uring` or `legacy`.
     pub driver: String,
@@ -126,6 +133,9 @@ impl Default for ServerConfig {
             geoip_db: String::new(),
             ua_regexes: String::new(),
             trusted_proxies: Vec::new(),
+            bot_networks: Vec::new(),
+            bot_networks_file: String::new(),
+            click_secret: String::new(),
             fallback_url: String::new(),
             driver: "auto".into(),
             pin_workers: true,

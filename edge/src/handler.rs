@@ -6,15 +6,17 @@ use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sink::ack::AckReceiver;
+use sink::columns::Visitors;
 use sink::event::{encode_pair, format_ip};
-use sink::geo::Locator;
 use sink::{Event, EventId, EventKind, Field, IdGenerator, money, url};
 
+use crate::clicks::{COOKIE_MAX_AGE_S, COOKIE_PREFIX, ClickState, Clicks};
 use crate::http::{Method, Request};
 use crate::metrics::{Metrics, Route};
 use crate::response::{self, DateCache, Framing, Status};
-use crate::table::{Campaign, LandingPage, Offer, Table, TokenError, TrafficSource, Visitor};
+use crate::table::{Campaign, LandingPage, Offer, Path, Table, TokenError, TrafficSource, Visitor};
 use crate::template::{Token, TokenValues};
+use crate::visitor::{self, AgentCache};
 
 /// Longest `txid`, `status` or `type` a conversion may carry.
 pub const MAX_CONVERSION_FIELD: usize = 256;
@@ -29,13 +31,31 @@ pub trait Emit {
 pub struct Local {
     pub worker_id: u8,
     ids: IdGenerator,
-    rng: u64,
+    rng: Rng,
     pub date: DateCache,
     scratch: Vec<u8>,
     buf: Vec<u8>,
     /// Where each remapped parameter's value sits in `buf` (see [`Fill`]).
     remapped: Vec<(u16, usize, usize)>,
     location: Vec<u8>,
+    /// Parsed user agents, for rules and tokens that use them.
+    pub agents: AgentCache,
+    /// A click state, encoded (for a landing-page visit) or read back (for a click-through).
+    state: Vec<u8>,
+    /// The `Set-Cookie` header line of a landing-page visit.
+    cookie: Vec<u8>,
+}
+
+/// wyrand: a fast, well-mixed 64-bit generator, plenty for weighted rotation.
+#[derive(Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = u128::from(self.0) * u128::from(self.0 ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) ^ t) as u64
+    }
 }
 
 impl Local {
@@ -43,20 +63,21 @@ impl Local {
         Local {
             worker_id,
             ids: IdGenerator::new(node_id, worker_id),
-            rng: seed ^ 0x9e37_79b9_7f4a_7c15,
+            rng: Rng(seed ^ 0x9e37_79b9_7f4a_7c15),
             date: DateCache::default(),
             scratch: Vec::with_capacity(256),
             buf: Vec::with_capacity(256),
             remapped: Vec::with_capacity(16),
             location: Vec::with_capacity(512),
+            agents: AgentCache::default(),
+            state: Vec::with_capacity(256),
+            cookie: Vec::with_capacity(512),
         }
     }
 
-    /// wyrand: a fast, well-mixed 64-bit generator, plenty for weighted rotation.
+    /// A uniform random number (weighted rotation).
     pub fn next_u64(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0xa076_1d64_78bd_642f);
-        let t = u128::from(self.rng) * u128::from(self.rng ^ 0xe703_7ed1_a0b4_28db);
-        ((t >> 64) ^ t) as u64
+        self.rng.next()
     }
 }
 
@@ -64,8 +85,11 @@ impl Local {
 pub struct Ctx<'a> {
     pub table: &'a Table,
     pub metrics: &'a Metrics,
-    /// Locates visitors for rules on countries and the `{country}` token.
-    pub geo: Option<&'a Locator>,
+    /// What can be found out about visitors (GeoIP, agents, data-centre ranges), for rules
+    /// and tokens.
+    pub visitors: &'a Visitors,
+    /// Landing-page click state: the node's table and the cookie signer.
+    pub clicks: &'a Clicks,
     /// The server is shutting down: answer, then close.
     pub draining: bool,
 }
@@ -81,7 +105,7 @@ struct Fill<'a> {
     remapped: &'a [(u16, usize, usize)],
     values: &'a [u8],
     peer: IpAddr,
-    country: Option<[u8; 2]>,
+    visitor: Visitor<'a>,
     cost_micros: i64,
     ts_ms: u64,
 }
@@ -129,12 +153,25 @@ impl TokenValues for Fill<'_> {
                 }
             }
             Token::Country => {
-                if let Some(c) = &self.country {
+                if let Some(c) = &self.visitor.country {
                     out.extend_from_slice(c);
                 }
             }
-            // Visitor facts that arrive with user-agent parsing; until then, empty.
-            Token::Device | Token::Os | Token::Browser => {}
+            Token::Device => {
+                if let Some(d) = self.visitor.device {
+                    out.extend_from_slice(d.as_str().as_bytes());
+                }
+            }
+            Token::Os => {
+                if let Some(os) = self.visitor.os {
+                    encode_str(os, out);
+                }
+            }
+            Token::Browser => {
+                if let Some(b) = self.visitor.browser {
+                    encode_str(b, out);
+                }
+            }
             Token::Ip => write_ip(self.peer, out),
             Token::Cost => money::write_decimal(self.cost_micros, out),
             Token::Ts => money::write_digits(self.ts_ms, 1, out),
@@ -250,6 +287,7 @@ pub fn handle(
         b"/healthz" => Route::Health,
         b"/metrics" => Route::Metrics,
         b"/click" => Route::Click,
+        p if p.starts_with(b"/click/") => Route::Click,
         p if p.starts_with(b"/c/") => Route::Campaign,
         p if is_seed_pixel(p) => Route::Pixel,
         _ => Route::Other,
@@ -286,11 +324,7 @@ pub fn handle(
     };
     let status = match route {
         Route::Campaign => visit(ctx, local, &x, emit, out),
-        Route::Click => {
-            // The landing-page click-through needs the click's state (issue 7); until
-            // then every click is unknown.
-            unknown_target(ctx, local, &x, out, "unknown click")
-        }
+        Route::Click => click_through(ctx, local, &x, emit, out),
         Route::Pixel | Route::Postback => {
             return conversion(ctx, local, &x, route, emit, out);
         }
@@ -366,12 +400,12 @@ fn unknown_target(
         remapped: &[],
         values: &[],
         peer,
-        country: None,
+        visitor: Visitor::default(),
         cost_micros: 0,
         ts_ms: now_ms(now),
     };
     fallback.render(&mut fill, &mut local.location);
-    response::write_redirect(out, &local.date, framing, &local.location);
+    response::write_redirect(out, &local.date, framing, &local.location, &[]);
     Status::Found
 }
 
@@ -396,25 +430,22 @@ fn visit(
         return unknown_target(ctx, local, x, out, "unknown campaign");
     };
     let source = &table.sources[campaign.source as usize];
-    // A GeoIP lookup only for campaigns whose rules or URLs use the country.
-    let country = match ctx.geo {
-        Some(geo) if campaign.needs_country => geo
-            .locate(peer, req.forwarded_for)
-            .country
-            .and_then(|c| <[u8; 2]>::try_from(c.as_bytes()).ok()),
-        _ => None,
-    };
-    let visitor = Visitor {
-        country,
-        accept_language: req.accept_language,
-        ..Visitor::default()
-    };
-    let path = campaign.paths_for(&visitor).pick(local.next_u64());
+    // Only what this campaign's rules and URLs use is looked up.
+    let visitor = visitor::facts(
+        ctx.visitors,
+        &mut local.agents,
+        campaign.needs,
+        peer,
+        req.forwarded_for,
+        req.user_agent,
+        req.accept_language,
+    );
+    let path = campaign.paths_for(&visitor).pick(local.rng.next());
     let landing_page = path.landing_page.map(|i| &table.landing_pages[i as usize]);
     // With a landing page the offer is chosen at the click-through; without, now.
     let offer = match landing_page {
         Some(_) => None,
-        None => Some(&table.offers[*path.offers.pick(local.next_u64()) as usize]),
+        None => Some(&table.offers[*path.offers.pick(local.rng.next()) as usize]),
     };
     let ts_ms = now_ms(now);
     let id = local.ids.next(ts_ms);
@@ -457,7 +488,7 @@ fn visit(
         remapped: &local.remapped,
         values: &local.buf,
         peer,
-        country,
+        visitor,
         cost_micros,
         ts_ms,
     };
@@ -465,6 +496,43 @@ fn visit(
         (Some(lp), _) => lp.url.render(&mut fill, &mut local.location),
         (None, Some(o)) => o.url.render(&mut fill, &mut local.location),
         (None, None) => {}
+    }
+
+    // A landing page's click-through needs this visit's state: kept in the node's table and
+    // handed to the browser in a signed cookie (see `clicks`).
+    local.cookie.clear();
+    if landing_page.is_some() {
+        let state = ClickState {
+            click_id: id,
+            campaign_id: campaign.id.as_bytes(),
+            path_index: path.index,
+            cost_micros,
+            remapped: &local.buf,
+        };
+        local.state.clear();
+        if state.encode(&mut local.state) {
+            ctx.clicks.table.put(&id, &local.state);
+            local.cookie.extend_from_slice(b"Set-Cookie: ");
+            local.cookie.extend_from_slice(COOKIE_PREFIX);
+            local.cookie.extend_from_slice(campaign.id.as_bytes());
+            local.cookie.push(b'=');
+            if ctx
+                .clicks
+                .signer
+                .seal(&local.state, &mut local.scratch, &mut local.cookie)
+            {
+                let mut attrs = [0u8; 80];
+                let mut cur = std::io::Cursor::new(&mut attrs[..]);
+                let _ = write!(
+                    cur,
+                    "; Path=/click; Max-Age={COOKIE_MAX_AGE_S}; HttpOnly; SameSite=Lax\r\n"
+                );
+                let n = cur.position() as usize;
+                local.cookie.extend_from_slice(&attrs[..n]);
+            } else {
+                local.cookie.clear();
+            }
+        }
     }
 
     let mut e = new_event(
@@ -479,10 +547,7 @@ fn visit(
     e.push(Field::CampaignId, campaign.id.as_bytes());
     e.push(Field::TrafficSourceId, source.id.as_bytes());
     if let Some(o) = offer {
-        e.push(Field::OfferId, o.id.as_bytes());
-        if let Some(n) = o.network {
-            e.push(Field::NetworkId, table.networks[n as usize].id.as_bytes());
-        }
+        push_offer(&mut e, table, o);
     }
     if let Some(lp) = landing_page {
         e.push(Field::LandingPageId, lp.id.as_bytes());
@@ -490,7 +555,197 @@ fn visit(
     e.push(Field::Location, &local.location);
     e.push(Field::Remapped, &local.buf);
     emit.emit(e);
-    response::write_redirect(out, &local.date, framing, &local.location);
+    response::write_redirect(out, &local.date, framing, &local.location, &local.cookie);
+    Status::Found
+}
+
+fn push_offer(e: &mut Event, table: &Table, o: &Offer) {
+    e.push(Field::OfferId, o.id.as_bytes());
+    if let Some(n) = o.network {
+        e.push(Field::NetworkId, table.networks[n as usize].id.as_bytes());
+    }
+}
+
+/// `/click/{n}`: the n-th offer (from 1) of a multi-offer landing page; `/click`: none.
+/// `Err` for anything else after `/click/`.
+fn offer_number(path: &[u8]) -> Result<Option<usize>, ()> {
+    match path.strip_prefix(b"/click/") {
+        None => Ok(None),
+        Some(n) if (1..=4).contains(&n.len()) && n.iter().all(u8::is_ascii_digit) => {
+            let n = n
+                .iter()
+                .fold(0usize, |acc, d| acc * 10 + usize::from(d - b'0'));
+            if n == 0 { Err(()) } else { Ok(Some(n)) }
+        }
+        Some(_) => Err(()),
+    }
+}
+
+/// Reads the state of the visit a click-through follows into `buf`: from the node's table
+/// when the visit was served here and its slot still holds it, else from the visit's signed
+/// cookie. Without a `cid`, the newest visit any valid cookie holds.
+fn click_state<'b>(
+    clicks: &Clicks,
+    cid: Option<EventId>,
+    cookie_header: &[u8],
+    scratch: &mut Vec<u8>,
+    buf: &'b mut Vec<u8>,
+) -> Option<ClickState<'b>> {
+    if let Some(id) = cid
+        && clicks.table.get(&id, scratch).is_some()
+    {
+        std::mem::swap(scratch, buf);
+        return ClickState::decode(buf);
+    }
+    let mut best: Option<EventId> = None;
+    for (_, value) in crate::clicks::cookies(cookie_header) {
+        let Some(found) = clicks.signer.open(value, scratch).map(|s| s.click_id) else {
+            continue;
+        };
+        let wanted = match cid {
+            Some(id) => found == id,
+            None => best.is_none_or(|b| found.0 > b.0),
+        };
+        if wanted {
+            best = Some(found);
+            std::mem::swap(scratch, buf);
+            if cid.is_some() {
+                break;
+            }
+        }
+    }
+    best.and_then(|_| ClickState::decode(buf))
+}
+
+/// `/click?cid={click_id}` (and `/click/{n}`): the landing page's call-to-action. Finds the
+/// visit's campaign and path, picks the offer (the n-th, or by weight), redirects to it and
+/// records a click event that names its visit.
+fn click_through(
+    ctx: &Ctx<'_>,
+    local: &mut Local,
+    x: &Exchange<'_, '_>,
+    emit: &mut impl Emit,
+    out: &mut Vec<u8>,
+) -> Status {
+    let Exchange {
+        req,
+        path,
+        query,
+        peer,
+        now,
+        framing,
+    } = *x;
+    let Ok(number) = offer_number(path) else {
+        response::write_text(
+            out,
+            Status::NotFound,
+            &local.date,
+            framing,
+            &[],
+            "not found",
+        );
+        return Status::NotFound;
+    };
+    let cid = match url::find(query, b"cid", &mut local.scratch) {
+        None => None,
+        Some(raw) => {
+            local.buf.clear();
+            url::decode_into(raw, &mut local.buf);
+            match EventId::parse(&local.buf) {
+                Ok(id) => Some(id),
+                Err(_) => return unknown_target(ctx, local, x, out, "unknown click"),
+            }
+        }
+    };
+    let table = ctx.table;
+    let state = click_state(
+        ctx.clicks,
+        cid,
+        req.cookie,
+        &mut local.scratch,
+        &mut local.state,
+    );
+    let Some(state) = state else {
+        return unknown_target(ctx, local, x, out, "unknown click");
+    };
+    let Some(campaign) = std::str::from_utf8(state.campaign_id)
+        .ok()
+        .and_then(|id| table.campaign(id.as_bytes()))
+    else {
+        return unknown_target(ctx, local, x, out, "unknown click");
+    };
+    // A reload may have changed the campaign's paths: then its default ones.
+    let path: &Path = campaign
+        .path(state.path_index)
+        .unwrap_or_else(|| campaign.paths.pick(local.rng.next()));
+    let offers = path.offers.items();
+    let offer_index = match number {
+        Some(n) if n <= offers.len() => offers[n - 1],
+        _ => *path.offers.pick(local.rng.next()),
+    };
+    let offer = &table.offers[offer_index as usize];
+    let source = &table.sources[campaign.source as usize];
+    let landing_page = path.landing_page.map(|i| &table.landing_pages[i as usize]);
+    let visitor = visitor::facts(
+        ctx.visitors,
+        &mut local.agents,
+        offer.needs,
+        peer,
+        req.forwarded_for,
+        req.user_agent,
+        req.accept_language,
+    );
+    // The visit's remapped values, for the offer URL's tokens.
+    local.remapped.clear();
+    let base = state.remapped.as_ptr() as usize;
+    for (name, value) in sink::event::pairs(state.remapped) {
+        if let Some(i) = std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| table.params.lookup(n))
+        {
+            local
+                .remapped
+                .push((i, value.as_ptr() as usize - base, value.len()));
+        }
+    }
+    let hex = state.click_id.to_hex();
+    let ts_ms = now_ms(now);
+    local.location.clear();
+    let mut fill = Fill {
+        campaign: Some(campaign),
+        source: Some(source),
+        offer: Some(offer),
+        landing_page,
+        click_id: Some(&hex),
+        remapped: &local.remapped,
+        values: state.remapped,
+        peer,
+        visitor,
+        cost_micros: state.cost_micros,
+        ts_ms,
+    };
+    offer.url.render(&mut fill, &mut local.location);
+
+    let id = local.ids.next(ts_ms);
+    let mut e = new_event(
+        EventKind::Click,
+        id,
+        req,
+        peer,
+        local.location.len() + state.remapped.len() + 64,
+    );
+    e.path_index = Some(path.index);
+    e.push(Field::ClickId, &hex);
+    e.push(Field::CampaignId, campaign.id.as_bytes());
+    e.push(Field::TrafficSourceId, source.id.as_bytes());
+    push_offer(&mut e, table, offer);
+    if let Some(lp) = landing_page {
+        e.push(Field::LandingPageId, lp.id.as_bytes());
+    }
+    e.push(Field::Location, &local.location);
+    e.push(Field::Remapped, state.remapped);
+    emit.emit(e);
+    response::write_redirect(out, &local.date, framing, &local.location, &[]);
     Status::Found
 }
 

@@ -65,6 +65,8 @@ pub struct Request<'b> {
     pub user_agent: &'b [u8],
     pub accept_language: &'b [u8],
     pub forwarded_for: &'b [u8],
+    /// The first `Cookie` header (click-throughs read their visit's state from it).
+    pub cookie: &'b [u8],
     pub content_type: &'b [u8],
     pub body: &'b [u8],
     /// Whether the connection stays open after the response.
@@ -237,6 +239,7 @@ pub fn parse<'b>(buf: &'b [u8], limits: &Limits) -> Parse<'b> {
         user_agent: &[],
         accept_language: &[],
         forwarded_for: &[],
+        cookie: &[],
         content_type: &[],
         body: &[],
         keep_alive: minor_version == 1,
@@ -263,6 +266,10 @@ pub fn parse<'b>(buf: &'b [u8], limits: &Limits) -> Parse<'b> {
         } else if is(b"x-forwarded-for") {
             if r.forwarded_for.is_empty() {
                 r.forwarded_for = v;
+            }
+        } else if is(b"cookie") {
+            if r.cookie.is_empty() {
+                r.cookie = v;
             }
         } else if is(b"content-type") {
             r.content_type = v;

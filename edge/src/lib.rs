@@ -3,6 +3,7 @@
 //! into a [`sink::Event`] on a bounded channel.
 
 pub mod app;
+pub mod clicks;
 pub mod config;
 pub mod handler;
 pub mod http;
@@ -12,3 +13,4 @@ pub mod server;
 pub mod settings;
 pub mod table;
 pub mod template;
+pub mod visitor;

@@ -181,7 +181,14 @@ pub fn write(
 }
 
 /// Appends a 302 to `location`, which must be a URL the edge built from a template.
-pub fn write_redirect(out: &mut Vec<u8>, date: &DateCache, framing: Framing, location: &[u8]) {
+/// `headers` are whole header lines (each ending in CRLF), or empty.
+pub fn write_redirect(
+    out: &mut Vec<u8>,
+    date: &DateCache,
+    framing: Framing,
+    location: &[u8],
+    headers: &[u8],
+) {
     debug_assert!(!location.iter().any(|&c| c == b'\r' || c == b'\n'));
     out.extend_from_slice(Status::Found.line());
     out.extend_from_slice(b"Server: edge\r\nDate: ");
@@ -189,6 +196,7 @@ pub fn write_redirect(out: &mut Vec<u8>, date: &DateCache, framing: Framing, loc
     out.extend_from_slice(b"\r\nLocation: ");
     out.extend_from_slice(location);
     out.extend_from_slice(b"\r\nCache-Control: no-store\r\nContent-Length: 0\r\n");
+    out.extend_from_slice(headers);
     if !framing.keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     } else if framing.http10 {
@@ -264,7 +272,7 @@ mod tests {
             http10: false,
             head_only: false,
         };
-        write_redirect(&mut out, &date(), keep, b"https://a/?x=1");
+        write_redirect(&mut out, &date(), keep, b"https://a/?x=1", &[]);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 302 Found\r\nServer: edge\r\nDate: Mon, 24 Nov 2025 16:00:00 GMT\r\nLocation: https://a/?x=1\r\nCache-Control: no-store\r\nContent-Length: 0\r\n\r\n"

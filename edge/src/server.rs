@@ -19,8 +19,9 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use sink::Event;
-use sink::geo::Locator;
+use sink::columns::Visitors;
 
+use crate::clicks::Clicks;
 use crate::handler::{self, Answer, Ctx, Emit, Local, Pending};
 use crate::http::{self, Parse};
 use crate::metrics::{Metrics, Route, WorkerStats};
@@ -70,8 +71,11 @@ pub struct Shared {
     pub table: Arc<ArcSwap<Table>>,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
-    /// The GeoIP database, when configured (read-only, shared without locks).
-    pub geo: Option<Arc<Locator>>,
+    /// GeoIP, agents and data-centre ranges, when configured (read-only, shared without
+    /// locks).
+    pub visitors: Visitors,
+    /// Landing-page click state: the click table every worker reads and the cookie signer.
+    pub clicks: Clicks,
     shutdown: AtomicBool,
 }
 
@@ -110,7 +114,8 @@ impl Server {
         table: Arc<ArcSwap<Table>>,
         metrics: Arc<Metrics>,
         senders: Vec<Sender<Event>>,
-        geo: Option<Arc<Locator>>,
+        visitors: Visitors,
+        click_secret: &[u8],
     ) -> anyhow::Result<Server> {
         anyhow::ensure!(
             senders.len() == settings.workers,
@@ -128,8 +133,9 @@ impl Server {
         let shared = Arc::new(Shared {
             table,
             metrics,
+            clicks: Clicks::new(settings.workers, click_secret),
             settings,
-            geo,
+            visitors,
             shutdown: AtomicBool::new(false),
         });
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -379,7 +385,8 @@ fn answer_buffered(
     let ctx = Ctx {
         table,
         metrics: &w.shared.metrics,
-        geo: w.shared.geo.as_deref(),
+        visitors: &w.shared.visitors,
+        clicks: &w.shared.clicks,
         draining: w.draining.get(),
     };
     let tx = w.tx.borrow();

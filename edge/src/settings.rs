@@ -56,6 +56,12 @@ pub struct Settings {
     pub ua_regexes: Option<PathBuf>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// Data-centre ranges whose visitors count as bots, and a file of more.
+    pub bot_networks: Vec<Cidr>,
+    pub bot_networks_file: Option<PathBuf>,
+    /// The configured click-state secret, if any.
+    pub click_secret: Option<String>,
+    pub data_dir: PathBuf,
 }
 
 fn positive(v: u64, key: &str) -> Result<u64, ConfigError> {
@@ -63,6 +69,20 @@ fn positive(v: u64, key: &str) -> Result<u64, ConfigError> {
         return Err(ConfigError::invalid(key, "must be greater than 0"));
     }
     Ok(v)
+}
+
+fn cidrs(list: &[String], key: &str) -> Result<Vec<Cidr>, ConfigError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, cidr)| {
+            Cidr::parse(cidr).ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("{key}[{i}]"),
+                    format!("{cidr:?} is not an address or CIDR like 10.0.0.0/8"),
+                )
+            })
+        })
+        .collect()
 }
 
 impl Settings {
@@ -100,19 +120,14 @@ impl Settings {
                 ));
             }
         }
-        let trusted_proxies = s
-            .trusted_proxies
-            .iter()
-            .enumerate()
-            .map(|(i, cidr)| {
-                Cidr::parse(cidr).ok_or_else(|| {
-                    ConfigError::invalid(
-                        format!("server.trusted_proxies[{i}]"),
-                        format!("{cidr:?} is not an address or CIDR like 10.0.0.0/8"),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let trusted_proxies = cidrs(&s.trusted_proxies, "server.trusted_proxies")?;
+        let bot_networks = cidrs(&s.bot_networks, "server.bot_networks")?;
+        if !s.click_secret.is_empty() && s.click_secret.len() < 16 {
+            return Err(ConfigError::invalid(
+                "server.click_secret",
+                "use at least 16 characters (or leave it empty for a generated one)",
+            ));
+        }
         positive(s.flush_interval_ms, "server.flush_interval_ms")?;
         let limits = Limits {
             max_head: positive(s.max_request_head as u64, "server.max_request_head")? as usize,
@@ -152,6 +167,11 @@ impl Settings {
             geoip_db: (!s.geoip_db.is_empty()).then(|| PathBuf::from(&s.geoip_db)),
             ua_regexes: (!s.ua_regexes.is_empty()).then(|| PathBuf::from(&s.ua_regexes)),
             trusted_proxies,
+            bot_networks,
+            bot_networks_file: (!s.bot_networks_file.is_empty())
+                .then(|| PathBuf::from(&s.bot_networks_file)),
+            click_secret: (!s.click_secret.is_empty()).then(|| s.click_secret.clone()),
+            data_dir: s.data_dir.clone(),
         })
     }
 }
@@ -189,6 +209,11 @@ mod tests {
                 .starts_with("server.trusted_proxies[0]:")
         );
         assert!(err(|s| s.head_timeout_ms = 0).starts_with("server.head_timeout_ms:"));
+        assert!(
+            err(|s| s.bot_networks = vec!["1.2.3.0/24".into(), "x".into()])
+                .starts_with("server.bot_networks[1]:")
+        );
+        assert!(err(|s| s.click_secret = "short".into()).starts_with("server.click_secret:"));
         assert!(err(|s| s.event_queue = 0).starts_with("server.event_queue:"));
     }
 

@@ -35,6 +35,8 @@ pub struct Offer {
     pub network: Option<u32>,
     pub url: Template,
     pub payout_micros: i64,
+    /// What filling its URL needs to know of the visitor (at a click-through).
+    pub needs: Needs,
 }
 
 #[derive(Debug)]
@@ -103,22 +105,8 @@ pub struct Path {
     pub offers: Weighted<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    Desktop,
-    Mobile,
-    Tablet,
-}
-
-impl Device {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Device::Desktop => "desktop",
-            Device::Mobile => "mobile",
-            Device::Tablet => "tablet",
-        }
-    }
-}
+/// Device classes: the sink's, so rules and stored rows agree.
+pub use sink::agent::DeviceType as Device;
 
 /// What is known of a visitor when a rule is matched. Facts not known yet are `None` and a
 /// condition on them does not match.
@@ -156,12 +144,50 @@ impl Rule {
             && self.bot.is_none_or(|b| v.bot == Some(b))
     }
 
-    /// Conditions that need visitor facts the edge does not compute yet (user agent).
-    fn needs_agent_facts(&self) -> bool {
-        !self.devices.is_empty()
-            || !self.os.is_empty()
-            || !self.browsers.is_empty()
-            || self.bot.is_some()
+    /// What this rule needs to know of a visitor.
+    fn needs(&self) -> Needs {
+        Needs {
+            country: !self.countries.is_empty(),
+            agent: !self.devices.is_empty()
+                || !self.os.is_empty()
+                || !self.browsers.is_empty()
+                || self.bot.is_some(),
+            bot: self.bot.is_some(),
+        }
+    }
+}
+
+/// The visitor facts a request must find out (each costs a lookup): for rules, or for
+/// tokens in the URLs a campaign can send a visitor to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    /// GeoIP: `countries` rules, `{country}`.
+    pub country: bool,
+    /// The parsed user agent: `devices`, `os`, `browsers` and `bot` rules; `{device}`,
+    /// `{os}`, `{browser}`.
+    pub agent: bool,
+    /// The bot verdict (agent and data-centre ranges): `bot` rules.
+    pub bot: bool,
+}
+
+impl Needs {
+    fn or(self, o: Needs) -> Needs {
+        Needs {
+            country: self.country || o.country,
+            agent: self.agent || o.agent,
+            bot: self.bot || o.bot,
+        }
+    }
+
+    /// What filling `t` needs.
+    pub fn of_template(t: &Template) -> Needs {
+        t.tokens().fold(Needs::default(), |n, tok| {
+            n.or(Needs {
+                country: tok == Token::Country,
+                agent: matches!(tok, Token::Device | Token::Os | Token::Browser),
+                bot: false,
+            })
+        })
     }
 }
 
@@ -195,15 +221,28 @@ pub struct Campaign {
     pub cost_micros: i64,
     pub paths: Weighted<Path>,
     pub rules: Vec<Rule>,
-    /// Whether its rules or any URL it can send a visitor to use the visitor's country (so a
-    /// visit to it needs a GeoIP lookup).
-    pub needs_country: bool,
+    /// What a visit to it must find out about the visitor: for its rules, and for the URLs
+    /// it can send the visitor to.
+    pub needs: Needs,
 }
 
 impl Campaign {
     /// Whether a rule of this campaign matches on countries.
     pub fn has_country_rules(&self) -> bool {
         self.rules.iter().any(|r| !r.countries.is_empty())
+    }
+
+    /// Whether a rule of this campaign matches on devices, os, browsers or bot.
+    pub fn has_agent_rules(&self) -> bool {
+        self.rules.iter().any(|r| r.needs().agent)
+    }
+
+    /// The path with this index (see [`Path::index`]).
+    pub fn path(&self, index: u16) -> Option<&Path> {
+        std::iter::once(&self.paths)
+            .chain(self.rules.iter().map(|r| &r.paths))
+            .flat_map(|w| w.items())
+            .find(|p| p.index == index)
     }
 
     /// The paths for this visitor: the first matching rule's, else the default ones.
@@ -413,7 +452,7 @@ impl Compiler<'_> {
             cost_micros: money(c.cost, &format!("{key}.cost"))?,
             paths,
             rules,
-            needs_country: false,
+            needs: Needs::default(),
         })
     }
 }
@@ -520,11 +559,13 @@ impl Table {
                     )
                 })
                 .transpose()?;
+            let url = Template::parse(&o.url, &format!("{key}.url"), &mut names)?;
             offers.push(Offer {
                 id: o.id.as_str().into(),
                 name: o.name.as_str().into(),
                 network,
-                url: Template::parse(&o.url, &format!("{key}.url"), &mut names)?,
+                needs: Needs::of_template(&url),
+                url,
                 payout_micros: money(o.payout, &format!("{key}.payout"))?,
             });
         }
@@ -567,33 +608,35 @@ impl Table {
             fallback,
             warnings: Vec::new(),
         };
-        let needs: Vec<bool> = table
+        let needs: Vec<Needs> = table
             .campaigns
             .iter()
-            .map(|c| table.campaign_needs_country(c))
+            .map(|c| table.campaign_needs(c))
             .collect();
         for (c, n) in table.campaigns.iter_mut().zip(needs) {
-            c.needs_country = n;
+            c.needs = n;
         }
         table.warnings = table.collect_warnings(cfg);
         Ok(table)
     }
 
-    fn campaign_needs_country(&self, c: &Campaign) -> bool {
-        let uses = |t: &Template| t.tokens().any(|k| k == Token::Country);
-        let path_uses = |p: &Path| {
-            p.landing_page
-                .is_some_and(|l| uses(&self.landing_pages[l as usize].url))
-                || p.offers
-                    .items()
-                    .iter()
-                    .any(|&o| uses(&self.offers[o as usize].url))
-        };
-        c.has_country_rules()
-            || c.paths.items().iter().any(path_uses)
-            || c.rules
+    fn campaign_needs(&self, c: &Campaign) -> Needs {
+        let path_needs = |p: &Path| {
+            let lp = p.landing_page.map_or(Needs::default(), |l| {
+                Needs::of_template(&self.landing_pages[l as usize].url)
+            });
+            p.offers
+                .items()
                 .iter()
-                .any(|r| r.paths.items().iter().any(path_uses))
+                .map(|&o| Needs::of_template(&self.offers[o as usize].url))
+                .fold(lp, Needs::or)
+        };
+        std::iter::once(&c.paths)
+            .chain(c.rules.iter().map(|r| &r.paths))
+            .flat_map(|w| w.items())
+            .map(path_needs)
+            .chain(c.rules.iter().map(Rule::needs))
+            .fold(Needs::default(), Needs::or)
     }
 
     fn collect_warnings(&self, cfg: &ConfigFile) -> Vec<String> {
@@ -617,14 +660,6 @@ impl Table {
                         self.params.name(p)
                     ));
                 }
-            }
-        }
-        for (i, c) in self.campaigns.iter().enumerate() {
-            if c.rules.iter().any(Rule::needs_agent_facts) {
-                w.push(format!(
-                    "campaigns[{i}] ({:?}): rules on devices, os, browsers or bot never match yet (user-agent parsing is not built)",
-                    c.id
-                ));
             }
         }
         if cfg.campaigns.is_empty() {

@@ -152,30 +152,59 @@ fn builtin_names_cannot_be_remapped() {
 }
 
 #[test]
-fn unknown_tokens_and_unevaluable_rules_warn() {
+fn unknown_tokens_warn() {
     let text = BASE.replace("x={source}", "x={keyword}")
         + "  [[campaigns.rules]]\n  devices = [\"mobile\"]\n  paths = [ { offers = [ { offer = \"o1\" } ] } ]\n";
     let t = compile(&text).unwrap();
-    assert_eq!(t.warnings.len(), 2, "{:?}", t.warnings);
+    assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
     assert!(t.warnings[0].contains("{keyword}"));
-    assert!(t.warnings[1].contains("never match yet"));
 }
 
 #[test]
-fn only_campaigns_that_use_the_country_look_it_up() {
+fn campaigns_look_up_only_what_their_rules_and_urls_use() {
     let t = compile(BASE).unwrap();
-    assert!(!t.campaigns[0].needs_country, "no rule or URL uses it");
+    assert_eq!(
+        t.campaigns[0].needs,
+        Needs::default(),
+        "no rule or URL uses anything"
+    );
     let rule = BASE.to_owned()
         + "  [[campaigns.rules]]\n  countries = [\"US\"]\n  paths = [ { offers = [ { offer = \"o1\" } ] } ]\n";
     let t = compile(&rule).unwrap();
-    assert!(t.campaigns[0].needs_country && t.campaigns[0].has_country_rules());
-    assert!(
-        t.warnings.is_empty(),
-        "countries are matched now: {:?}",
-        t.warnings
-    );
+    let c = &t.campaigns[0];
+    assert!(c.needs.country && !c.needs.agent && !c.needs.bot && c.has_country_rules());
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
     let token = compile(&BASE.replace("x={source}", "x={source}&geo={country}")).unwrap();
-    assert!(token.campaigns[0].needs_country && !token.campaigns[0].has_country_rules());
+    let c = &token.campaigns[0];
+    assert!(c.needs.country && !c.has_country_rules());
+    let agent = compile(&BASE.replace("x={source}", "x={os}")).unwrap();
+    let n = agent.campaigns[0].needs;
+    assert!(n.agent && !n.country && !n.bot && !agent.campaigns[0].has_agent_rules());
+    let bot = BASE.to_owned()
+        + "  [[campaigns.rules]]\n  bot = true\n  paths = [ { offers = [ { offer = \"o1\" } ] } ]\n";
+    let t = compile(&bot).unwrap();
+    let n = t.campaigns[0].needs;
+    assert!(n.agent && n.bot && !n.country && t.campaigns[0].has_agent_rules());
+    let browsers = BASE.to_owned()
+        + "  [[campaigns.rules]]\n  browsers = [\"Chrome\"]\n  paths = [ { offers = [ { offer = \"o1\" } ] } ]\n";
+    let n = compile(&browsers).unwrap().campaigns[0].needs;
+    assert!(n.agent && !n.bot);
+}
+
+#[test]
+fn paths_are_found_by_index() {
+    let rule = BASE.to_owned()
+        + "  [[campaigns.rules]]\n  countries = [\"US\"]\n  paths = [ { offers = [ { offer = \"o1\" } ] } ]\n";
+    let t = compile(&rule).unwrap();
+    let c = &t.campaigns[0];
+    let n = c.paths.items().len() as u16;
+    assert_eq!(c.path(0).map(|p| p.index), Some(0));
+    assert_eq!(
+        c.path(n).map(|p| p.index),
+        Some(n),
+        "the rule's path follows the defaults"
+    );
+    assert!(c.path(n + 1).is_none());
 }
 
 #[test]

@@ -1,0 +1,444 @@
+//! Click-throughs: how `/click?cid=` finds the visit a landing page was shown for.
+//!
+//! The edge keeps no database, and a click-through can land on any worker of any node. So a
+//! visit sent to a landing page leaves what its click-through needs (campaign, path, cost and
+//! the traffic source's parameters: [`ClickState`]) in two places:
+//!
+//! - **a signed cookie** set with the visit's 302, `ct_{campaign_id}`, scoped to `/click`. The
+//!   browser brings it back to whichever node the click-through reaches, for a day. It is
+//!   signed with a keyed BLAKE3 hash of the node's `click_secret` (nodes behind one balancer
+//!   share it), so a forged or altered cookie is refused;
+//! - **the node's click table**, for visitors whose browsers do not send the cookie back: one
+//!   direct-mapped ring per worker, indexed by the click id's own counter, which every worker
+//!   reads without locks (a sequence lock per slot). It holds a worker's last
+//!   [`SLOTS_PER_WORKER`] events' worth of landing-page visits.
+//!
+//! A click id found in neither is unknown: `fallback_url` or 404.
+
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sink::EventId;
+
+/// Slots in each worker's ring (a power of two).
+pub const SLOTS_PER_WORKER: usize = 1 << 16;
+/// Data words in a slot (after its sequence word): 31 × 8 = 248 bytes.
+const WORDS: usize = 31;
+/// The largest encoded state a slot holds (the first two bytes are its length).
+const SLOT_BYTES: usize = WORDS * 8 - 2;
+/// Bytes of the signature.
+const MAC_LEN: usize = 16;
+/// Longest cookie value: browsers keep cookies up to 4096 bytes, name included.
+const MAX_COOKIE_VALUE: usize = 3800;
+const VERSION: u8 = 1;
+/// The cookie name's prefix; the campaign id follows (ids are valid cookie-name characters).
+pub const COOKIE_PREFIX: &[u8] = b"ct_";
+/// How long a browser keeps a visit's state.
+pub const COOKIE_MAX_AGE_S: u32 = 86_400;
+
+/// What a click-through needs of its visit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClickState<'a> {
+    /// The visit's id: the click id the landing page passes on.
+    pub click_id: EventId,
+    pub campaign_id: &'a [u8],
+    /// The path the visit took (its landing page and offers).
+    pub path_index: u16,
+    pub cost_micros: i64,
+    /// The traffic source's parameters as the visit event holds them (name/value pieces).
+    pub remapped: &'a [u8],
+}
+
+impl<'a> ClickState<'a> {
+    /// Appends the binary form; false (and nothing appended) when a part is too long for it.
+    pub fn encode(&self, out: &mut Vec<u8>) -> bool {
+        if self.campaign_id.len() > usize::from(u8::MAX)
+            || self.remapped.len() > usize::from(u16::MAX)
+        {
+            return false;
+        }
+        out.push(VERSION);
+        out.extend_from_slice(&self.click_id.0);
+        out.extend_from_slice(&self.path_index.to_le_bytes());
+        out.extend_from_slice(&self.cost_micros.to_le_bytes());
+        out.push(self.campaign_id.len() as u8);
+        out.extend_from_slice(self.campaign_id);
+        out.extend_from_slice(&(self.remapped.len() as u16).to_le_bytes());
+        out.extend_from_slice(self.remapped);
+        true
+    }
+
+    /// Reads what [`ClickState::encode`] wrote; `None` for anything else.
+    pub fn decode(buf: &'a [u8]) -> Option<ClickState<'a>> {
+        let (&version, rest) = buf.split_first()?;
+        if version != VERSION {
+            return None;
+        }
+        let (id, rest) = rest.split_first_chunk::<12>()?;
+        let (path, rest) = rest.split_first_chunk::<2>()?;
+        let (cost, rest) = rest.split_first_chunk::<8>()?;
+        let (&clen, rest) = rest.split_first()?;
+        let (campaign_id, rest) = rest.split_at_checked(usize::from(clen))?;
+        let (rlen, rest) = rest.split_first_chunk::<2>()?;
+        let rlen = usize::from(u16::from_le_bytes(*rlen));
+        if rest.len() != rlen {
+            return None;
+        }
+        Some(ClickState {
+            click_id: EventId(*id),
+            campaign_id,
+            path_index: u16::from_le_bytes(*path),
+            cost_micros: i64::from_le_bytes(*cost),
+            remapped: rest,
+        })
+    }
+}
+
+/// Signs and checks click states.
+#[derive(Clone)]
+pub struct Signer {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer(..)")
+    }
+}
+
+/// Compares in time that does not depend on where the inputs differ.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Signer {
+    /// A signer whose key is derived from `secret` (any length; nodes that must read each
+    /// other's cookies share it).
+    pub fn new(secret: &[u8]) -> Self {
+        Signer {
+            key: blake3::derive_key("clicktracker 2026-11 click-through state", secret),
+        }
+    }
+
+    fn mac(&self, data: &[u8]) -> [u8; MAC_LEN] {
+        let full = blake3::keyed_hash(&self.key, data);
+        let mut mac = [0u8; MAC_LEN];
+        mac.copy_from_slice(&full.as_bytes()[..MAC_LEN]);
+        mac
+    }
+
+    /// Appends a state encoded by [`ClickState::encode`], signed and base64url-encoded: a
+    /// cookie value. `scratch` is reused. False when it is too long for a cookie.
+    pub fn seal(&self, encoded: &[u8], scratch: &mut Vec<u8>, out: &mut Vec<u8>) -> bool {
+        scratch.clear();
+        scratch.extend_from_slice(encoded);
+        let mac = self.mac(scratch);
+        scratch.extend_from_slice(&mac);
+        if scratch.len().div_ceil(3) * 4 > MAX_COOKIE_VALUE {
+            return false;
+        }
+        let at = out.len();
+        out.resize(at + scratch.len().div_ceil(3) * 4, 0);
+        match URL_SAFE_NO_PAD.encode_slice(&scratch[..], &mut out[at..]) {
+            Ok(n) => {
+                out.truncate(at + n);
+                true
+            }
+            Err(_) => {
+                out.truncate(at);
+                false
+            }
+        }
+    }
+
+    /// The state in a cookie value that this signer (or a node sharing its secret) sealed.
+    /// `buf` receives the decoded bytes the state borrows.
+    pub fn open<'b>(&self, value: &[u8], buf: &'b mut Vec<u8>) -> Option<ClickState<'b>> {
+        if value.len() > MAX_COOKIE_VALUE {
+            return None;
+        }
+        buf.clear();
+        URL_SAFE_NO_PAD.decode_vec(value, buf).ok()?;
+        let n = buf.len().checked_sub(MAC_LEN)?;
+        let (data, mac) = buf.split_at(n);
+        if !ct_eq(&self.mac(data), mac) {
+            return None;
+        }
+        // What stays in `buf` is the encoded state alone.
+        buf.truncate(n);
+        ClickState::decode(buf)
+    }
+}
+
+/// Finds `ct_{campaign}` cookies in a `Cookie` header: (campaign id, value) pairs.
+pub fn cookies(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    header.split(|&c| c == b';').filter_map(|pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|&c| c == b'=')?;
+        let (name, value) = (&pair[..eq], &pair[eq + 1..]);
+        let campaign = name.strip_prefix(COOKIE_PREFIX)?;
+        let value = value
+            .strip_prefix(b"\"")
+            .and_then(|v| v.strip_suffix(b"\""))
+            .unwrap_or(value);
+        Some((campaign, value))
+    })
+}
+
+/// What a node keeps for click-throughs: its click table and the signer of the cookies.
+#[derive(Debug)]
+pub struct Clicks {
+    pub table: ClickTable,
+    pub signer: Signer,
+}
+
+impl Clicks {
+    pub fn new(workers: usize, secret: &[u8]) -> Self {
+        Clicks {
+            table: ClickTable::new(workers),
+            signer: Signer::new(secret),
+        }
+    }
+}
+
+/// One slot of a ring: a sequence word (odd while it is written) and the data.
+struct Slot {
+    seq: AtomicU64,
+    words: [AtomicU64; WORDS],
+}
+
+/// The node's click table: one ring per worker, each written by its worker only and read by
+/// all without locks.
+pub struct ClickTable {
+    rings: Vec<Box<[Slot]>>,
+}
+
+impl std::fmt::Debug for ClickTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickTable")
+            .field("workers", &self.rings.len())
+            .finish()
+    }
+}
+
+fn new_ring() -> Box<[Slot]> {
+    // Zeroed memory straight from the allocator: the kernel maps untouched pages lazily, so a
+    // node that serves no landing pages never pays for its rings.
+    let layout = std::alloc::Layout::array::<Slot>(SLOTS_PER_WORKER).expect("a small ring");
+    // SAFETY: the layout is not zero-sized; the memory is zeroed, and a `Slot` is only
+    // `AtomicU64`s, for which all-zero bytes are a valid value; the box takes ownership of
+    // an allocation made with the global allocator and the same layout.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout).cast::<Slot>();
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, SLOTS_PER_WORKER))
+    }
+}
+
+impl ClickTable {
+    pub fn new(workers: usize) -> Self {
+        ClickTable {
+            rings: (0..workers).map(|_| new_ring()).collect(),
+        }
+    }
+
+    fn slot(&self, id: &EventId) -> Option<&Slot> {
+        let ring = self.rings.get(usize::from(id.worker_id()))?;
+        Some(&ring[id.counter() as usize % SLOTS_PER_WORKER])
+    }
+
+    /// Records an encoded state under its click id. Only the worker that minted the id may
+    /// call this (one writer per ring). False when it does not fit a slot.
+    pub fn put(&self, id: &EventId, encoded: &[u8]) -> bool {
+        if encoded.len() > SLOT_BYTES {
+            return false;
+        }
+        let Some(slot) = self.slot(id) else {
+            return false;
+        };
+        let mut bytes = [0u8; WORDS * 8];
+        bytes[..2].copy_from_slice(&(encoded.len() as u16).to_le_bytes());
+        bytes[2..2 + encoded.len()].copy_from_slice(encoded);
+        let used = (2 + encoded.len()).div_ceil(8);
+        let seq = slot.seq.load(Ordering::Relaxed);
+        slot.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (w, chunk) in slot.words.iter().zip(bytes.chunks_exact(8)).take(used) {
+            w.store(
+                u64::from_le_bytes(chunk.try_into().expect("8 bytes")),
+                Ordering::Relaxed,
+            );
+        }
+        slot.seq.store(seq.wrapping_add(2), Ordering::Release);
+        true
+    }
+
+    /// Copies the state recorded for `id` into `buf`, if its slot still holds it.
+    pub fn get<'b>(&self, id: &EventId, buf: &'b mut Vec<u8>) -> Option<ClickState<'b>> {
+        let slot = self.slot(id)?;
+        let mut bytes = [0u8; WORDS * 8];
+        let before = slot.seq.load(Ordering::Acquire);
+        if before % 2 == 1 || before == 0 {
+            return None;
+        }
+        for (w, chunk) in slot.words.iter().zip(bytes.chunks_exact_mut(8)) {
+            chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+        fence(Ordering::Acquire);
+        if slot.seq.load(Ordering::Relaxed) != before {
+            return None;
+        }
+        let len = usize::from(u16::from_le_bytes([bytes[0], bytes[1]]));
+        if len > SLOT_BYTES {
+            return None;
+        }
+        buf.clear();
+        buf.extend_from_slice(&bytes[2..2 + len]);
+        ClickState::decode(buf).filter(|s| s.click_id == *id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state<'a>(id: EventId, remapped: &'a [u8]) -> ClickState<'a> {
+        ClickState {
+            click_id: id,
+            campaign_id: b"camp-1",
+            path_index: 3,
+            cost_micros: 1_250_000,
+            remapped,
+        }
+    }
+
+    #[test]
+    fn state_round_trips_and_refuses_garbage() {
+        let id = EventId::new(1_700_000_000_000, 7, 1, 42);
+        let mut buf = Vec::new();
+        let mut pairs = Vec::new();
+        sink::event::encode_pair(&mut pairs, b"source", b"news letter");
+        assert!(state(id, &pairs).encode(&mut buf));
+        assert_eq!(ClickState::decode(&buf), Some(state(id, &pairs)));
+        for cut in 0..buf.len() {
+            assert_eq!(ClickState::decode(&buf[..cut]), None, "cut at {cut}");
+        }
+        let mut longer = buf.clone();
+        longer.push(0);
+        assert_eq!(ClickState::decode(&longer), None);
+        buf[0] = 9;
+        assert_eq!(ClickState::decode(&buf), None);
+    }
+
+    #[test]
+    fn sealed_cookies_open_only_with_the_same_secret_and_unaltered() {
+        let id = EventId::new(1_700_000_000_000, 7, 1, 42);
+        let signer = Signer::new(b"node secret");
+        let (mut scratch, mut value, mut buf) = (Vec::new(), Vec::new(), Vec::new());
+        let mut enc = Vec::new();
+        assert!(state(id, b"").encode(&mut enc));
+        assert!(signer.seal(&enc, &mut scratch, &mut value));
+        assert!(
+            value
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_".contains(c))
+        );
+        assert_eq!(signer.open(&value, &mut buf), Some(state(id, b"")));
+        assert_eq!(Signer::new(b"other").open(&value, &mut buf), None);
+        for i in 0..value.len() {
+            let mut forged = value.clone();
+            forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+            assert_eq!(signer.open(&forged, &mut buf), None, "byte {i} altered");
+        }
+        assert_eq!(signer.open(b"", &mut buf), None);
+        assert_eq!(signer.open(b"!!!", &mut buf), None);
+    }
+
+    #[test]
+    fn states_too_long_for_a_cookie_are_not_sealed() {
+        let id = EventId::new(1_700_000_000_000, 7, 1, 42);
+        let signer = Signer::new(b"s");
+        let long = vec![b'x'; 4000];
+        let (mut scratch, mut value, mut enc) = (Vec::new(), Vec::new(), Vec::new());
+        assert!(state(id, &long).encode(&mut enc));
+        assert!(!signer.seal(&enc, &mut scratch, &mut value));
+        assert!(value.is_empty());
+    }
+
+    #[test]
+    fn cookie_header_yields_campaign_cookies_only() {
+        let h = b"a=1; ct_camp-1=AAA; ct_x=\"BBB\";ct_=C; other=ct_no";
+        let got: Vec<_> = cookies(h).collect();
+        assert_eq!(
+            got,
+            vec![
+                (&b"camp-1"[..], &b"AAA"[..]),
+                (&b"x"[..], &b"BBB"[..]),
+                (&b""[..], &b"C"[..])
+            ]
+        );
+    }
+
+    #[test]
+    fn table_finds_recent_states_and_forgets_overwritten_ones() {
+        let t = ClickTable::new(2);
+        let id = EventId::new(1_700_000_000_000, 7, 1, 5);
+        let mut enc = Vec::new();
+        assert!(state(id, b"").encode(&mut enc));
+        assert!(t.put(&id, &enc));
+        let mut buf = Vec::new();
+        assert_eq!(t.get(&id, &mut buf), Some(state(id, b"")));
+        // Another worker's id with the same counter lives in another ring.
+        let other = EventId::new(1_700_000_000_000, 7, 0, 5);
+        assert_eq!(t.get(&other, &mut buf), None);
+        // The id whose counter reuses the slot replaces it.
+        let later = EventId::new(1_700_000_000_001, 7, 1, 5 + SLOTS_PER_WORKER as u32);
+        enc.clear();
+        assert!(state(later, b"").encode(&mut enc));
+        assert!(t.put(&later, &enc));
+        assert_eq!(t.get(&id, &mut buf), None);
+        assert_eq!(t.get(&later, &mut buf).map(|s| s.click_id), Some(later));
+        // A worker id past the table and an oversized state are refused.
+        assert!(!t.put(&EventId::new(1, 7, 9, 1), &enc));
+        assert!(!t.put(&later, &[0u8; SLOT_BYTES + 1]));
+    }
+
+    #[test]
+    fn readers_never_see_a_torn_state() {
+        let t = std::sync::Arc::new(ClickTable::new(1));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (t, stop) = (t.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut seen = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for round in 0..64u32 {
+                        let id = EventId::new(1, 7, 0, round * SLOTS_PER_WORKER as u32);
+                        if let Some(s) = t.get(&id, &mut buf) {
+                            // Each writer round fills the remapped part with its own byte.
+                            assert!(s.remapped.iter().all(|&b| b == round as u8));
+                            assert_eq!(s.remapped.len(), 200);
+                            seen += 1;
+                        }
+                    }
+                }
+                seen
+            })
+        };
+        let mut enc = Vec::new();
+        for i in 0..200_000u32 {
+            let round = i % 64;
+            let id = EventId::new(1, 7, 0, round * SLOTS_PER_WORKER as u32);
+            let fill = [round as u8; 200];
+            enc.clear();
+            assert!(state(id, &fill).encode(&mut enc));
+            assert!(t.put(&id, &enc));
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(reader.join().expect("reader") > 0);
+    }
+}
