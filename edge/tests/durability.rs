@@ -157,3 +157,27 @@ fn kill_9_loses_no_acknowledged_postback() {
         );
     }
 }
+
+/// Objects are named after WAL segment numbers, and a clean stop uploads and deletes every
+/// segment: a restart must not number its segments from 1 again and overwrite the first
+/// run's objects of the same hour.
+#[test]
+fn a_clean_restart_within_the_hour_keeps_the_first_runs_rows() {
+    let data = TempDir::new("restart");
+    let mut sent = Vec::new();
+    for run in 0..3 {
+        let mut e = Edge::start_in(&["--driver", "legacy", "--workers", "2"], &data.0);
+        for i in 0..5 {
+            let r = e.get(&format!("{CAMP}?utm_source=run{run}-{i}"));
+            assert_eq!(r.status, 302);
+            sent.push(format!("{CAMP}?utm_source=run{run}-{i}"));
+        }
+        e.signal("TERM");
+        assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
+    }
+    let visits = common::read_parquet_tree(&data.0.join("lake").join("visits"));
+    let mut stored = common::strings(&visits, "url");
+    stored.sort();
+    sent.sort();
+    assert_eq!(stored, sent);
+}

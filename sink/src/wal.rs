@@ -44,6 +44,38 @@ pub fn segment_name(seq: u64) -> String {
     format!("{seq:020}.wal")
 }
 
+/// Remembers, across runs, the number the next segment takes. Segments are deleted once
+/// uploaded and a segment's number names its objects in the store, so a number must never
+/// come twice: restarting at 1 would overwrite the objects of an earlier run's first segment.
+pub const NEXT_SEGMENT_FILE: &str = "next-segment";
+
+/// The next segment number recorded in `dir` (0 when none is).
+pub fn read_next_seq(dir: &Path) -> Result<u64, WalError> {
+    let path = dir.join(NEXT_SEGMENT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|_| WalError::Io {
+            path,
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not a segment number: {:?}", text.trim()),
+            ),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+/// Records `next` as the next segment number, atomically (the caller syncs the directory).
+fn write_next_seq(dir: &Path, next: u64) -> Result<(), WalError> {
+    let tmp = dir.join(format!("{NEXT_SEGMENT_FILE}.tmp"));
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(format!("{next}\n").as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io(&tmp))?;
+    let path = dir.join(NEXT_SEGMENT_FILE);
+    std::fs::rename(&tmp, &path).map_err(io(&path))
+}
+
 /// The segments in `dir`, oldest first, as (sequence number, path).
 pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
     let mut out = Vec::new();
@@ -92,9 +124,11 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Creates segment `seq` in `dir` and makes its name durable.
+    /// Creates segment `seq` in `dir` and makes its name durable, with `seq + 1` recorded as
+    /// the next number (see [`NEXT_SEGMENT_FILE`]).
     pub fn create(dir: &Path, seq: u64) -> Result<Segment, WalError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        write_next_seq(dir, seq + 1)?;
         let path = dir.join(segment_name(seq));
         let mut file = OpenOptions::new()
             .write(true)

@@ -223,7 +223,11 @@ impl WalWriter {
             source,
         })?;
         let existing = list_segments(&cfg.dir)?;
-        let next_seq = existing.last().map_or(1, |(s, _)| s + 1);
+        // Never a number used before, even when every earlier segment is uploaded and gone.
+        let next_seq = existing
+            .last()
+            .map_or(1, |(s, _)| s + 1)
+            .max(crate::wal::read_next_seq(&cfg.dir)?);
         let stats = Arc::new(WalStats::default());
         let on_disk: u64 = existing
             .iter()

@@ -273,3 +273,35 @@ fn every_segment_rolled_by_size_is_handed_to_the_uploader() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn segment_numbers_never_repeat_across_runs_even_when_the_log_was_emptied() {
+    let dir = tmp("seq");
+    let run = |n: u32| {
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), None).unwrap();
+        tx.send(event(EventKind::Visit, n)).unwrap();
+        drop(tx);
+        w.join();
+        let segs = list_segments(&dir).unwrap();
+        // The uploader deletes uploaded segments: all of them, after a clean stop.
+        for (_, p) in &segs {
+            std::fs::remove_file(p).unwrap();
+        }
+        segs.into_iter().map(|(s, _)| s).collect::<Vec<_>>()
+    };
+    let first = run(1);
+    let second = run(2);
+    assert!(!first.is_empty() && !second.is_empty());
+    assert!(
+        second.iter().all(|s| first.iter().all(|f| s > f)),
+        "{first:?} then {second:?}: objects are named after segment numbers"
+    );
+    std::fs::write(dir.join(crate::wal::NEXT_SEGMENT_FILE), "junk").unwrap();
+    let (_tx, rx) = crossbeam_channel::bounded::<Event>(1);
+    let Err(e) = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), None) else {
+        panic!("a garbled next-segment file must stop the start");
+    };
+    assert!(e.to_string().contains("next-segment"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
