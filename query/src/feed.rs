@@ -50,7 +50,7 @@ pub fn sql(req: &FeedRequest) -> String {
         |c| format!("v.campaign_id = {}", quote(c)),
     );
     format!(
-        "WITH c AS (
+        "WITH {clicked}c AS (
             SELECT *, row_number() OVER (PARTITION BY click_id, coalesce(txid, '')
                                          ORDER BY event_id DESC) AS nth
             FROM conversions WHERE {from_parts}
@@ -59,7 +59,9 @@ pub fn sql(req: &FeedRequest) -> String {
                c.payout_micros, c.http_method, c.url, c.host, c.referer,
                c.ip AS c_ip, c.forwarded_for AS c_forwarded_for, c.ua AS c_ua, c.lang AS c_lang,
                v.event_id AS visit_id, v.ts AS visit_ts, v.query, v.remapped, v.cost_micros,
-               v.campaign_id, v.traffic_source_id, v.network_id, v.offer_id,
+               v.campaign_id, v.traffic_source_id,
+               coalesce(v.network_id, k.c_network) AS network_id,
+               coalesce(v.offer_id, k.c_offer) AS offer_id,
                v.landing_page_id, v.location, v.ip, v.forwarded_for, v.ua, v.lang,
                v.browser_family, v.browser_major, v.browser_minor, v.browser_patch,
                v.os_family, v.os_major, v.os_minor, v.os_patch, v.os_patch_minor,
@@ -67,9 +69,12 @@ pub fn sql(req: &FeedRequest) -> String {
                v.country, v.geoname_id, v.tz
         FROM c LEFT JOIN visits v
           ON v.event_id = c.click_id AND v.kind = 'visit' AND {visit_parts}
+        LEFT JOIN clicked k ON k.click_of = c.click_id
         WHERE c.nth = 1 AND {times} AND {campaign}
         ORDER BY c.ts, c.event_id",
         from_parts = DateRange { to: None, ..*r }.partitions(),
+        // A landing-page visit's offer is its latest click's.
+        clicked = crate::report::latest_clicks(&DateRange { to: None, ..*r }.partitions()),
         times = r.times("c.ts"),
     )
 }

@@ -84,14 +84,45 @@ pub struct Report {
     pub totals: Metrics,
 }
 
+/// A `clicked` CTE (and its trailing comma): for each visit with click-throughs among the
+/// visits rows matching `filter`, the offer and network of its latest click (`click_of`,
+/// `c_offer`, `c_network`). Ids lead the concatenation, so the max is the latest click.
+pub(crate) fn latest_clicks(filter: &str) -> String {
+    let latest = "max(concat(event_id, '|', offer_id, '|', network_id))";
+    format!(
+        "clicked AS (
+            SELECT click_id AS click_of,
+                   nullif(split_part({latest}, '|', 2), '') AS c_offer,
+                   nullif(split_part({latest}, '|', 3), '') AS c_network
+            FROM visits
+            WHERE kind = 'click' AND {filter}
+            GROUP BY click_id
+        ),
+        "
+    )
+}
+
 /// The report's SQL. Dimensions come from the visit; see the README's attribution rules.
 pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
     let r = &req.range;
+    let priced_offers = names.is_some_and(|n| !n.default_payouts.is_empty());
+    // A landing-page visit gets its offer at the click-through: such a visit (and its
+    // conversions) goes to the offer of its latest click. Only joined when the offer counts.
+    let by_click = priced_offers
+        || req
+            .dims
+            .iter()
+            .any(|d| matches!(d, Dimension::Offer | Dimension::Network));
+    let dim_sql = |d: &Dimension| match d {
+        Dimension::Offer if by_click => "coalesce(offer_id, c_offer)".to_owned(),
+        Dimension::Network if by_click => "coalesce(network_id, c_network)".to_owned(),
+        d => d.sql(),
+    };
     let dims: String = req
         .dims
         .iter()
         .enumerate()
-        .map(|(i, d)| format!("CAST({} AS VARCHAR) AS d{i}, ", d.sql()))
+        .map(|(i, d)| format!("CAST({} AS VARCHAR) AS d{i}, ", dim_sql(d)))
         .collect();
     let keys: String = (0..req.dims.len()).map(|i| format!(", d{i}")).collect();
     let keep = if req.include_bots {
@@ -103,7 +134,7 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
     // Without default payouts a conversion without one earns 0, and the offer is not needed.
     let (offer, revenue) = match names.filter(|n| !n.default_payouts.is_empty()) {
         Some(n) => (
-            "offer_id AS offer, ",
+            "coalesce(offer_id, c_offer) AS offer, ",
             format!(
                 "c.priced + c.unpriced * {}",
                 n.default_payout_sql("v.offer")
@@ -117,12 +148,24 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
     // fixed-width, time-ordered and unique, so the max string is the latest report's, and a
     // max over strings runs several times faster than `last_value(… ORDER BY event_id)`.
     // Clicks are counted as rows with a kind but no visit key, sparing a string comparison.
+    let (clicked, join) = if by_click {
+        (
+            latest_clicks(&format!(
+                "{} AND {}",
+                r.conversions_of_clicks(),
+                r.ids("click_id")
+            )),
+            " LEFT JOIN clicked ON click_of = event_id",
+        )
+    } else {
+        (String::new(), "")
+    };
     format!(
-        "WITH v AS (
+        "WITH {clicked}v AS (
             SELECT {dims}{offer}kind, {keep} AS keep,
                    CASE WHEN kind = 'visit' THEN cost_micros END AS cost,
                    CASE WHEN kind = 'visit' THEN event_id END AS visit_key
-            FROM visits WHERE {visits}
+            FROM visits{join} WHERE {visits}
         ),
         latest AS (
             SELECT click_id,

@@ -1,0 +1,328 @@
+//! Landing pages and rules through the real edge: visitors are routed by device, OS, browser
+//! and bot (user agent and data-centre ranges), a landing-page visit's click-through reaches
+//! its offer on the same process without a cookie and on a restarted one with it, unknown
+//! clicks get the fallback, and the query tool counts the visit → click → conversion chains.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Edge, TempDir, block_on, data_files, strings};
+use query::dims;
+use query::names::Names;
+use query::report::{Metrics, ReportRequest};
+use query::{DateRange, Session, SessionOptions};
+
+fn config() -> String {
+    let data = data_files();
+    format!(
+        r#"
+[server]
+geoip_db = {geo:?}
+ua_regexes = {ua:?}
+trusted_proxies = ["127.0.0.1"]
+bot_networks = ["198.51.100.0/24"]
+fallback_url = "https://safe.example.com/?from=edge"
+
+[[traffic_sources]]
+id = "ts"
+name = "Source"
+params = {{ source = "utm_source" }}
+
+[[offers]]
+id = "offer-a"
+name = "A"
+url = "https://a.example.com/?sub={{click_id}}&d={{device}}&os={{os}}&b={{browser}}&c={{country}}&s={{source}}"
+payout = 10
+
+[[offers]]
+id = "offer-b"
+name = "B"
+url = "https://b.example.com/?sub={{click_id}}"
+payout = 20
+
+[[offers]]
+id = "offer-safe"
+name = "Safe page"
+url = "https://safe.example.com/?sub={{click_id}}"
+
+[[landing_pages]]
+id = "lp"
+name = "Review"
+url = "https://lp.example.com/?cid={{click_id}}"
+
+[[campaigns]]
+id = "lp-camp"
+name = "With a landing page"
+traffic_source = "ts"
+cost = 0.5
+  [[campaigns.paths]]
+  landing_page = "lp"
+  offers = [ {{ offer = "offer-a", weight = 1 }}, {{ offer = "offer-b", weight = 0 }} ]
+  [[campaigns.rules]]
+  bot = true
+  paths = [ {{ offers = [ {{ offer = "offer-safe" }} ] }} ]
+  [[campaigns.rules]]
+  devices = ["mobile"]
+  os = ["iOS"]
+  paths = [ {{ landing_page = "lp", offers = [ {{ offer = "offer-b" }} ] }} ]
+"#,
+        geo = data.join("GeoLite2-City.mmdb").display(),
+        ua = data.join("regexes.yaml").display(),
+    )
+}
+
+const CHROME: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_14_1) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/70.0.3538.110 Safari/537.36";
+const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+struct Answer {
+    status: u16,
+    location: String,
+    cookie: Option<String>,
+}
+
+/// One GET from `client` (the proxy's `X-Forwarded-For`) with `ua` and maybe a cookie.
+fn get(e: &Edge, target: &str, client: &str, ua: &str, cookie: Option<&str>) -> Answer {
+    let mut c = e.connect();
+    let cookie = cookie.map_or(String::new(), |c| format!("Cookie: {c}\r\n"));
+    c.send(&format!(
+        "GET {target} HTTP/1.1\r\nHost: t\r\nUser-Agent: {ua}\r\nX-Forwarded-For: {client}\r\n{cookie}Connection: close\r\n\r\n"
+    ));
+    let r = c.response();
+    Answer {
+        status: r.status,
+        location: r.header("location").unwrap_or_default().to_owned(),
+        cookie: r
+            .header("set-cookie")
+            .map(|v| v.split(';').next().unwrap().to_owned()),
+    }
+}
+
+fn start(cfg: &Path, data: &Path) -> Edge {
+    let e = Edge::start_in(
+        &[
+            "--driver",
+            "legacy",
+            "--workers",
+            "2",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        data,
+    );
+    e.wait_for_log("user agents are parsed", Duration::from_secs(20));
+    e
+}
+
+fn stop(mut e: Edge) {
+    e.signal("TERM");
+    assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
+}
+
+/// The click id a landing-page URL carries.
+fn cid_of(location: &str) -> String {
+    let cid = location
+        .strip_prefix("https://lp.example.com/?cid=")
+        .unwrap_or_else(|| panic!("not the landing page: {location}"));
+    assert_eq!(cid.len(), 24);
+    cid.to_owned()
+}
+
+#[test]
+fn rules_route_visitors_and_landing_page_chains_are_counted() {
+    let dir = TempDir::new("landing");
+    let cfg = dir.write("edge.toml", &config());
+    let data = dir.0.join("data");
+    let e = start(&cfg, &data);
+    e.wait_for_log("data-centre ranges count as bots", Duration::from_secs(5));
+
+    // A desktop visitor in Great Britain: the landing page, with its cookie.
+    let v1 = get(
+        &e,
+        "/c/lp-camp?utm_source=news",
+        "81.2.69.142",
+        CHROME,
+        None,
+    );
+    assert_eq!(v1.status, 302);
+    let cid1 = cid_of(&v1.location);
+    assert!(v1.cookie.as_deref().unwrap().starts_with("ct_lp-camp="));
+    // Its click-through on the same process needs no cookie; the offer URL is filled with
+    // the visit's source and the click's visitor facts.
+    let c1 = get(
+        &e,
+        &format!("/click?cid={cid1}"),
+        "81.2.69.142",
+        CHROME,
+        None,
+    );
+    assert_eq!(c1.status, 302);
+    assert_eq!(
+        c1.location,
+        format!("https://a.example.com/?sub={cid1}&d=desktop&os=Mac%20OS%20X&b=Chrome&c=GB&s=news")
+    );
+    // An iPhone: the mobile/iOS rule's path, whose page offers B.
+    let v2 = get(&e, "/c/lp-camp?utm_source=push", "8.8.8.8", IPHONE, None);
+    let cid2 = cid_of(&v2.location);
+    let c2 = get(
+        &e,
+        &format!("/click/1?cid={cid2}"),
+        "8.8.8.8",
+        IPHONE,
+        v2.cookie.as_deref(),
+    );
+    assert_eq!(c2.location, format!("https://b.example.com/?sub={cid2}"));
+    // Bots, by agent and by data-centre address, go straight to the safe page.
+    let b1 = get(&e, "/c/lp-camp", "8.8.8.8", GOOGLEBOT, None);
+    assert!(
+        b1.location.starts_with("https://safe.example.com/?sub="),
+        "{}",
+        b1.location
+    );
+    assert_eq!(b1.cookie, None, "no landing page, no cookie");
+    let b2 = get(&e, "/c/lp-camp", "198.51.100.9", CHROME, None);
+    assert!(
+        b2.location.starts_with("https://safe.example.com/?sub="),
+        "{}",
+        b2.location
+    );
+    // A forged X-Forwarded-For entry on the left does not make a visitor a bot.
+    let v3 = get(&e, "/c/lp-camp", "198.51.100.9, 81.2.69.142", CHROME, None);
+    let cid3 = cid_of(&v3.location);
+    let cookie3 = v3.cookie.unwrap();
+
+    // Conversions: v1 without a payout (offer A's 10.00), v2 with 5.00.
+    for q in [
+        format!("cid={cid1}&txid=t1"),
+        format!("cid={cid2}&txid=t2&payout=5"),
+    ] {
+        let r = e.get(&format!("/postback?{q}"));
+        assert_eq!(r.status, 200, "{q}");
+    }
+    stop(e);
+
+    // A restarted edge has an empty click table but the same secret (kept in data_dir):
+    // v3's click-through works with its cookie, and only with it.
+    let e = start(&cfg, &data);
+    let without = get(
+        &e,
+        &format!("/click?cid={cid3}"),
+        "81.2.69.142",
+        CHROME,
+        None,
+    );
+    assert_eq!(without.status, 302);
+    assert_eq!(without.location, "https://safe.example.com/?from=edge");
+    assert_eq!(e.metric("edge_fallback_redirects_total "), 1);
+    let c3 = get(
+        &e,
+        &format!("/click?cid={cid3}"),
+        "81.2.69.142",
+        CHROME,
+        Some(&format!("other=1; {cookie3}")),
+    );
+    assert!(
+        c3.location
+            .starts_with(&format!("https://a.example.com/?sub={cid3}&")),
+        "{}",
+        c3.location
+    );
+    // A cookie altered by the visitor is refused.
+    let (name, value) = cookie3.split_once('=').unwrap();
+    let forged = format!("{name}={}", value.replace(&value[..4], "AAAA"));
+    let f = get(
+        &e,
+        &format!("/click?cid={cid3}"),
+        "81.2.69.142",
+        CHROME,
+        Some(&forged),
+    );
+    assert_eq!(f.location, "https://safe.example.com/?from=edge");
+    stop(e);
+
+    // What was stored: bots flagged, clicks naming their visits.
+    let visits = common::read_parquet_tree(&data.join("lake").join("visits"));
+    let kinds = strings(&visits, "kind");
+    let clicks_of = strings(&visits, "click_id");
+    let ids = strings(&visits, "event_id");
+    let mut clicked: Vec<&str> = kinds
+        .iter()
+        .zip(&clicks_of)
+        .filter(|(k, _)| *k == "click")
+        .map(|(_, c)| c.as_str())
+        .collect();
+    clicked.sort();
+    let mut want = vec![cid1.as_str(), cid2.as_str(), cid3.as_str()];
+    want.sort();
+    assert_eq!(clicked, want);
+    for cid in [&cid1, &cid2, &cid3] {
+        assert!(ids.contains(cid), "the visit {cid} is stored");
+    }
+
+    // The report: bots left out; conversions and visits go to the offer of their click.
+    let file = edge::config::ConfigFile::parse(&config()).unwrap();
+    let names = Names::from_config(&file);
+    let store = format!("file://{}", data.join("lake").display());
+    let session = block_on(Session::open(&store, &SessionOptions::default())).unwrap();
+    let report = |by: &str| {
+        let req = ReportRequest {
+            range: DateRange::default(),
+            dims: dims::parse(by).unwrap(),
+            include_bots: false,
+        };
+        let r = block_on(query::report::run(&session, &req, Some(&names))).unwrap();
+        r.rows
+            .into_iter()
+            .map(|r| (r.dims[0].clone().unwrap_or_default(), r.metrics))
+            .collect::<BTreeMap<String, Metrics>>()
+    };
+    let m = |visits, clicks, conversions, revenue: i64, cost: i64| Metrics {
+        visits,
+        clicks,
+        conversions,
+        revenue_micros: revenue * 1_000_000,
+        cost_micros: cost * 500_000,
+    };
+    assert_eq!(
+        report("campaign"),
+        BTreeMap::from([("lp-camp".to_owned(), m(3, 3, 2, 15, 3))])
+    );
+    assert_eq!(
+        report("offer"),
+        BTreeMap::from([
+            ("offer-a".to_owned(), m(2, 2, 1, 10, 2)),
+            ("offer-b".to_owned(), m(1, 1, 1, 5, 1)),
+        ])
+    );
+    let with_bots = ReportRequest {
+        range: DateRange::default(),
+        dims: dims::parse("offer").unwrap(),
+        include_bots: true,
+    };
+    let r = block_on(query::report::run(&session, &with_bots, Some(&names))).unwrap();
+    assert_eq!(r.totals.visits, 5, "the two bot visits, when asked for");
+
+    // The conversion feed names the offer of the click.
+    let mut out = Vec::new();
+    let feed = query::feed::FeedRequest {
+        range: DateRange::default(),
+        campaign: None,
+    };
+    block_on(query::feed::run(&session, &feed, Some(&names), &mut out)).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let mut offers: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["destination"]["offer"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    offers.sort();
+    assert_eq!(offers, ["offer-a", "offer-b"], "{text}");
+}
