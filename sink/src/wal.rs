@@ -5,7 +5,9 @@
 //! writer appends a batch of records with one `write` and one `fdatasync` (group commit); a
 //! crash can leave the last record of the last segment torn, which the reader detects by its
 //! length or checksum and drops. Segments are never appended to after a restart: the writer
-//! starts a new one, so a segment's content, once sealed, is fixed.
+//! starts a new one, so a segment's content, once sealed, is fixed. Numbers only grow, across
+//! runs too (they name the segment's objects in the store): a run starts past the last
+//! number used (kept in `next-segment`) and past the clock in microseconds.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};

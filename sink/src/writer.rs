@@ -223,11 +223,17 @@ impl WalWriter {
             source,
         })?;
         let existing = list_segments(&cfg.dir)?;
-        // Never a number used before, even when every earlier segment is uploaded and gone.
+        // Never a number used before, even when every earlier segment is uploaded and gone
+        // (the next-segment file) or the local disk itself is new while the store is not
+        // (numbers start from the clock, in microseconds).
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         let next_seq = existing
             .last()
             .map_or(1, |(s, _)| s + 1)
-            .max(crate::wal::read_next_seq(&cfg.dir)?);
+            .max(crate::wal::read_next_seq(&cfg.dir)?)
+            .max(now_us);
         let stats = Arc::new(WalStats::default());
         let on_disk: u64 = existing
             .iter()

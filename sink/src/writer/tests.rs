@@ -110,9 +110,8 @@ fn segments_roll_and_a_restart_starts_a_new_one() {
     drop(tx);
     w.join();
     let after = list_segments(&dir).unwrap();
-    assert_eq!(
-        after.last().unwrap().0,
-        last + 1,
+    assert!(
+        after.last().unwrap().0 > last && after.len() == segments.len() + 1,
         "a restart never appends to an old segment"
     );
     assert_eq!(logged(&dir).len(), 301);
