@@ -269,7 +269,7 @@ mod tests {
     #[test]
     fn demo_config_parses() {
         let c = ConfigFile::parse(DEMO_CONFIG).unwrap();
-        assert_eq!(c.campaigns.len(), 1);
+        assert_eq!(c.campaigns.len(), 2);
         assert_eq!(c.server.listen, "127.0.0.1:8080");
     }
 

@@ -113,6 +113,69 @@ fn a_run_matches_the_store_event_by_event_and_a_missing_event_is_caught() {
     }
 }
 
+#[test]
+fn landing_page_click_throughs_are_verified_one_by_one() {
+    let dir = TempDir::new("lt-lp");
+    let ledger = dir.0.join("run.ledger");
+    let mut e = Edge::demo("legacy");
+    let mut p = plan(&e, &ledger, Stop::Requests(6_000), "legacy");
+    p.campaigns = vec!["demo-lp".into(), loadtest::plan::DEMO_CAMPAIGN.into()];
+    p.click_through = 0.5;
+    let done = loadtest::run::run(p, false).unwrap();
+    e.signal("TERM");
+    assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
+    assert!(done.stats.errors.is_empty(), "{:?}", done.stats.errors);
+    let lake = e.data.join("lake");
+    let v = check(&ledger, &lake);
+    assert_eq!(v.difference_count, 0, "{:#?}", v.differences);
+    // The landing-page campaign's click-throughs are answered 302 and stored; the plain
+    // campaign's are unknown (404) and are not.
+    let answered = v.json["clicks"]["answered"].as_u64().unwrap();
+    let sent = v.json["clicks"]["sent"].as_u64().unwrap();
+    assert!(answered > 300 && answered < sent, "{answered} of {sent}");
+    assert_eq!(v.json["clicks"]["answered_stored"], answered);
+    assert_eq!(v.json["report"]["clicks"].as_u64(), Some(answered));
+
+    // Click rows gone from the store: each answered click-through is reported missing.
+    rewrite_parquet_tree(&lake.join("visits"), &|b| {
+        use arrow::array::AsArray;
+        let kind = b.column_by_name("kind").unwrap().as_string::<i32>();
+        let keep: arrow::array::BooleanArray =
+            kind.iter().map(|k| Some(k == Some("visit"))).collect();
+        arrow::compute::filter_record_batch(b, &keep).unwrap()
+    });
+    let v = check(&ledger, &lake);
+    assert!(v.difference_count >= answered, "{:#?}", v.differences);
+    assert!(
+        v.differences
+            .iter()
+            .any(|d| d.contains("click-through of visit") && d.contains("stored 0 times")),
+        "{:#?}",
+        v.differences
+    );
+}
+
+/// Rewrites every Parquet file below `dir` with `f` applied to its batches.
+fn rewrite_parquet_tree(
+    dir: &std::path::Path,
+    f: &dyn Fn(&arrow::record_batch::RecordBatch) -> arrow::record_batch::RecordBatch,
+) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            rewrite_parquet_tree(&p, f);
+            continue;
+        }
+        let batches: Vec<_> = common::read_parquet_file(&p).iter().map(f).collect();
+        let file = std::fs::File::create(&p).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, batches[0].schema(), None).unwrap();
+        for b in &batches {
+            w.write(b).unwrap();
+        }
+        w.close().unwrap();
+    }
+}
+
 fn v_start(ledger: &std::path::Path) -> u64 {
     Ledger::read(ledger).unwrap().start_ms
 }

@@ -152,7 +152,7 @@ fn check(text: &str) -> (bool, String, String) {
 fn check_config_names_the_bad_key() {
     let (ok, stdout, _) = check(DEMO_CONFIG);
     assert!(ok);
-    assert!(stdout.contains("ok (1 campaigns, 2 offers"), "{stdout}");
+    assert!(stdout.contains("ok (2 campaigns, 2 offers"), "{stdout}");
     for (text, key) in [
         (
             DEMO_CONFIG.replace("node_id = 1", "node_id = 1\nlisten_port = 9"),

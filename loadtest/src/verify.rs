@@ -69,6 +69,7 @@ struct Tally {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
     pub visits: i64,
+    pub clicks: i64,
     pub conversions: i64,
     pub revenue_micros: i64,
 }
@@ -77,8 +78,9 @@ impl std::fmt::Display for Totals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} visits, {} conversions, revenue {}",
+            "{} visits, {} clicks, {} conversions, revenue {}",
             self.visits,
+            self.clicks,
             self.conversions,
             query::output::money(self.revenue_micros)
         )
@@ -162,6 +164,23 @@ pub async fn verify(l: &Ledger, session: &Session, limit: usize) -> query::Resul
         for id in ids.as_string::<i32>().iter().flatten() {
             if let Ok(id) = EventId::parse(id.as_bytes()) {
                 stored_visits.insert(id);
+            }
+        }
+    }
+
+    // Click-throughs the store holds for the run's campaigns, per visit.
+    let q = format!(
+        "SELECT click_id FROM visits WHERE {} AND kind = 'click' AND campaign_id IN ({campaigns})",
+        range.rows()
+    );
+    let mut stored_clicks: HashMap<EventId, u64> = HashMap::new();
+    let mut stored_click_rows = 0i64;
+    for b in session.ctx.sql(&q).await?.collect().await? {
+        let ids = utf8(&b, 0)?;
+        for id in ids.as_string::<i32>().iter() {
+            stored_click_rows += 1;
+            if let Some(id) = id.and_then(|id| EventId::parse(id.as_bytes()).ok()) {
+                *stored_clicks.entry(id).or_default() += 1;
             }
         }
     }
@@ -258,6 +277,58 @@ pub async fn verify(l: &Ledger, session: &Session, limit: usize) -> query::Resul
         });
     }
 
+    // Click-throughs: like visits, answered without waiting for the disk, so a crash may
+    // lose the ones answered after the last durable acknowledgement.
+    let mut sent_clicks: HashMap<EventId, Tally> = HashMap::new();
+    let mut clicks_lost = 0u64;
+    for &(id, ms, outcome) in &l.clicks {
+        let t = sent_clicks.entry(id).or_default();
+        match outcome {
+            Outcome::Ok if lost_in_crash(ms, &acked_sends, &l.transport_errors_at) => {
+                t.doubt += 1;
+                clicks_lost += 1;
+            }
+            Outcome::Ok => t.acked += 1,
+            Outcome::Doubt => t.doubt += 1,
+            Outcome::Refused => t.refused += 1,
+        }
+    }
+    let (mut clicks_answered, mut clicks_found) = (0u64, 0u64);
+    for (id, t) in &sent_clicks {
+        let stored = stored_clicks.get(id).copied().unwrap_or(0);
+        clicks_answered += t.acked;
+        clicks_found += stored.min(t.acked);
+        if stored < t.acked {
+            v.differ(limit, || {
+                format!(
+                    "the click-through of visit {id} was answered {} times but is stored {stored} times",
+                    t.acked
+                )
+            });
+        } else if stored > t.acked + t.doubt {
+            v.differ(limit, || {
+                format!(
+                    "the click-through of visit {id} is stored {stored} times but was answered at \
+                     most {} times ({} refused)",
+                    t.acked + t.doubt,
+                    t.refused
+                )
+            });
+        }
+    }
+    let foreign_clicks: u64 = stored_clicks
+        .iter()
+        .filter(|(id, _)| !sent_clicks.contains_key(id))
+        .map(|(_, n)| n)
+        .sum();
+    if foreign_clicks > 0 {
+        v.differ(limit, || {
+            format!(
+                "the store holds {foreign_clicks} click-throughs of visits this run never clicked"
+            )
+        });
+    }
+
     // Conversions.
     let lost: HashSet<EventId> = lost_after_last_ack.iter().copied().collect();
     let mut orphans: HashSet<(EventId, Option<String>)> = HashSet::new();
@@ -328,6 +399,7 @@ pub async fn verify(l: &Ledger, session: &Session, limit: usize) -> query::Resul
     }
     let expected = Totals {
         visits: stored_visits.len() as i64,
+        clicks: stored_click_rows,
         conversions: groups.len() as i64,
         revenue_micros: groups.values().sum(),
     };
@@ -347,6 +419,7 @@ pub async fn verify(l: &Ledger, session: &Session, limit: usize) -> query::Resul
             .is_some_and(|c| l.campaigns.contains(c))
         {
             got.visits += row.metrics.visits;
+            got.clicks += row.metrics.clicks;
             got.conversions += row.metrics.conversions;
             got.revenue_micros += row.metrics.revenue_micros;
         }
@@ -366,9 +439,10 @@ pub async fn verify(l: &Ledger, session: &Session, limit: usize) -> query::Resul
         });
     }
 
+    // The summary's head lines go before any notes gathered above.
+    let notes = std::mem::take(&mut v.summary);
     let s = &mut v.summary;
-    s.insert(
-        0,
+    s.push(
         format!(
             "ledger: {} requests from {} campaign(s) to {}{}",
             l.requests,
@@ -386,32 +460,38 @@ pub async fn verify(l: &Ledger, session: &Session, limit: usize) -> query::Resul
             }
         ),
     );
-    s.insert(
-        1,
-        format!(
-            "visits: {} redirected with a click id, {visits_found} stored{}; {in_doubt} unanswered, \
+    s.push(format!(
+        "visits: {} redirected with a click id, {visits_found} stored{}; {in_doubt} unanswered, \
              {} of them stored",
-            l.visits.len(),
-            if lost_after_last_ack.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; {} lost in a crash, each redirected after the last conversion acknowledged \
+        l.visits.len(),
+        if lost_after_last_ack.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} lost in a crash, each redirected after the last conversion acknowledged \
                      before the server went away (redirects do not wait for the disk)",
-                    lost_after_last_ack.len()
-                )
-            },
-            unknown_stored.min(in_doubt),
-        ),
-    );
-    s.insert(
-        2,
-        format!(
-            "conversions: {acked} acknowledged, {acked_stored} stored; {doubt} unanswered or 5xx, \
+                lost_after_last_ack.len()
+            )
+        },
+        unknown_stored.min(in_doubt),
+    ));
+    if !l.clicks.is_empty() {
+        s.push(format!(
+            "click-throughs: {} sent, {clicks_answered} answered 302, {clicks_found} of them \
+                 stored{}",
+            l.clicks.len(),
+            if clicks_lost > 0 {
+                format!("; {clicks_lost} answered after the last acknowledgement before a crash")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    s.push(format!(
+        "conversions: {acked} acknowledged, {acked_stored} stored; {doubt} unanswered or 5xx, \
              {doubt_stored} of them stored, {} not; {refused} refused, {refused_stored} stored",
-            doubt - doubt_stored
-        ),
-    );
+        doubt - doubt_stored
+    ));
     let mut line = String::new();
     let _ = write!(line, "report: {got} (expected {expected})");
     if unknown_click > 0 || !orphans.is_empty() {
@@ -422,7 +502,8 @@ pub async fn verify(l: &Ledger, session: &Session, limit: usize) -> query::Resul
             orphans.len()
         );
     }
-    s.insert(3, line);
+    s.push(line);
+    s.extend(notes);
     v.json = json!({
         "ok": v.difference_count == 0,
         "differences": v.difference_count,
@@ -435,6 +516,12 @@ pub async fn verify(l: &Ledger, session: &Session, limit: usize) -> query::Resul
             "unanswered": in_doubt,
             "unanswered_stored": unknown_stored.min(in_doubt),
         },
+        "clicks": {
+            "sent": l.clicks.len(),
+            "answered": clicks_answered,
+            "answered_stored": clicks_found,
+            "answered_before_a_crash": clicks_lost,
+        },
         "conversions": {
             "acknowledged": acked,
             "acknowledged_stored": acked_stored,
@@ -445,11 +532,13 @@ pub async fn verify(l: &Ledger, session: &Session, limit: usize) -> query::Resul
         },
         "report": {
             "visits": got.visits,
+            "clicks": got.clicks,
             "conversions": got.conversions,
             "revenue_micros": got.revenue_micros,
         },
         "expected": {
             "visits": expected.visits,
+            "clicks": expected.clicks,
             "conversions": expected.conversions,
             "revenue_micros": expected.revenue_micros,
         },

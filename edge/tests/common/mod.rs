@@ -360,15 +360,21 @@ pub fn read_parquet_tree(dir: &Path) -> Vec<arrow::record_batch::RecordBatch> {
         if p.is_dir() {
             out.extend(read_parquet_tree(&p));
         } else if p.extension().is_some_and(|e| e == "parquet") {
-            let f = std::fs::File::open(&p).unwrap();
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-                .unwrap()
-                .build()
-                .unwrap();
-            out.extend(reader.map(|b| b.unwrap()));
+            out.extend(read_parquet_file(&p));
         }
     }
     out
+}
+
+/// The batches of one Parquet file.
+pub fn read_parquet_file(p: &Path) -> Vec<arrow::record_batch::RecordBatch> {
+    let f = std::fs::File::open(p).unwrap();
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
 }
 
 /// The values of string column `name` over `batches` (null as "").
