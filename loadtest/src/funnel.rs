@@ -71,29 +71,158 @@ pub const USER_AGENTS: [&str; 4] = [
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
 ];
 
+/// `n` distinct browser user agents: the four above, then as many more as asked, made from
+/// the templates of today's common browsers (Chrome, Edge, Firefox, Safari; desktop, phone,
+/// tablet) with distinct versions, as real traffic brings a few thousand.
+pub fn user_agents(n: usize) -> Vec<String> {
+    let mut out: Vec<String> = USER_AGENTS
+        .iter()
+        .take(n)
+        .map(|s| (*s).to_owned())
+        .collect();
+    const MODELS: [&str; 5] = [
+        "Pixel 8",
+        "SM-S918B",
+        "SM-A546B",
+        "Redmi Note 12",
+        "moto g(60)",
+    ];
+    let mut k = 0usize;
+    while out.len() < n {
+        let q = k / 7;
+        let (major, build) = (100 + q % 32, 4000 + q / 32);
+        let ua = match k % 7 {
+            0 => format!(
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.{build}.{} Safari/537.36",
+                q % 90
+            ),
+            1 => format!(
+                "Mozilla/5.0 (Linux; Android {}; {}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.{build}.{} Mobile Safari/537.36",
+                10 + q % 5,
+                MODELS[q % MODELS.len()],
+                q % 90
+            ),
+            2 => format!(
+                "Mozilla/5.0 (iPhone; CPU iPhone OS {}_{} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{}.{} Mobile/15E{q} Safari/604.1",
+                14 + q % 4,
+                q % 8,
+                14 + q % 4,
+                q % 8
+            ),
+            3 => format!(
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_{}) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{}.{} Safari/605.{q}",
+                q % 8,
+                14 + q % 4,
+                q % 8
+            ),
+            4 => format!(
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:{major}.{q}) Gecko/20100101 Firefox/{major}.{q}"
+            ),
+            5 => format!(
+                "Mozilla/5.0 (iPad; CPU OS {}_{} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{}.{} Mobile/15E{q} Safari/604.1",
+                14 + q % 4,
+                q % 8,
+                14 + q % 4,
+                q % 8
+            ),
+            _ => format!(
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.{build}.0 Safari/537.36 Edg/{major}.0.{build}.{}",
+                q % 90
+            ),
+        };
+        out.push(ua);
+        k += 1;
+    }
+    out
+}
+
+/// A public IPv4 address for visitor `n`, spread over the whole space (so over many
+/// countries), never private, loopback, shared or multicast.
+pub fn public_ipv4(n: u64) -> [u8; 4] {
+    let mut x = n;
+    loop {
+        // splitmix64
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let [a, b, c, d] = ((z ^ (z >> 31)) as u32).to_be_bytes();
+        let reserved = matches!(a, 0 | 10 | 127 | 224..=255)
+            || (a == 100 && (64..128).contains(&b))
+            || (a == 169 && b == 254)
+            || (a == 172 && (16..32).contains(&b))
+            || (a == 192 && b == 168)
+            || (a == 198 && (18..20).contains(&b));
+        if !reserved {
+            return [a, b, c, d];
+        }
+    }
+}
+
+/// Who the visits claim to be.
+#[derive(Debug, Clone)]
+pub struct Visitors {
+    pub agents: Vec<String>,
+    /// Send each visitor's (public) address in `X-Forwarded-For`, as a load balancer would.
+    pub forwarded_for: bool,
+}
+
+impl Visitors {
+    pub fn new(agents: usize, forwarded_for: bool) -> Self {
+        Visitors {
+            agents: user_agents(agents.max(1)),
+            forwarded_for,
+        }
+    }
+
+    /// The user agent and, when asked for, `X-Forwarded-For` of visitor `n`.
+    fn write_headers(&self, out: &mut Vec<u8>, n: u64) {
+        out.extend_from_slice(b"User-Agent: ");
+        out.extend_from_slice(self.agents[(n % self.agents.len() as u64) as usize].as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if self.forwarded_for {
+            out.extend_from_slice(b"X-Forwarded-For: ");
+            for (i, part) in public_ipv4(n).iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                money::write_digits(u64::from(*part), 1, out);
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+impl Default for Visitors {
+    fn default() -> Self {
+        Visitors::new(USER_AGENTS.len(), false)
+    }
+}
+
 fn head_end(out: &mut Vec<u8>, host: &str) {
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
-/// A visit to `campaign` (URL-safe id); `n` varies the parameters and the user agent.
-pub fn write_visit(out: &mut Vec<u8>, host: &str, campaign: &str, n: u64) {
+/// A visit to `campaign` (URL-safe id) by visitor `n` of `who`; `n` also varies the
+/// parameters.
+pub fn write_visit(out: &mut Vec<u8>, host: &str, campaign: &str, n: u64, who: &Visitors) {
     out.extend_from_slice(b"GET /c/");
     out.extend_from_slice(campaign.as_bytes());
     out.extend_from_slice(b"?utm_source=loadtest&utm_medium=funnel&utm_content=c");
     money::write_digits(n % 100, 1, out);
     head_end(out, host);
-    out.extend_from_slice(b"User-Agent: ");
-    out.extend_from_slice(USER_AGENTS[(n % USER_AGENTS.len() as u64) as usize].as_bytes());
-    out.extend_from_slice(b"\r\nAccept-Language: en-US,en;q=0.9\r\n\r\n");
+    who.write_headers(out, n);
+    out.extend_from_slice(b"Accept-Language: en-US,en;q=0.9\r\n\r\n");
 }
 
-/// A landing page's call-to-action for `click`.
-pub fn write_click(out: &mut Vec<u8>, host: &str, click: &EventId) {
+/// A landing page's call-to-action for `click`, from a visitor of `who`.
+pub fn write_click(out: &mut Vec<u8>, host: &str, click: &EventId, who: &Visitors) {
     out.extend_from_slice(b"GET /click?cid=");
     out.extend_from_slice(&click.to_hex());
     head_end(out, host);
+    who.write_headers(out, u64::from(click.counter()));
     out.extend_from_slice(b"\r\n");
 }
 
@@ -233,7 +362,14 @@ mod tests {
     #[test]
     fn requests_are_complete_http_heads() {
         let mut out = Vec::new();
-        write_visit(&mut out, "127.0.0.1:8080", "5aaea5a02d38914cfd2ad8c1", 7);
+        let who = Visitors::new(3000, true);
+        write_visit(
+            &mut out,
+            "127.0.0.1:8080",
+            "5aaea5a02d38914cfd2ad8c1",
+            7,
+            &who,
+        );
         let click = EventId::new(NOW, 1, 0, 5);
         write_conversion(
             &mut out,
@@ -247,7 +383,7 @@ mod tests {
             },
             Some("s3cret"),
         );
-        write_click(&mut out, "h", &click);
+        write_click(&mut out, "h", &click, &who);
         let mut heads = Vec::new();
         let mut at = 0;
         while at < out.len() {
@@ -268,6 +404,45 @@ mod tests {
                 format!("/postback?cid={hex}&payout=12.34&type=sale&txid=lt-1-2&token=s3cret"),
                 format!("/click?cid={hex}"),
             ]
+        );
+    }
+
+    #[test]
+    fn synthetic_visitors_are_distinct_browsers_from_public_addresses() {
+        let agents = user_agents(3000);
+        assert_eq!(agents[..4], USER_AGENTS.map(str::to_owned));
+        let distinct: std::collections::HashSet<_> = agents.iter().collect();
+        assert_eq!(distinct.len(), 3000);
+        assert!(
+            agents
+                .iter()
+                .all(|a| a.starts_with("Mozilla/5.0 (") && a.is_ascii())
+        );
+        assert_eq!(user_agents(2).len(), 2);
+        let mut firsts = std::collections::HashSet::new();
+        for n in 0..10_000 {
+            let ip = std::net::Ipv4Addr::from(public_ipv4(n));
+            assert!(
+                !(ip.is_private() || ip.is_loopback() || ip.is_multicast() || ip.is_link_local()),
+                "{ip}"
+            );
+            firsts.insert(ip.octets()[0]);
+        }
+        assert!(
+            firsts.len() > 200,
+            "spread over the space: {}",
+            firsts.len()
+        );
+        let mut out = Vec::new();
+        Visitors::new(10, true).write_headers(&mut out, 4);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("User-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\nX-Forwarded-For: ") && text.ends_with("\r\n"),
+            "{text}"
         );
     }
 

@@ -117,6 +117,14 @@ struct RunArgs {
     /// Seed for the funnel's dice (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
+    /// Distinct user agents the visitors use (4 built-in; more are made from today's
+    /// browsers' templates, as real traffic has a few thousand).
+    #[arg(long, default_value_t = 4)]
+    agents: usize,
+    /// Send each visitor's address in X-Forwarded-For, spread over the public IPv4 space
+    /// (the edge must trust this machine: server.trusted_proxies).
+    #[arg(long)]
+    forwarded_for: bool,
 }
 
 fn parse_driver(s: &str) -> Result<DriverChoice, String> {
@@ -153,6 +161,13 @@ impl RunArgs {
         p.retries = self.retries;
         p.ledger = self.ledger;
         p.driver = self.driver;
+        if self.agents == 0 || self.agents > 1_000_000 {
+            return Err(plan::PlanError {
+                flag: "--agents",
+                what: format!("{} is not between 1 and 1000000", self.agents),
+            });
+        }
+        p.visitors = loadtest::funnel::Visitors::new(self.agents, self.forwarded_for);
         p.seed = self.seed.unwrap_or_else(|| {
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)

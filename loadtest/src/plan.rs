@@ -61,6 +61,9 @@ pub struct Plan {
     pub ledger: Option<PathBuf>,
     pub driver: DriverChoice,
     pub seed: u64,
+    /// Who the visitors are: how many distinct user agents, and whether their addresses go
+    /// in `X-Forwarded-For`.
+    pub visitors: crate::funnel::Visitors,
 }
 
 /// A bad flag, named.
@@ -180,6 +183,7 @@ impl Plan {
             // (README "Load testing"), so the generator defaults to it.
             driver: DriverChoice::Legacy,
             seed: 1,
+            visitors: crate::funnel::Visitors::default(),
         })
     }
 

@@ -135,7 +135,7 @@ impl Worker {
         let plan = &self.shared.plan;
         match self.queue.borrow_mut().pop_front() {
             Some(Followup::Click(id)) => {
-                funnel::write_click(out, &plan.host, &id);
+                funnel::write_click(out, &plan.host, &id, &plan.visitors);
                 (Step::Click, Some(Followup::Click(id)))
             }
             Some(Followup::Conversion { conv, attempt }) => {
@@ -146,7 +146,7 @@ impl Worker {
                 let n = self.visits.get();
                 self.visits.set(n + 1);
                 let campaign = &plan.campaigns[(n % plan.campaigns.len() as u64) as usize];
-                funnel::write_visit(out, &plan.host, campaign, n);
+                funnel::write_visit(out, &plan.host, campaign, n, &plan.visitors);
                 (Step::Visit, None)
             }
         }
