@@ -9,7 +9,8 @@ server alike. The steady figure is the server core's CPU time per request, read 
 requests the generator counted; the generator's core is read the same way, so the two
 generators can be compared by what each request costs them.
 
-Then two edge-only measurements: scaling (one worker on one core against two workers on
+Then edge-only measurements: rules (ONLY=rules: a campaign with rules and a landing page
+against a plain one, with realistic visitors), scaling (one worker on one core against two workers on
 both, by the edge process's CPU time per request) and memory (RSS with IDLE idle keep-alive
 connections open, against nginx holding the same). Run through benches/compare.sh, which
 builds and installs what this needs.
@@ -148,7 +149,7 @@ def rss_kib(pid):
     return 0
 
 
-def start(kind, work, cpus=None, workers=1):
+def start(kind, work, cpus=None, workers=1, config=None):
     pin = ["taskset", "-c", str(SERVER_CPU) if cpus is None else cpus]
     if kind in ("edge", "edge-base"):
         port = 18092
@@ -156,6 +157,8 @@ def start(kind, work, cpus=None, workers=1):
         data = f"{work}/edge-data"
         shutil.rmtree(data, ignore_errors=True)
         cmd = [EDGE, "--listen", f"127.0.0.1:{port}", "--workers", str(workers), "--data-dir", data]
+        if config:
+            cmd += ["--config", config]
         if kind == "edge-base":
             cmd = [EDGE_BASELINE] + cmd[1:5] + EDGE_BASELINE_ARGS
         p = subprocess.Popen(pin + cmd,
@@ -282,6 +285,122 @@ def scaling(work):
     return dict(rows=rows, cpu_us_per_req=med, ratio_to_one_worker={n: v / base for n, v in med.items()})
 
 
+# Two campaigns on one edge with GeoIP, uap-core's agents and data-centre ranges: the plain
+# one redirects straight to an offer; the other matches rules on country, device, OS,
+# browser, language and bot, shows a landing page (signed cookie, click table) and fills
+# visitor tokens.
+RULES_CONF = """
+[server]
+geoip_db = "{data}/GeoLite2-City.mmdb"
+ua_regexes = "{data}/regexes.yaml"
+trusted_proxies = ["127.0.0.1"]
+bot_networks = ["3.0.0.0/9", "13.32.0.0/15", "34.64.0.0/10", "35.184.0.0/13", "52.0.0.0/10",
+                "104.196.0.0/14", "20.33.0.0/16", "40.64.0.0/10", "2600:1f00::/24"]
+click_secret = "compare.py click secret, 32 bytes"
+
+[[traffic_sources]]
+id = "ts"
+name = "Source"
+params = {{ source = "utm_source", var_2 = "utm_medium", target = "utm_content" }}
+cost_param = "cost"
+
+[[offers]]
+id = "o1"
+name = "Offer 1"
+url = "https://offers.example.com/drip?aff_sub={{click_id}}&src={{source}}&medium={{var_2}}"
+payout = 92.4
+
+[[offers]]
+id = "o2"
+name = "Offer 2"
+url = "https://trial.example.com/start?subid={{click_id}}&c={{country}}&d={{device}}&os={{os}}&b={{browser}}"
+payout = 12.5
+
+[[offers]]
+id = "safe"
+name = "Safe page"
+url = "https://safe.example.com/?id={{click_id}}"
+
+[[landing_pages]]
+id = "lp"
+name = "Review"
+url = "https://lp.example.com/review?cid={{click_id}}&c={{country}}&d={{device}}&src={{source}}"
+
+[[campaigns]]
+id = "plain"
+name = "Plain"
+traffic_source = "ts"
+cost = 0.05
+  [[campaigns.paths]]
+  offers = [ {{ offer = "o1", weight = 3 }}, {{ offer = "o2", weight = 1 }} ]
+
+[[campaigns]]
+id = "rules"
+name = "Rules and a landing page"
+traffic_source = "ts"
+cost = 0.05
+  [[campaigns.paths]]
+  landing_page = "lp"
+  offers = [ {{ offer = "o1", weight = 3 }}, {{ offer = "o2", weight = 1 }} ]
+  [[campaigns.rules]]
+  bot = true
+  paths = [ {{ offers = [ {{ offer = "safe" }} ] }} ]
+  [[campaigns.rules]]
+  countries = ["US", "CA", "GB"]
+  devices = ["mobile"]
+  paths = [ {{ landing_page = "lp", offers = [ {{ offer = "o2" }} ] }} ]
+  [[campaigns.rules]]
+  os = ["Windows"]
+  browsers = ["Firefox", "Edge"]
+  languages = ["de", "fr"]
+  paths = [ {{ landing_page = "lp", offers = [ {{ offer = "o1" }} ] }} ]
+  [[campaigns.rules]]
+  countries = ["DE", "FR", "JP", "BR", "IN"]
+  paths = [ {{ weight = 1, landing_page = "lp", offers = [ {{ offer = "o1" }} ] }},
+            {{ weight = 1, offers = [ {{ offer = "o2" }} ] }} ]
+"""
+
+
+def rules(work):
+    """The edge's CPU per redirect on the campaign with rules and a landing page against the
+    plain campaign, on one edge (one worker, SERVER_CPU) with GeoIP and agents, driven by
+    loadtest (pipelined, visits only) with AGENTS distinct user agents from addresses spread
+    over the world; rounds interleaved. The CPU is the edge process's over its whole life
+    (start and the drain included), per request, so the sink's enrichment counts too."""
+    data = os.path.join(ROOT, "data")
+    for f in ("GeoLite2-City.mmdb", "regexes.yaml"):
+        if not os.path.exists(os.path.join(data, f)):
+            subprocess.run([os.path.join(ROOT, "scripts", "fetch-data.sh"), data], check=True)
+    conf = os.path.join(work, "rules.toml")
+    with open(conf, "w") as f:
+        f.write(RULES_CONF.format(data=data))
+    agents = os.environ.get("AGENTS", "3000")
+    cases = [("plain", "plain", 0.0), ("rules+lp", "rules", 0.0), ("rules+lp+clicks", "rules", 1.0)]
+    rows = []
+    print(f"\nrules: plain campaign against rules and a landing page; {agents} agents, spread addresses, "
+          f"loadtest pipeline {PIPELINE} on cpu {LOAD_CPU}", flush=True)
+    for rnd in range(ROUNDS):
+        for name, campaign, clicks in cases:
+            p, port = start("edge", work, config=conf)
+            extra = ("--campaign", campaign, "--agents", agents, "--forwarded-for", "--click-through", str(clicks))
+            try:
+                warm = run_loadtest(port, 1, pipeline=PIPELINE, extra=extra)[0]
+                reqs, rps, p99, bad, errs = run_loadtest(port, DURATION, pipeline=PIPELINE, extra=extra)
+            finally:
+                p.terminate()
+                _, _, usage = os.wait4(p.pid, 0)
+                p.returncode = 0
+            life = usage.ru_utime + usage.ru_stime
+            cpu_us = life * 1e6 / max(reqs + warm, 1)
+            rows.append(dict(round=rnd + 1, case=name, rps=rps, cpu_us_per_req=cpu_us, bad=bad, errors=errs))
+            print(f"  round {rnd + 1} {name:16}: {rps:10.0f} rps  edge cpu {cpu_us:6.2f} us/req (life)  bad {bad} {errs}",
+                  flush=True)
+    med = {n: statistics.median(r["cpu_us_per_req"] for r in rows if r["case"] == n) for n, _, _ in cases}
+    base = med["plain"]
+    print("medians: " + ", ".join(f"{n} {v:.2f} us/req ({v / base:.3f}x)" for n, v in med.items()))
+    return dict(rows=rows, cpu_us_per_req=med, ratio_to_plain={n: v / base for n, v in med.items()})
+
+
 def idle_connections(port, n):
     """Opens n keep-alive connections, each answered once, and returns them (left open)."""
     socks = []
@@ -338,6 +457,8 @@ def main():
         result["scaling"] = scaling(work)
     if "memory" in only:
         result["memory"] = memory(work)
+    if "rules" in only:
+        result["rules"] = rules(work)
     with open(os.path.join(work, "compare.json"), "w") as f:
         json.dump(result, f, indent=1)
     print(f"\nraw results: {work}/compare.json")

@@ -16,21 +16,9 @@ pub fn data_files() -> PathBuf {
     dir
 }
 
-/// `n` public-looking IPv4 addresses scattered over the whole space (a fixed sequence).
+/// `n` public IPv4 addresses scattered over the whole space (loadtest's visitors' own).
 pub fn scattered_ipv4(n: usize) -> Vec<std::net::IpAddr> {
-    let mut x: u32 = 0x9e37_79b9;
-    (0..n)
-        .map(|_| {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let mut a = x.rotate_left(13);
-            // Keep off 0/8, 10/8, 127/8 and the multicast and reserved ranges.
-            let first = (a >> 24) % 223;
-            if first == 0 || first == 10 || first == 127 {
-                a ^= 0x4000_0000;
-            }
-            std::net::IpAddr::V4(std::net::Ipv4Addr::from(
-                ((first.max(1)) << 24) | (a & 0x00ff_ffff),
-            ))
-        })
+    (0..n as u64)
+        .map(|i| std::net::IpAddr::from(loadtest::funnel::public_ipv4(i)))
         .collect()
 }

@@ -9,9 +9,9 @@
 //!   signed with a keyed BLAKE3 hash of the node's `click_secret` (nodes behind one balancer
 //!   share it), so a forged or altered cookie is refused;
 //! - **the node's click table**, for visitors whose browsers do not send the cookie back: one
-//!   direct-mapped ring per worker, indexed by the click id's own counter, which every worker
-//!   reads without locks (a sequence lock per slot). It holds a worker's last
-//!   [`SLOTS_PER_WORKER`] events' worth of landing-page visits.
+//!   ring per worker, a two-way set-associative table keyed by the click id, which every
+//!   worker reads without locks (a sequence lock per slot). It holds about a worker's last
+//!   [`SLOTS_PER_WORKER`] landing-page visits.
 //!
 //! A click id found in neither is unknown: `fallback_url` or 404.
 
@@ -23,8 +23,9 @@ use sink::EventId;
 
 /// Slots in each worker's ring (a power of two).
 pub const SLOTS_PER_WORKER: usize = 1 << 16;
-/// Data words in a slot (after its sequence word): 31 × 8 = 248 bytes.
-const WORDS: usize = 31;
+/// Data words in a slot (after its sequence and stamp words): 30 × 8 = 240 bytes, so a slot
+/// is 256 bytes.
+const WORDS: usize = 30;
 /// The largest encoded state a slot holds (the first two bytes are its length).
 const SLOT_BYTES: usize = WORDS * 8 - 2;
 /// Bytes of the signature.
@@ -202,14 +203,22 @@ impl Clicks {
     }
 }
 
-/// One slot of a ring: a sequence word (odd while it is written) and the data.
+/// One slot of a ring: a sequence word (odd while it is written), the time of the click id
+/// it holds (to pick the slot of a set to reuse, and to skip slots without reading them), and
+/// the data.
 struct Slot {
     seq: AtomicU64,
+    stamp: AtomicU64,
     words: [AtomicU64; WORDS],
 }
 
+/// Slots a click id may live in (neighbours).
+const WAYS: usize = 4;
+
 /// The node's click table: one ring per worker, each written by its worker only and read by
-/// all without locks.
+/// all without locks. A click id may live in one of [`WAYS`] neighbouring slots chosen by its
+/// hash (a set): a new state takes the one holding the oldest id, so a ring keeps about its
+/// last [`SLOTS_PER_WORKER`] landing-page visits whatever the rate.
 pub struct ClickTable {
     rings: Vec<Box<[Slot]>>,
 }
@@ -238,6 +247,14 @@ fn new_ring() -> Box<[Slot]> {
     }
 }
 
+/// The first of the slots `id` may live in. Ids are not spread by their counter alone
+/// (it restarts every millisecond), so time and counter are mixed.
+fn set_of(id: &EventId) -> usize {
+    let x = id.ts_ms().wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ u64::from(id.counter()).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    ((x ^ (x >> 29)) as usize % SLOTS_PER_WORKER) & !(WAYS - 1)
+}
+
 impl ClickTable {
     pub fn new(workers: usize) -> Self {
         ClickTable {
@@ -245,9 +262,10 @@ impl ClickTable {
         }
     }
 
-    fn slot(&self, id: &EventId) -> Option<&Slot> {
+    fn set(&self, id: &EventId) -> Option<&[Slot]> {
         let ring = self.rings.get(usize::from(id.worker_id()))?;
-        Some(&ring[id.counter() as usize % SLOTS_PER_WORKER])
+        let at = set_of(id);
+        Some(&ring[at..at + WAYS])
     }
 
     /// Records an encoded state under its click id. Only the worker that minted the id may
@@ -256,9 +274,14 @@ impl ClickTable {
         if encoded.len() > SLOT_BYTES {
             return false;
         }
-        let Some(slot) = self.slot(id) else {
+        let Some(set) = self.set(id) else {
             return false;
         };
+        // The slot holding the oldest click (an empty one has stamp 0).
+        let slot = set
+            .iter()
+            .min_by_key(|s| s.stamp.load(Ordering::Relaxed))
+            .expect("a set is never empty");
         let mut bytes = [0u8; WORDS * 8];
         bytes[..2].copy_from_slice(&(encoded.len() as u16).to_le_bytes());
         bytes[2..2 + encoded.len()].copy_from_slice(encoded);
@@ -272,33 +295,47 @@ impl ClickTable {
                 Ordering::Relaxed,
             );
         }
+        slot.stamp.store(id.ts_ms().max(1), Ordering::Relaxed);
         slot.seq.store(seq.wrapping_add(2), Ordering::Release);
         true
     }
 
-    /// Copies the state recorded for `id` into `buf`, if its slot still holds it.
+    /// Copies the state recorded for `id` into `buf`, if one of its slots still holds it.
     pub fn get<'b>(&self, id: &EventId, buf: &'b mut Vec<u8>) -> Option<ClickState<'b>> {
-        let slot = self.slot(id)?;
-        let mut bytes = [0u8; WORDS * 8];
-        let before = slot.seq.load(Ordering::Acquire);
-        if before % 2 == 1 || before == 0 {
-            return None;
-        }
-        for (w, chunk) in slot.words.iter().zip(bytes.chunks_exact_mut(8)) {
-            chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
-        }
-        fence(Ordering::Acquire);
-        if slot.seq.load(Ordering::Relaxed) != before {
-            return None;
-        }
-        let len = usize::from(u16::from_le_bytes([bytes[0], bytes[1]]));
-        if len > SLOT_BYTES {
-            return None;
-        }
-        buf.clear();
-        buf.extend_from_slice(&bytes[2..2 + len]);
-        ClickState::decode(buf).filter(|s| s.click_id == *id)
+        let set = self.set(id)?;
+        // A slot stamped with another time cannot hold it: skip it without reading it.
+        set.iter()
+            .filter(|slot| slot.stamp.load(Ordering::Relaxed) == id.ts_ms().max(1))
+            .find(|slot| read_slot(slot, id, buf))?;
+        ClickState::decode(buf)
     }
+}
+
+/// Copies `slot`'s state into `buf` when it is whole and belongs to `id`.
+fn read_slot(slot: &Slot, id: &EventId, buf: &mut Vec<u8>) -> bool {
+    let mut bytes = [0u8; WORDS * 8];
+    let before = slot.seq.load(Ordering::Acquire);
+    if before % 2 == 1 || before == 0 {
+        return false;
+    }
+    for (w, chunk) in slot.words.iter().zip(bytes.chunks_exact_mut(8)) {
+        chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+    }
+    fence(Ordering::Acquire);
+    if slot.seq.load(Ordering::Relaxed) != before {
+        return false;
+    }
+    let len = usize::from(u16::from_le_bytes([bytes[0], bytes[1]]));
+    if len > SLOT_BYTES {
+        return false;
+    }
+    let state = &bytes[2..2 + len];
+    if ClickState::decode(state).is_none_or(|s| s.click_id != *id) {
+        return false;
+    }
+    buf.clear();
+    buf.extend_from_slice(state);
+    true
 }
 
 #[cfg(test)]
@@ -383,47 +420,64 @@ mod tests {
     }
 
     #[test]
-    fn table_finds_recent_states_and_forgets_overwritten_ones() {
+    fn table_keeps_the_latest_visits_whatever_the_rate() {
         let t = ClickTable::new(2);
-        let id = EventId::new(1_700_000_000_000, 7, 1, 5);
         let mut enc = Vec::new();
-        assert!(state(id, b"").encode(&mut enc));
-        assert!(t.put(&id, &enc));
         let mut buf = Vec::new();
-        assert_eq!(t.get(&id, &mut buf), Some(state(id, b"")));
-        // Another worker's id with the same counter lives in another ring.
-        let other = EventId::new(1_700_000_000_000, 7, 0, 5);
+        // Three rings' worth of visits, 300 a millisecond (counters restart every ms).
+        let ids: Vec<EventId> = (0..3 * SLOTS_PER_WORKER as u64)
+            .map(|n| EventId::new(1_700_000_000_000 + n / 300, 7, 1, (n % 300) as u32))
+            .collect();
+        for id in &ids {
+            enc.clear();
+            assert!(state(*id, b"").encode(&mut enc));
+            assert!(t.put(id, &enc));
+        }
+        let recent = &ids[ids.len() - 4096..];
+        let found = recent
+            .iter()
+            .filter(|id| t.get(id, &mut buf).is_some())
+            .count();
+        assert_eq!(found, recent.len(), "the last 4096 visits are all there");
+        let last_ring = &ids[ids.len() - SLOTS_PER_WORKER..];
+        let kept = last_ring
+            .iter()
+            .filter(|id| t.get(id, &mut buf).is_some())
+            .count();
+        assert!(
+            kept * 10 > last_ring.len() * 7,
+            "most of the last ring's worth: {kept}"
+        );
+        assert_eq!(t.get(&ids[0], &mut buf), None, "the oldest are gone");
+        assert_eq!(
+            t.get(ids.last().unwrap(), &mut buf).map(|s| s.click_id),
+            ids.last().copied()
+        );
+        // Another worker's id with the same time and counter lives in another ring.
+        let other = EventId::new(ids[5].ts_ms(), 7, 0, ids[5].counter());
         assert_eq!(t.get(&other, &mut buf), None);
-        // The id whose counter reuses the slot replaces it.
-        let later = EventId::new(1_700_000_000_001, 7, 1, 5 + SLOTS_PER_WORKER as u32);
-        enc.clear();
-        assert!(state(later, b"").encode(&mut enc));
-        assert!(t.put(&later, &enc));
-        assert_eq!(t.get(&id, &mut buf), None);
-        assert_eq!(t.get(&later, &mut buf).map(|s| s.click_id), Some(later));
         // A worker id past the table and an oversized state are refused.
         assert!(!t.put(&EventId::new(1, 7, 9, 1), &enc));
-        assert!(!t.put(&later, &[0u8; SLOT_BYTES + 1]));
+        assert!(!t.put(&ids[0], &[0u8; SLOT_BYTES + 1]));
     }
 
     #[test]
     fn readers_never_see_a_torn_state() {
         let t = std::sync::Arc::new(ClickTable::new(1));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // One id, rewritten over and over with a different fill each time.
+        let id = EventId::new(1_700_000_000_000, 7, 0, 1);
         let reader = {
             let (t, stop) = (t.clone(), stop.clone());
             std::thread::spawn(move || {
                 let mut buf = Vec::new();
                 let mut seen = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    for round in 0..64u32 {
-                        let id = EventId::new(1, 7, 0, round * SLOTS_PER_WORKER as u32);
-                        if let Some(s) = t.get(&id, &mut buf) {
-                            // Each writer round fills the remapped part with its own byte.
-                            assert!(s.remapped.iter().all(|&b| b == round as u8));
-                            assert_eq!(s.remapped.len(), 200);
-                            seen += 1;
-                        }
+                    if let Some(s) = t.get(&id, &mut buf) {
+                        let first = s.remapped[0];
+                        assert!(s.remapped.iter().all(|&b| b == first), "torn");
+                        assert_eq!(s.remapped.len(), 200);
+                        seen += 1;
                     }
                 }
                 seen
@@ -431,9 +485,7 @@ mod tests {
         };
         let mut enc = Vec::new();
         for i in 0..200_000u32 {
-            let round = i % 64;
-            let id = EventId::new(1, 7, 0, round * SLOTS_PER_WORKER as u32);
-            let fill = [round as u8; 200];
+            let fill = [i as u8; 200];
             enc.clear();
             assert!(state(id, &fill).encode(&mut enc));
             assert!(t.put(&id, &enc));

@@ -248,7 +248,7 @@ impl Metrics {
             (
                 "edge_fallback_redirects_total",
                 "counter",
-                "Unknown campaigns sent to fallback_url.",
+                "Unknown campaigns and clicks sent to fallback_url.",
                 sum(w, |s| &s.fallbacks),
             ),
             ("edge_workers", "gauge", "Worker threads.", w.len() as u64),

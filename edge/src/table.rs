@@ -286,7 +286,16 @@ fn money(value: f64, key: &str) -> Result<i64, ConfigError> {
     Ok((value * 1e6).round() as i64)
 }
 
+/// Longest id: ids go into URLs, cookie names and click state.
+const MAX_ID: usize = 128;
+
 fn check_id(id: &str, key: &str) -> Result<(), ConfigError> {
+    if id.len() > MAX_ID {
+        return Err(ConfigError::invalid(
+            key,
+            format!("an id is at most {MAX_ID} characters"),
+        ));
+    }
     if id.is_empty()
         || !id
             .bytes()

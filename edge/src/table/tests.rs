@@ -93,6 +93,11 @@ fn dangling_references_name_the_key() {
             "campaigns[0].id: \"c/1\" is not an id",
         ),
         (
+            r#"id = "camp""#,
+            &*Box::leak(format!("id = \"{}\"", "c".repeat(129)).into_boxed_str()),
+            "campaigns[0].id: an id is at most 128 characters",
+        ),
+        (
             "  [[campaigns.paths]]\n",
             "  [[campaigns.paths]]\n  landing_page = \"lp\"\n",
             "campaigns[0].paths[0].landing_page: no landing page with id \"lp\"",
