@@ -180,7 +180,7 @@ fn visitors_bench(c: &mut Criterion) {
     let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let mut local = Local::new(1, 0, 7);
     let mut out = Vec::with_capacity(4096);
-    let mut serve = |local: &mut Local, out: &mut Vec<u8>, raw: &[u8]| {
+    let serve = |local: &mut Local, out: &mut Vec<u8>, raw: &[u8]| {
         out.clear();
         let Parse::Complete(req) = parse(black_box(raw), &limits) else {
             unreachable!()
