@@ -317,6 +317,11 @@ url = "https://trial.example.com/start?subid={{click_id}}&c={{country}}&d={{devi
 payout = 12.5
 
 [[offers]]
+id = "o3"
+name = "Offer 3"
+url = "https://trial.example.com/start?subid={{click_id}}&src={{source}}"
+
+[[offers]]
 id = "safe"
 name = "Safe page"
 url = "https://safe.example.com/?id={{click_id}}"
@@ -332,7 +337,7 @@ name = "Plain"
 traffic_source = "ts"
 cost = 0.05
   [[campaigns.paths]]
-  offers = [ {{ offer = "o1", weight = 3 }}, {{ offer = "o2", weight = 1 }} ]
+  offers = [ {{ offer = "o1", weight = 3 }}, {{ offer = "o3", weight = 1 }} ]
 
 [[campaigns]]
 id = "rules"

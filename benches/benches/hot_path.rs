@@ -93,6 +93,11 @@ name = "Offer 2"
 url = "https://trial.example.com/start?subid={click_id}&c={country}&d={device}&os={os}&b={browser}"
 
 [[offers]]
+id = "o3"
+name = "Offer 3"
+url = "https://trial.example.com/start?subid={click_id}&src={source}"
+
+[[offers]]
 id = "safe"
 name = "Safe page"
 url = "https://safe.example.com/?id={click_id}"
@@ -107,7 +112,7 @@ id = "plain"
 name = "Plain"
 traffic_source = "ts"
   [[campaigns.paths]]
-  offers = [ { offer = "o1", weight = 3 }, { offer = "o2", weight = 1 } ]
+  offers = [ { offer = "o1", weight = 3 }, { offer = "o3", weight = 1 } ]
 
 [[campaigns]]
 id = "rules"

@@ -544,25 +544,43 @@ fn visit(
     );
     e.cost_micros = cost_micros;
     e.path_index = Some(path.index);
-    e.push(Field::CampaignId, campaign.id.as_bytes());
-    e.push(Field::TrafficSourceId, source.id.as_bytes());
-    if let Some(o) = offer {
-        push_offer(&mut e, table, o);
-    }
-    if let Some(lp) = landing_page {
-        e.push(Field::LandingPageId, lp.id.as_bytes());
-    }
-    e.push(Field::Location, &local.location);
-    e.push(Field::Remapped, &local.buf);
+    let route = Resolved {
+        campaign,
+        source,
+        offer,
+        landing_page,
+    };
+    route.push(&mut e, table, &local.location, &local.buf);
     emit.emit(e);
     response::write_redirect(out, &local.date, framing, &local.location, &local.cookie);
     Status::Found
 }
 
-fn push_offer(e: &mut Event, table: &Table, o: &Offer) {
-    e.push(Field::OfferId, o.id.as_bytes());
-    if let Some(n) = o.network {
-        e.push(Field::NetworkId, table.networks[n as usize].id.as_bytes());
+/// Where a visit or click-through was sent, as its event records it.
+struct Resolved<'t> {
+    campaign: &'t Campaign,
+    source: &'t TrafficSource,
+    offer: Option<&'t Offer>,
+    landing_page: Option<&'t LandingPage>,
+}
+
+impl Resolved<'_> {
+    /// Appends the campaign, source, offer and network, landing page, the `Location` sent and
+    /// the remapped parameters to `e`.
+    fn push(&self, e: &mut Event, table: &Table, location: &[u8], remapped: &[u8]) {
+        e.push(Field::CampaignId, self.campaign.id.as_bytes());
+        e.push(Field::TrafficSourceId, self.source.id.as_bytes());
+        if let Some(o) = self.offer {
+            e.push(Field::OfferId, o.id.as_bytes());
+            if let Some(n) = o.network {
+                e.push(Field::NetworkId, table.networks[n as usize].id.as_bytes());
+            }
+        }
+        if let Some(lp) = self.landing_page {
+            e.push(Field::LandingPageId, lp.id.as_bytes());
+        }
+        e.push(Field::Location, location);
+        e.push(Field::Remapped, remapped);
     }
 }
 
@@ -736,14 +754,13 @@ fn click_through(
     );
     e.path_index = Some(path.index);
     e.push(Field::ClickId, &hex);
-    e.push(Field::CampaignId, campaign.id.as_bytes());
-    e.push(Field::TrafficSourceId, source.id.as_bytes());
-    push_offer(&mut e, table, offer);
-    if let Some(lp) = landing_page {
-        e.push(Field::LandingPageId, lp.id.as_bytes());
-    }
-    e.push(Field::Location, &local.location);
-    e.push(Field::Remapped, state.remapped);
+    let route = Resolved {
+        campaign,
+        source,
+        offer: Some(offer),
+        landing_page,
+    };
+    route.push(&mut e, table, &local.location, state.remapped);
     emit.emit(e);
     response::write_redirect(out, &local.date, framing, &local.location, &[]);
     Status::Found

@@ -12,7 +12,7 @@ use crate::table::{Needs, Visitor};
 
 /// Slots in a worker's agent cache (a power of two).
 pub const AGENT_CACHE_SLOTS: usize = 1 << 14;
-/// Longer agents are parsed every time instead of being kept.
+/// Longer agents are parsed every time instead of being kept (bounding the cache's memory).
 const MAX_CACHED_AGENT: usize = 1024;
 
 /// What rules and tokens use of a user agent.
@@ -40,14 +40,23 @@ impl AgentFacts {
 struct Entry {
     ua: Box<[u8]>,
     facts: AgentFacts,
+    /// When it was last used (the cache's own clock), to pick the entry a miss replaces.
+    used: u64,
 }
 
-/// A direct-mapped cache of parsed agents, one per worker: a lookup hashes the agent and
-/// compares it with the one slot it can be in; a miss parses and replaces that slot.
+/// Entries an agent may live in (neighbours).
+const WAYS: usize = 4;
+
+/// A set-associative cache of parsed agents, one per worker: a lookup hashes the agent and
+/// compares it with the [`WAYS`] entries of its set; a miss parses it and replaces the entry
+/// of the set used longest ago. (Direct-mapped, 3 000 agents missed 17 % of the time.)
 pub struct AgentCache {
     slots: Vec<Option<Entry>>,
     hasher: ahash::RandomState,
-    /// Agents parsed (misses), for the metrics.
+    clock: u64,
+    /// The facts of the last overlong agent (those are not kept).
+    overlong: Option<AgentFacts>,
+    /// Agents parsed (misses).
     pub parsed: u64,
     /// Lookups answered from the cache.
     pub hits: u64,
@@ -68,6 +77,8 @@ impl Default for AgentCache {
             // Allocated on first use: a worker that never needs agents never pays for it.
             slots: Vec::new(),
             hasher: ahash::RandomState::new(),
+            clock: 0,
+            overlong: None,
             parsed: 0,
             hits: 0,
         }
@@ -77,26 +88,41 @@ impl Default for AgentCache {
 impl AgentCache {
     /// The facts of `ua`, from the cache or parsed now.
     pub fn get(&mut self, agents: &Agents, ua: &[u8]) -> &AgentFacts {
+        if ua.len() > MAX_CACHED_AGENT {
+            self.parsed += 1;
+            return self.overlong.insert(AgentFacts::parse(agents, ua));
+        }
         if self.slots.is_empty() {
             self.slots.resize_with(AGENT_CACHE_SLOTS, || None);
         }
-        let i = self.hasher.hash_one(ua) as usize & (AGENT_CACHE_SLOTS - 1);
-        let hit = self.slots[i].as_ref().is_some_and(|e| *e.ua == *ua);
-        if hit {
-            self.hits += 1;
-        } else {
-            self.parsed += 1;
-            let facts = AgentFacts::parse(agents, ua);
-            // Overlong agents take a slot too, under an empty key no lookup matches but
-            // their own (they are parsed each time they come back).
-            let key = if ua.len() <= MAX_CACHED_AGENT {
-                ua.into()
-            } else {
-                Box::default()
-            };
-            self.slots[i] = Some(Entry { ua: key, facts });
-        }
-        &self.slots[i].as_ref().expect("filled above").facts
+        self.clock += 1;
+        let set = (self.hasher.hash_one(ua) as usize % AGENT_CACHE_SLOTS) & !(WAYS - 1);
+        let ways = &mut self.slots[set..set + WAYS];
+        let i = match ways
+            .iter()
+            .position(|e| e.as_ref().is_some_and(|e| *e.ua == *ua))
+        {
+            Some(i) => {
+                self.hits += 1;
+                i
+            }
+            None => {
+                self.parsed += 1;
+                // An empty entry, else the one used longest ago.
+                let i = (0..WAYS)
+                    .min_by_key(|&i| ways[i].as_ref().map_or(0, |e| e.used))
+                    .expect("a set is never empty");
+                ways[i] = Some(Entry {
+                    ua: ua.into(),
+                    facts: AgentFacts::parse(agents, ua),
+                    used: 0,
+                });
+                i
+            }
+        };
+        let e = ways[i].as_mut().expect("found or filled above");
+        e.used = self.clock;
+        &e.facts
     }
 }
 

@@ -231,3 +231,39 @@ fn visits_carry_browser_os_device_and_the_bot_flag() {
         );
     }
 }
+
+/// The per-worker cache of parsed agents that rules and tokens use on the request path.
+#[test]
+fn the_agent_cache_answers_repeated_agents_without_parsing() {
+    use edge::visitor::AgentCache;
+    use sink::agent::{Agents, DeviceType};
+    let agents = Agents::load(&data_files().join("regexes.yaml")).unwrap();
+    let mut c = AgentCache::default();
+    let chrome = b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+    let facts = c.get(&agents, chrome).clone();
+    assert_eq!(
+        (facts.device, &*facts.os, &*facts.browser, facts.bot),
+        (DeviceType::Desktop, "Windows", "Chrome", false)
+    );
+    assert_eq!(c.get(&agents, chrome), &facts);
+    assert_eq!((c.parsed, c.hits), (1, 1));
+    // The empty agent is a bot; an overlong agent is parsed but not kept, and does not
+    // shadow it.
+    assert!(c.get(&agents, b"").bot);
+    let long = vec![b'x'; 4096];
+    assert!(!c.get(&agents, &long).bot);
+    assert!(c.get(&agents, b"").bot);
+    // Three thousand distinct agents, twice: the second pass is (nearly) all hits.
+    let many: Vec<String> = (0..3000)
+        .map(|i| format!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/{i}.0 Safari/537.36"))
+        .collect();
+    for a in &many {
+        c.get(&agents, a.as_bytes());
+    }
+    let parsed = c.parsed;
+    for a in &many {
+        c.get(&agents, a.as_bytes());
+    }
+    let missed = c.parsed - parsed;
+    assert!(missed < 30, "{missed} of 3000 missed on the second pass");
+}
