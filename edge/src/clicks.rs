@@ -23,9 +23,9 @@ use sink::EventId;
 
 /// Slots in each worker's ring (a power of two).
 pub const SLOTS_PER_WORKER: usize = 1 << 16;
-/// Data words in a slot (after its sequence and stamp words): 30 × 8 = 240 bytes, so a slot
-/// is 256 bytes.
-const WORDS: usize = 30;
+/// Data words in a slot (after its sequence word): 31 × 8 = 248 bytes, so a slot is 256
+/// bytes.
+const WORDS: usize = 31;
 /// The largest encoded state a slot holds (the first two bytes are its length).
 const SLOT_BYTES: usize = WORDS * 8 - 2;
 /// Bytes of the signature.
@@ -203,13 +203,18 @@ impl Clicks {
     }
 }
 
-/// One slot of a ring: a sequence word (odd while it is written), the time of the click id
-/// it holds (to pick the slot of a set to reuse, and to skip slots without reading them), and
-/// the data.
+/// One slot of a ring: a sequence word (odd while it is written) and the data.
 struct Slot {
     seq: AtomicU64,
-    stamp: AtomicU64,
     words: [AtomicU64; WORDS],
+}
+
+/// A worker's ring, and beside it the time of the click id each slot holds (to pick the slot
+/// of a set to reuse, and to skip slots without reading them): a set's stamps share one cache
+/// line.
+struct Ring {
+    stamps: Box<[AtomicU64]>,
+    slots: Box<[Slot]>,
 }
 
 /// Slots a click id may live in (neighbours).
@@ -220,7 +225,7 @@ const WAYS: usize = 4;
 /// hash (a set): a new state takes the one holding the oldest id, so a ring keeps about its
 /// last [`SLOTS_PER_WORKER`] landing-page visits whatever the rate.
 pub struct ClickTable {
-    rings: Vec<Box<[Slot]>>,
+    rings: Vec<Ring>,
 }
 
 impl std::fmt::Debug for ClickTable {
@@ -231,19 +236,33 @@ impl std::fmt::Debug for ClickTable {
     }
 }
 
-fn new_ring() -> Box<[Slot]> {
-    // Zeroed memory straight from the allocator: the kernel maps untouched pages lazily, so a
-    // node that serves no landing pages never pays for its rings.
-    let layout = std::alloc::Layout::array::<Slot>(SLOTS_PER_WORKER).expect("a small ring");
-    // SAFETY: the layout is not zero-sized; the memory is zeroed, and a `Slot` is only
-    // `AtomicU64`s, for which all-zero bytes are a valid value; the box takes ownership of
-    // an allocation made with the global allocator and the same layout.
+/// `n` zeroed `T`s straight from the allocator: the kernel maps untouched pages lazily, so a
+/// node that serves no landing pages never pays for its rings.
+///
+/// # Safety
+/// All-zero bytes must be a valid `T`.
+unsafe fn zeroed<T>(n: usize) -> Box<[T]> {
+    let layout = std::alloc::Layout::array::<T>(n).expect("a small ring");
+    assert!(layout.size() > 0);
+    // SAFETY: the layout is not zero-sized; the memory is zeroed, which the caller promises
+    // is a valid `T`; the box takes ownership of an allocation made with the global allocator
+    // and the same layout.
     unsafe {
-        let p = std::alloc::alloc_zeroed(layout).cast::<Slot>();
+        let p = std::alloc::alloc_zeroed(layout).cast::<T>();
         if p.is_null() {
             std::alloc::handle_alloc_error(layout);
         }
-        Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, SLOTS_PER_WORKER))
+        Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n))
+    }
+}
+
+fn new_ring() -> Ring {
+    // SAFETY: `AtomicU64` and `Slot` (only `AtomicU64`s) are valid as all-zero bytes.
+    unsafe {
+        Ring {
+            stamps: zeroed(SLOTS_PER_WORKER),
+            slots: zeroed(SLOTS_PER_WORKER),
+        }
     }
 }
 
@@ -262,10 +281,11 @@ impl ClickTable {
         }
     }
 
-    fn set(&self, id: &EventId) -> Option<&[Slot]> {
+    /// The stamps and slots of the set `id` may live in.
+    fn set(&self, id: &EventId) -> Option<(&[AtomicU64], &[Slot])> {
         let ring = self.rings.get(usize::from(id.worker_id()))?;
         let at = set_of(id);
-        Some(&ring[at..at + WAYS])
+        Some((&ring.stamps[at..at + WAYS], &ring.slots[at..at + WAYS]))
     }
 
     /// Records an encoded state under its click id. Only the worker that minted the id may
@@ -274,14 +294,14 @@ impl ClickTable {
         if encoded.len() > SLOT_BYTES {
             return false;
         }
-        let Some(set) = self.set(id) else {
+        let Some((stamps, slots)) = self.set(id) else {
             return false;
         };
         // The slot holding the oldest click (an empty one has stamp 0).
-        let slot = set
-            .iter()
-            .min_by_key(|s| s.stamp.load(Ordering::Relaxed))
+        let way = (0..WAYS)
+            .min_by_key(|&i| stamps[i].load(Ordering::Relaxed))
             .expect("a set is never empty");
+        let slot = &slots[way];
         let mut bytes = [0u8; WORDS * 8];
         bytes[..2].copy_from_slice(&(encoded.len() as u16).to_le_bytes());
         bytes[2..2 + encoded.len()].copy_from_slice(encoded);
@@ -295,18 +315,18 @@ impl ClickTable {
                 Ordering::Relaxed,
             );
         }
-        slot.stamp.store(id.ts_ms().max(1), Ordering::Relaxed);
+        stamps[way].store(id.ts_ms().max(1), Ordering::Relaxed);
         slot.seq.store(seq.wrapping_add(2), Ordering::Release);
         true
     }
 
     /// Copies the state recorded for `id` into `buf`, if one of its slots still holds it.
     pub fn get<'b>(&self, id: &EventId, buf: &'b mut Vec<u8>) -> Option<ClickState<'b>> {
-        let set = self.set(id)?;
+        let (stamps, slots) = self.set(id)?;
         // A slot stamped with another time cannot hold it: skip it without reading it.
-        set.iter()
-            .filter(|slot| slot.stamp.load(Ordering::Relaxed) == id.ts_ms().max(1))
-            .find(|slot| read_slot(slot, id, buf))?;
+        (0..WAYS)
+            .filter(|&i| stamps[i].load(Ordering::Relaxed) == id.ts_ms().max(1))
+            .find(|&i| read_slot(&slots[i], id, buf))?;
         ClickState::decode(buf)
     }
 }

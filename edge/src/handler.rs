@@ -16,7 +16,7 @@ use crate::metrics::{Metrics, Route};
 use crate::response::{self, DateCache, Framing, Status};
 use crate::table::{Campaign, LandingPage, Offer, Path, Table, TokenError, TrafficSource, Visitor};
 use crate::template::{Token, TokenValues};
-use crate::visitor::{self, AgentCache};
+use crate::visitor::{self, Caches};
 
 /// Longest `txid`, `status` or `type` a conversion may carry.
 pub const MAX_CONVERSION_FIELD: usize = 256;
@@ -38,8 +38,8 @@ pub struct Local {
     /// Where each remapped parameter's value sits in `buf` (see [`Fill`]).
     remapped: Vec<(u16, usize, usize)>,
     location: Vec<u8>,
-    /// Parsed user agents, for rules and tokens that use them.
-    pub agents: AgentCache,
+    /// Parsed user agents and GeoIP records' countries, for rules and tokens that use them.
+    pub caches: Caches,
     /// A click state, encoded (for a landing-page visit) or read back (for a click-through).
     state: Vec<u8>,
     /// The `Set-Cookie` header line of a landing-page visit.
@@ -69,7 +69,7 @@ impl Local {
             buf: Vec::with_capacity(256),
             remapped: Vec::with_capacity(16),
             location: Vec::with_capacity(512),
-            agents: AgentCache::default(),
+            caches: Caches::default(),
             state: Vec::with_capacity(256),
             cookie: Vec::with_capacity(512),
         }
@@ -433,7 +433,7 @@ fn visit(
     // Only what this campaign's rules and URLs use is looked up.
     let visitor = visitor::facts(
         ctx.visitors,
-        &mut local.agents,
+        &mut local.caches,
         campaign.needs,
         peer,
         req.forwarded_for,
@@ -706,7 +706,7 @@ fn click_through(
     let landing_page = path.landing_page.map(|i| &table.landing_pages[i as usize]);
     let visitor = visitor::facts(
         ctx.visitors,
-        &mut local.agents,
+        &mut local.caches,
         offer.needs,
         peer,
         req.forwarded_for,

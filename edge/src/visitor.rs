@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use sink::agent::{Agents, DeviceType};
 use sink::columns::Visitors;
+use sink::geo::CountryCache;
 
 use crate::table::{Needs, Visitor};
 
@@ -126,11 +127,19 @@ impl AgentCache {
     }
 }
 
+/// What a worker remembers to find visitor facts fast: parsed agents, and the countries of
+/// GeoIP records.
+#[derive(Debug, Default)]
+pub struct Caches {
+    pub agents: AgentCache,
+    pub countries: CountryCache,
+}
+
 /// Finds out what `needs` asks about the visitor of a request. Facts not asked for, or not
 /// knowable without a database or the agent rules, stay `None`.
 pub fn facts<'c>(
     visitors: &Visitors,
-    cache: &'c mut AgentCache,
+    caches: &'c mut Caches,
     needs: Needs,
     peer: IpAddr,
     forwarded_for: &[u8],
@@ -138,14 +147,11 @@ pub fn facts<'c>(
     accept_language: &'c [u8],
 ) -> Visitor<'c> {
     let country = match &visitors.geo {
-        Some(geo) if needs.country => geo
-            .locate(peer, forwarded_for)
-            .country
-            .and_then(|c| <[u8; 2]>::try_from(c.as_bytes()).ok()),
+        Some(geo) if needs.country => geo.country(peer, forwarded_for, &mut caches.countries),
         _ => None,
     };
     let agent = match &visitors.agents {
-        Some(agents) if needs.agent => Some(cache.get(agents, user_agent)),
+        Some(agents) if needs.agent => Some(caches.agents.get(agents, user_agent)),
         _ => None,
     };
     let bot = if needs.bot {

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use maxminddb::Reader;
+use maxminddb::{PathElement, Reader};
 
 /// An address range, `10.0.0.0/8` or `2001:db8::/32` (a bare address is a /32 or /128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,7 +218,86 @@ pub struct GeoError {
 
 /// An open MaxMind database, read into memory once; lookups take no lock.
 pub struct GeoDb {
-    reader: Reader<Vec<u8>>,
+    reader: Reader<DbBytes>,
+}
+
+/// Huge pages are 2 MiB here.
+const HUGE_PAGE: usize = 2 << 20;
+
+/// The database's bytes, in anonymous memory the kernel is asked to back with huge pages: a
+/// lookup walks some thirty tree nodes spread over tens of megabytes, and with 4 KiB pages
+/// most steps of a never-seen address would also miss the TLB.
+struct DbBytes {
+    /// The mapping (for `munmap`) and where the bytes start in it (2 MiB aligned).
+    map: *mut libc::c_void,
+    map_len: usize,
+    start: *const u8,
+    len: usize,
+}
+
+// SAFETY: the bytes are written once, before the value is shared, and only read after.
+unsafe impl Send for DbBytes {}
+// SAFETY: as above; `&DbBytes` only gives out `&[u8]`.
+unsafe impl Sync for DbBytes {}
+
+impl DbBytes {
+    fn read(path: &Path) -> std::io::Result<DbBytes> {
+        use std::io::Read as _;
+        let mut file = std::fs::File::open(path)?;
+        let len = usize::try_from(file.metadata()?.len())
+            .map_err(|_| std::io::Error::other("the database is too large"))?;
+        let map_len = len.div_ceil(HUGE_PAGE) * HUGE_PAGE + HUGE_PAGE;
+        // SAFETY: a fresh private anonymous mapping; the arguments are valid.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let start = (map as usize).div_ceil(HUGE_PAGE) * HUGE_PAGE;
+        // SAFETY: `start..start + len` lies inside the mapping (it has a huge page to spare).
+        // A kernel without transparent huge pages refuses the advice; small pages then.
+        unsafe {
+            libc::madvise(
+                start as *mut libc::c_void,
+                map_len - (start - map as usize),
+                libc::MADV_HUGEPAGE,
+            );
+        }
+        let bytes = DbBytes {
+            map,
+            map_len,
+            start: start as *const u8,
+            len,
+        };
+        // SAFETY: the range is inside the mapping, writable, and nothing else refers to it.
+        let dst = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len) };
+        file.read_exact(dst)?;
+        Ok(bytes)
+    }
+}
+
+impl AsRef<[u8]> for DbBytes {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `start..start + len` is inside the live mapping and was filled by `read`.
+        unsafe { std::slice::from_raw_parts(self.start, self.len) }
+    }
+}
+
+impl Drop for DbBytes {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `read`, unmapped once.
+        unsafe {
+            libc::munmap(self.map, self.map_len);
+        }
+    }
 }
 
 impl std::fmt::Debug for GeoDb {
@@ -229,10 +308,12 @@ impl std::fmt::Debug for GeoDb {
 
 impl GeoDb {
     pub fn open(path: &Path) -> Result<GeoDb, GeoError> {
-        let reader = Reader::open_readfile(path).map_err(|e| GeoError {
+        let err = |reason: String| GeoError {
             path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let bytes = DbBytes::read(path).map_err(|e| err(e.to_string()))?;
+        let reader = Reader::from_source(bytes).map_err(|e| err(e.to_string()))?;
         Ok(GeoDb { reader })
     }
 
@@ -269,6 +350,50 @@ impl GeoDb {
             },
             _ => GeoRef::default(),
         }
+    }
+
+    /// The country (ISO code) of `ip` alone, as rules and `{country}` need it: the record is
+    /// entered along `country.iso_code` only, and a record seen before (many networks share
+    /// one) is answered from `cache` without decoding.
+    pub fn country(&self, ip: IpAddr, cache: &mut CountryCache) -> Option<[u8; 2]> {
+        let ip = match unmap(ip) {
+            IpAddr::V6(v6) if v6 == Ipv6Addr::UNSPECIFIED => return None,
+            other => other,
+        };
+        let found = self.reader.lookup(ip).ok()?;
+        let offset = found.offset()?;
+        if cache.slots.is_empty() {
+            cache.slots = vec![(0, None); COUNTRY_CACHE];
+        }
+        let slot = &mut cache.slots[offset % COUNTRY_CACHE];
+        if slot.0 == offset + 1 {
+            return slot.1;
+        }
+        let iso: Option<&str> = found
+            .decode_path(&[PathElement::Key("country"), PathElement::Key("iso_code")])
+            .ok()
+            .flatten();
+        let code = iso.and_then(|c| <[u8; 2]>::try_from(c.as_bytes()).ok());
+        *slot = (offset + 1, code);
+        code
+    }
+}
+
+/// Records remembered by a [`CountryCache`] (a power of two).
+const COUNTRY_CACHE: usize = 1 << 14;
+
+/// Countries of recently seen database records, by the record's offset: a City database
+/// shares one record between all the networks of a place, so most visitors' records were
+/// seen before and their country needs no decoding. One per worker.
+#[derive(Clone, Default)]
+pub struct CountryCache {
+    /// (offset + 1, country); 0 is empty. Allocated on first use.
+    slots: Vec<(usize, Option<[u8; 2]>)>,
+}
+
+impl std::fmt::Debug for CountryCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CountryCache")
     }
 }
 
@@ -312,6 +437,17 @@ pub struct Locator {
 }
 
 impl Locator {
+    /// The country of the visitor of a request from `peer` with this `X-Forwarded-For`.
+    pub fn country(
+        &self,
+        peer: IpAddr,
+        forwarded_for: &[u8],
+        cache: &mut CountryCache,
+    ) -> Option<[u8; 2]> {
+        self.db
+            .country(client_ip(peer, forwarded_for, &self.proxies), cache)
+    }
+
     /// Where the visitor of a request from `peer` with this `X-Forwarded-For` is.
     pub fn locate(&self, peer: IpAddr, forwarded_for: &[u8]) -> GeoRef<'_> {
         self.db

@@ -160,3 +160,42 @@ fn user_agents_give_browser_os_device_class_and_bot() {
     }
     assert!(!android_phone.bot && !iphone.bot);
 }
+
+#[test]
+fn the_request_paths_country_lookup_agrees_with_the_full_one() {
+    let mut cache = sink::geo::CountryCache::default();
+    let mut x: u32 = 0x2545_f491;
+    let mut located = 0;
+    for round in 0..2 {
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let a = IpAddr::from(x.to_be_bytes());
+            let want = db()
+                .lookup_ref(a)
+                .country
+                .map(|c| <[u8; 2]>::try_from(c.as_bytes()).unwrap());
+            assert_eq!(db().country(a, &mut cache), want, "{a} (round {round})");
+            located += usize::from(want.is_some());
+        }
+        x = 0x2545_f491;
+    }
+    assert!(
+        located > 20_000,
+        "most public addresses have a country: {located}"
+    );
+    for v6 in [
+        "2001:4860:4860::8888",
+        "::ffff:81.2.69.142",
+        "::",
+        "fe80::1",
+    ] {
+        let a = ip(v6);
+        let want = db()
+            .lookup_ref(a)
+            .country
+            .map(|c| <[u8; 2]>::try_from(c.as_bytes()).unwrap());
+        assert_eq!(db().country(a, &mut cache), want, "{v6}");
+    }
+}
