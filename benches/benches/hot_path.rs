@@ -37,7 +37,7 @@ fn bench(c: &mut Criterion) {
     let table = Table::compile(&ConfigFile::parse(DEMO_CONFIG).unwrap()).unwrap();
     let metrics = Metrics::new(1, 1, Box::new(|| 0), Default::default(), Default::default());
     let visitors = Visitors::default();
-    let clicks = Clicks::new(1, b"bench secret");
+    let clicks = Clicks::new(1, b"bench secret").unwrap();
     let ctx = Ctx {
         table: &table,
         metrics: &metrics,
@@ -157,7 +157,7 @@ fn visitors_bench(c: &mut Criterion) {
     };
     let table = Table::compile(&ConfigFile::parse(RULES).unwrap()).unwrap();
     let metrics = Metrics::new(1, 1, Box::new(|| 0), Default::default(), Default::default());
-    let clicks = Clicks::new(1, b"bench secret, long enough");
+    let clicks = Clicks::new(1, b"bench secret, long enough").unwrap();
     let ctx = Ctx {
         table: &table,
         metrics: &metrics,

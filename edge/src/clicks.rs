@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sink::EventId;
+use sink::huge::HugeSlice;
 
 /// Slots in each worker's ring (a power of two).
 pub const SLOTS_PER_WORKER: usize = 1 << 16;
@@ -195,11 +196,12 @@ pub struct Clicks {
 }
 
 impl Clicks {
-    pub fn new(workers: usize, secret: &[u8]) -> Self {
-        Clicks {
-            table: ClickTable::new(workers),
+    /// Fails only when the click table's memory cannot be mapped.
+    pub fn new(workers: usize, secret: &[u8]) -> std::io::Result<Self> {
+        Ok(Clicks {
+            table: ClickTable::new(workers)?,
             signer: Signer::new(secret),
-        }
+        })
     }
 }
 
@@ -213,8 +215,8 @@ struct Slot {
 /// of a set to reuse, and to skip slots without reading them): a set's stamps share one cache
 /// line.
 struct Ring {
-    stamps: Box<[AtomicU64]>,
-    slots: Box<[Slot]>,
+    stamps: HugeSlice<AtomicU64>,
+    slots: HugeSlice<Slot>,
 }
 
 /// Slots a click id may live in (neighbours).
@@ -236,33 +238,15 @@ impl std::fmt::Debug for ClickTable {
     }
 }
 
-/// `n` zeroed `T`s straight from the allocator: the kernel maps untouched pages lazily, so a
-/// node that serves no landing pages never pays for its rings.
-///
-/// # Safety
-/// All-zero bytes must be a valid `T`.
-unsafe fn zeroed<T>(n: usize) -> Box<[T]> {
-    let layout = std::alloc::Layout::array::<T>(n).expect("a small ring");
-    assert!(layout.size() > 0);
-    // SAFETY: the layout is not zero-sized; the memory is zeroed, which the caller promises
-    // is a valid `T`; the box takes ownership of an allocation made with the global allocator
-    // and the same layout.
-    unsafe {
-        let p = std::alloc::alloc_zeroed(layout).cast::<T>();
-        if p.is_null() {
-            std::alloc::handle_alloc_error(layout);
-        }
-        Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n))
-    }
-}
-
-fn new_ring() -> Ring {
+fn new_ring() -> std::io::Result<Ring> {
+    // Zeroed memory mapped lazily (a node that serves no landing pages never touches its
+    // rings) and backed by huge pages where the kernel allows (a put lands anywhere in 16 MiB).
     // SAFETY: `AtomicU64` and `Slot` (only `AtomicU64`s) are valid as all-zero bytes.
     unsafe {
-        Ring {
-            stamps: zeroed(SLOTS_PER_WORKER),
-            slots: zeroed(SLOTS_PER_WORKER),
-        }
+        Ok(Ring {
+            stamps: HugeSlice::zeroed(SLOTS_PER_WORKER)?,
+            slots: HugeSlice::zeroed(SLOTS_PER_WORKER)?,
+        })
     }
 }
 
@@ -275,10 +259,10 @@ fn set_of(id: &EventId) -> usize {
 }
 
 impl ClickTable {
-    pub fn new(workers: usize) -> Self {
-        ClickTable {
-            rings: (0..workers).map(|_| new_ring()).collect(),
-        }
+    pub fn new(workers: usize) -> std::io::Result<Self> {
+        Ok(ClickTable {
+            rings: (0..workers).map(|_| new_ring()).collect::<Result<_, _>>()?,
+        })
     }
 
     /// The stamps and slots of the set `id` may live in.
@@ -441,7 +425,7 @@ mod tests {
 
     #[test]
     fn table_keeps_the_latest_visits_whatever_the_rate() {
-        let t = ClickTable::new(2);
+        let t = ClickTable::new(2).unwrap();
         let mut enc = Vec::new();
         let mut buf = Vec::new();
         // Three rings' worth of visits, 300 a millisecond (counters restart every ms).
@@ -483,7 +467,7 @@ mod tests {
 
     #[test]
     fn readers_never_see_a_torn_state() {
-        let t = std::sync::Arc::new(ClickTable::new(1));
+        let t = std::sync::Arc::new(ClickTable::new(1).unwrap());
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         // One id, rewritten over and over with a different fill each time.
         let id = EventId::new(1_700_000_000_000, 7, 0, 1);

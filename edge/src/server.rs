@@ -130,10 +130,12 @@ impl Server {
             None => tracing::info!(driver = driver.as_str(), "I/O driver"),
             Some(why) => tracing::info!(driver = driver.as_str(), why, "I/O driver"),
         }
+        let clicks = Clicks::new(settings.workers, click_secret)
+            .map_err(|e| anyhow::anyhow!("cannot map the click table: {e}"))?;
         let shared = Arc::new(Shared {
             table,
             metrics,
-            clicks: Clicks::new(settings.workers, click_secret),
+            clicks,
             settings,
             visitors,
             shutdown: AtomicBool::new(false),

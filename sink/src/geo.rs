@@ -221,24 +221,10 @@ pub struct GeoDb {
     reader: Reader<DbBytes>,
 }
 
-/// Huge pages are 2 MiB here.
-const HUGE_PAGE: usize = 2 << 20;
-
-/// The database's bytes, in anonymous memory the kernel is asked to back with huge pages: a
-/// lookup walks some thirty tree nodes spread over tens of megabytes, and with 4 KiB pages
-/// most steps of a never-seen address would also miss the TLB.
-struct DbBytes {
-    /// The mapping (for `munmap`) and where the bytes start in it (2 MiB aligned).
-    map: *mut libc::c_void,
-    map_len: usize,
-    start: *const u8,
-    len: usize,
-}
-
-// SAFETY: the bytes are written once, before the value is shared, and only read after.
-unsafe impl Send for DbBytes {}
-// SAFETY: as above; `&DbBytes` only gives out `&[u8]`.
-unsafe impl Sync for DbBytes {}
+/// The database's bytes, in memory backed by huge pages where the kernel allows: a lookup
+/// walks some thirty tree nodes spread over tens of megabytes, and with 4 KiB pages most steps
+/// of a never-seen address would also miss the TLB.
+struct DbBytes(crate::huge::HugeSlice<u8>);
 
 impl DbBytes {
     fn read(path: &Path) -> std::io::Result<DbBytes> {
@@ -246,57 +232,16 @@ impl DbBytes {
         let mut file = std::fs::File::open(path)?;
         let len = usize::try_from(file.metadata()?.len())
             .map_err(|_| std::io::Error::other("the database is too large"))?;
-        let map_len = len.div_ceil(HUGE_PAGE) * HUGE_PAGE + HUGE_PAGE;
-        // SAFETY: a fresh private anonymous mapping; the arguments are valid.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let start = (map as usize).div_ceil(HUGE_PAGE) * HUGE_PAGE;
-        // SAFETY: `start..start + len` lies inside the mapping (it has a huge page to spare).
-        // A kernel without transparent huge pages refuses the advice; small pages then.
-        unsafe {
-            libc::madvise(
-                start as *mut libc::c_void,
-                map_len - (start - map as usize),
-                libc::MADV_HUGEPAGE,
-            );
-        }
-        let bytes = DbBytes {
-            map,
-            map_len,
-            start: start as *const u8,
-            len,
-        };
-        // SAFETY: the range is inside the mapping, writable, and nothing else refers to it.
-        let dst = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len) };
-        file.read_exact(dst)?;
-        Ok(bytes)
+        // SAFETY: all-zero bytes are valid `u8`s.
+        let mut bytes = unsafe { crate::huge::HugeSlice::zeroed(len)? };
+        file.read_exact(bytes.as_mut_slice())?;
+        Ok(DbBytes(bytes))
     }
 }
 
 impl AsRef<[u8]> for DbBytes {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: `start..start + len` is inside the live mapping and was filled by `read`.
-        unsafe { std::slice::from_raw_parts(self.start, self.len) }
-    }
-}
-
-impl Drop for DbBytes {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `read`, unmapped once.
-        unsafe {
-            libc::munmap(self.map, self.map_len);
-        }
+        &self.0
     }
 }
 

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod columns;
 pub mod event;
 pub mod geo;
+pub mod huge;
 pub mod id;
 pub mod money;
 pub mod store;

@@ -51,7 +51,7 @@ impl Harness {
             local: Local::new(7, 0, 42),
             sink: Collect::default(),
             visitors: Visitors::default(),
-            clicks: Clicks::new(1, SECRET),
+            clicks: Clicks::new(1, SECRET).unwrap(),
         }
     }
 
@@ -380,7 +380,7 @@ fn forged_or_unknown_clicks_get_the_fallback_or_404_and_no_event() {
     let (cid, cookie) = lp_visit(&mut h);
     let events = h.sink.events.len();
     let mut other = Harness::new(LP);
-    other.clicks = Clicks::new(1, b"another secret entirely");
+    other.clicks = Clicks::new(1, b"another secret entirely").unwrap();
     let (st, resp) = click_with_cookie(&mut other, &format!("/click?cid={cid}"), &cookie);
     assert_eq!(
         (st, resp.ends_with("unknown click\n")),
