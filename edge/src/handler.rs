@@ -14,7 +14,9 @@ use crate::clicks::{COOKIE_MAX_AGE_S, COOKIE_PREFIX, ClickState, Clicks};
 use crate::http::{Method, Request};
 use crate::metrics::{Metrics, Route};
 use crate::response::{self, DateCache, Framing, Status};
-use crate::table::{Campaign, LandingPage, Offer, Path, Table, TokenError, TrafficSource, Visitor};
+use crate::table::{
+    Campaign, LandingPage, Needs, Offer, Path, Table, TokenError, TrafficSource, Visitor,
+};
 use crate::template::{Token, TokenValues};
 use crate::visitor::{self, Caches};
 
@@ -409,6 +411,16 @@ fn unknown_target(
     Status::Found
 }
 
+/// Copies the worker's agent-cache totals to its metrics (as of the previous lookup) when this
+/// request will look an agent up.
+fn report_agent_cache(ctx: &Ctx<'_>, worker_id: u8, caches: &Caches, needs: Needs) {
+    if needs.agent
+        && let Some(stats) = ctx.metrics.workers.get(usize::from(worker_id))
+    {
+        stats.agent_cache(caches.agents.hits, caches.agents.parsed);
+    }
+}
+
 /// `/c/{campaign_id}`: pick a path and offer, mint a click id, redirect, record the visit.
 fn visit(
     ctx: &Ctx<'_>,
@@ -431,6 +443,7 @@ fn visit(
     };
     let source = &table.sources[campaign.source as usize];
     // Only what this campaign's rules and URLs use is looked up.
+    report_agent_cache(ctx, local.worker_id, &local.caches, campaign.needs);
     let visitor = visitor::facts(
         ctx.visitors,
         &mut local.caches,
@@ -608,12 +621,12 @@ fn click_state<'b>(
     cookie_header: &[u8],
     scratch: &mut Vec<u8>,
     buf: &'b mut Vec<u8>,
-) -> Option<ClickState<'b>> {
+) -> Option<(ClickState<'b>, bool)> {
     if let Some(id) = cid
         && clicks.table.get(&id, scratch).is_some()
     {
         std::mem::swap(scratch, buf);
-        return ClickState::decode(buf);
+        return ClickState::decode(buf).map(|s| (s, true));
     }
     let mut best: Option<EventId> = None;
     for (_, value) in crate::clicks::cookies(cookie_header) {
@@ -633,6 +646,7 @@ fn click_state<'b>(
         }
     }
     best.and_then(|_| ClickState::decode(buf))
+        .map(|s| (s, false))
 }
 
 /// `/click?cid={click_id}` (and `/click/{n}`): the landing page's call-to-action. Finds the
@@ -683,9 +697,13 @@ fn click_through(
         &mut local.scratch,
         &mut local.state,
     );
-    let Some(state) = state else {
+    let Some((state, in_table)) = state else {
         return unknown_target(ctx, local, x, out, "unknown click");
     };
+    let stats = ctx.metrics.workers.get(usize::from(local.worker_id));
+    if let Some(stats) = stats {
+        stats.click_found(in_table);
+    }
     let Some(campaign) = std::str::from_utf8(state.campaign_id)
         .ok()
         .and_then(|id| table.campaign(id.as_bytes()))
@@ -704,6 +722,7 @@ fn click_through(
     let offer = &table.offers[offer_index as usize];
     let source = &table.sources[campaign.source as usize];
     let landing_page = path.landing_page.map(|i| &table.landing_pages[i as usize]);
+    report_agent_cache(ctx, local.worker_id, &local.caches, offer.needs);
     let visitor = visitor::facts(
         ctx.visitors,
         &mut local.caches,

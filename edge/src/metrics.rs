@@ -68,6 +68,10 @@ pub struct WorkerStats {
     accepted: AtomicU64,
     open: AtomicU64,
     fallbacks: AtomicU64,
+    agent_hits: AtomicU64,
+    agents_parsed: AtomicU64,
+    clicks_by_table: AtomicU64,
+    clicks_by_cookie: AtomicU64,
 }
 
 impl WorkerStats {
@@ -86,6 +90,22 @@ impl WorkerStats {
 
     pub fn fallback(&self) {
         bump(&self.fallbacks);
+    }
+
+    /// The worker's agent cache totals so far (its own running counts).
+    pub fn agent_cache(&self, hits: u64, parsed: u64) {
+        self.agent_hits.store(hits, Ordering::Relaxed);
+        self.agents_parsed.store(parsed, Ordering::Relaxed);
+    }
+
+    /// A click-through found its visit's state: in the node's click table, or else in the
+    /// visit's cookie.
+    pub fn click_found(&self, in_table: bool) {
+        bump(if in_table {
+            &self.clicks_by_table
+        } else {
+            &self.clicks_by_cookie
+        });
     }
 
     pub fn connection_opened(&self) {
@@ -208,7 +228,7 @@ impl Metrics {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let wal = &self.wal;
         let up = &self.upload;
-        let scalars: [(&str, &str, &str, u64); 25] = [
+        let scalars: [(&str, &str, &str, u64); 29] = [
             (
                 "edge_event_queue_depth",
                 "gauge",
@@ -250,6 +270,30 @@ impl Metrics {
                 "counter",
                 "Unknown campaigns and clicks sent to fallback_url.",
                 sum(w, |s| &s.fallbacks),
+            ),
+            (
+                "edge_agent_cache_hits_total",
+                "counter",
+                "User agents answered by a worker's cache (for rules and tokens).",
+                sum(w, |s| &s.agent_hits),
+            ),
+            (
+                "edge_agents_parsed_total",
+                "counter",
+                "User agents parsed with uap-core's regexes on the request path (cache misses).",
+                sum(w, |s| &s.agents_parsed),
+            ),
+            (
+                "edge_clicks_found_in_table_total",
+                "counter",
+                "Click-throughs whose visit was found in the node's click table.",
+                sum(w, |s| &s.clicks_by_table),
+            ),
+            (
+                "edge_clicks_found_in_cookie_total",
+                "counter",
+                "Click-throughs whose visit was found in its signed cookie.",
+                sum(w, |s| &s.clicks_by_cookie),
             ),
             ("edge_workers", "gauge", "Worker threads.", w.len() as u64),
             ("edge_up", "gauge", "1 while the edge serves.", 1),

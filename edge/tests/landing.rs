@@ -175,6 +175,9 @@ fn rules_route_visitors_and_landing_page_chains_are_counted() {
         v2.cookie.as_deref(),
     );
     assert_eq!(c2.location, format!("https://b.example.com/?sub={cid2}"));
+    // Both found in this node's click table.
+    assert_eq!(e.metric("edge_clicks_found_in_table_total "), 2);
+    assert_eq!(e.metric("edge_clicks_found_in_cookie_total "), 0);
     // Bots, by agent and by data-centre address, go straight to the safe page.
     let b1 = get(&e, "/c/lp-camp", "8.8.8.8", GOOGLEBOT, None);
     assert!(
@@ -193,6 +196,20 @@ fn rules_route_visitors_and_landing_page_chains_are_counted() {
     let v3 = get(&e, "/c/lp-camp", "198.51.100.9, 81.2.69.142", CHROME, None);
     let cid3 = cid_of(&v3.location);
     let cookie3 = v3.cookie.unwrap();
+
+    // Agents are parsed once per worker, then answered from its cache (the counters lag a
+    // lookup behind: they are copied before each).
+    for _ in 0..4 {
+        get(
+            &e,
+            "/c/lp-camp?utm_source=news",
+            "81.2.69.142",
+            CHROME,
+            None,
+        );
+    }
+    assert!(e.metric("edge_agent_cache_hits_total ") >= 1);
+    assert!(e.metric("edge_agents_parsed_total ") >= 2);
 
     // Conversions: v1 without a payout (offer A's 10.00), v2 with 5.00.
     for q in [
@@ -230,6 +247,7 @@ fn rules_route_visitors_and_landing_page_chains_are_counted() {
         "{}",
         c3.location
     );
+    assert_eq!(e.metric("edge_clicks_found_in_cookie_total "), 1);
     // A cookie altered by the visitor is refused.
     let (name, value) = cookie3.split_once('=').unwrap();
     let forged = format!("{name}={}", value.replace(&value[..4], "AAAA"));
@@ -288,11 +306,13 @@ fn rules_route_visitors_and_landing_page_chains_are_counted() {
     };
     assert_eq!(
         report("campaign"),
-        BTreeMap::from([("lp-camp".to_owned(), m(3, 3, 2, 15, 3))])
+        BTreeMap::from([("lp-camp".to_owned(), m(7, 3, 2, 15, 7))])
     );
     assert_eq!(
         report("offer"),
         BTreeMap::from([
+            // The four visits that never clicked through have no offer yet.
+            (String::new(), m(4, 0, 0, 0, 4)),
             ("offer-a".to_owned(), m(2, 2, 1, 10, 2)),
             ("offer-b".to_owned(), m(1, 1, 1, 5, 1)),
         ])
@@ -303,7 +323,7 @@ fn rules_route_visitors_and_landing_page_chains_are_counted() {
         include_bots: true,
     };
     let r = block_on(query::report::run(&session, &with_bots, Some(&names))).unwrap();
-    assert_eq!(r.totals.visits, 5, "the two bot visits, when asked for");
+    assert_eq!(r.totals.visits, 9, "the two bot visits, when asked for");
 
     // The conversion feed names the offer of the click.
     let mut out = Vec::new();
