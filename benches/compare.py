@@ -248,6 +248,25 @@ def interleaved(work):
     return rows, summary
 
 
+def lifetime_run(p, port, extra=()):
+    """A one-second warm-up and a DURATION run of loadtest (pipelined) against the edge process
+    p, then p is stopped. Returns requests, rps, bad answers, errors, the edge's CPU over its
+    whole life per request, and its CPU jiffies during the run."""
+    try:
+        warm = run_loadtest(port, 1, pipeline=PIPELINE, extra=extra)[0]
+        before = proc_cpu_jiffies(p.pid)
+        reqs, rps, _, bad, errs = run_loadtest(port, DURATION, pipeline=PIPELINE, extra=extra)
+        used = proc_cpu_jiffies(p.pid) - before
+    finally:
+        p.terminate()
+        # The whole life of the process, drain included: with a core to spare the uploader
+        # encodes Parquet during the run, without one it does it at the end.
+        _, _, usage = os.wait4(p.pid, 0)
+        p.returncode = 0
+    life = usage.ru_utime + usage.ru_stime
+    return reqs, rps, bad, errs, life * 1e6 / max(reqs + warm, 1), used
+
+
 def scaling(work):
     """One edge worker on one core against two workers on that core and two on both cores, each
     driven by loadtest (pipelined) on LOAD_CPU: the edge process's CPU time over its whole life
@@ -260,19 +279,7 @@ def scaling(work):
     for rnd in range(ROUNDS):
         for name, workers, cpus in configs:
             p, port = start("edge", work, cpus=cpus, workers=workers)
-            try:
-                warm = run_loadtest(port, 1, pipeline=PIPELINE)[0]
-                before = proc_cpu_jiffies(p.pid)
-                reqs, rps, p99, bad, errs = run_loadtest(port, DURATION, pipeline=PIPELINE)
-                used = proc_cpu_jiffies(p.pid) - before
-            finally:
-                p.terminate()
-                # The whole life of the process, drain included: with a core to spare the
-                # uploader encodes Parquet during the run, without one it does it at the end.
-                _, _, usage = os.wait4(p.pid, 0)
-                p.returncode = 0
-            life = usage.ru_utime + usage.ru_stime
-            cpu_us = life * 1e6 / max(reqs + warm, 1)
+            reqs, rps, bad, errs, cpu_us, used = lifetime_run(p, port)
             busy = used / HZ / DURATION
             rows.append(dict(round=rnd + 1, config=name, rps=rps, cpu_us_per_req=cpu_us, busy_cores=busy,
                              rps_per_busy_core=rps / max(busy, 1e-9), bad=bad, errors=errs))
@@ -388,15 +395,7 @@ def rules(work):
         for name, campaign, clicks in cases:
             p, port = start("edge", work, config=conf)
             extra = ("--campaign", campaign, "--agents", agents, "--forwarded-for", "--click-through", str(clicks))
-            try:
-                warm = run_loadtest(port, 1, pipeline=PIPELINE, extra=extra)[0]
-                reqs, rps, p99, bad, errs = run_loadtest(port, DURATION, pipeline=PIPELINE, extra=extra)
-            finally:
-                p.terminate()
-                _, _, usage = os.wait4(p.pid, 0)
-                p.returncode = 0
-            life = usage.ru_utime + usage.ru_stime
-            cpu_us = life * 1e6 / max(reqs + warm, 1)
+            reqs, rps, bad, errs, cpu_us, _ = lifetime_run(p, port, extra)
             rows.append(dict(round=rnd + 1, case=name, rps=rps, cpu_us_per_req=cpu_us, bad=bad, errors=errs))
             print(f"  round {rnd + 1} {name:16}: {rps:10.0f} rps  edge cpu {cpu_us:6.2f} us/req (life)  bad {bad} {errs}",
                   flush=True)
