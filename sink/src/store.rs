@@ -1,6 +1,7 @@
 //! Parquet files and where they go: zstd Parquet with explicit writer properties, object
 //! stores opened from the config's URL, and the Hive-partitioned object names.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
@@ -71,6 +72,64 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
         });
     }
     Err(StoreError::BadUrl(url.to_owned()))
+}
+
+/// Where uploaded objects go: the store, and for a `file://` store its directory, whose
+/// files and directories the uploader syncs before it deletes a log segment (the local
+/// store writes without `fsync`, so a power cut could otherwise lose acknowledged events).
+#[derive(Clone)]
+pub struct Target {
+    pub store: Arc<dyn ObjectStore>,
+    pub local_root: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("store", &self.store.to_string())
+            .field("local_root", &self.local_root)
+            .finish()
+    }
+}
+
+impl Target {
+    /// Opens the store named by `url` (see [`open`]).
+    pub fn open(url: &str) -> Result<Target, StoreError> {
+        Ok(Target {
+            store: open(url)?,
+            local_root: url
+                .strip_prefix("file://")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+        })
+    }
+
+    /// A store with nothing to sync (memory, S3, tests).
+    pub fn remote(store: Arc<dyn ObjectStore>) -> Target {
+        Target {
+            store,
+            local_root: None,
+        }
+    }
+
+    /// Makes the object at `path` durable: for a local store, syncs the file and every
+    /// directory from its own up to the store's root (any may have just been created).
+    pub fn sync(&self, path: &ObjectPath) -> std::io::Result<()> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let file = root.join(path.as_ref());
+        std::fs::File::open(&file)?.sync_all()?;
+        let mut dir = file.parent();
+        while let Some(d) = dir {
+            std::fs::File::open(d)?.sync_all()?;
+            if d == root.as_path() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
 }
 
 /// `{table}/dt=YYYY-MM-DD/hour=HH/{node_id}-{segment}.parquet` for the hour holding `ts_ms`.

@@ -4,8 +4,10 @@
 //! A segment's events are split by table, node and UTC hour; each part becomes one object
 //! named after the segment (`{node_id}-{segment}.parquet`), so uploading a segment again
 //! after a crash overwrites the same objects instead of duplicating rows. Only once every
-//! part is stored is the segment deleted. While the store is unreachable the uploader
-//! retries with backoff and the segments wait on disk.
+//! part is stored (and, in a local store, synced) is the segment deleted. While the store is
+//! unreachable the uploader retries with backoff and the segments wait on disk. A segment
+//! with damaged records has what could be read of it uploaded, and is then moved to
+//! `wal/damaged/` for a person to look at instead of being deleted.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,8 +21,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use crate::columns::{Builder, TableKind, Visitors};
 use crate::event::Event;
-use crate::store::{encode_parquet, object_path};
-use crate::wal::read_segment;
+use crate::store::{Target, encode_parquet, object_path};
+use crate::wal::{DAMAGED_DIR, read_segment};
 use crate::writer::WalStats;
 
 const HOUR_MS: i64 = 3_600_000;
@@ -60,6 +62,12 @@ pub struct UploadStats {
     pub bad_records: AtomicU64,
     /// Files in the WAL directory that are not segments (set aside as `.wal.corrupt`).
     pub bad_segments: AtomicU64,
+    /// Segments with damaged records (what could be read was uploaded; the segment is kept
+    /// in `wal/damaged/`), and the bytes of them that could not be read.
+    pub damaged_segments: AtomicU64,
+    pub damaged_bytes: AtomicU64,
+    /// Bytes of torn tails dropped (unfinished writes of a crash; never acknowledged).
+    pub torn_bytes: AtomicU64,
     /// 1 while the uploader thread runs; 0 once it has ended (or died).
     pub running: AtomicU64,
 }
@@ -97,7 +105,7 @@ impl Uploader {
     /// `sealed` announces each new one; when `sealed` disconnects and everything is
     /// uploaded (or has failed for [`GIVE_UP_AFTER_STOP`]) the thread ends.
     pub fn spawn(
-        store: Arc<dyn ObjectStore>,
+        target: Target,
         backlog: Vec<Sealed>,
         sealed: Receiver<Sealed>,
         wal: Arc<WalStats>,
@@ -125,7 +133,7 @@ impl Uploader {
                         return backlog.len();
                     }
                 };
-                rt.block_on(run(store, backlog, sealed, s, wal, visitors))
+                rt.block_on(run(target, backlog, sealed, s, wal, visitors))
             })?;
         Ok(Uploader { stats, thread })
     }
@@ -137,7 +145,7 @@ impl Uploader {
 }
 
 async fn run(
-    store: Arc<dyn ObjectStore>,
+    target: Target,
     backlog: Vec<Sealed>,
     sealed: Receiver<Sealed>,
     stats: Arc<UploadStats>,
@@ -176,10 +184,17 @@ async fn run(
             }
             continue;
         };
-        match upload_segment(store.as_ref(), &seg, &stats, &visitors).await {
-            Ok(()) => {
+        match upload_segment(&target, &seg, &stats, &visitors).await {
+            Ok(damaged) => {
                 let size = std::fs::metadata(&seg.path).map_or(0, |m| m.len());
-                match std::fs::remove_file(&seg.path) {
+                let done = if damaged {
+                    set_aside_damaged(&seg)
+                } else {
+                    std::fs::remove_file(&seg.path).map_err(|e| {
+                        format!("uploaded {} but cannot delete it: {e}", seg.path.display())
+                    })
+                };
+                match done {
                     Ok(()) => {
                         wal.disk_bytes.fetch_sub(
                             size.min(wal.disk_bytes.load(Ordering::Relaxed)),
@@ -189,10 +204,7 @@ async fn run(
                             let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
                         }
                     }
-                    Err(e) => eprintln!(
-                        "sink: uploaded {} but cannot delete it: {e}",
-                        seg.path.display()
-                    ),
+                    Err(e) => eprintln!("sink: {e}"),
                 }
                 queue.pop_front();
                 stats.segments_pending.fetch_sub(1, Ordering::Relaxed);
@@ -229,18 +241,61 @@ async fn run(
     }
 }
 
-/// Uploads every part of one segment.
+/// Moves a segment with damaged records into `wal/damaged/`, out of the log's way.
+fn set_aside_damaged(seg: &Sealed) -> Result<(), String> {
+    let Some(dir) = seg.path.parent() else {
+        return Err(format!("{}: no directory", seg.path.display()));
+    };
+    let aside = dir.join(DAMAGED_DIR);
+    let to = aside.join(seg.path.file_name().unwrap_or_default());
+    std::fs::create_dir_all(&aside)
+        .and_then(|()| std::fs::rename(&seg.path, &to))
+        .and_then(|()| std::fs::File::open(&aside)?.sync_all())
+        .map_err(|e| {
+            format!(
+                "cannot move {} to {}: {e}",
+                seg.path.display(),
+                to.display()
+            )
+        })?;
+    eprintln!(
+        "sink: error: the damaged segment is kept as {}",
+        to.display()
+    );
+    Ok(())
+}
+
+/// Uploads every part of one segment; answers whether the segment had damaged records
+/// (their loss is logged as an error and counted).
 pub async fn upload_segment(
-    store: &dyn ObjectStore,
+    target: &Target,
     seg: &Sealed,
     stats: &UploadStats,
     visitors: &Visitors,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     let contents = read_segment(&seg.path)?;
     if contents.torn_bytes > 0 {
         eprintln!(
-            "sink: WAL segment {}: dropped a torn tail of {} bytes (never acknowledged)",
+            "sink: WAL segment {}: dropped a torn tail of {} bytes (an unfinished write; never acknowledged)",
             seg.seq, contents.torn_bytes
+        );
+    }
+    if !contents.damage.is_empty() {
+        let spans: Vec<String> = contents
+            .damage
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} bytes at offset {} (after record {})",
+                    d.bytes, d.offset, d.after_record
+                )
+            })
+            .collect();
+        eprintln!(
+            "sink: error: WAL segment {} is damaged: skipped {}; the {} records around the damage are kept",
+            seg.seq,
+            spans.join(", "),
+            contents.records.len()
         );
     }
     let mut parts: BTreeMap<(TableKind, u16, i64), Vec<Event>> = BTreeMap::new();
@@ -269,12 +324,21 @@ pub async fn upload_segment(
         let bytes = encode_parquet(table, &batch)?;
         let path = object_path(table, hour * HOUR_MS, node, seg.seq);
         let len = bytes.len() as u64;
-        put_object(store, &path, bytes, MULTIPART_BYTES).await?;
+        put_object(target.store.as_ref(), &path, bytes, MULTIPART_BYTES).await?;
+        target.sync(&path)?;
         add(&stats.objects_written, 1);
         add(&stats.rows_written, events.len() as u64);
         add(&stats.bytes_written, len);
     }
-    Ok(())
+    if contents.torn_bytes > 0 {
+        add(&stats.torn_bytes, contents.torn_bytes as u64);
+    }
+    let damaged = !contents.damage.is_empty();
+    if damaged {
+        add(&stats.damaged_segments, 1);
+        add(&stats.damaged_bytes, contents.damaged_bytes());
+    }
+    Ok(damaged)
 }
 
 #[cfg(test)]

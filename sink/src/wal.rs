@@ -1,23 +1,55 @@
 //! The write-ahead log: events made durable on local disk before a conversion is acknowledged.
 //!
 //! A log is a directory of numbered segment files (`00000000000000000001.wal`, …). A segment
-//! starts with an 8-byte magic and holds records `[len u32 LE][crc32 u32 LE][payload]`. The
-//! writer appends a batch of records with one `write` and one `fdatasync` (group commit); a
-//! crash can leave the last record of the last segment torn, which the reader detects by its
-//! length or checksum and drops. Segments are never appended to after a restart: the writer
-//! starts a new one, so a segment's content, once sealed, is fixed. Numbers only grow, across
-//! runs too (they name the segment's objects in the store): a run starts past the last
-//! number used (kept in `next-segment`) and past the clock in microseconds.
+//! starts with an 8-byte magic and is a sequence of 32 KiB blocks (the magic sits at the
+//! front of the first), the layout of LevelDB's and RocksDB's logs. A record is written as
+//! one or more fragments, `[crc32 u32 LE][len u16 LE][type u8][payload]`, that never cross a
+//! block boundary: type 1 is a whole record, 2, 3 and 4 its first, middle and last pieces;
+//! a block's last bytes, too few for a fragment header, are zero. The checksum covers the
+//! length, the type and the payload.
+//!
+//! So damage is contained. A reader that meets a fragment whose checksum fails looks for
+//! the next good fragment: right after the damaged one when only its payload was hit, else
+//! byte by byte to the end of the block, else from the next block on. Only the records the
+//! damage touched are lost, and the reader says where and how much ([`Damage`]). The one
+//! exception is a tail a crash cut short (a write the kernel had not finished): records
+//! that end past the end of the file, or zeros to its end. That is the only place an
+//! unfinished write can be, and nothing in it was acknowledged (a commit is acknowledged
+//! after its `fdatasync`), so it is dropped as [`SegmentContents::torn_bytes`].
+//!
+//! The writer appends a batch of records with one `write` and one `fdatasync` (group
+//! commit). Segments are never appended to after a restart or a failed write: the writer
+//! starts a new one, so a segment's content, once sealed, is fixed. Numbers only grow,
+//! across runs too (they name the segment's objects in the store): a run starts past the
+//! last number used (kept in `next-segment`) and past the clock in microseconds.
+//!
+//! Segments of the first format (`CTWAL\0\0\x01`: unblocked `[len][crc][payload]` records)
+//! are still read.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// First bytes of every segment.
-pub const MAGIC: &[u8; 8] = b"CTWAL\x00\x00\x01";
+mod faults;
+pub use faults::Faults;
+
+/// First bytes of every segment written now.
+pub const MAGIC: &[u8; 8] = b"CTWAL\x00\x00\x02";
+/// First bytes of a segment of the first, unblocked format.
+const MAGIC_V1: &[u8; 8] = b"CTWAL\x00\x00\x01";
 /// Largest record payload accepted (a request is at most ~80 KiB).
 pub const MAX_RECORD: usize = 4 << 20;
+/// Bytes of a block.
+pub const BLOCK: usize = 32 * 1024;
 const HEADER: usize = 8;
+/// Bytes of a fragment header: crc32, length, type.
+const FRAGMENT_HEADER: usize = 7;
+
+const FULL: u8 = 1;
+const FIRST: u8 = 2;
+const MIDDLE: u8 = 3;
+const LAST: u8 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
@@ -51,6 +83,10 @@ pub fn segment_name(seq: u64) -> String {
 /// come twice: restarting at 1 would overwrite the objects of an earlier run's first segment.
 pub const NEXT_SEGMENT_FILE: &str = "next-segment";
 
+/// Where segments with damaged records are kept for inspection once what could be read of
+/// them is uploaded (a directory beside the segments).
+pub const DAMAGED_DIR: &str = "damaged";
+
 /// The next segment number recorded in `dir` (0 when none is).
 pub fn read_next_seq(dir: &Path) -> Result<u64, WalError> {
     let path = dir.join(NEXT_SEGMENT_FILE);
@@ -68,10 +104,11 @@ pub fn read_next_seq(dir: &Path) -> Result<u64, WalError> {
 }
 
 /// Records `next` as the next segment number, atomically (the caller syncs the directory).
-fn write_next_seq(dir: &Path, next: u64) -> Result<(), WalError> {
+fn write_next_seq(dir: &Path, next: u64, faults: Option<&Faults>) -> Result<(), WalError> {
     let tmp = dir.join(format!("{NEXT_SEGMENT_FILE}.tmp"));
     let mut f = File::create(&tmp).map_err(io(&tmp))?;
     f.write_all(format!("{next}\n").as_bytes())
+        .and_then(|()| Faults::check(faults, |f| &f.sync))
         .and_then(|()| f.sync_all())
         .map_err(io(&tmp))?;
     let path = dir.join(NEXT_SEGMENT_FILE);
@@ -102,15 +139,44 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
     Ok(out)
 }
 
-/// Appends one framed record to `buf`.
-pub fn frame(buf: &mut Vec<u8>, payload: &[u8]) -> Result<(), WalError> {
+/// Appends `payload` as the fragments of one record to `out`, whose first byte goes to file
+/// offset `file_pos` (so fragments can be kept within blocks).
+pub fn frame(out: &mut Vec<u8>, file_pos: u64, payload: &[u8]) -> Result<(), WalError> {
     if payload.len() > MAX_RECORD {
         return Err(WalError::TooLarge(payload.len()));
     }
-    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    buf.extend_from_slice(payload);
-    Ok(())
+    let mut rest = payload;
+    let mut first = true;
+    loop {
+        let pos = file_pos as usize + out.len();
+        let left = BLOCK - pos % BLOCK;
+        if left < FRAGMENT_HEADER {
+            out.resize(out.len() + left, 0);
+            continue;
+        }
+        let n = rest.len().min(left - FRAGMENT_HEADER);
+        let last = n == rest.len();
+        let kind = match (first, last) {
+            (true, true) => FULL,
+            (true, false) => FIRST,
+            (false, false) => MIDDLE,
+            (false, true) => LAST,
+        };
+        let len = (n as u16).to_le_bytes();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&len);
+        crc.update(&[kind]);
+        crc.update(&rest[..n]);
+        out.extend_from_slice(&crc.finalize().to_le_bytes());
+        out.extend_from_slice(&len);
+        out.push(kind);
+        out.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        first = false;
+        if last {
+            return Ok(());
+        }
+    }
 }
 
 /// A segment being written.
@@ -119,26 +185,30 @@ pub struct Segment {
     pub seq: u64,
     pub path: PathBuf,
     file: File,
-    /// Bytes written (and synced) so far, header included.
+    /// Bytes written and synced so far, header included: the segment's good length.
     pub bytes: u64,
     pub records: u64,
     pub created: std::time::Instant,
+    faults: Option<Arc<Faults>>,
 }
 
 impl Segment {
     /// Creates segment `seq` in `dir` and makes its name durable, with `seq + 1` recorded as
-    /// the next number (see [`NEXT_SEGMENT_FILE`]).
-    pub fn create(dir: &Path, seq: u64) -> Result<Segment, WalError> {
+    /// the next number (see [`NEXT_SEGMENT_FILE`]). A failure may leave the file behind,
+    /// empty or with its magic alone: it holds nothing, and its number is not used again.
+    pub fn create(dir: &Path, seq: u64, faults: Option<Arc<Faults>>) -> Result<Segment, WalError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        write_next_seq(dir, seq + 1)?;
+        write_next_seq(dir, seq + 1, faults.as_deref())?;
         let path = dir.join(segment_name(seq));
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
             .map_err(io(&path))?;
-        file.write_all(MAGIC).map_err(io(&path))?;
-        file.sync_all().map_err(io(&path))?;
+        file.write_all(MAGIC)
+            .and_then(|()| Faults::check(faults.as_deref(), |f| &f.sync))
+            .and_then(|()| file.sync_all())
+            .map_err(io(&path))?;
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(io(dir))?;
@@ -149,44 +219,226 @@ impl Segment {
             bytes: HEADER as u64,
             records: 0,
             created: std::time::Instant::now(),
+            faults,
         })
     }
 
-    /// Writes `framed` (records built with [`frame`]) and waits until they are on disk.
+    /// Writes `framed` (records built with [`frame`] at offset [`Segment::bytes`]) and waits
+    /// until they are on disk. After an error the segment's tail past [`Segment::bytes`] is
+    /// unknown: [`Segment::cut_back`] it before handing it on, and write nothing more to it.
     pub fn commit(&mut self, framed: &[u8], records: u64) -> Result<(), WalError> {
-        self.file.write_all(framed).map_err(io(&self.path))?;
-        self.file.sync_data().map_err(io(&self.path))?;
+        let faults = self.faults.as_deref();
+        Faults::check(faults, |f| &f.write)
+            .and_then(|()| self.file.write_all(framed))
+            .and_then(|()| Faults::check(faults, |f| &f.sync))
+            .and_then(|()| self.file.sync_data())
+            .map_err(io(&self.path))?;
         self.bytes += framed.len() as u64;
         self.records += records;
         Ok(())
     }
+
+    /// Cuts the file back to what was synced ([`Segment::bytes`]) after a failed commit, so
+    /// the batch it may partly hold is not also read from it once the batch is written to a
+    /// new segment.
+    pub fn cut_back(&self) -> Result<(), WalError> {
+        Faults::check(self.faults.as_deref(), |f| &f.truncate)
+            .and_then(|()| self.file.set_len(self.bytes))
+            .and_then(|()| self.file.sync_all())
+            .map_err(io(&self.path))
+    }
+}
+
+/// A stretch of a segment that could not be read, before its tail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Offset of the first bad byte in the file.
+    pub offset: u64,
+    /// Bytes skipped.
+    pub bytes: u64,
+    /// Records read before it.
+    pub after_record: usize,
 }
 
 /// What reading a segment found.
 #[derive(Debug, Default)]
 pub struct SegmentContents {
     pub records: Vec<Vec<u8>>,
-    /// Bytes after the last whole record (a torn write), dropped.
+    /// Bytes after the last whole record that an unfinished write left (never
+    /// acknowledged), dropped.
     pub torn_bytes: usize,
+    /// Damaged stretches before the tail; the records they held are lost, the others kept.
+    pub damage: Vec<Damage>,
 }
 
-/// Reads every whole record of a segment; a torn or corrupt tail is counted and dropped.
+impl SegmentContents {
+    pub fn damaged_bytes(&self) -> u64 {
+        self.damage.iter().map(|d| d.bytes).sum()
+    }
+}
+
+/// Reads every whole record of a segment: a torn tail is dropped, damage elsewhere skipped
+/// (see the module's doc).
 pub fn read_segment(path: &Path) -> Result<SegmentContents, WalError> {
     let mut data = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut data))
         .map_err(io(path))?;
-    if data.len() < HEADER || &data[..HEADER] != MAGIC {
-        if data.is_empty() {
+    if data.len() < HEADER {
+        if data.iter().all(|&b| b == 0) {
             // Created but the header never reached the disk: nothing was acknowledged from it.
             return Ok(SegmentContents::default());
         }
         return Err(WalError::NotASegment(path.to_owned()));
     }
+    match &data[..HEADER] {
+        h if h == MAGIC => Ok(read_blocks(&data)),
+        h if h == MAGIC_V1 => Ok(read_v1(&data)),
+        _ => Err(WalError::NotASegment(path.to_owned())),
+    }
+}
+
+/// The fragment at `pos`, if it is whole, in its block, and its checksum holds:
+/// (type, payload).
+fn fragment(data: &[u8], pos: usize) -> Option<(u8, &[u8])> {
+    let block_end = (pos / BLOCK + 1) * BLOCK;
+    let head = data.get(pos..pos + FRAGMENT_HEADER)?;
+    let crc = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let len = usize::from(u16::from_le_bytes([head[4], head[5]]));
+    let kind = head[6];
+    let end = pos + FRAGMENT_HEADER + len;
+    if !(FULL..=LAST).contains(&kind) || end > block_end {
+        return None;
+    }
+    let payload = data.get(pos + FRAGMENT_HEADER..end)?;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&head[4..7]);
+    h.update(payload);
+    (h.finalize() == crc).then_some((kind, payload))
+}
+
+/// Whether the bytes at `pos` are what an unfinished last write leaves: a fragment that
+/// would end past the end of the file, or zeros to its end.
+fn unfinished(data: &[u8], pos: usize) -> bool {
+    let rest = &data[pos..];
+    if rest.iter().all(|&b| b == 0) {
+        return true;
+    }
+    if rest.len() < FRAGMENT_HEADER {
+        return true;
+    }
+    let len = usize::from(u16::from_le_bytes([rest[4], rest[5]]));
+    let block_end = (pos / BLOCK + 1) * BLOCK;
+    pos + FRAGMENT_HEADER + len > data.len() && pos + FRAGMENT_HEADER + len <= block_end
+}
+
+/// Where reading can resume after a bad fragment at `pos`: just past it when its length
+/// leads to a good fragment (only its payload was hit), else the first good fragment later
+/// in the block, else the next block.
+fn resume_after(data: &[u8], pos: usize) -> usize {
+    let block_end = (pos / BLOCK + 1) * BLOCK;
+    let next = |p: usize| p >= data.len() || block_end - p < FRAGMENT_HEADER;
+    if let Some(head) = data.get(pos..pos + FRAGMENT_HEADER) {
+        let after = pos + FRAGMENT_HEADER + usize::from(u16::from_le_bytes([head[4], head[5]]));
+        if after <= block_end && (next(after) || fragment(data, after).is_some()) {
+            return after.min(data.len());
+        }
+    }
+    (pos + 1..block_end.min(data.len()))
+        .find(|&p| fragment(data, p).is_some())
+        .unwrap_or(block_end.min(data.len()))
+}
+
+fn read_blocks(data: &[u8]) -> SegmentContents {
+    let mut out = SegmentContents::default();
+    let mut pos = HEADER;
+    // A record being put together from its fragments, and where it began.
+    let mut partial: Option<(usize, Vec<u8>)> = None;
+    let mut bad_from: Option<usize> = None;
+    while pos < data.len() {
+        let block_end = (pos / BLOCK + 1) * BLOCK;
+        if block_end - pos < FRAGMENT_HEADER {
+            pos = block_end;
+            continue;
+        }
+        let Some((kind, payload)) = fragment(data, pos) else {
+            if bad_from.is_none() && unfinished(data, pos) {
+                // The tail a crash cut short, with the record it was part of.
+                let start = partial.take().map_or(pos, |(s, _)| s);
+                out.torn_bytes = data.len() - start;
+                return out;
+            }
+            bad_from.get_or_insert(pos);
+            if let Some((start, _)) = partial.take() {
+                bad_from = Some(bad_from.map_or(start, |b| b.min(start)));
+            }
+            pos = resume_after(data, pos);
+            continue;
+        };
+        let end = pos + FRAGMENT_HEADER + payload.len();
+        // A piece that does not continue the record under way: the pieces it belongs with
+        // were damaged, and so is this record.
+        let orphan = matches!(kind, MIDDLE | LAST) && partial.is_none();
+        if orphan || (matches!(kind, FULL | FIRST) && partial.is_some()) {
+            let from = partial.take().map_or(pos, |(s, _)| s);
+            bad_from = Some(bad_from.map_or(from, |b| b.min(from)));
+            if orphan {
+                pos = end;
+                continue;
+            }
+        }
+        if let Some(from) = bad_from.take() {
+            out.damage.push(Damage {
+                offset: from as u64,
+                bytes: (pos - from) as u64,
+                after_record: out.records.len(),
+            });
+        }
+        match kind {
+            FULL => out.records.push(payload.to_vec()),
+            FIRST => partial = Some((pos, payload.to_vec())),
+            MIDDLE | LAST => {
+                let (start, mut rec) = partial.take().expect("checked above");
+                rec.extend_from_slice(payload);
+                if kind == LAST {
+                    out.records.push(rec);
+                } else {
+                    partial = Some((start, rec));
+                }
+            }
+            _ => unreachable!("fragment() checks the type"),
+        }
+        pos = end;
+    }
+    match (partial, bad_from) {
+        // A record whose last pieces never reached the disk: an unfinished write.
+        (Some((start, _)), None) => out.torn_bytes = data.len() - start,
+        (partial, Some(from)) => {
+            let from = partial.map_or(from, |(s, _)| s.min(from));
+            out.damage.push(Damage {
+                offset: from as u64,
+                bytes: (data.len() - from) as u64,
+                after_record: out.records.len(),
+            });
+        }
+        (None, None) => {}
+    }
+    out
+}
+
+/// The first format: `[len u32][crc32 u32][payload]` records, read until the first one that
+/// is not whole.
+fn read_v1(data: &[u8]) -> SegmentContents {
     let mut out = SegmentContents::default();
     let mut rest = &data[HEADER..];
     while !rest.is_empty() {
-        match whole_record(rest) {
+        let whole = rest.split_first_chunk::<8>().and_then(|(head, body)| {
+            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+            let payload = body.get(..len.min(MAX_RECORD + 1))?;
+            (len <= MAX_RECORD && crc32fast::hash(payload) == crc).then_some(payload)
+        });
+        match whole {
             Some(payload) => {
                 out.records.push(payload.to_vec());
                 rest = &rest[8 + payload.len()..];
@@ -197,123 +449,8 @@ pub fn read_segment(path: &Path) -> Result<SegmentContents, WalError> {
             }
         }
     }
-    Ok(out)
-}
-
-/// The payload of the record at the front of `rest`, if it is whole and its checksum holds.
-fn whole_record(rest: &[u8]) -> Option<&[u8]> {
-    let (head, body) = rest.split_first_chunk::<8>()?;
-    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-    if len > MAX_RECORD {
-        return None;
-    }
-    let payload = body.get(..len)?;
-    (crc32fast::hash(payload) == crc).then_some(payload)
+    out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tmp(tag: &str) -> PathBuf {
-        crate::test_dir(&format!("wal-{tag}"))
-    }
-
-    #[test]
-    fn records_round_trip_in_order() {
-        let dir = tmp("rt");
-        let mut seg = Segment::create(&dir, 1).unwrap();
-        let mut buf = Vec::new();
-        for i in 0..100u32 {
-            frame(&mut buf, format!("record {i}").as_bytes()).unwrap();
-        }
-        seg.commit(&buf, 100).unwrap();
-        buf.clear();
-        frame(&mut buf, b"").unwrap();
-        seg.commit(&buf, 1).unwrap();
-        let c = read_segment(&seg.path).unwrap();
-        assert_eq!(c.records.len(), 101);
-        assert_eq!(c.records[7], b"record 7");
-        assert_eq!(c.records[100], b"");
-        assert_eq!(c.torn_bytes, 0);
-        assert_eq!(seg.bytes, std::fs::metadata(&seg.path).unwrap().len());
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn a_torn_tail_is_dropped_at_every_cut() {
-        let dir = tmp("torn");
-        let mut seg = Segment::create(&dir, 1).unwrap();
-        let mut buf = Vec::new();
-        for i in 0..3u32 {
-            frame(&mut buf, format!("r{i}-payload").as_bytes()).unwrap();
-        }
-        seg.commit(&buf, 3).unwrap();
-        let full = std::fs::read(&seg.path).unwrap();
-        let record = 8 + b"r0-payload".len();
-        for cut in HEADER..full.len() {
-            std::fs::write(&seg.path, &full[..cut]).unwrap();
-            let c = read_segment(&seg.path).unwrap();
-            let whole = (cut - HEADER) / record;
-            assert_eq!(c.records.len(), whole, "cut at {cut}");
-            assert_eq!(c.torn_bytes, cut - HEADER - whole * record);
-        }
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn a_corrupt_record_ends_the_segment() {
-        let dir = tmp("crc");
-        let mut seg = Segment::create(&dir, 1).unwrap();
-        let mut buf = Vec::new();
-        frame(&mut buf, b"good").unwrap();
-        frame(&mut buf, b"flipped").unwrap();
-        seg.commit(&buf, 2).unwrap();
-        let mut data = std::fs::read(&seg.path).unwrap();
-        let n = data.len();
-        data[n - 2] ^= 0x40;
-        std::fs::write(&seg.path, &data).unwrap();
-        let c = read_segment(&seg.path).unwrap();
-        assert_eq!(c.records, vec![b"good".to_vec()]);
-        assert_eq!(c.torn_bytes, 8 + 7);
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn segments_list_in_order_and_foreign_files_are_refused() {
-        let dir = tmp("list");
-        for seq in [3, 1, 20] {
-            Segment::create(&dir, seq).unwrap();
-        }
-        std::fs::write(dir.join("notes.txt"), "x").unwrap();
-        let seqs: Vec<u64> = list_segments(&dir)
-            .unwrap()
-            .into_iter()
-            .map(|(s, _)| s)
-            .collect();
-        assert_eq!(seqs, vec![1, 3, 20]);
-        assert!(
-            Segment::create(&dir, 3).is_err(),
-            "a segment is never reopened"
-        );
-        let bogus = dir.join(segment_name(99));
-        std::fs::write(&bogus, "hello world").unwrap();
-        assert!(matches!(
-            read_segment(&bogus),
-            Err(WalError::NotASegment(_))
-        ));
-        assert!(list_segments(&dir.join("missing")).unwrap().is_empty());
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn oversized_records_are_refused() {
-        let mut buf = Vec::new();
-        assert!(matches!(
-            frame(&mut buf, &vec![0; MAX_RECORD + 1]),
-            Err(WalError::TooLarge(_))
-        ));
-        assert!(buf.is_empty());
-    }
-}
+mod tests;

@@ -1,11 +1,20 @@
 //! The WAL writer thread: group commit of the workers' events to the write-ahead log.
 //!
-//! Events are taken from every worker's channel and framed into one buffer. The buffer is
-//! written and `fdatasync`ed in one go as soon as an event in it awaits its acknowledgement
-//! (a conversion), when it reaches `max_batch_bytes`, or when its oldest event is
-//! `commit_delay` old (visits): one fsync covers every event that arrived while the previous
-//! one ran. Only then are the acknowledgements completed. A failed write abandons the
-//! segment (its tail may be torn) and the next batch goes to a new one.
+//! Events are taken from every worker's queue and encoded into one batch. The batch is
+//! framed, written and `fdatasync`ed in one go as soon as an event in it awaits its
+//! acknowledgement (a conversion), when it reaches `max_batch_bytes`, or when its oldest
+//! event is `commit_delay` old (visits): one fsync covers every event that arrived while the
+//! previous one ran. Only then are the acknowledgements completed.
+//!
+//! A commit that fails (EIO, ENOSPC, the log at `max_bytes`) loses nothing: its
+//! acknowledgements fail at once (conversions are answered 503 and the networks retry), the
+//! batch stays in memory, and the writer tries again after a pause that doubles up to a
+//! second, on a new segment; the failed one is first cut back to what was synced and handed
+//! to the uploader, so no record is read twice. New events wait in the queues meanwhile (past
+//! their bounds the workers drop them and count it). The log recovers by itself when the
+//! fault passes. Only when the workers have stopped and the disk still fails after
+//! `give_up_after_stop` are the events left in memory given up: counted, and logged as an
+//! error.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,12 +22,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Sender, TryRecvError};
 
 use crate::ack::AckSender;
 use crate::event::Event;
+use crate::queue::EventReceiver;
 use crate::uploader::Sealed;
-use crate::wal::{Segment, WalError, frame, list_segments};
+use crate::wal::{Faults, MAX_RECORD, Segment, WalError, frame, list_segments, segment_name};
 
 #[derive(Debug, Clone)]
 pub struct WalConfig {
@@ -34,9 +44,18 @@ pub struct WalConfig {
     /// A batch is committed once it holds this many bytes.
     pub max_batch_bytes: usize,
     /// Disk the log may use; a batch that would pass it is refused (its acknowledgements
-    /// fail, so conversions are answered 503 and retried by the networks).
+    /// fail, so conversions are answered 503 and retried by the networks) and kept until
+    /// the uploader frees room.
     pub max_bytes: u64,
+    /// How long a failing disk is retried once every worker has stopped, before the events
+    /// still in memory are given up.
+    pub give_up_after_stop: Duration,
+    /// Injected disk faults (tests).
+    pub faults: Option<Arc<Faults>>,
 }
+
+/// Default [`WalConfig::max_bytes`]: 8 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 8 << 30;
 
 impl WalConfig {
     pub fn new(dir: PathBuf) -> Self {
@@ -47,7 +66,9 @@ impl WalConfig {
             max_age: Duration::from_secs(60),
             commit_delay: Duration::from_millis(2),
             max_batch_bytes: 1 << 20,
-            max_bytes: 8 << 30,
+            max_bytes: DEFAULT_MAX_BYTES,
+            give_up_after_stop: Duration::from_secs(30),
+            faults: None,
         }
     }
 }
@@ -59,7 +80,13 @@ pub struct WalStats {
     pub commits: AtomicU64,
     pub bytes: AtomicU64,
     pub fsync_micros: AtomicU64,
+    /// Commits that failed (retried).
     pub failures: AtomicU64,
+    /// 1 while commits fail, 0 once one succeeds again.
+    pub failing: AtomicU64,
+    /// Events that could not be logged at all: larger than a record may be, or still in
+    /// memory when the writer gave up at shutdown.
+    pub lost: AtomicU64,
     /// Sealed segments (closed, awaiting upload).
     pub sealed: AtomicU64,
     /// Bytes of log on disk.
@@ -80,54 +107,115 @@ pub struct WalWriter {
     thread: JoinHandle<()>,
 }
 
+/// Commits failing in a row.
+#[derive(Debug)]
+struct Failing {
+    since: Instant,
+    attempts: u32,
+    retry_at: Instant,
+    last_logged: Instant,
+    unlogged: u64,
+}
+
+/// Failures after the first are logged at most this often.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
+/// The longest pause between two attempts of a failing commit.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
 struct State {
     cfg: WalConfig,
     segment: Option<Segment>,
+    /// A segment whose commit failed, until it is cut back to what was synced.
+    failed_segment: Option<Segment>,
     next_seq: u64,
-    buf: Vec<u8>,
-    records: u64,
+    /// The batch: encoded events, one after another, and each one's length.
+    batch: Vec<u8>,
+    lens: Vec<u32>,
+    /// The batch framed for the segment it goes to.
+    framed: Vec<u8>,
     acks: Vec<AckSender>,
     oldest: Option<Instant>,
+    failing: Option<Failing>,
     stats: Arc<WalStats>,
     sealed: Option<Sender<Sealed>>,
 }
 
 impl State {
-    fn take(&mut self, mut event: Event, scratch: &mut Vec<u8>) {
-        scratch.clear();
-        event.encode(scratch);
-        match frame(&mut self.buf, scratch) {
-            Ok(()) => {
-                self.records += 1;
-                self.oldest.get_or_insert_with(Instant::now);
-                if let Some(ack) = event.ack.take() {
-                    self.acks.push(ack);
-                }
-            }
+    fn new(
+        cfg: WalConfig,
+        next_seq: u64,
+        stats: Arc<WalStats>,
+        sealed: Option<Sender<Sealed>>,
+    ) -> Self {
+        State {
+            batch: Vec::with_capacity(cfg.max_batch_bytes + 64 * 1024),
+            framed: Vec::with_capacity(cfg.max_batch_bytes + 64 * 1024),
+            cfg,
+            segment: None,
+            failed_segment: None,
+            next_seq,
+            lens: Vec::new(),
+            acks: Vec::new(),
+            oldest: None,
+            failing: None,
+            stats,
+            sealed,
+        }
+    }
+
+    fn records(&self) -> u64 {
+        self.lens.len() as u64
+    }
+
+    fn take(&mut self, mut event: Event) {
+        let start = self.batch.len();
+        event.encode(&mut self.batch);
+        let len = self.batch.len() - start;
+        if len > MAX_RECORD {
             // Cannot happen for a request within the edge's limits; the event's ack, if any,
             // resolves as not durable when it drops.
-            Err(e) => log_error(&format!("event {} not logged: {e}", event.id)),
+            self.batch.truncate(start);
+            add(&self.stats.lost, 1);
+            log_error(&format!(
+                "event {} not logged: a record of {len} bytes is larger than {MAX_RECORD}",
+                event.id
+            ));
+            return;
+        }
+        self.lens.push(len as u32);
+        self.oldest.get_or_insert_with(Instant::now);
+        if let Some(ack) = event.ack.take() {
+            self.acks.push(ack);
         }
     }
 
     fn due(&self) -> bool {
         !self.acks.is_empty()
-            || self.buf.len() >= self.cfg.max_batch_bytes
+            || self.batch.len() >= self.cfg.max_batch_bytes
             || self
                 .oldest
                 .is_some_and(|t| t.elapsed() >= self.cfg.commit_delay)
     }
 
+    /// Hands a closed segment to the uploader, or removes it when it holds nothing.
+    fn hand_over(&mut self, seg: Segment) {
+        if seg.records == 0 {
+            let _ = std::fs::remove_file(&seg.path);
+            return;
+        }
+        add(&self.stats.sealed, 1);
+        if let Some(tx) = &self.sealed {
+            let _ = tx.send(Sealed {
+                seq: seg.seq,
+                path: seg.path,
+            });
+        }
+    }
+
     /// Closes the current segment (if any) and hands it to the uploader.
     fn seal(&mut self) {
         if let Some(seg) = self.segment.take() {
-            add(&self.stats.sealed, 1);
-            if let Some(tx) = &self.sealed {
-                let _ = tx.send(Sealed {
-                    seq: seg.seq,
-                    path: seg.path,
-                });
-            }
+            self.hand_over(seg);
         }
     }
 
@@ -143,36 +231,60 @@ impl State {
         }
     }
 
+    /// The segment to write to, created when there is none. A number is never tried twice:
+    /// a creation that failed may have left its file behind.
     fn segment(&mut self) -> Result<&mut Segment, WalError> {
         if self.segment.is_none() {
-            self.segment = Some(Segment::create(&self.cfg.dir, self.next_seq)?);
+            let seq = self.next_seq;
             self.next_seq += 1;
+            match Segment::create(&self.cfg.dir, seq, self.cfg.faults.clone()) {
+                Ok(seg) => self.segment = Some(seg),
+                Err(e) => {
+                    // It holds nothing: its header, at most.
+                    let _ = std::fs::remove_file(self.cfg.dir.join(segment_name(seq)));
+                    return Err(e);
+                }
+            }
         }
         Ok(self.segment.as_mut().expect("just created"))
     }
 
-    /// Writes and syncs the batch, then completes its acknowledgements.
+    /// Writes and syncs the batch, then completes its acknowledgements; on failure, fails
+    /// them and keeps the batch for the next attempt.
     fn commit(&mut self) {
-        if self.records == 0 {
+        if self.lens.is_empty() {
+            return;
+        }
+        if self
+            .failing
+            .as_ref()
+            .is_some_and(|f| Instant::now() < f.retry_at)
+        {
+            // Not yet time to try again: whoever waits hears now that it is not durable.
+            self.complete_acks(false);
             return;
         }
         let t = Instant::now();
-        let (buf, records) = (std::mem::take(&mut self.buf), self.records);
-        let on_disk = self.stats.disk_bytes.load(Ordering::Relaxed);
-        let result = if on_disk + buf.len() as u64 > self.cfg.max_bytes {
-            add(&self.stats.refused_full, 1);
-            Err(WalError::Full(self.cfg.max_bytes))
-        } else {
-            self.segment().and_then(|s| s.commit(&buf, records))
-        };
-        let durable = result.is_ok();
-        match result {
-            Ok(()) => {
+        match self.write_batch() {
+            Ok(bytes) => {
+                let records = self.records();
                 add(&self.stats.events, records);
                 add(&self.stats.commits, 1);
-                add(&self.stats.bytes, buf.len() as u64);
+                add(&self.stats.bytes, bytes);
                 add(&self.stats.fsync_micros, t.elapsed().as_micros() as u64);
-                add(&self.stats.disk_bytes, buf.len() as u64);
+                add(&self.stats.disk_bytes, bytes);
+                self.complete_acks(true);
+                self.batch.clear();
+                self.lens.clear();
+                self.oldest = None;
+                if let Some(f) = self.failing.take() {
+                    self.stats.failing.store(0, Ordering::Relaxed);
+                    log_info(&format!(
+                        "the write-ahead log recovered: {records} events committed after {} failed attempts over {:.1} s",
+                        f.attempts,
+                        f.since.elapsed().as_secs_f64()
+                    ));
+                }
                 if self
                     .segment
                     .as_ref()
@@ -183,28 +295,119 @@ impl State {
                     self.seal();
                 }
             }
-            Err(WalError::Full(_)) => {
-                add(&self.stats.failures, 1);
-            }
-            Err(e) => {
-                add(&self.stats.failures, 1);
-                log_error(&format!("WAL commit of {records} events failed: {e}"));
-                // The segment's tail may be torn: never append after it.
-                self.seal();
-            }
+            Err(e) => self.failed(&e),
         }
+    }
+
+    /// One attempt at making the batch durable; answers the bytes written.
+    fn write_batch(&mut self) -> Result<u64, WalError> {
+        // A segment whose commit failed may hold part of this batch past its synced length:
+        // cut that off before the batch is written anywhere else.
+        if let Some(seg) = self.failed_segment.take() {
+            if let Err(e) = seg.cut_back() {
+                self.failed_segment = Some(seg);
+                return Err(e);
+            }
+            self.hand_over(seg);
+        }
+        let on_disk = self.stats.disk_bytes.load(Ordering::Relaxed);
+        if on_disk + self.batch.len() as u64 > self.cfg.max_bytes {
+            add(&self.stats.refused_full, 1);
+            return Err(WalError::Full(self.cfg.max_bytes));
+        }
+        self.segment()?;
+        let seg = self.segment.as_mut().expect("just made sure");
+        self.framed.clear();
+        let mut at = 0;
+        for &len in &self.lens {
+            frame(
+                &mut self.framed,
+                seg.bytes,
+                &self.batch[at..at + len as usize],
+            )?;
+            at += len as usize;
+        }
+        if let Err(e) = seg.commit(&self.framed, self.lens.len() as u64) {
+            self.failed_segment = self.segment.take();
+            return Err(e);
+        }
+        Ok(self.framed.len() as u64)
+    }
+
+    fn complete_acks(&mut self, durable: bool) {
         for ack in self.acks.drain(..) {
             ack.complete(durable);
         }
-        self.buf = buf;
-        self.buf.clear();
-        self.records = 0;
+    }
+
+    /// A commit failed: fail its acknowledgements, keep its events, retry later.
+    fn failed(&mut self, e: &WalError) {
+        add(&self.stats.failures, 1);
+        self.stats.failing.store(1, Ordering::Relaxed);
+        self.complete_acks(false);
+        let now = Instant::now();
+        let records = self.records();
+        let f = self.failing.get_or_insert(Failing {
+            since: now,
+            attempts: 0,
+            retry_at: now,
+            last_logged: now,
+            unlogged: 0,
+        });
+        f.attempts += 1;
+        let pause = Duration::from_millis(10)
+            .saturating_mul(1 << (f.attempts - 1).min(7))
+            .min(MAX_RETRY_PAUSE);
+        f.retry_at = now + pause;
+        if f.attempts == 1 {
+            log_error(&format!(
+                "WAL commit of {records} events failed: {e}; keeping them and retrying (conversions are answered 503 until a commit succeeds)"
+            ));
+        } else if f.last_logged.elapsed() >= FAILURE_LOG_EVERY {
+            log_error(&format!(
+                "WAL commits still failing ({} attempts over {:.0} s, {records} events waiting): {e}",
+                f.attempts,
+                f.since.elapsed().as_secs_f64()
+            ));
+            f.last_logged = now;
+            f.unlogged = 0;
+        } else {
+            f.unlogged += 1;
+        }
+    }
+
+    /// How long the writer may sleep before it has something to do.
+    fn idle_for(&self, nap: Duration) -> Duration {
+        let until = |t: Instant| t.saturating_duration_since(Instant::now());
+        let due = match (&self.failing, self.oldest) {
+            (Some(f), Some(_)) => until(f.retry_at),
+            (None, Some(t)) => self.cfg.commit_delay.saturating_sub(t.elapsed()),
+            (_, None) => nap,
+        };
+        nap.min(due).max(Duration::from_micros(50))
+    }
+
+    /// Gives up the events still in memory (the disk kept failing after the stop).
+    fn give_up(&mut self) {
+        let n = self.records();
+        add(&self.stats.lost, n);
+        log_error(&format!(
+            "giving up: the write-ahead log kept failing for {:.0} s after the stop; {n} events that were never acknowledged are lost",
+            self.cfg.give_up_after_stop.as_secs_f64()
+        ));
+        self.complete_acks(false);
+        self.batch.clear();
+        self.lens.clear();
         self.oldest = None;
     }
 }
 
 /// The sink logs to stderr (it has no logging dependency of its own yet).
 fn log_error(msg: &str) {
+    eprintln!("sink: error: {msg}");
+}
+
+fn log_info(msg: &str) {
     eprintln!("sink: {msg}");
 }
 
@@ -214,7 +417,7 @@ impl WalWriter {
     /// the old ones are returned as [`WalWriter::backlog`]. Each segment the writer seals
     /// is announced on `sealed`.
     pub fn spawn(
-        rxs: Vec<Receiver<Event>>,
+        rxs: Vec<EventReceiver>,
         cfg: WalConfig,
         sealed: Option<Sender<Sealed>>,
     ) -> Result<Self, WalError> {
@@ -241,17 +444,7 @@ impl WalWriter {
             .map(|m| m.len())
             .sum();
         stats.disk_bytes.store(on_disk, Ordering::Relaxed);
-        let mut state = State {
-            buf: Vec::with_capacity(cfg.max_batch_bytes + 64 * 1024),
-            cfg,
-            segment: None,
-            next_seq,
-            records: 0,
-            acks: Vec::new(),
-            oldest: None,
-            stats: Arc::clone(&stats),
-            sealed,
-        };
+        let mut state = State::new(cfg, next_seq, Arc::clone(&stats), sealed);
         let backlog = existing
             .into_iter()
             .map(|(seq, path)| Sealed { seq, path })
@@ -283,25 +476,20 @@ impl WalWriter {
     }
 }
 
-/// Takes what every channel holds (up to a full batch). `after` runs once each channel has
+/// Takes what every queue holds (up to a full batch). `after` runs once each queue has
 /// been swept (a hook for tests). Answers whether anything was taken.
-fn sweep(
-    rxs: &mut Vec<Receiver<Event>>,
-    st: &mut State,
-    scratch: &mut Vec<u8>,
-    after: &mut dyn FnMut(usize),
-) -> bool {
+fn sweep(rxs: &mut Vec<EventReceiver>, st: &mut State, after: &mut dyn FnMut(usize)) -> bool {
     let mut got = false;
     let mut i = 0;
     rxs.retain(|rx| {
         let keep = loop {
-            if st.buf.len() >= st.cfg.max_batch_bytes {
+            if st.batch.len() >= st.cfg.max_batch_bytes {
                 break true;
             }
             match rx.try_recv() {
                 Ok(event) => {
                     got = true;
-                    st.take(event, scratch);
+                    st.take(event);
                 }
                 Err(TryRecvError::Empty) => break true,
                 Err(TryRecvError::Disconnected) => break false,
@@ -314,49 +502,51 @@ fn sweep(
     got
 }
 
-/// Gathers the next batch. When it holds an acknowledgement, every channel is swept once
+/// Gathers the next batch. When it holds an acknowledgement, every queue is swept once
 /// more before the commit: an event a worker queued before the acknowledged one was
 /// queued — a visit whose redirect the client saw before it sent the postback, possibly
 /// through another worker — is then in this batch or an earlier one, so a conversion is
 /// never acknowledged while its visit could still be lost.
-fn gather(
-    rxs: &mut Vec<Receiver<Event>>,
-    st: &mut State,
-    scratch: &mut Vec<u8>,
-    after: &mut dyn FnMut(usize),
-) -> bool {
-    let mut got = sweep(rxs, st, scratch, after);
+fn gather(rxs: &mut Vec<EventReceiver>, st: &mut State, after: &mut dyn FnMut(usize)) -> bool {
+    let mut got = sweep(rxs, st, after);
     if got && !st.acks.is_empty() {
-        got |= sweep(rxs, st, scratch, after);
+        got |= sweep(rxs, st, after);
     }
     got
 }
 
-fn run(mut rxs: Vec<Receiver<Event>>, mut st: State) {
-    let mut scratch = Vec::with_capacity(4096);
+fn run(mut rxs: Vec<EventReceiver>, mut st: State) {
     let mut nap = Duration::from_micros(100);
-    while !rxs.is_empty() || st.records > 0 {
-        let got = gather(&mut rxs, &mut st, &mut scratch, &mut |_| {});
-        if st.due() || (rxs.is_empty() && st.records > 0) {
+    let mut stopped: Option<Instant> = None;
+    while !rxs.is_empty() || !st.lens.is_empty() {
+        let got = gather(&mut rxs, &mut st, &mut |_| {});
+        if st.due() || (rxs.is_empty() && !st.lens.is_empty()) {
             st.commit();
         }
         st.seal_if_due();
+        if rxs.is_empty() && !st.lens.is_empty() {
+            let since = *stopped.get_or_insert_with(Instant::now);
+            if since.elapsed() >= st.cfg.give_up_after_stop {
+                st.give_up();
+            }
+        }
         if got {
             nap = Duration::from_micros(100);
         } else {
-            let until_due = st
-                .oldest
-                .map_or(nap, |t| st.cfg.commit_delay.saturating_sub(t.elapsed()));
-            std::thread::sleep(nap.min(until_due).max(Duration::from_micros(50)));
+            std::thread::sleep(st.idle_for(nap));
             nap = (nap * 2).min(Duration::from_millis(4));
         }
     }
-    // Every channel is closed and the last batch committed: hand the last segment over.
-    if st.segment.as_ref().is_some_and(|s| s.records > 0) {
-        st.seal();
-    } else if let Some(seg) = st.segment.take() {
-        // Nothing was written to it: remove it rather than upload an empty segment.
-        let _ = std::fs::remove_file(&seg.path);
+    // Every queue is closed and the last batch committed: hand the last segment over.
+    st.seal();
+    if let Some(seg) = st.failed_segment.take() {
+        match seg.cut_back() {
+            Ok(()) => st.hand_over(seg),
+            Err(e) => log_error(&format!(
+                "segment {} could not be cut back after a failed commit ({e}); it stays in the log, and its last records may be read again at the next start",
+                seg.seq
+            )),
+        }
     }
 }
 

@@ -51,17 +51,17 @@ fn pipeline(
     dir: &std::path::Path,
     queue: usize,
 ) -> (
-    crossbeam_channel::Sender<Event>,
+    crate::queue::EventSender,
     WalWriter,
     Uploader,
     Arc<dyn ObjectStore>,
 ) {
-    let (tx, rx) = crossbeam_channel::bounded(queue);
+    let (tx, rx) = crate::queue::queue(queue, u64::MAX);
     let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded();
     let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.to_owned()), Some(sealed_tx)).unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let up = Uploader::spawn(
-        Arc::clone(&store),
+        Target::remote(Arc::clone(&store)),
         w.backlog.clone(),
         sealed_rx,
         Arc::clone(&w.stats),
@@ -80,11 +80,11 @@ fn a_segment_becomes_partitioned_parquet_and_is_deleted() {
     let dir = tmp("seg");
     let (tx, w, up, store) = pipeline(&dir, 1000);
     for n in 0..30 {
-        tx.send(visit(H7 + u64::from(n), n)).unwrap();
-        tx.send(visit(H8 + u64::from(n), 100 + n)).unwrap();
+        tx.try_send(visit(H7 + u64::from(n), n)).unwrap();
+        tx.try_send(visit(H8 + u64::from(n), 100 + n)).unwrap();
     }
     for n in 0..5 {
-        tx.send(postback(H8, n, Some(1_000_000))).unwrap();
+        tx.try_send(postback(H8, n, Some(1_000_000))).unwrap();
     }
     drop(tx);
     assert_eq!(up.stats.running.load(Ordering::Relaxed), 1);
@@ -129,32 +129,33 @@ fn a_segment_becomes_partitioned_parquet_and_is_deleted() {
 #[test]
 fn uploading_a_segment_again_overwrites_instead_of_duplicating() {
     let dir = tmp("again");
-    let (tx, rx) = crossbeam_channel::bounded(100);
+    let (tx, rx) = crate::queue::queue(100, u64::MAX);
     let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), None).unwrap();
     for n in 0..10 {
-        tx.send(visit(H7, n)).unwrap();
+        tx.try_send(visit(H7, n)).unwrap();
     }
     drop(tx);
     w.join();
     let (seq, path) = crate::wal::list_segments(&dir).unwrap().remove(0);
     let seg = Sealed { seq, path };
-    let store = InMemory::new();
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let target = Target::remote(Arc::clone(&store));
     let stats = UploadStats::default();
-    block_on(upload_segment(&store, &seg, &stats, &Visitors::default())).unwrap();
-    block_on(upload_segment(&store, &seg, &stats, &Visitors::default())).unwrap();
-    let names = objects(&store, "visits/dt=2026-11-27/hour=07");
+    block_on(upload_segment(&target, &seg, &stats, &Visitors::default())).unwrap();
+    block_on(upload_segment(&target, &seg, &stats, &Visitors::default())).unwrap();
+    let names = objects(store.as_ref(), "visits/dt=2026-11-27/hour=07");
     assert_eq!(names.len(), 1, "{names:?}");
-    assert_eq!(rows(&store, &names[0]), 10);
+    assert_eq!(rows(store.as_ref(), &names[0]), 10);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn segments_left_by_an_earlier_run_are_uploaded_at_start() {
     let dir = tmp("backlog");
-    let (tx, rx) = crossbeam_channel::bounded(100);
+    let (tx, rx) = crate::queue::queue(100, u64::MAX);
     let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), None).unwrap();
     for n in 0..7 {
-        tx.send(postback(H7, n, None)).unwrap();
+        tx.try_send(postback(H7, n, None)).unwrap();
     }
     drop(tx);
     w.join();
@@ -193,7 +194,7 @@ fn a_foreign_file_is_set_aside_and_does_not_block_the_queue() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(crate::wal::segment_name(1)), b"not a wal segment").unwrap();
     let (tx, w, up, store) = pipeline(&dir, 10);
-    tx.send(visit(H7, 1)).unwrap();
+    tx.try_send(visit(H7, 1)).unwrap();
     drop(tx);
     w.join();
     let stats = Arc::clone(&up.stats);
@@ -210,5 +211,62 @@ fn a_foreign_file_is_set_aside_and_does_not_block_the_queue() {
         dir.join(format!("{}.corrupt", crate::wal::segment_name(1)))
             .exists()
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_damaged_segment_uploads_what_it_can_and_is_kept_for_inspection() {
+    let dir = tmp("damaged");
+    let (tx, rx) = crate::queue::queue(1000, u64::MAX);
+    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), None).unwrap();
+    for n in 0..100 {
+        tx.try_send(postback(H7, n, Some(1_000_000))).unwrap();
+    }
+    drop(tx);
+    w.join();
+    let (_, path) = crate::wal::list_segments(&dir).unwrap().remove(0);
+    let mut data = std::fs::read(&path).unwrap();
+    let third = data.len() / 3;
+    data[third] ^= 0x10;
+    std::fs::write(&path, &data).unwrap();
+    let (tx, w, up, store) = pipeline(&dir, 10);
+    drop(tx);
+    w.join();
+    let stats = Arc::clone(&up.stats);
+    assert_eq!(up.join(), 0);
+    let stored = rows(
+        store.as_ref(),
+        &only(store.as_ref(), "conversions/dt=2026-11-27/hour=07"),
+    );
+    assert_eq!(stored, 99, "only the damaged record is lost");
+    assert_eq!(stats.damaged_segments.load(Ordering::Relaxed), 1);
+    assert!(stats.damaged_bytes.load(Ordering::Relaxed) > 0);
+    let kept = dir
+        .join(crate::wal::DAMAGED_DIR)
+        .join(path.file_name().unwrap());
+    assert_eq!(
+        std::fs::read(&kept).unwrap(),
+        data,
+        "its bytes are kept as they were"
+    );
+    assert!(!path.exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_local_store_is_synced_before_a_segment_is_deleted() {
+    let dir = tmp("local");
+    let lake = dir.join("lake");
+    let target = Target::open(&format!("file://{}", lake.display())).unwrap();
+    let path = ObjectPath::from("visits/dt=2026-11-27/hour=07/1-1.parquet");
+    block_on(put_object(target.store.as_ref(), &path, b"x".to_vec(), 100)).unwrap();
+    target.sync(&path).unwrap();
+    // A file that is not there is an error, not a silent success.
+    assert!(
+        target
+            .sync(&ObjectPath::from("visits/nope.parquet"))
+            .is_err()
+    );
+    assert!(Target::remote(target.store.clone()).sync(&path).is_ok());
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -1,0 +1,273 @@
+use super::*;
+
+fn tmp(tag: &str) -> PathBuf {
+    crate::test_dir(&format!("wal-{tag}"))
+}
+
+/// Record `i` of a test segment: its number, then filler up to a size that varies, some
+/// records spanning several blocks.
+fn record(i: usize) -> Vec<u8> {
+    let sizes = [0, 12, 300, 5_000, 33_000, 7, 70_000, 1_500];
+    let mut r = format!("record {i};").into_bytes();
+    r.resize(r.len() + sizes[i % sizes.len()], (i % 251) as u8);
+    r
+}
+
+/// A segment of `n` records from [`record`], committed in batches of three.
+fn write_segment(dir: &Path, n: usize) -> Segment {
+    let mut seg = Segment::create(dir, 1, None).unwrap();
+    let mut buf = Vec::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(3) {
+        buf.clear();
+        for &i in chunk {
+            frame(&mut buf, seg.bytes, &record(i)).unwrap();
+        }
+        seg.commit(&buf, chunk.len() as u64).unwrap();
+    }
+    seg
+}
+
+#[test]
+fn records_round_trip_in_order_across_blocks() {
+    let dir = tmp("rt");
+    let seg = write_segment(&dir, 40);
+    let c = read_segment(&seg.path).unwrap();
+    assert_eq!(c.records.len(), 40);
+    for (i, r) in c.records.iter().enumerate() {
+        assert_eq!(*r, record(i), "record {i}");
+    }
+    assert_eq!((c.torn_bytes, c.damage.len()), (0, 0));
+    assert_eq!(seg.bytes, std::fs::metadata(&seg.path).unwrap().len());
+    assert!(seg.bytes > 4 * BLOCK as u64, "the test spans many blocks");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_torn_tail_is_dropped_at_every_cut() {
+    let dir = tmp("torn");
+    let seg = write_segment(&dir, 10);
+    let full = std::fs::read(&seg.path).unwrap();
+    let whole = read_segment(&seg.path).unwrap().records;
+    // Where each record ends in the file.
+    let mut ends = Vec::new();
+    let mut buf = Vec::new();
+    for i in 0..10 {
+        frame(&mut buf, HEADER as u64, &record(i)).unwrap();
+        ends.push(HEADER + buf.len());
+    }
+    for cut in (HEADER..full.len()).step_by(7).chain([full.len() - 1]) {
+        std::fs::write(&seg.path, &full[..cut]).unwrap();
+        let c = read_segment(&seg.path).unwrap();
+        let kept = ends.iter().filter(|&&e| e <= cut).count();
+        assert_eq!(c.records, whole[..kept], "cut at {cut}");
+        assert!(c.damage.is_empty(), "cut at {cut}: {:?}", c.damage);
+        let last_end = if kept == 0 { HEADER } else { ends[kept - 1] };
+        // Padding at a block's end belongs to no record.
+        assert!(c.torn_bytes <= cut - last_end, "cut at {cut}");
+    }
+    // Zeros to the end of the file (a size the disk extended before the data reached it).
+    let mut zeros = full.clone();
+    zeros.extend(std::iter::repeat_n(0, 5_000));
+    std::fs::write(&seg.path, &zeros).unwrap();
+    let c = read_segment(&seg.path).unwrap();
+    assert_eq!(
+        (c.records.len(), c.torn_bytes, c.damage.len()),
+        (10, 5_000, 0)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// One damaged byte anywhere loses only the record it is in: every other record, before and
+/// after it, is read, and the damage is reported (or, in the last record's length, taken
+/// for a torn tail).
+#[test]
+fn a_damaged_byte_loses_only_its_record() {
+    let dir = tmp("flip");
+    let n = 24;
+    let seg = write_segment(&dir, n);
+    let full = std::fs::read(&seg.path).unwrap();
+    let mut checked = 0;
+    for at in (HEADER..full.len()).step_by(53) {
+        let mut data = full.clone();
+        data[at] ^= 0x5a;
+        std::fs::write(&seg.path, &data).unwrap();
+        let c = read_segment(&seg.path).unwrap();
+        let mut want = (0..n).map(record).peekable();
+        let mut lost = 0;
+        for r in &c.records {
+            while want.peek().is_some_and(|w| w != r) {
+                want.next();
+                lost += 1;
+            }
+            assert!(
+                want.next().is_some(),
+                "at {at}: a record that was never written"
+            );
+        }
+        lost += want.count();
+        assert!(lost <= 1, "at {at}: {lost} records lost");
+        if lost == 1 {
+            assert!(
+                !c.damage.is_empty() || c.torn_bytes > 0,
+                "at {at}: a lost record is reported"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "{checked}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn damage_in_the_middle_is_not_a_torn_tail() {
+    // 100 postback-sized records; a byte flipped a third of the way in.
+    let dir = tmp("third");
+    let mut seg = Segment::create(&dir, 1, None).unwrap();
+    let mut buf = Vec::new();
+    for i in 0..100 {
+        buf.clear();
+        frame(
+            &mut buf,
+            seg.bytes,
+            format!("postback {i:03} {}", "p".repeat(300)).as_bytes(),
+        )
+        .unwrap();
+        seg.commit(&buf, 1).unwrap();
+    }
+    let mut data = std::fs::read(&seg.path).unwrap();
+    let third = data.len() / 3;
+    data[third] ^= 1;
+    std::fs::write(&seg.path, &data).unwrap();
+    let c = read_segment(&seg.path).unwrap();
+    assert_eq!(c.records.len(), 99);
+    assert_eq!(c.torn_bytes, 0);
+    assert_eq!(c.damage.len(), 1);
+    let d = &c.damage[0];
+    assert!(d.offset as usize <= third && third < (d.offset + d.bytes) as usize);
+    assert!(d.bytes < 400, "{d:?}");
+    let lost = (0..100)
+        .position(|i| {
+            c.records
+                .get(i)
+                .is_none_or(|r| !r.starts_with(format!("postback {i:03}").as_bytes()))
+        })
+        .unwrap();
+    assert_eq!(d.after_record, lost);
+    // A whole block of garbage loses that block's records only.
+    let mut seg = Segment::create(&dir, 2, None).unwrap();
+    let mut buf = Vec::new();
+    for i in 0..300 {
+        buf.clear();
+        frame(
+            &mut buf,
+            seg.bytes,
+            format!("postback {i:03} {}", "p".repeat(300)).as_bytes(),
+        )
+        .unwrap();
+        seg.commit(&buf, 1).unwrap();
+    }
+    let mut data = std::fs::read(&seg.path).unwrap();
+    assert!(data.len() > 2 * BLOCK);
+    data[BLOCK..2 * BLOCK].fill(0xee);
+    std::fs::write(&seg.path, &data).unwrap();
+    let c = read_segment(&seg.path).unwrap();
+    let per_block = BLOCK / (300 + 13 + 7);
+    assert!(
+        c.records.len() >= 300 - per_block - 2,
+        "{}",
+        c.records.len()
+    );
+    assert!(c.records.len() < 300);
+    assert!(c.records.last().unwrap().starts_with(b"postback 299"));
+    assert_eq!(c.damage.len(), 1);
+    assert_eq!(c.torn_bytes, 0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn segments_of_the_first_format_are_still_read() {
+    let dir = tmp("v1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut data = MAGIC_V1.to_vec();
+    for p in [&b"one"[..], b"two", b""] {
+        data.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        data.extend_from_slice(&crc32fast::hash(p).to_le_bytes());
+        data.extend_from_slice(p);
+    }
+    data.extend_from_slice(&[9, 0]);
+    let path = dir.join(segment_name(5));
+    std::fs::write(&path, &data).unwrap();
+    let c = read_segment(&path).unwrap();
+    assert_eq!(
+        c.records,
+        vec![b"one".to_vec(), b"two".to_vec(), Vec::new()]
+    );
+    assert_eq!(c.torn_bytes, 2);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn segments_list_in_order_and_foreign_files_are_refused() {
+    let dir = tmp("list");
+    for seq in [3, 1, 20] {
+        Segment::create(&dir, seq, None).unwrap();
+    }
+    std::fs::write(dir.join("notes.txt"), "x").unwrap();
+    let seqs: Vec<u64> = list_segments(&dir)
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(seqs, vec![1, 3, 20]);
+    assert!(
+        Segment::create(&dir, 3, None).is_err(),
+        "a segment is never reopened"
+    );
+    let bogus = dir.join(segment_name(99));
+    std::fs::write(&bogus, "hello world").unwrap();
+    assert!(matches!(
+        read_segment(&bogus),
+        Err(WalError::NotASegment(_))
+    ));
+    std::fs::write(&bogus, [0u8; 5]).unwrap();
+    assert!(read_segment(&bogus).unwrap().records.is_empty());
+    assert!(list_segments(&dir.join("missing")).unwrap().is_empty());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn oversized_records_are_refused() {
+    let mut buf = Vec::new();
+    assert!(matches!(
+        frame(&mut buf, 8, &vec![0; MAX_RECORD + 1]),
+        Err(WalError::TooLarge(_))
+    ));
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn a_failed_commit_is_cut_back_to_what_was_synced() {
+    let dir = tmp("cut");
+    let faults = Arc::new(Faults::default());
+    let mut seg = Segment::create(&dir, 1, Some(Arc::clone(&faults))).unwrap();
+    let mut buf = Vec::new();
+    frame(&mut buf, seg.bytes, b"kept").unwrap();
+    seg.commit(&buf, 1).unwrap();
+    let good = seg.bytes;
+    buf.clear();
+    frame(&mut buf, seg.bytes, b"maybe written, never synced").unwrap();
+    faults.fail_next(|f| &f.sync, 1);
+    let e = seg.commit(&buf, 1).unwrap_err();
+    assert!(e.to_string().contains("Input/output error"), "{e}");
+    assert_eq!(seg.bytes, good);
+    assert!(std::fs::metadata(&seg.path).unwrap().len() > good);
+    faults.fail_next(|f| &f.truncate, 1);
+    assert!(seg.cut_back().is_err());
+    seg.cut_back().unwrap();
+    assert_eq!(std::fs::metadata(&seg.path).unwrap().len(), good);
+    assert_eq!(
+        read_segment(&seg.path).unwrap().records,
+        vec![b"kept".to_vec()]
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
