@@ -179,7 +179,7 @@ fn parquet(c: &mut Criterion) {
 
 fn wal(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("bench-wal-{}", std::process::id()));
-    let (tx, rx) = crossbeam_channel::bounded(100_000);
+    let (tx, rx) = sink::queue::queue(100_000, u64::MAX);
     let mut cfg = WalConfig::new(dir.clone());
     cfg.max_bytes = u64::MAX;
     let writer = WalWriter::spawn(vec![rx], cfg, None).unwrap();
@@ -200,7 +200,7 @@ fn wal(c: &mut Criterion) {
                         e.kind = EventKind::Postback;
                         let (sender, receiver) = sink::ack::pair();
                         e.ack = Some(sender);
-                        tx.send(e).unwrap();
+                        tx.try_send(e).unwrap();
                         receiver
                     })
                     .collect();

@@ -13,6 +13,7 @@ pub mod geo;
 pub mod huge;
 pub mod id;
 pub mod money;
+pub mod queue;
 pub mod store;
 pub mod uploader;
 pub mod url;
