@@ -3,6 +3,7 @@
 //! pre-summed; every dangling reference or bad value is an error here, at load time.
 
 use ahash::AHashMap;
+use sink::event::{Auth, NetworkPolicy, Pixels};
 
 use crate::config::{
     CampaignConfig, ConfigError, ConfigFile, PathConfig, RuleConfig, TrafficSourceConfig,
@@ -26,6 +27,8 @@ pub struct Network {
     pub id: Box<str>,
     pub name: Box<str>,
     pub postback_token: Option<Box<[u8]>>,
+    /// How it takes conversions; stored with each visit sent to one of its offers.
+    pub policy: NetworkPolicy,
 }
 
 #[derive(Debug)]
@@ -272,6 +275,10 @@ pub struct Table {
     pub landing_pages: Vec<LandingPage>,
     pub params: ParamNames,
     pub fallback: Option<Template>,
+    /// Largest cost a visit's cost parameter may set (`server.max_cost`), micro-units.
+    pub max_cost_micros: i64,
+    /// Largest payout (either sign) a conversion may carry (`server.max_payout`).
+    pub max_payout_micros: i64,
     /// Things that load but probably are not what the author meant.
     pub warnings: Vec<String>,
 }
@@ -515,6 +522,48 @@ fn compile_source(
     })
 }
 
+/// The affiliate networks, with their conversion policies. Postback tokens are unique: a
+/// token names the network a postback authenticates as.
+fn compile_networks(cfg: &ConfigFile) -> Result<Vec<Network>, ConfigError> {
+    let mut out: Vec<Network> = Vec::with_capacity(cfg.affiliate_networks.len());
+    for (i, n) in cfg.affiliate_networks.iter().enumerate() {
+        let key = format!("affiliate_networks[{i}]");
+        let token = n.postback_token.as_bytes();
+        if let Some(other) = out
+            .iter()
+            .find(|o| !token.is_empty() && o.postback_token.as_deref() == Some(token))
+        {
+            return Err(ConfigError::invalid(
+                format!("{key}.postback_token"),
+                format!(
+                    "the same token as network {:?}; each network needs its own (a token names the network a postback comes from)",
+                    other.id
+                ),
+            ));
+        }
+        let pixels = match n.pixels.as_deref() {
+            None if token.is_empty() => Pixels::Payout,
+            None => Pixels::Off,
+            Some(p) => Pixels::parse(p).ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("{key}.pixels"),
+                    format!("{p:?} is not one of off, default_payout, payout"),
+                )
+            })?,
+        };
+        out.push(Network {
+            id: n.id.as_str().into(),
+            name: n.name.as_str().into(),
+            postback_token: (!token.is_empty()).then(|| token.into()),
+            policy: NetworkPolicy {
+                token: !token.is_empty(),
+                pixels,
+            },
+        });
+    }
+    Ok(out)
+}
+
 impl Table {
     /// Validates `cfg` and compiles it.
     pub fn compile(cfg: &ConfigFile) -> Result<Table, ConfigError> {
@@ -543,16 +592,9 @@ impl Table {
             .enumerate()
             .map(|(i, s)| compile_source(i, s, &mut names))
             .collect::<Result<Vec<_>, _>>()?;
-        let networks = cfg
-            .affiliate_networks
-            .iter()
-            .map(|n| Network {
-                id: n.id.as_str().into(),
-                name: n.name.as_str().into(),
-                postback_token: (!n.postback_token.is_empty())
-                    .then(|| n.postback_token.as_bytes().into()),
-            })
-            .collect();
+        let networks = compile_networks(cfg)?;
+        let max_cost_micros = money(cfg.server.max_cost, "server.max_cost")?;
+        let max_payout_micros = money(cfg.server.max_payout, "server.max_payout")?;
         let mut offers = Vec::with_capacity(cfg.offers.len());
         for (i, o) in cfg.offers.iter().enumerate() {
             let key = format!("offers[{i}]");
@@ -569,13 +611,20 @@ impl Table {
                 })
                 .transpose()?;
             let url = Template::parse(&o.url, &format!("{key}.url"), &mut names)?;
+            let payout_micros = money(o.payout, &format!("{key}.payout"))?;
+            if payout_micros > max_payout_micros {
+                return Err(ConfigError::invalid(
+                    format!("{key}.payout"),
+                    format!("{} is above server.max_payout", o.payout),
+                ));
+            }
             offers.push(Offer {
                 id: o.id.as_str().into(),
                 name: o.name.as_str().into(),
                 network,
                 needs: Needs::of_template(&url),
                 url,
-                payout_micros: money(o.payout, &format!("{key}.payout"))?,
+                payout_micros,
             });
         }
         let landing_pages = cfg
@@ -600,6 +649,16 @@ impl Table {
             .enumerate()
             .map(|(i, camp)| c.campaign(i, camp))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some((i, camp)) = campaigns
+            .iter()
+            .enumerate()
+            .find(|(_, camp)| camp.cost_micros > max_cost_micros)
+        {
+            return Err(ConfigError::invalid(
+                format!("campaigns[{i}].cost"),
+                format!("{} is above server.max_cost", camp.cost_micros as f64 / 1e6),
+            ));
+        }
 
         let by_id = campaigns
             .iter()
@@ -615,6 +674,8 @@ impl Table {
             landing_pages,
             params: names,
             fallback,
+            max_cost_micros,
+            max_payout_micros,
             warnings: Vec::new(),
         };
         let needs: Vec<Needs> = table
@@ -681,42 +742,68 @@ impl Table {
         self.by_id.get(id).map(|&i| &self.campaigns[i as usize])
     }
 
+    /// Whether some network requires a postback token.
+    pub fn any_postback_token(&self) -> bool {
+        self.networks.iter().any(|n| n.postback_token.is_some())
+    }
+
     pub fn network_by_id(&self, id: &[u8]) -> Option<&Network> {
         self.networks.iter().find(|n| n.id.as_bytes() == id)
     }
 
-    /// Checks a postback's `token`. Naming its network (`network=ID`) checks that network's
-    /// token; otherwise, once any network has a token, the postback must carry one of them.
+    /// Checks a postback's `token` and says what it proves. Naming its network
+    /// (`network=ID`) checks that network's token; otherwise a token is looked up among all
+    /// networks' (tokens are unique). A token that matches nothing is refused, and so is a
+    /// postback without one when every network requires one (it could count nowhere).
+    /// Whether an accepted postback counts is decided at query time against its click's
+    /// network (README "Trust"): `Auth::Token` with the network it authenticated as, else
+    /// `Auth::Open` (no network requires a token) or `Auth::None`.
     pub fn check_postback_token(
         &self,
         network: Option<&[u8]>,
         token: Option<&[u8]>,
-    ) -> Result<(), TokenError> {
+    ) -> Result<(Auth, Option<&Network>), TokenError> {
         let token = token.unwrap_or_default();
+        if !self.any_postback_token() {
+            // Nothing to check against: any token is ignored, and the network named must
+            // still exist.
+            if let Some(id) = network {
+                self.network_by_id(id).ok_or(TokenError::UnknownNetwork)?;
+            }
+            return Ok((Auth::Open, None));
+        }
+        let unauthenticated = Auth::None;
         match network {
             Some(id) => {
                 let n = self.network_by_id(id).ok_or(TokenError::UnknownNetwork)?;
                 match &n.postback_token {
-                    Some(t) if !ct_eq(t, token) => Err(TokenError::BadToken),
-                    _ => Ok(()),
+                    Some(t) if ct_eq(t, token) => Ok((Auth::Token, Some(n))),
+                    Some(_) => Err(TokenError::BadToken),
+                    None => Ok((unauthenticated, None)),
+                }
+            }
+            None if token.is_empty() => {
+                if !self.networks.is_empty()
+                    && self.networks.iter().all(|n| n.postback_token.is_some())
+                {
+                    Err(TokenError::BadToken)
+                } else {
+                    Ok((unauthenticated, None))
                 }
             }
             None => {
-                let mut wanted = self
-                    .networks
-                    .iter()
-                    .filter_map(|n| n.postback_token.as_deref());
-                let mut any = false;
-                let mut ok = false;
-                for t in wanted.by_ref() {
-                    any = true;
-                    ok |= ct_eq(t, token);
+                // Every token is compared, so the time taken says nothing of which matched.
+                let mut found = None;
+                for n in &self.networks {
+                    if let Some(t) = &n.postback_token
+                        && ct_eq(t, token)
+                    {
+                        found = Some(n);
+                    }
                 }
-                if !any || ok {
-                    Ok(())
-                } else {
-                    Err(TokenError::BadToken)
-                }
+                found
+                    .map(|n| (Auth::Token, Some(n)))
+                    .ok_or(TokenError::BadToken)
             }
         }
     }

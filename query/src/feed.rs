@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::names::Names;
 use crate::output::cents;
 use crate::session::Session;
+use crate::trust::Rules;
 use crate::{DateRange, QueryError, Result};
 
 /// Which conversions to write.
@@ -31,8 +32,9 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The feed's SQL: every conversion counted once (the latest report for a click and txid,
-/// as in reports), joined to its visit, in time order.
+/// The feed's SQL: every conversion counted once (the latest report for a click and txid
+/// that counts, as in reports), joined to its visit, in time order; and every refused report
+/// (README "Trust"), marked with why.
 pub fn sql(req: &FeedRequest) -> String {
     let r = &req.range;
     // A later report of the same conversion can only be in a later partition, so duplicates
@@ -47,35 +49,52 @@ pub fn sql(req: &FeedRequest) -> String {
     };
     let campaign = req.campaign.as_deref().map_or_else(
         || "true".to_owned(),
-        |c| format!("v.campaign_id = {}", quote(c)),
+        |c| format!("campaign_id = {}", quote(c)),
     );
+    let trust = Rules {
+        known: "v.event_id IS NOT NULL",
+        method: "c.method",
+        auth: "c.auth",
+        auth_network: "c.auth_network_id",
+        network: "coalesce(v.network_id, k.c_network)",
+        token: "coalesce(v.network_token, k.c_token)",
+        pixels: "coalesce(v.network_pixels, k.c_pixels)",
+    };
+    let refusal = trust.refusal();
     format!(
         "WITH {clicked}c AS (
-            SELECT *, row_number() OVER (PARTITION BY click_id, coalesce(txid, '')
-                                         ORDER BY event_id DESC) AS nth
-            FROM conversions WHERE {from_parts}
+            SELECT * FROM conversions WHERE {from_parts}
+        ),
+        j AS (
+            SELECT c.event_id, c.ts, c.click_id, c.conversion_type, c.txid, c.status,
+                   {payout} AS payout_micros, c.http_method, c.url, c.host, c.referer,
+                   c.ip AS c_ip, c.forwarded_for AS c_forwarded_for, c.ua AS c_ua,
+                   c.lang AS c_lang,
+                   v.event_id AS visit_id, v.ts AS visit_ts, v.query, v.remapped, v.cost_micros,
+                   v.campaign_id, v.traffic_source_id,
+                   coalesce(v.network_id, k.c_network) AS network_id,
+                   coalesce(v.offer_id, k.c_offer) AS offer_id,
+                   v.landing_page_id, v.location, v.ip, v.forwarded_for, v.ua, v.lang,
+                   v.browser_family, v.browser_major, v.browser_minor, v.browser_patch,
+                   v.os_family, v.os_major, v.os_minor, v.os_patch, v.os_patch_minor,
+                   v.device_family, v.device_brand, v.device_model, v.mobile, v.bot,
+                   v.country, v.geoname_id, v.tz,
+                   {refusal} AS refused,
+                   row_number() OVER (PARTITION BY c.click_id, coalesce(c.txid, ''),
+                                                   ({refusal}) IS NULL
+                                      ORDER BY c.event_id DESC) AS nth
+            FROM c LEFT JOIN visits v
+              ON v.event_id = c.click_id AND v.kind = 'visit' AND {visit_parts}
+            LEFT JOIN clicked k ON k.click_of = c.click_id
         )
-        SELECT c.event_id, c.ts, c.click_id, c.conversion_type, c.txid, c.status,
-               c.payout_micros, c.http_method, c.url, c.host, c.referer,
-               c.ip AS c_ip, c.forwarded_for AS c_forwarded_for, c.ua AS c_ua, c.lang AS c_lang,
-               v.event_id AS visit_id, v.ts AS visit_ts, v.query, v.remapped, v.cost_micros,
-               v.campaign_id, v.traffic_source_id,
-               coalesce(v.network_id, k.c_network) AS network_id,
-               coalesce(v.offer_id, k.c_offer) AS offer_id,
-               v.landing_page_id, v.location, v.ip, v.forwarded_for, v.ua, v.lang,
-               v.browser_family, v.browser_major, v.browser_minor, v.browser_patch,
-               v.os_family, v.os_major, v.os_minor, v.os_patch, v.os_patch_minor,
-               v.device_family, v.device_brand, v.device_model, v.mobile, v.bot,
-               v.country, v.geoname_id, v.tz
-        FROM c LEFT JOIN visits v
-          ON v.event_id = c.click_id AND v.kind = 'visit' AND {visit_parts}
-        LEFT JOIN clicked k ON k.click_of = c.click_id
-        WHERE c.nth = 1 AND {times} AND {campaign}
-        ORDER BY c.ts, c.event_id",
+        SELECT * FROM j
+        WHERE (nth = 1 OR refused IS NOT NULL) AND {times} AND {campaign}
+        ORDER BY ts, event_id",
         from_parts = DateRange { to: None, ..*r }.partitions(),
-        // A landing-page visit's offer is its latest click's.
+        // A landing-page visit's offer (and network) is its latest click's.
         clicked = crate::report::latest_clicks(&DateRange { to: None, ..*r }.partitions()),
-        times = r.times("c.ts"),
+        payout = trust.payout("c.payout_micros"),
+        times = r.times("ts"),
     )
 }
 
@@ -111,8 +130,9 @@ struct Columns<'a> {
     ints: Vec<(&'static str, ArrayRef)>,
 }
 
-const STRINGS: [&str; 38] = [
+const STRINGS: [&str; 39] = [
     "event_id",
+    "refused",
     "click_id",
     "conversion_type",
     "txid",
@@ -236,6 +256,7 @@ impl<'a> Columns<'a> {
 
     fn object(&self, row: usize, names: &Names) -> Value {
         let known = self.s("visit_id", row).is_some();
+        let refused = self.s("refused", row);
         let click_id = self.str_value("click_id", row);
         let cost = self.int("cost_micros", row).unwrap_or(0);
         let payout = self.int("payout_micros", row).unwrap_or_else(|| {
@@ -292,7 +313,7 @@ impl<'a> Columns<'a> {
             },
             "lang": self.str_value(&format!("{p}lang"), row),
         });
-        json!({
+        let mut conversion = json!({
             "id": self.str_value("event_id", row),
             "type": "conversion",
             "visitEvent": visit,
@@ -324,7 +345,10 @@ impl<'a> Columns<'a> {
                 "data": {
                     "conversion_type": self.str_value("conversion_type", row),
                     "conversion_id": self.str_value("txid", row),
-                    "status": self.str_value("status", row),
+                    "status": match refused {
+                        Some(_) => Value::String("refused".into()),
+                        None => self.str_value("status", row),
+                    },
                     "payout": units(payout),
                     "payoutCents": cents(payout),
                     "cost": units(cost),
@@ -332,7 +356,14 @@ impl<'a> Columns<'a> {
                 }
             },
             "created_at": self.ts("ts", row),
-        })
+        });
+        if let Some(why) = refused {
+            // Kept for audit: never counted, and never shown as approved.
+            let data = &mut conversion["payload"]["data"];
+            data["original_status"] = self.str_value("status", row);
+            data["refused"] = Value::String(why.to_owned());
+        }
+        conversion
     }
 }
 

@@ -15,6 +15,7 @@ pub mod progress;
 pub mod range;
 pub mod report;
 pub mod session;
+pub mod trust;
 
 pub use datafusion;
 pub use range::DateRange;

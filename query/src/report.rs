@@ -10,6 +10,7 @@ use arrow::datatypes::{DataType, Int64Type};
 use crate::dims::{self, Dimension};
 use crate::names::Names;
 use crate::session::Session;
+use crate::trust::Rules;
 use crate::{DateRange, Result};
 
 /// Statuses that take a conversion out of the counts and the revenue (compared without case).
@@ -86,14 +87,19 @@ pub struct Report {
 
 /// A `clicked` CTE (and its trailing comma): for each visit with click-throughs among the
 /// visits rows matching `filter`, the offer and network of its latest click (`click_of`,
-/// `c_offer`, `c_network`). Ids lead the concatenation, so the max is the latest click.
+/// `c_offer`, `c_network`) and that network's conversion rules (`c_token`, `c_pixels`). Ids
+/// lead the concatenation, so the max is the latest click.
 pub(crate) fn latest_clicks(filter: &str) -> String {
-    let latest = "max(concat(event_id, '|', offer_id, '|', network_id))";
+    let latest = "max(concat(event_id, '|', offer_id, '|', network_id, '|', \
+                  CAST(network_token AS VARCHAR), '|', network_pixels))";
     format!(
         "clicked AS (
             SELECT click_id AS click_of,
                    nullif(split_part({latest}, '|', 2), '') AS c_offer,
-                   nullif(split_part({latest}, '|', 3), '') AS c_network
+                   nullif(split_part({latest}, '|', 3), '') AS c_network,
+                   CASE split_part({latest}, '|', 4) WHEN 'true' THEN true
+                        WHEN 'false' THEN false END AS c_token,
+                   nullif(split_part({latest}, '|', 5), '') AS c_pixels
             FROM visits
             WHERE kind = 'click' AND {filter}
             GROUP BY click_id
@@ -102,100 +108,146 @@ pub(crate) fn latest_clicks(filter: &str) -> String {
     )
 }
 
-/// The report's SQL. Dimensions come from the visit; see the README's attribution rules.
+/// The report's SQL. Dimensions come from the visit; see the README's attribution and trust
+/// rules.
+///
+/// Plan notes: visits are counted by their dimensions in one scan that needs no event id
+/// (`v`). Conversion reports (a few % of the visits) are joined to their click's visit in a
+/// second (`j`): they are the hash join's build side, shared by every probing thread (see
+/// `session`), and the visits' scan only materialises the rows that match. Each report is
+/// judged there against its click's network, before the latest report of each conversion
+/// is chosen, so a refused report can never replace one that counts. The latest report is
+/// the max of `event_id || reversed-flag || payout`: ids are fixed-width, time-ordered and
+/// unique, so the max string is the latest report's, and a max over strings runs several
+/// times faster than `last_value(… ORDER BY event_id)`.
 pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
     let r = &req.range;
     let priced_offers = names.is_some_and(|n| !n.default_payouts.is_empty());
     // A landing-page visit gets its offer at the click-through: such a visit (and its
-    // conversions) goes to the offer of its latest click. Only joined when the offer counts.
-    let by_click = priced_offers
-        || req
-            .dims
-            .iter()
-            .any(|d| matches!(d, Dimension::Offer | Dimension::Network));
-    let dim_sql = |d: &Dimension| match d {
-        Dimension::Offer if by_click => "coalesce(offer_id, c_offer)".to_owned(),
-        Dimension::Network if by_click => "coalesce(network_id, c_network)".to_owned(),
-        d => d.sql(),
+    // conversions) goes to the offer of its latest click.
+    let by_click = |d: &Dimension| matches!(d, Dimension::Offer | Dimension::Network);
+    let visits_by_click = req.dims.iter().any(by_click);
+    let click_of = |d: &Dimension| match d {
+        Dimension::Offer => "c_offer",
+        _ => "c_network",
     };
-    let dims: String = req
-        .dims
-        .iter()
-        .enumerate()
-        .map(|(i, d)| format!("CAST({} AS VARCHAR) AS d{i}, ", dim_sql(d)))
-        .collect();
     let keys: String = (0..req.dims.len()).map(|i| format!(", d{i}")).collect();
+    let dims_as = |f: &dyn Fn(usize, &Dimension) -> String| -> String {
+        req.dims
+            .iter()
+            .enumerate()
+            .map(|(i, d)| format!("{} AS d{i}, ", f(i, d)))
+            .collect()
+    };
+    // Visits (and clicks) by their dimensions.
+    let v_dims = dims_as(&|_, d| {
+        if by_click(d) {
+            format!("CAST(coalesce({}, {}) AS VARCHAR)", d.sql(), click_of(d))
+        } else {
+            format!("CAST({} AS VARCHAR)", d.sql())
+        }
+    });
+    // The visit of each report: its dimensions (an offer or network still to be completed
+    // from the latest click), and its network's rules.
+    let x_dims = dims_as(&|_, d| format!("CAST({} AS VARCHAR)", d.sql()));
+    let j_dims = dims_as(&|i, d| {
+        if by_click(d) {
+            format!(
+                "coalesce(d{i}, CASE WHEN visit_key IS NOT NULL THEN {} END)",
+                click_of(d)
+            )
+        } else {
+            format!("d{i}")
+        }
+    });
     let keep = if req.include_bots {
         "true"
     } else {
         "bot IS NOT TRUE"
     };
     let reversed = REVERSED_STATUSES.map(|s| format!("'{s}'")).join(", ");
-    // Without default payouts a conversion without one earns 0, and the offer is not needed.
-    let (offer, revenue) = match names.filter(|n| !n.default_payouts.is_empty()) {
-        Some(n) => (
-            "coalesce(offer_id, c_offer) AS offer, ",
-            format!(
-                "c.priced + c.unpriced * {}",
-                n.default_payout_sql("v.offer")
-            ),
-        ),
-        None => ("", "c.priced".to_owned()),
+    let trust = Rules {
+        known: "visit_key IS NOT NULL",
+        method: "method",
+        auth: "auth",
+        auth_network: "auth_network_id",
+        network: "coalesce(x_network, c_network)",
+        token: "coalesce(x_token, c_token)",
+        pixels: "coalesce(x_pixels, c_pixels)",
     };
-    // Plan notes: the conversions side (a few % of the visits) is the hash join's build side
-    // and is shared by every probing thread (see `session`). The latest report of each
-    // conversion is found as the max of `event_id || reversed-flag || payout`: ids are
-    // fixed-width, time-ordered and unique, so the max string is the latest report's, and a
-    // max over strings runs several times faster than `last_value(… ORDER BY event_id)`.
-    // Clicks are counted as rows with a kind but no visit key, sparing a string comparison.
-    let (clicked, join) = if by_click {
-        (
-            latest_clicks(&format!(
-                "{} AND {}",
-                r.conversions_of_clicks(),
-                r.ids("click_id")
-            )),
-            " LEFT JOIN clicked ON click_of = event_id",
-        )
+    // Without default payouts a conversion without one earns 0.
+    let default_payout = match names.filter(|_| priced_offers) {
+        Some(n) => n.default_payout_sql("offer"),
+        None => "0".to_owned(),
+    };
+    let clicks_in_range = format!("{} AND {}", r.conversions_of_clicks(), r.ids("click_id"));
+    let v_join = if visits_by_click {
+        " LEFT JOIN clicked ON click_of = event_id"
     } else {
-        (String::new(), "")
+        ""
     };
     format!(
         "WITH {clicked}v AS (
-            SELECT {dims}{offer}kind, {keep} AS keep,
-                   CASE WHEN kind = 'visit' THEN cost_micros END AS cost,
-                   CASE WHEN kind = 'visit' THEN event_id END AS visit_key
-            FROM visits{join} WHERE {visits}
+            SELECT {v_dims}kind, CASE WHEN kind = 'visit' THEN cost_micros END AS cost
+            FROM visits{v_join} WHERE {visits} AND {keep}
         ),
-        latest AS (
-            SELECT click_id,
-                   max(concat(event_id,
-                              CASE WHEN lower(status) IN ({reversed}) THEN '1' ELSE '0' END,
-                              CAST(payout_micros AS VARCHAR))) AS last
+        r AS (
+            SELECT click_id, txid, event_id, status, payout_micros, method, auth, auth_network_id
             FROM conversions
             WHERE {conv_parts} AND {conv_ids}
-            GROUP BY click_id, txid
+        ),
+        vx AS (
+            SELECT event_id AS visit_key, {x_dims}offer_id AS x_offer, network_id AS x_network,
+                   network_token AS x_token, network_pixels AS x_pixels, {keep} AS keep
+            FROM visits WHERE kind = 'visit' AND {visits}
+        ),
+        j AS (
+            SELECT {j_dims}visit_key IS NULL AS unknown_click,
+                   coalesce(x_offer, c_offer) AS offer, click_id, txid, event_id, status,
+                   {payout} AS payout
+            FROM r LEFT JOIN vx ON visit_key = click_id
+                   LEFT JOIN clicked ON click_of = click_id
+            WHERE coalesce(keep, true) AND {refusal} IS NULL
+        ),
+        latest AS (
+            SELECT unknown_click{keys}, offer,
+                   max(concat(event_id,
+                              CASE WHEN lower(status) IN ({reversed}) THEN '1' ELSE '0' END,
+                              CAST(payout AS VARCHAR))) AS last
+            FROM j
+            GROUP BY click_id, txid, unknown_click{keys}, offer
         ),
         c AS (
-            SELECT click_id, count(*) AS conversions,
-                   coalesce(sum(CAST(NULLIF(substr(last, {p}), '') AS BIGINT)), 0) AS priced,
-                   count(*) - count(NULLIF(substr(last, {p}), '')) AS unpriced
+            SELECT unknown_click{keys}, count(*) AS conversions,
+                   sum(coalesce(CAST(NULLIF(substr(last, {p}), '') AS BIGINT),
+                                {default_payout})) AS revenue_micros
             FROM latest
             WHERE substr(last, {f}, 1) = '0'
-            GROUP BY click_id
+            GROUP BY unknown_click{keys}
         )
-        SELECT v.kind IS NULL AS unknown_click{keys},
-               count(v.visit_key) AS visits,
-               count(v.kind) - count(v.visit_key) AS clicks,
-               coalesce(sum(c.conversions), 0) AS conversions,
-               coalesce(sum({revenue}), 0) AS revenue_micros,
-               coalesce(sum(v.cost), 0) AS cost_micros
-        FROM c FULL OUTER JOIN v ON v.visit_key = c.click_id
-        WHERE coalesce(v.keep, true)
-        GROUP BY 1{keys}",
+        SELECT unknown_click{keys},
+               sum(visits) AS visits, sum(clicks) AS clicks,
+               sum(conversions) AS conversions, sum(revenue_micros) AS revenue_micros,
+               sum(cost_micros) AS cost_micros
+        FROM (
+            SELECT false AS unknown_click{keys},
+                   sum(CASE WHEN kind = 'visit' THEN 1 ELSE 0 END) AS visits,
+                   sum(CASE WHEN kind = 'click' THEN 1 ELSE 0 END) AS clicks,
+                   CAST(0 AS BIGINT) AS conversions, CAST(0 AS BIGINT) AS revenue_micros,
+                   coalesce(sum(cost), 0) AS cost_micros
+            FROM v GROUP BY 1{keys}
+            UNION ALL
+            SELECT unknown_click{keys}, CAST(0 AS BIGINT), CAST(0 AS BIGINT),
+                   conversions, revenue_micros, CAST(0 AS BIGINT)
+            FROM c
+        )
+        GROUP BY unknown_click{keys}",
+        clicked = latest_clicks(&clicks_in_range),
         visits = r.rows(),
         conv_parts = r.conversions_of_clicks(),
         conv_ids = r.ids("click_id"),
+        refusal = trust.refusal(),
+        payout = trust.payout("payout_micros"),
         f = ID_LEN + 1,
         p = ID_LEN + 2,
     )

@@ -12,7 +12,7 @@ use arrow::datatypes::{DataType, Field as ArrowField, Schema, SchemaRef, TimeUni
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
-use crate::agent::{Agent, Agents};
+use crate::agent::{Agent, Agents, parsed_bytes};
 use crate::event::{Event, EventKind, Field, format_ip};
 use crate::geo::{Cidr, Locator, Networks, client_ip};
 use crate::url;
@@ -72,6 +72,11 @@ static VISITS: LazyLock<SchemaRef> = LazyLock::new(|| {
         s("landing_page_id"),
         s("offer_id"),
         s("network_id"),
+        // How the offer's network took conversions when the visit was answered (README
+        // "Trust"): its postbacks must carry its token; its pixels count (off | default_payout
+        // | payout). Null without a network.
+        ArrowField::new("network_token", DataType::Boolean, true),
+        s("network_pixels"),
         ArrowField::new("cost_micros", DataType::Int64, false),
         s("method"),
         s("host"),
@@ -112,6 +117,10 @@ static CONVERSIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
         s("status"),
         ArrowField::new("payout_micros", DataType::Int64, true),
         ArrowField::new("method", DataType::Utf8, false),
+        // What the request proved about its sender: token (it carried the postback token of
+        // auth_network_id), open (no network required one) or none.
+        s("auth"),
+        s("auth_network_id"),
         s("http_method"),
         s("url"),
         s("host"),
@@ -155,6 +164,11 @@ pub struct Builder {
     path_index: Int32Builder,
     cost: Int64Builder,
     payout: Int64Builder,
+    network_token: BooleanBuilder,
+    network_pixels: StringBuilder,
+    auth: StringBuilder,
+    /// Decoded query parameters of one visit: (key start, key end, value end) in `scratch`.
+    params: Vec<(usize, usize, usize)>,
     ip: StringBuilder,
     query: MapBuilder<StringBuilder, StringBuilder>,
     remapped: MapBuilder<StringBuilder, StringBuilder>,
@@ -273,6 +287,7 @@ impl Builder {
             ],
             TableKind::Conversions => &[
                 (Field::ClickId, "click_id"),
+                (Field::NetworkId, "auth_network_id"),
                 (Field::ConversionType, "conversion_type"),
                 (Field::TxId, "txid"),
                 (Field::Status, "status"),
@@ -294,6 +309,10 @@ impl Builder {
             path_index: Int32Builder::with_capacity(rows),
             cost: Int64Builder::with_capacity(rows),
             payout: Int64Builder::with_capacity(rows),
+            network_token: BooleanBuilder::with_capacity(rows),
+            network_pixels: strings(8),
+            auth: strings(6),
+            params: Vec::new(),
             ip: strings(16),
             query: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
             remapped: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
@@ -360,16 +379,11 @@ impl Builder {
             TableKind::Visits => {
                 self.path_index.append_option(e.path_index.map(i32::from));
                 self.cost.append_value(e.cost_micros);
-                let (_, query) = url::split_target(e.get(Field::Target));
-                for (k, v) in url::pairs(query) {
-                    self.scratch.clear();
-                    url::decode_into(k, &mut self.scratch);
-                    self.query.keys().append_value(text(&self.scratch));
-                    self.scratch.clear();
-                    url::decode_into(v, &mut self.scratch);
-                    self.query.values().append_value(text(&self.scratch));
-                }
-                let _ = self.query.append(true);
+                self.network_token
+                    .append_option(e.network_policy.map(|p| p.token));
+                self.network_pixels
+                    .append_option(e.network_policy.map(|p| p.pixels.as_str()));
+                self.append_query(e.get(Field::Target));
                 for (k, v) in e.remapped() {
                     self.remapped.keys().append_value(text(k));
                     self.remapped.values().append_value(text(v));
@@ -383,7 +397,8 @@ impl Builder {
                 }
                 let mut agent_bot = None;
                 if let Some(a) = &mut self.agents {
-                    let ua = e.get(Field::UserAgent);
+                    // Only the parsed part of an agent is its key (a bounded cache entry).
+                    let ua = parsed_bytes(e.get(Field::UserAgent));
                     if a.cache.len() >= AGENT_CACHE && !a.cache.contains_key(ua) {
                         a.cache.clear();
                     }
@@ -403,8 +418,46 @@ impl Builder {
                     b.append_option(v.bot(agent_bot, e.peer, e.get(Field::ForwardedFor)));
                 }
             }
-            TableKind::Conversions => self.payout.append_option(e.payout_micros),
+            TableKind::Conversions => {
+                self.payout.append_option(e.payout_micros);
+                self.auth.append_value(e.auth.as_str());
+            }
         }
+    }
+
+    /// Appends a visit's query parameters, decoded, as the `query` map. A key repeated in the
+    /// query (`?k=1&k=2`, common in ad traffic) keeps its first value, as the edge's remapping
+    /// does: a map with a key twice is unreadable for DuckDB and others. The `url` column
+    /// keeps every value.
+    fn append_query(&mut self, target: &[u8]) {
+        let (_, query) = url::split_target(target);
+        self.scratch.clear();
+        self.params.clear();
+        for (k, v) in url::pairs(query) {
+            let start = self.scratch.len();
+            url::decode_into(k, &mut self.scratch);
+            let key_end = self.scratch.len();
+            url::decode_into(v, &mut self.scratch);
+            self.params.push((start, key_end, self.scratch.len()));
+        }
+        let buf = &self.scratch;
+        let key = |&(s, k, _): &(usize, usize, usize)| &buf[s..k];
+        // Few parameters: compare with those before; many: a set, so a hostile query of
+        // thousands of keys costs linear time.
+        let mut seen =
+            (self.params.len() > 16).then(|| ahash::AHashSet::with_capacity(self.params.len()));
+        for (i, p) in self.params.iter().enumerate() {
+            let repeated = match &mut seen {
+                Some(set) => !set.insert(key(p)),
+                None => self.params[..i].iter().any(|q| key(q) == key(p)),
+            };
+            if repeated {
+                continue;
+            }
+            self.query.keys().append_value(text(key(p)));
+            self.query.values().append_value(text(&buf[p.1..p.2]));
+        }
+        let _ = self.query.append(true);
     }
 
     /// The rows appended so far as a record batch; the builder starts over empty. Columns are
@@ -424,6 +477,8 @@ impl Builder {
         match self.table {
             TableKind::Visits => {
                 cols.insert("kind", kind);
+                cols.insert("network_token", Arc::new(self.network_token.finish()));
+                cols.insert("network_pixels", Arc::new(self.network_pixels.finish()));
                 cols.insert("path_index", Arc::new(self.path_index.finish()));
                 cols.insert("cost_micros", Arc::new(self.cost.finish()));
                 cols.insert("query", Arc::new(self.query.finish()));
@@ -447,6 +502,7 @@ impl Builder {
             TableKind::Conversions => {
                 cols.insert("method", kind);
                 cols.insert("payout_micros", Arc::new(self.payout.finish()));
+                cols.insert("auth", Arc::new(self.auth.finish()));
             }
         }
         let schema = self.table.schema();

@@ -48,6 +48,93 @@ impl EventKind {
     }
 }
 
+/// What a conversion proved about who sent it, as the edge checked it against the config.
+/// Whether it counts is decided at query time against its click's visit (README "Trust").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
+pub enum Auth {
+    /// It carried no postback token, while some network requires one (pixels always).
+    #[default]
+    None = 0,
+    /// No network of the config requires a token: nothing could be checked.
+    Open = 1,
+    /// It carried the postback token of the network in [`Field::NetworkId`].
+    Token = 2,
+}
+
+impl Auth {
+    pub const ALL: [Auth; 3] = [Auth::None, Auth::Open, Auth::Token];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Auth::None => "none",
+            Auth::Open => "open",
+            Auth::Token => "token",
+        }
+    }
+}
+
+/// Whether a network's pixels count, and with whose payout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Pixels {
+    /// Pixel conversions do not count.
+    Off = 0,
+    /// They count with the offer's default payout; the pixel's own is ignored.
+    DefaultPayout = 1,
+    /// They count with the payout they carry.
+    Payout = 2,
+}
+
+impl Pixels {
+    pub const ALL: [Pixels; 3] = [Pixels::Off, Pixels::DefaultPayout, Pixels::Payout];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pixels::Off => "off",
+            Pixels::DefaultPayout => "default_payout",
+            Pixels::Payout => "payout",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Pixels> {
+        Pixels::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// How the network of a visit's (or click's) offer takes conversions, as it stood when the
+/// visit was answered: stored with the visit so a query can judge its conversions without
+/// the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NetworkPolicy {
+    /// Postbacks must carry the network's token.
+    pub token: bool,
+    pub pixels: Pixels,
+}
+
+impl NetworkPolicy {
+    /// One byte: 0 for none, else 1 | token << 1 | pixels << 2.
+    pub fn to_byte(p: Option<NetworkPolicy>) -> u8 {
+        p.map_or(0, |p| {
+            1 | (u8::from(p.token) << 1) | ((p.pixels as u8) << 2)
+        })
+    }
+
+    pub(crate) fn from_byte(b: u8) -> Result<Option<NetworkPolicy>, ()> {
+        if b == 0 {
+            return Ok(None);
+        }
+        if b & 1 == 0 || b >> 4 != 0 {
+            return Err(());
+        }
+        let pixels = *Pixels::ALL.get(usize::from((b >> 2) & 3)).ok_or(())?;
+        Ok(Some(NetworkPolicy {
+            token: b & 2 != 0,
+            pixels,
+        }))
+    }
+}
+
 /// The byte fields an event carries, each a span of [`Event::data`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -67,6 +154,7 @@ pub enum Field {
     CampaignId,
     TrafficSourceId,
     OfferId,
+    /// The offer's network; on a conversion, the network whose postback token it carried.
     NetworkId,
     LandingPageId,
     /// The URL the visitor was redirected to.
@@ -104,6 +192,10 @@ pub struct Event {
     pub payout_micros: Option<i64>,
     /// Index of the campaign path taken (visits and clicks).
     pub path_index: Option<u16>,
+    /// Visits and clicks: how the offer's network takes conversions (none without one).
+    pub network_policy: Option<NetworkPolicy>,
+    /// Conversions: what the request proved about its sender.
+    pub auth: Auth,
     /// Set when someone waits for this event to be durable (a conversion's answer).
     pub ack: Option<AckSender>,
     data: Vec<u8>,
@@ -123,6 +215,8 @@ impl Event {
             cost_micros: 0,
             payout_micros: None,
             path_index: None,
+            network_policy: None,
+            auth: Auth::None,
             ack: None,
             data,
             spans: [Span::default(); FIELD_COUNT],
@@ -242,6 +336,25 @@ mod tests {
             format_ip(v6, &mut buf),
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
         );
+    }
+
+    #[test]
+    fn network_policies_fit_in_a_byte() {
+        assert_eq!(
+            NetworkPolicy::from_byte(NetworkPolicy::to_byte(None)),
+            Ok(None)
+        );
+        for token in [false, true] {
+            for pixels in Pixels::ALL {
+                let p = Some(NetworkPolicy { token, pixels });
+                assert_eq!(NetworkPolicy::from_byte(NetworkPolicy::to_byte(p)), Ok(p));
+            }
+        }
+        for bad in [2, 0x0d, 0x10, 0xff] {
+            assert!(NetworkPolicy::from_byte(bad).is_err(), "{bad:#x}");
+        }
+        assert_eq!(Pixels::parse("default_payout"), Some(Pixels::DefaultPayout));
+        assert_eq!(Pixels::parse("on"), None);
     }
 
     #[test]

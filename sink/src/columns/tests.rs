@@ -180,3 +180,99 @@ fn conversions_batch() {
     assert_eq!(b.len(), 0, "the builder starts over");
     assert_eq!(b.finish().unwrap().num_rows(), 0);
 }
+
+/// The `query` map of each row, as (key, value) pairs.
+fn query_maps(batch: &arrow::record_batch::RecordBatch) -> Vec<Vec<(String, String)>> {
+    let m = batch
+        .column_by_name("query")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<MapArray>()
+        .unwrap();
+    (0..m.len())
+        .map(|i| {
+            let entry = m.value(i);
+            let keys = entry.column(0).as_string::<i32>();
+            let values = entry.column(1).as_string::<i32>();
+            (0..entry.len())
+                .map(|j| (keys.value(j).to_owned(), values.value(j).to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_repeated_query_key_keeps_its_first_value() {
+    let mut b = Builder::new(TableKind::Visits);
+    for target in [
+        "/c/x?k=1&k=2&j=3&%6B=4",
+        // Many keys, repeated: the set path.
+        &format!(
+            "/c/x?{}",
+            (0..200)
+                .map(|i| format!("k{}={i}", i % 50))
+                .collect::<Vec<_>>()
+                .join("&")
+        ),
+    ] {
+        let mut e = visit(1_795_766_399_999, 1);
+        e.push(Field::Target, target.as_bytes());
+        b.append(&e);
+    }
+    let batch = b.finish().unwrap();
+    let maps = query_maps(&batch);
+    assert_eq!(
+        maps[0],
+        [("k".into(), "1".into()), ("j".into(), "3".into())],
+        "keys are compared decoded"
+    );
+    assert_eq!(maps[1].len(), 50);
+    assert_eq!(maps[1][7], ("k7".into(), "7".into()));
+    assert_eq!(
+        batch
+            .column_by_name("url")
+            .unwrap()
+            .as_string::<i32>()
+            .value(0),
+        "/c/x?k=1&k=2&j=3&%6B=4",
+        "every value stays in the url"
+    );
+}
+
+#[test]
+fn the_network_policy_and_a_conversions_auth_are_columns() {
+    let mut b = Builder::new(TableKind::Visits);
+    let mut e = visit(1_795_766_399_999, 1);
+    e.network_policy = Some(crate::event::NetworkPolicy {
+        token: true,
+        pixels: crate::event::Pixels::DefaultPayout,
+    });
+    b.append(&e);
+    b.append(&visit(1_795_766_399_999, 2));
+    let batch = b.finish().unwrap();
+    let token = batch.column_by_name("network_token").unwrap().as_boolean();
+    assert_eq!((token.value(0), token.is_null(1)), (true, true));
+    let pixels = batch
+        .column_by_name("network_pixels")
+        .unwrap()
+        .as_string::<i32>();
+    assert_eq!(
+        (pixels.value(0), pixels.is_null(1)),
+        ("default_payout", true)
+    );
+
+    let mut b = Builder::new(TableKind::Conversions);
+    let mut p = postback(1_795_766_399_999, 1, None);
+    p.auth = crate::event::Auth::Token;
+    p.push(Field::NetworkId, b"net-a");
+    b.append(&p);
+    b.append(&postback(1_795_766_399_999, 2, None));
+    let batch = b.finish().unwrap();
+    let auth = batch.column_by_name("auth").unwrap().as_string::<i32>();
+    assert_eq!((auth.value(0), auth.value(1)), ("token", "none"));
+    let net = batch
+        .column_by_name("auth_network_id")
+        .unwrap()
+        .as_string::<i32>();
+    assert_eq!((net.value(0), net.is_null(1)), ("net-a", true));
+}

@@ -1,15 +1,18 @@
 //! The event's binary form, as written to the write-ahead log.
 //!
 //! Layout (little-endian): version u8, kind u8, id [12], peer (4 → v4 | 6 → v6, then the
-//! address), cost i64, payout flag u8 + i64, path index flag u8 + u16, the spans
-//! (`FIELD_COUNT` × (start u32, len u32)), data length u32, data.
+//! address), cost i64, payout flag u8 + i64, path index flag u8 + u16, network policy u8
+//! ([`NetworkPolicy::to_byte`]), auth u8 ([`Auth`]), the spans (`FIELD_COUNT` × (start u32,
+//! len u32)), data length u32, data. Version 1 (written before the policy and auth bytes)
+//! is still read: no policy, and `Auth::Open` (its conversions passed the token check of
+//! their time).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{Event, EventKind, FIELD_COUNT, Span};
+use super::{Auth, Event, EventKind, FIELD_COUNT, NetworkPolicy, Span};
 use crate::id::EventId;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// Why bytes are not an encoded event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +78,8 @@ impl Event {
         out.extend_from_slice(&self.payout_micros.unwrap_or(0).to_le_bytes());
         out.push(u8::from(self.path_index.is_some()));
         out.extend_from_slice(&self.path_index.unwrap_or(0).to_le_bytes());
+        out.push(NetworkPolicy::to_byte(self.network_policy));
+        out.push(self.auth as u8);
         for s in &self.spans {
             out.extend_from_slice(&s.start.to_le_bytes());
             out.extend_from_slice(&s.len.to_le_bytes());
@@ -87,7 +92,7 @@ impl Event {
     pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         let mut r = Reader(bytes);
         let version = r.u8()?;
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err(DecodeError::Version(version));
         }
         let kind = *EventKind::ALL
@@ -104,6 +109,16 @@ impl Event {
         let payout = r.i64()?;
         let has_path = r.u8()? != 0;
         let path = u16::from_le_bytes(r.array()?);
+        let (network_policy, auth) = if version == 1 {
+            (None, Auth::Open)
+        } else {
+            let policy = NetworkPolicy::from_byte(r.u8()?)
+                .map_err(|()| DecodeError::Invalid("network policy"))?;
+            let auth = *Auth::ALL
+                .get(usize::from(r.u8()?))
+                .ok_or(DecodeError::Invalid("auth"))?;
+            (policy, auth)
+        };
         let mut spans = [Span::default(); FIELD_COUNT];
         for s in &mut spans {
             *s = Span {
@@ -129,6 +144,8 @@ impl Event {
             cost_micros,
             payout_micros: has_payout.then_some(payout),
             path_index: has_path.then_some(path),
+            network_policy,
+            auth,
             ack: None,
             data,
             spans,
@@ -167,6 +184,12 @@ mod tests {
             if kind == EventKind::Postback {
                 e.payout_micros = Some(-1);
                 e.path_index = None;
+                e.auth = Auth::Token;
+            } else {
+                e.network_policy = Some(NetworkPolicy {
+                    token: true,
+                    pixels: super::super::Pixels::DefaultPayout,
+                });
             }
             let mut buf = Vec::new();
             e.encode(&mut buf);
@@ -176,6 +199,7 @@ mod tests {
                 (d.cost_micros, d.payout_micros, d.path_index),
                 (e.cost_micros, e.payout_micros, e.path_index)
             );
+            assert_eq!((d.network_policy, d.auth), (e.network_policy, e.auth));
             assert_eq!(d.get(Field::Method), b"GET");
             assert_eq!(d.get(Field::CampaignId), b"camp");
             assert_eq!(
@@ -183,6 +207,22 @@ mod tests {
                 e.remapped().collect::<Vec<_>>()
             );
         }
+    }
+
+    #[test]
+    fn version_1_records_still_decode() {
+        let mut e = sample(EventKind::Postback, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        e.auth = Auth::None;
+        let mut v2 = Vec::new();
+        e.encode(&mut v2);
+        // Version 1 is version 2 without the policy and auth bytes.
+        let at = 1 + 1 + 12 + 1 + 4 + 8 + 1 + 8 + 1 + 2;
+        let mut v1 = v2[..at].to_vec();
+        v1.extend_from_slice(&v2[at + 2..]);
+        v1[0] = 1;
+        let d = Event::decode(&v1).unwrap();
+        assert_eq!((d.network_policy, d.auth), (None, Auth::Open));
+        assert_eq!(d.get(Field::CampaignId), b"camp");
     }
 
     #[test]
@@ -202,7 +242,7 @@ mod tests {
             DecodeError::Invalid("kind")
         );
         // The first span's length, made to reach past the data.
-        let span_at = 1 + 1 + 12 + 1 + 4 + 8 + 1 + 8 + 1 + 2;
+        let span_at = 1 + 1 + 12 + 1 + 4 + 8 + 1 + 8 + 1 + 2 + 1 + 1;
         let mut bad = buf.clone();
         bad[span_at + 4..span_at + 8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(Event::decode(&bad).is_err());
