@@ -35,7 +35,13 @@ impl Emit for Discard {
 
 fn bench(c: &mut Criterion) {
     let table = Table::compile(&ConfigFile::parse(DEMO_CONFIG).unwrap()).unwrap();
-    let metrics = Metrics::new(1, 1, Box::new(|| 0), Default::default(), Default::default());
+    let metrics = Metrics::new(
+        1,
+        1,
+        Box::new(|| (0, 0)),
+        Default::default(),
+        Default::default(),
+    );
     let visitors = Visitors::default();
     let clicks = Clicks::new(1, b"bench secret").unwrap();
     let ctx = Ctx {
@@ -44,6 +50,7 @@ fn bench(c: &mut Criterion) {
         draining: false,
         visitors: &visitors,
         clicks: &clicks,
+        metrics_allow: &[],
     };
     let limits = Limits::default();
     let mut local = Local::new(1, 0, 7);
@@ -156,7 +163,13 @@ fn visitors_bench(c: &mut Criterion) {
         proxies,
     };
     let table = Table::compile(&ConfigFile::parse(RULES).unwrap()).unwrap();
-    let metrics = Metrics::new(1, 1, Box::new(|| 0), Default::default(), Default::default());
+    let metrics = Metrics::new(
+        1,
+        1,
+        Box::new(|| (0, 0)),
+        Default::default(),
+        Default::default(),
+    );
     let clicks = Clicks::new(1, b"bench secret, long enough").unwrap();
     let ctx = Ctx {
         table: &table,
@@ -164,6 +177,7 @@ fn visitors_bench(c: &mut Criterion) {
         draining: false,
         visitors: &visitors,
         clicks: &clicks,
+        metrics_allow: &[],
     };
     let agents = loadtest::funnel::user_agents(AGENTS);
     let requests = |campaign: &str| -> Vec<Vec<u8>> {

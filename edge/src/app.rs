@@ -247,10 +247,10 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
     }
     let settings = loaded.settings.clone();
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..settings.workers)
-        .map(|_| crossbeam_channel::bounded(settings.queue_per_worker))
+        .map(|_| sink::queue::queue(settings.queue_per_worker, settings.queue_bytes_per_worker))
         .unzip();
     let depth_rxs = rxs.clone();
-    let store = sink::store::open(&settings.store)?;
+    let store = sink::store::Target::open(&settings.store)?;
     let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded();
     let wal = WalWriter::spawn(rxs, settings.wal.clone(), Some(sealed_tx))
         .map_err(|e| anyhow::anyhow!("cannot open the write-ahead log: {e}"))?;
@@ -273,7 +273,11 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new(
         settings.workers,
         settings.queue_per_worker * settings.workers,
-        Box::new(move || depth_rxs.iter().map(|r| r.len()).sum()),
+        Box::new(move || {
+            depth_rxs
+                .iter()
+                .fold((0, 0), |(n, b), r| (n + r.len(), b + r.bytes()))
+        }),
         Arc::clone(&wal.stats),
         Arc::clone(&uploader.stats),
     ));
@@ -329,7 +333,13 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
         .map(|&k| metrics.emitted(k))
         .sum();
     let logged = wal.events.load(std::sync::atomic::Ordering::Relaxed);
+    let lost = wal.lost.load(std::sync::atomic::Ordering::Relaxed);
     let left = uploader.join();
+    anyhow::ensure!(
+        lost == 0,
+        "{lost} events could not be written to the write-ahead log in {} and are lost (see the errors above)",
+        settings.wal.dir.display()
+    );
     anyhow::ensure!(
         left == 0,
         "{left} WAL segments could not be uploaded to {}; they stay in {} and are uploaded at the next start",

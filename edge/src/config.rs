@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::http;
+
 /// The built-in demo config served when `edge` runs without `--config`.
 pub const DEMO_CONFIG: &str = include_str!("demo.toml");
 
@@ -68,6 +70,13 @@ impl ConfigFile {
     }
 }
 
+/// Default `server.event_queue_bytes`: 64 MiB of queued events (~65 000 browser visits).
+pub const DEFAULT_EVENT_QUEUE_BYTES: u64 = 64 << 20;
+/// Default `server.max_cost`, in currency units per visit.
+pub const DEFAULT_MAX_COST: f64 = 1_000.0;
+/// Default `server.max_payout`, in currency units per conversion.
+pub const DEFAULT_MAX_PAYOUT: f64 = 100_000.0;
+
 /// `[server]`: the keys of SPEC.md plus the request limits, which SPEC.md asks to be
 /// configurable.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -105,6 +114,10 @@ pub struct ServerConfig {
     pub head_timeout_ms: u64,
     /// Time an idle keep-alive connection is kept open.
     pub idle_timeout_ms: u64,
+    /// Time a write may wait for a peer that does not read before the connection is closed.
+    pub send_timeout_ms: u64,
+    /// Answered but unsent bytes past which a connection's pipelined requests wait.
+    pub max_unsent_output: usize,
     /// Events buffered between the workers and the sink (split evenly between workers).
     pub event_queue: usize,
     /// On SIGTERM, time given to in-flight requests before the workers stop.
@@ -119,6 +132,14 @@ pub struct ServerConfig {
     pub wal_segment_events: u64,
     /// Disk the WAL may use; past it conversions are answered 503 (redirects go on).
     pub wal_max_bytes: u64,
+    /// Bytes of events buffered between the workers and the sink (split between workers).
+    pub event_queue_bytes: u64,
+    /// Largest cost a visit's cost parameter may set (currency units); larger is ignored.
+    pub max_cost: f64,
+    /// Largest payout a conversion may carry (either sign); larger is answered 400.
+    pub max_payout: f64,
+    /// Addresses or CIDRs (the socket's peer) that may read `/metrics`; others get 403.
+    pub metrics_allow: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -139,11 +160,13 @@ impl Default for ServerConfig {
             fallback_url: String::new(),
             driver: "auto".into(),
             pin_workers: true,
-            max_request_head: 16 * 1024,
-            max_target: 8 * 1024,
-            max_body: 64 * 1024,
-            head_timeout_ms: 10_000,
-            idle_timeout_ms: 60_000,
+            max_request_head: http::MAX_REQUEST_HEAD,
+            max_target: http::MAX_TARGET,
+            max_body: http::MAX_BODY,
+            head_timeout_ms: http::HEAD_TIMEOUT_MS,
+            idle_timeout_ms: http::IDLE_TIMEOUT_MS,
+            send_timeout_ms: http::SEND_TIMEOUT_MS,
+            max_unsent_output: http::MAX_UNSENT_OUTPUT,
             event_queue: 65_536,
             shutdown_timeout_ms: 10_000,
             durable_timeout_ms: 5_000,
@@ -151,6 +174,10 @@ impl Default for ServerConfig {
             wal_segment_bytes: 64 << 20,
             wal_segment_events: 1_000_000,
             wal_max_bytes: 8 << 30,
+            event_queue_bytes: DEFAULT_EVENT_QUEUE_BYTES,
+            max_cost: DEFAULT_MAX_COST,
+            max_payout: DEFAULT_MAX_PAYOUT,
+            metrics_allow: vec!["127.0.0.0/8".into(), "::1".into()],
         }
     }
 }
@@ -175,9 +202,14 @@ pub struct NetworkConfig {
     pub id: String,
     #[serde(default)]
     pub name: String,
-    /// When set, postbacks for this network must carry `?token=<value>`.
+    /// When set, postbacks for this network must carry `?token=<value>` to count.
     #[serde(default)]
     pub postback_token: String,
+    /// Whether pixel conversions of this network's clicks count: `off`, `default_payout`
+    /// (they count with the offer's payout) or `payout` (with their own). Default: `off`
+    /// for a network with a postback token, `payout` for one without.
+    #[serde(default)]
+    pub pixels: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,7 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sink::ack::AckReceiver;
 use sink::columns::Visitors;
+use sink::event::Auth;
 use sink::event::{encode_pair, format_ip};
+use sink::geo::Cidr;
 use sink::{Event, EventId, EventKind, Field, IdGenerator, money, url};
 
 use crate::clicks::{COOKIE_MAX_AGE_S, COOKIE_PREFIX, ClickState, Clicks};
@@ -46,6 +48,10 @@ pub struct Local {
     state: Vec<u8>,
     /// The `Set-Cookie` header line of a landing-page visit.
     cookie: Vec<u8>,
+    /// `X-Forwarded-For` sent as several lines, joined.
+    forwarded: Vec<u8>,
+    /// A conversion's target and form body with its token redacted.
+    redacted: Vec<u8>,
 }
 
 /// wyrand: a fast, well-mixed 64-bit generator, plenty for weighted rotation.
@@ -74,6 +80,8 @@ impl Local {
             caches: Caches::default(),
             state: Vec::with_capacity(256),
             cookie: Vec::with_capacity(512),
+            forwarded: Vec::new(),
+            redacted: Vec::new(),
         }
     }
 
@@ -94,6 +102,8 @@ pub struct Ctx<'a> {
     pub clicks: &'a Clicks,
     /// The server is shutting down: answer, then close.
     pub draining: bool,
+    /// Peers that may read `/metrics` (`server.metrics_allow`).
+    pub metrics_allow: &'a [Cidr],
 }
 
 /// Fills template tokens for one request.
@@ -186,19 +196,28 @@ impl TokenValues for Fill<'_> {
     }
 }
 
-/// Copies the request's facts into a new event.
-/// Copies the request facts that are stored (not the whole head: other headers are not
-/// kept, and every byte is written to the log).
-fn new_event(kind: EventKind, id: EventId, req: &Request<'_>, peer: IpAddr, extra: usize) -> Event {
+/// Starts an event with the request facts that are stored (not the whole head: other
+/// headers are not kept, and every byte is written to the log). `target` is the request
+/// target as it is stored, and `body` what is kept of the body: a postback's form fields,
+/// nothing for the other routes.
+fn new_event(
+    kind: EventKind,
+    id: EventId,
+    req: &Request<'_>,
+    peer: IpAddr,
+    target: &[u8],
+    body: &[u8],
+    extra: usize,
+) -> Event {
     let facts = [
         (Field::Method, req.method_str),
-        (Field::Target, req.target_raw),
+        (Field::Target, target),
         (Field::Host, req.host),
         (Field::Referer, req.referer),
         (Field::UserAgent, req.user_agent),
         (Field::AcceptLanguage, req.accept_language),
         (Field::ForwardedFor, req.forwarded_for),
-        (Field::Body, req.body),
+        (Field::Body, body),
     ];
     let size: usize = facts.iter().map(|(_, part)| part.len()).sum();
     let mut e = Event::new(kind, id, peer, &[], size + extra + 64);
@@ -276,6 +295,31 @@ pub fn handle(
     emit: &mut impl Emit,
     out: &mut Vec<u8>,
 ) -> Answer {
+    if req.forwarded_for_lines > 1 {
+        // A proxy appended its own line: the header is every line, in order.
+        let mut joined = std::mem::take(&mut local.forwarded);
+        req.join_forwarded_for(&mut joined);
+        let whole = Request {
+            forwarded_for: &joined,
+            forwarded_for_lines: 1,
+            ..req.clone()
+        };
+        let answer = route(ctx, local, &whole, peer, now, emit, out);
+        local.forwarded = joined;
+        return answer;
+    }
+    route(ctx, local, req, peer, now, emit, out)
+}
+
+fn route(
+    ctx: &Ctx<'_>,
+    local: &mut Local,
+    req: &Request<'_>,
+    peer: IpAddr,
+    now: SystemTime,
+    emit: &mut impl Emit,
+    out: &mut Vec<u8>,
+) -> Answer {
     local.date.update(now);
     let framing = Framing {
         keep_alive: req.keep_alive && !ctx.draining,
@@ -336,6 +380,12 @@ pub fn handle(
             } else {
                 (Status::Ok, "ok")
             };
+            response::write_text(out, st, &local.date, framing, &[], msg);
+            st
+        }
+        Route::Metrics if !ctx.metrics_allow.iter().any(|c| c.contains(peer)) => {
+            let st = Status::Forbidden;
+            let msg = "metrics are not served to this address (server.metrics_allow)";
             response::write_text(out, st, &local.date, framing, &[], msg);
             st
         }
@@ -472,7 +522,8 @@ fn visit(
             url::decode_into(raw, &mut local.buf);
             money::parse_micros(&local.buf).ok()
         })
-        .filter(|&c| c >= 0)
+        // A visitor can send any cost: only a sane one is believed.
+        .filter(|&c| (0..=table.max_cost_micros).contains(&c))
         .unwrap_or(campaign.cost_micros);
 
     // The remapped parameters, decoded once: for the event and for the URL's tokens.
@@ -553,6 +604,8 @@ fn visit(
         id,
         req,
         peer,
+        req.target_raw,
+        &[],
         local.location.len() + local.buf.len(),
     );
     e.cost_micros = cost_micros;
@@ -586,7 +639,9 @@ impl Resolved<'_> {
         if let Some(o) = self.offer {
             e.push(Field::OfferId, o.id.as_bytes());
             if let Some(n) = o.network {
-                e.push(Field::NetworkId, table.networks[n as usize].id.as_bytes());
+                let n = &table.networks[n as usize];
+                e.push(Field::NetworkId, n.id.as_bytes());
+                e.network_policy = Some(n.policy);
             }
         }
         if let Some(lp) = self.landing_page {
@@ -649,6 +704,15 @@ fn click_state<'b>(
         .map(|s| (s, false))
 }
 
+/// A visit's clock may run this far ahead of the node answering its click-through.
+const CLOCK_SKEW_MS: u64 = 300_000;
+
+/// Whether a click-through for visit `id` comes within the cookie's age of the visit.
+fn fresh(id: EventId, now: SystemTime) -> bool {
+    let (now, visit) = (now_ms(now), id.ts_ms());
+    visit <= now + CLOCK_SKEW_MS && now - visit.min(now) <= u64::from(COOKIE_MAX_AGE_S) * 1000
+}
+
 /// `/click?cid={click_id}` (and `/click/{n}`): the landing page's call-to-action. Finds the
 /// visit's campaign and path, picks the offer (the n-th, or by weight), redirects to it and
 /// records a click event that names its visit.
@@ -700,6 +764,10 @@ fn click_through(
     let Some((state, in_table)) = state else {
         return unknown_target(ctx, local, x, out, "unknown click");
     };
+    if !fresh(state.click_id, now) {
+        // A cookie outlives its Max-Age in a browser that ignores it, or in a replay.
+        return unknown_target(ctx, local, x, out, "expired click");
+    }
     let stats = ctx.metrics.workers.get(usize::from(local.worker_id));
     if let Some(stats) = stats {
         stats.click_found(in_table);
@@ -769,6 +837,8 @@ fn click_through(
         id,
         req,
         peer,
+        req.target_raw,
+        &[],
         local.location.len() + state.remapped.len() + 64,
     );
     e.path_index = Some(path.index);
@@ -822,6 +892,41 @@ fn is_form(content_type: &[u8]) -> bool {
     ct.is_empty() || ct.eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
 }
 
+/// The value written in place of a postback token in what is stored.
+pub const REDACTED: &[u8] = b"REDACTED";
+
+/// When the target's query or the body carries a `token`, writes both into `out` with every
+/// token's value replaced by [`REDACTED`] and answers the target's length in `out` (the body
+/// follows it). `None` when there is nothing to redact.
+fn redact_tokens(
+    target: &[u8],
+    body: &[u8],
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Option<usize> {
+    let (path, query) = url::split_target(target);
+    let in_query = url::find(query, b"token", scratch).is_some();
+    let in_body = url::find(body, b"token", scratch).is_some();
+    if !in_query && !in_body {
+        return None;
+    }
+    out.clear();
+    if in_query {
+        out.extend_from_slice(path);
+        out.push(b'?');
+        url::redact_into(query, b"token", REDACTED, scratch, out);
+    } else {
+        out.extend_from_slice(target);
+    }
+    let n = out.len();
+    if in_body {
+        url::redact_into(body, b"token", REDACTED, scratch, out);
+    } else {
+        out.extend_from_slice(body);
+    }
+    Some(n)
+}
+
 /// A conversion (`/postback`, `/p.gif`, `/{account}/a.gif`): validate, record, acknowledge.
 fn conversion(
     ctx: &Ctx<'_>,
@@ -860,7 +965,9 @@ fn conversion(
         }
     };
 
-    if route == Route::Postback {
+    // What the conversion proves about its sender; whether it counts is decided against its
+    // click's network at query time (README "Trust").
+    let (auth, auth_network) = if route == Route::Postback {
         let network = param(body, query, b"network", &mut local.scratch);
         local.buf.clear();
         if let Some(n) = network {
@@ -873,7 +980,7 @@ fn conversion(
             .table
             .check_postback_token(net, token.map(|_| local.scratch.as_slice()))
         {
-            Ok(()) => {}
+            Ok((auth, n)) => (auth, n),
             Err(TokenError::BadToken) => {
                 return fail(local, out, Status::Forbidden, "bad or missing token");
             }
@@ -881,7 +988,11 @@ fn conversion(
                 return fail(local, out, Status::Forbidden, "unknown network");
             }
         }
-    }
+    } else if ctx.table.any_postback_token() {
+        (Auth::None, None)
+    } else {
+        (Auth::Open, None)
+    };
 
     let Some(cid) = param(body, query, names.click_id, &mut local.scratch) else {
         let msg = if names.click_id == b"h" {
@@ -915,6 +1026,10 @@ fn conversion(
                 None
             } else {
                 match money::parse_micros(&local.scratch) {
+                    Ok(m) if m.unsigned_abs() > ctx.table.max_payout_micros.unsigned_abs() => {
+                        let msg = "bad payout: above server.max_payout";
+                        return fail(local, out, Status::BadRequest, msg);
+                    }
                     Ok(m) => Some(m),
                     Err(e) => {
                         let msg = match e {
@@ -936,10 +1051,26 @@ fn conversion(
     } else {
         EventKind::Postback
     };
+    // Only a postback's form fields are kept of a body, and no token is stored.
+    let body = if route == Route::Postback { body } else { &[] };
+    let target_len = redact_tokens(
+        req.target_raw,
+        body,
+        &mut local.scratch,
+        &mut local.redacted,
+    );
+    let (target, kept_body) = match target_len {
+        Some(n) => local.redacted.split_at(n),
+        None => (req.target_raw, body),
+    };
     let ts_ms = now_ms(now);
     let id = local.ids.next(ts_ms);
-    let mut e = new_event(kind, id, req, peer, 128);
+    let mut e = new_event(kind, id, req, peer, target, kept_body, 128);
     e.payout_micros = payout_micros;
+    e.auth = auth;
+    if let Some(n) = auth_network {
+        e.push(Field::NetworkId, n.id.as_bytes());
+    }
     e.push(Field::ClickId, &click_id.to_hex());
     for (field, name, default) in [
         (Field::ConversionType, names.kind, &b""[..]),

@@ -13,6 +13,17 @@ pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
 pub const MAX_TARGET: usize = 8 * 1024;
 /// Default body limit (413 past it).
 pub const MAX_BODY: usize = 64 * 1024;
+/// Default time a request may take to arrive whole, from its first byte (408 past it).
+pub const HEAD_TIMEOUT_MS: u64 = 10_000;
+/// Default time an idle keep-alive connection stays open.
+pub const IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Default time a write may wait for the peer to read before the connection is closed
+/// (nginx's `send_timeout`).
+pub const SEND_TIMEOUT_MS: u64 = 10_000;
+/// Default output a connection may have answered but not yet sent. Past it no further
+/// pipelined request of that connection is answered, and nothing more is read from it,
+/// until the peer reads: a client that sends and never reads pins at most this much.
+pub const MAX_UNSENT_OUTPUT: usize = 64 * 1024;
 
 /// The request limits of a server.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +35,10 @@ pub struct Limits {
     pub head_timeout: Duration,
     /// An idle keep-alive connection is closed after this.
     pub idle_timeout: Duration,
+    /// A write that makes no progress for this long closes the connection.
+    pub send_timeout: Duration,
+    /// Answered but unsent output past which a connection's requests wait (backpressure).
+    pub max_unsent_output: usize,
 }
 
 impl Default for Limits {
@@ -32,8 +47,10 @@ impl Default for Limits {
             max_head: MAX_REQUEST_HEAD,
             max_target: MAX_TARGET,
             max_body: MAX_BODY,
-            head_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
+            head_timeout: Duration::from_millis(HEAD_TIMEOUT_MS),
+            idle_timeout: Duration::from_millis(IDLE_TIMEOUT_MS),
+            send_timeout: Duration::from_millis(SEND_TIMEOUT_MS),
+            max_unsent_output: MAX_UNSENT_OUTPUT,
         }
     }
 }
@@ -64,7 +81,12 @@ pub struct Request<'b> {
     pub referer: &'b [u8],
     pub user_agent: &'b [u8],
     pub accept_language: &'b [u8],
+    /// The first `X-Forwarded-For` line; see [`Request::forwarded_for_lines`].
     pub forwarded_for: &'b [u8],
+    /// How many `X-Forwarded-For` lines the head has. A proxy may append its own line
+    /// instead of extending the last one, so when there are several, the header is all of
+    /// them as one list ([`Request::join_forwarded_for`]).
+    pub forwarded_for_lines: u8,
     /// The first `Cookie` header (click-throughs read their visit's state from it).
     pub cookie: &'b [u8],
     pub content_type: &'b [u8],
@@ -76,6 +98,30 @@ pub struct Request<'b> {
 impl<'b> Request<'b> {
     pub fn path_and_query(&self) -> (&'b [u8], &'b [u8]) {
         sink::url::split_target(self.target)
+    }
+
+    /// Every `X-Forwarded-For` line, in order, joined with `", "` into `out` (a field sent as
+    /// several lines is one comma-separated list, RFC 9110 §5.3). Only needed when
+    /// [`Request::forwarded_for_lines`] is more than 1: the head is parsed again then.
+    pub fn join_forwarded_for(&self, out: &mut Vec<u8>) {
+        out.clear();
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        if req.parse(&self.raw[..self.head_len]).is_err() {
+            return;
+        }
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+                let v = h.value.trim_ascii();
+                if v.is_empty() {
+                    continue;
+                }
+                if !out.is_empty() {
+                    out.extend_from_slice(b", ");
+                }
+                out.extend_from_slice(v);
+            }
+        }
     }
 }
 
@@ -239,6 +285,7 @@ pub fn parse<'b>(buf: &'b [u8], limits: &Limits) -> Parse<'b> {
         user_agent: &[],
         accept_language: &[],
         forwarded_for: &[],
+        forwarded_for_lines: 0,
         cookie: &[],
         content_type: &[],
         body: &[],
@@ -264,9 +311,10 @@ pub fn parse<'b>(buf: &'b [u8], limits: &Limits) -> Parse<'b> {
         } else if is(b"accept-language") {
             r.accept_language = v;
         } else if is(b"x-forwarded-for") {
-            if r.forwarded_for.is_empty() {
+            if r.forwarded_for_lines == 0 {
                 r.forwarded_for = v;
             }
+            r.forwarded_for_lines = r.forwarded_for_lines.saturating_add(1);
         } else if is(b"cookie") {
             if r.cookie.is_empty() {
                 r.cookie = v;

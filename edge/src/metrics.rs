@@ -72,6 +72,8 @@ pub struct WorkerStats {
     agents_parsed: AtomicU64,
     clicks_by_table: AtomicU64,
     clicks_by_cookie: AtomicU64,
+    accept_failures: AtomicU64,
+    send_timeouts: AtomicU64,
 }
 
 impl WorkerStats {
@@ -108,6 +110,16 @@ impl WorkerStats {
         });
     }
 
+    /// `accept` failed (out of descriptors or memory).
+    pub fn accept_failed(&self) {
+        bump(&self.accept_failures);
+    }
+
+    /// A connection was closed because its peer did not read its answers in time.
+    pub fn send_timed_out(&self) {
+        bump(&self.send_timeouts);
+    }
+
     pub fn connection_opened(&self) {
         bump(&self.accepted);
         bump(&self.open);
@@ -129,8 +141,8 @@ pub struct Metrics {
     pub reload_failures: AtomicU64,
     /// The I/O driver the workers run on.
     pub driver: OnceLock<&'static str>,
-    /// Events waiting between the workers and the sink.
-    queue_depth: Box<dyn Fn() -> usize + Send + Sync>,
+    /// Events (and their bytes) waiting between the workers and the sink.
+    queue_depth: Box<dyn Fn() -> (usize, u64) + Send + Sync>,
     queue_capacity: usize,
     /// The write-ahead log's counters.
     wal: Arc<WalStats>,
@@ -154,7 +166,7 @@ impl Metrics {
     pub fn new(
         workers: usize,
         queue_capacity: usize,
-        queue_depth: Box<dyn Fn() -> usize + Send + Sync>,
+        queue_depth: Box<dyn Fn() -> (usize, u64) + Send + Sync>,
         wal: Arc<WalStats>,
         upload: Arc<UploadStats>,
     ) -> Self {
@@ -226,14 +238,21 @@ impl Metrics {
             }
         }
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (queued, queued_bytes) = (self.queue_depth)();
         let wal = &self.wal;
         let up = &self.upload;
-        let scalars: [(&str, &str, &str, u64); 29] = [
+        let scalars: &[(&str, &str, &str, u64)] = &[
             (
                 "edge_event_queue_depth",
                 "gauge",
                 "Events waiting for the sink.",
-                (self.queue_depth)() as u64,
+                queued as u64,
+            ),
+            (
+                "edge_event_queue_bytes",
+                "gauge",
+                "Bytes of the events waiting for the sink (bounded by server.event_queue_bytes).",
+                queued_bytes,
             ),
             (
                 "edge_event_queue_capacity",
@@ -295,6 +314,18 @@ impl Metrics {
                 "Click-throughs whose visit was found in its signed cookie.",
                 sum(w, |s| &s.clicks_by_cookie),
             ),
+            (
+                "edge_accept_failures_total",
+                "counter",
+                "Failed accepts (out of descriptors or memory; logged at most every 5 s).",
+                sum(w, |s| &s.accept_failures),
+            ),
+            (
+                "edge_send_timeouts_total",
+                "counter",
+                "Connections closed because the peer did not read its answers (server.send_timeout_ms).",
+                sum(w, |s| &s.send_timeouts),
+            ),
             ("edge_workers", "gauge", "Worker threads.", w.len() as u64),
             ("edge_up", "gauge", "1 while the edge serves.", 1),
             (
@@ -324,8 +355,20 @@ impl Metrics {
             (
                 "edge_wal_failures_total",
                 "counter",
-                "Commits that failed (their conversions were answered 503).",
+                "Commit attempts that failed (their conversions were answered 503; the events are retried).",
                 load(&wal.failures),
+            ),
+            (
+                "edge_wal_failing",
+                "gauge",
+                "1 while commits to the write-ahead log fail (events wait in memory and are retried).",
+                load(&wal.failing),
+            ),
+            (
+                "edge_wal_events_lost_total",
+                "counter",
+                "Events that could not be logged at all (too large, or given up at a stop with the disk still failing).",
+                load(&wal.lost),
             ),
             (
                 "edge_wal_refused_full_total",
@@ -393,8 +436,26 @@ impl Metrics {
                 "Files in the WAL directory that were not segments (set aside as .wal.corrupt).",
                 load(&up.bad_segments),
             ),
+            (
+                "edge_store_damaged_segments_total",
+                "counter",
+                "WAL segments with damaged records: the rest was uploaded, the segment kept in wal/damaged/.",
+                load(&up.damaged_segments),
+            ),
+            (
+                "edge_store_damaged_bytes_total",
+                "counter",
+                "Bytes of WAL segments that could not be read (damage; their records are lost).",
+                load(&up.damaged_bytes),
+            ),
+            (
+                "edge_store_torn_bytes_total",
+                "counter",
+                "Bytes of torn WAL tails dropped (writes a crash left unfinished; never acknowledged).",
+                load(&up.torn_bytes),
+            ),
         ];
-        for (name, ty, help, v) in scalars {
+        for &(name, ty, help, v) in scalars {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {ty}\n{name} {v}");
         }
         let driver = self.driver.get().copied().unwrap_or("starting");
@@ -414,7 +475,7 @@ mod tests {
     fn renders_sums_over_workers() {
         let wal = Arc::new(WalStats::default());
         wal.events.store(3, Ordering::Relaxed);
-        let m = Metrics::new(2, 100, Box::new(|| 7), wal, Default::default());
+        let m = Metrics::new(2, 100, Box::new(|| (7, 700)), wal, Default::default());
         m.workers[0].request(Route::Campaign, Status::Found);
         m.workers[1].request(Route::Campaign, Status::Found);
         m.workers[1].request(Route::Postback, Status::BadRequest);

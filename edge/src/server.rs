@@ -13,13 +13,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::{ArcSwap, Cache};
-use crossbeam_channel::Sender;
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::{TcpListener, TcpStream};
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
-use sink::Event;
 use sink::columns::Visitors;
+use sink::queue::EventSender;
 
 use crate::clicks::Clicks;
 use crate::handler::{self, Answer, Ctx, Emit, Local, Pending};
@@ -34,9 +33,16 @@ const BUF_SIZE: usize = 4096;
 /// Read at least this much per read call; the buffer grows when less is free.
 const MIN_READ: usize = 1024;
 /// Write buffers a worker keeps for reuse, and the largest it keeps: an idle keep-alive
-/// connection holds none (10 000 idle connections would otherwise pin 40 MiB of them).
-const POOLED_WBUFS: usize = 1024;
-const POOLED_WBUF_MAX: usize = 64 << 10;
+/// connection holds none (10 000 idle connections would otherwise pin 40 MiB of them), and
+/// a buffer a burst of pipelined answers grew is freed rather than pooled.
+const POOLED_WBUFS: usize = 256;
+const POOLED_WBUF_MAX: usize = 16 << 10;
+/// A read buffer grown past this by a long request goes back to [`BUF_SIZE`] once the
+/// connection is idle.
+const KEPT_RBUF_MAX: usize = 16 << 10;
+/// Accept failures (out of descriptors, say) are logged at most once per this interval,
+/// with the count of those not logged.
+const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(5);
 /// How often a worker looks at the shutdown flag.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(25);
 
@@ -113,7 +119,7 @@ impl Server {
         settings: Settings,
         table: Arc<ArcSwap<Table>>,
         metrics: Arc<Metrics>,
-        senders: Vec<Sender<Event>>,
+        senders: Vec<EventSender>,
         visitors: Visitors,
         click_secret: &[u8],
     ) -> anyhow::Result<Server> {
@@ -184,7 +190,7 @@ fn run_worker(
     id: u8,
     shared: Arc<Shared>,
     listener: StdListener,
-    tx: Sender<Event>,
+    tx: EventSender,
     driver: Driver,
 ) -> std::io::Result<()> {
     let fut = async move {
@@ -213,7 +219,7 @@ struct Worker {
     local: RefCell<Local>,
     /// Taken when the worker stops: tasks still parked on idle connections may outlive the
     /// worker's loop, and the sink learns the worker is done when its channel disconnects.
-    tx: RefCell<Option<Sender<Event>>>,
+    tx: RefCell<Option<EventSender>>,
     id: usize,
     /// Connections with a request under way.
     busy: Cell<usize>,
@@ -224,7 +230,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(id: u8, shared: Arc<Shared>, tx: Sender<Event>) -> Self {
+    fn new(id: u8, shared: Arc<Shared>, tx: EventSender) -> Self {
         let seed = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
@@ -277,15 +283,17 @@ impl Worker {
     }
 }
 
-/// Queues events on the worker's channel; a full channel drops (and counts) the event.
+/// Queues events on the worker's queue; a full queue (in events or bytes) drops the event and
+/// counts it.
 struct ChannelEmit<'a> {
-    tx: Option<&'a Sender<Event>>,
+    tx: Option<&'a EventSender>,
     stats: &'a WorkerStats,
 }
 
 impl Emit for ChannelEmit<'_> {
-    fn emit(&mut self, event: Event) -> bool {
+    fn emit(&mut self, event: sink::Event) -> bool {
         let kind = event.kind;
+        // A refused event is dropped here (a conversion's ack with it: answered 503).
         let sent = self.tx.is_some_and(|tx| tx.try_send(event).is_ok());
         if sent {
             self.stats.emitted(kind);
@@ -293,6 +301,45 @@ impl Emit for ChannelEmit<'_> {
             self.stats.dropped(kind);
         }
         sent
+    }
+}
+
+/// Accept failures in a row: logged at most once per [`ACCEPT_ERROR_LOG_EVERY`], retried
+/// after a pause that grows while they last.
+#[derive(Default)]
+struct AcceptErrors {
+    in_a_row: u32,
+    unlogged: u64,
+    last_logged: Option<Instant>,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, worker: usize, e: &std::io::Error) {
+        self.in_a_row = self.in_a_row.saturating_add(1);
+        if self
+            .last_logged
+            .is_some_and(|t| t.elapsed() < ACCEPT_ERROR_LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return;
+        }
+        tracing::warn!(
+            worker,
+            not_logged = self.unlogged,
+            "accept failed: {e} (further failures are logged every {} s)",
+            ACCEPT_ERROR_LOG_EVERY.as_secs()
+        );
+        self.unlogged = 0;
+        self.last_logged = Some(Instant::now());
+    }
+
+    /// 10 ms, doubling while the failures last, up to 160 ms.
+    fn backoff(&self) -> Duration {
+        Duration::from_millis(10 << self.in_a_row.saturating_sub(1).min(4))
+    }
+
+    fn recovered(&mut self) {
+        self.in_a_row = 0;
     }
 }
 
@@ -307,6 +354,7 @@ async fn worker_main(w: Rc<Worker>, listener: TcpListener) {
             waker.wake();
         }
     });
+    let mut accept_errors = AcceptErrors::default();
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => Some(r),
@@ -319,11 +367,14 @@ async fn worker_main(w: Rc<Worker>, listener: TcpListener) {
                 monoio::spawn(connection(Rc::clone(&w), stream, peer));
             }
             Some(Err(e)) => {
-                // Out of descriptors or memory: back off instead of spinning.
-                tracing::warn!(worker = w.id, "accept failed: {e}");
-                monoio::time::sleep(Duration::from_millis(10)).await;
+                // Out of descriptors or memory: back off instead of spinning, and say so
+                // without flooding the log.
+                w.stats().accept_failed();
+                accept_errors.failed(w.id, &e);
+                monoio::time::sleep(accept_errors.backoff()).await;
             }
         }
+        accept_errors.recovered();
     }
     drop(listener);
     let deadline = Instant::now() + w.shared.settings.shutdown_timeout;
@@ -364,6 +415,9 @@ enum After {
     /// what comes for a moment, so the kernel does not reset the connection (and destroy the
     /// error response) over unread bytes.
     CloseLingering,
+    /// The output reached its limit with requests still buffered: send it, then answer the
+    /// rest before reading more.
+    Send,
 }
 
 /// How long, and how much, a refused request's leftovers are read before closing.
@@ -390,6 +444,7 @@ fn answer_buffered(
         visitors: &w.shared.visitors,
         clicks: &w.shared.clicks,
         draining: w.draining.get(),
+        metrics_allow: &w.shared.settings.metrics_allow,
     };
     let tx = w.tx.borrow();
     let mut emit = ChannelEmit {
@@ -399,6 +454,10 @@ fn answer_buffered(
     let now = SystemTime::now();
     let mut consumed = 0;
     while consumed < rbuf.len() {
+        if wbuf.len() >= limits.max_unsent_output {
+            // Backpressure: what is answered goes out before anything more is answered.
+            return (consumed, After::Send);
+        }
         match http::parse(&rbuf[consumed..], limits) {
             Parse::Complete(req) => {
                 let answer =
@@ -456,6 +515,37 @@ async fn linger(stream: &mut TcpStream, mut buf: Vec<u8>) {
     }
 }
 
+/// Why an answer could not be sent.
+#[derive(Debug, PartialEq, Eq)]
+enum Unsent {
+    /// The peer did not read for the send timeout.
+    TimedOut,
+    /// The peer went away.
+    Closed,
+}
+
+/// Writes all of `buf`; each write may wait up to `limit` for the peer to read (nginx's
+/// `send_timeout`). An error means close the connection.
+async fn send(
+    stream: &mut TcpStream,
+    mut buf: Vec<u8>,
+    limit: Duration,
+) -> Result<Vec<u8>, Unsent> {
+    let len = buf.len();
+    let mut sent = 0;
+    while sent < len {
+        let write = monoio::time::timeout(limit, stream.write(buf.slice(sent..len))).await;
+        // On a timeout the write is cancelled and the buffer goes with it.
+        let (res, slice) = write.map_err(|_| Unsent::TimedOut)?;
+        buf = slice.into_inner();
+        match res {
+            Ok(n) if n > 0 => sent += n,
+            _ => return Err(Unsent::Closed),
+        }
+    }
+    Ok(buf)
+}
+
 async fn connection(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
     w.stats().connection_opened();
     let limits = w.shared.settings.limits;
@@ -476,11 +566,17 @@ async fn connection(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
             started = None;
         }
         if !wbuf.is_empty() {
-            let (res, buf) = stream.write_all(wbuf).await;
-            wbuf = buf;
-            wbuf.clear();
-            if res.is_err() {
-                break;
+            match send(&mut stream, wbuf, limits.send_timeout).await {
+                Ok(buf) => {
+                    wbuf = buf;
+                    wbuf.clear();
+                }
+                Err(why) => {
+                    if why == Unsent::TimedOut {
+                        w.stats().send_timed_out();
+                    }
+                    break;
+                }
             }
         }
         let after = match after {
@@ -496,13 +592,15 @@ async fn connection(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
                     // Answer what else is buffered, then write it all in order.
                     continue;
                 }
-                let _ = stream.write_all(wbuf).await;
+                let _ = send(&mut stream, wbuf, limits.send_timeout).await;
                 break;
             }
             other => other,
         };
         match after {
             After::KeepOpen | After::Await(_) => {}
+            // More requests are buffered: answer them before reading.
+            After::Send => continue,
             After::Close => break,
             After::CloseLingering => {
                 linger(&mut stream, rbuf).await;
@@ -511,6 +609,10 @@ async fn connection(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
         }
         if rbuf.is_empty() {
             w.give_wbuf(std::mem::take(&mut wbuf));
+            if rbuf.capacity() > KEPT_RBUF_MAX {
+                // A long request grew it: an idle connection goes back to the normal size.
+                rbuf = Vec::with_capacity(BUF_SIZE);
+            }
             set_busy(&w, &mut busy, false);
             if w.draining.get() {
                 break;
@@ -538,7 +640,7 @@ async fn connection(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
                     response::write_text(&mut wbuf, st, &local.date, Framing::close(), &[], msg);
                     w.stats().request(Route::Other, st);
                 }
-                let _ = stream.write_all(wbuf).await;
+                let _ = send(&mut stream, wbuf, limits.send_timeout).await;
             }
             break;
         };

@@ -43,8 +43,12 @@ pub struct Settings {
     pub driver: DriverChoice,
     pub pin_workers: bool,
     pub limits: Limits,
-    /// Channel capacity per worker.
+    /// Channel capacity per worker, in events...
     pub queue_per_worker: usize,
+    /// ...and in bytes of events.
+    pub queue_bytes_per_worker: u64,
+    /// Peers that may read `/metrics`.
+    pub metrics_allow: Vec<Cidr>,
     pub shutdown_timeout: Duration,
     pub durable_timeout: Duration,
     pub wal: WalConfig,
@@ -122,6 +126,7 @@ impl Settings {
         }
         let trusted_proxies = cidrs(&s.trusted_proxies, "server.trusted_proxies")?;
         let bot_networks = cidrs(&s.bot_networks, "server.bot_networks")?;
+        let metrics_allow = cidrs(&s.metrics_allow, "server.metrics_allow")?;
         if !s.click_secret.is_empty() && s.click_secret.len() < 16 {
             return Err(ConfigError::invalid(
                 "server.click_secret",
@@ -141,6 +146,12 @@ impl Settings {
                 s.idle_timeout_ms,
                 "server.idle_timeout_ms",
             )?),
+            send_timeout: Duration::from_millis(positive(
+                s.send_timeout_ms,
+                "server.send_timeout_ms",
+            )?),
+            max_unsent_output: positive(s.max_unsent_output as u64, "server.max_unsent_output")?
+                as usize,
         };
         let queue = positive(s.event_queue as u64, "server.event_queue")? as usize;
         let mut wal = WalConfig::new(s.data_dir.join("wal"));
@@ -157,6 +168,9 @@ impl Settings {
             pin_workers: s.pin_workers,
             limits,
             queue_per_worker: queue.div_ceil(workers).max(1),
+            queue_bytes_per_worker: positive(s.event_queue_bytes, "server.event_queue_bytes")?
+                .div_ceil(workers as u64),
+            metrics_allow,
             shutdown_timeout: Duration::from_millis(s.shutdown_timeout_ms),
             durable_timeout: Duration::from_millis(positive(
                 s.durable_timeout_ms,

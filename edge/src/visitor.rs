@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use sink::agent::{Agents, DeviceType};
+use sink::agent::{Agents, DeviceType, parsed_bytes};
 use sink::columns::Visitors;
 use sink::geo::CountryCache;
 
@@ -13,8 +13,6 @@ use crate::table::{Needs, Visitor};
 
 /// Slots in a worker's agent cache (a power of two).
 pub const AGENT_CACHE_SLOTS: usize = 1 << 14;
-/// Longer agents are parsed every time instead of being kept (bounding the cache's memory).
-const MAX_CACHED_AGENT: usize = 1024;
 
 /// What rules and tokens use of a user agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,8 +53,6 @@ pub struct AgentCache {
     slots: Vec<Option<Entry>>,
     hasher: ahash::RandomState,
     clock: u64,
-    /// The facts of the last overlong agent (those are not kept).
-    overlong: Option<AgentFacts>,
     /// Agents parsed (misses).
     pub parsed: u64,
     /// Lookups answered from the cache.
@@ -79,7 +75,6 @@ impl Default for AgentCache {
             slots: Vec::new(),
             hasher: ahash::RandomState::new(),
             clock: 0,
-            overlong: None,
             parsed: 0,
             hits: 0,
         }
@@ -87,12 +82,11 @@ impl Default for AgentCache {
 }
 
 impl AgentCache {
-    /// The facts of `ua`, from the cache or parsed now.
+    /// The facts of `ua`, from the cache or parsed now. Only the part of an agent that is
+    /// parsed ([`sink::agent::MAX_PARSED_AGENT`] bytes) is its key, so an entry is bounded
+    /// and an overlong agent costs no more than a normal one.
     pub fn get(&mut self, agents: &Agents, ua: &[u8]) -> &AgentFacts {
-        if ua.len() > MAX_CACHED_AGENT {
-            self.parsed += 1;
-            return self.overlong.insert(AgentFacts::parse(agents, ua));
-        }
+        let ua = parsed_bytes(ua);
         if self.slots.is_empty() {
             self.slots.resize_with(AGENT_CACHE_SLOTS, || None);
         }

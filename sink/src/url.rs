@@ -86,6 +86,40 @@ pub fn find<'q>(query: &'q [u8], name: &[u8], scratch: &mut Vec<u8>) -> Option<&
     })
 }
 
+/// Appends `query` to `out` with the value of every parameter whose decoded key is `name`
+/// replaced by `with`; everything else is kept byte for byte.
+pub fn redact_into(
+    query: &[u8],
+    name: &[u8],
+    with: &[u8],
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) {
+    for (i, piece) in query.split(|&c| c == b'&').enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        let key = match piece.iter().position(|&c| c == b'=') {
+            Some(eq) => &piece[..eq],
+            None => piece,
+        };
+        let hit = if needs_decoding(key) {
+            scratch.clear();
+            decode_into(key, scratch);
+            scratch.as_slice() == name
+        } else {
+            key == name
+        };
+        if hit && !piece.is_empty() {
+            out.extend_from_slice(key);
+            out.push(b'=');
+            out.extend_from_slice(with);
+        } else {
+            out.extend_from_slice(piece);
+        }
+    }
+}
+
 /// Splits a request target into path and query (without the `?`; empty when absent).
 pub fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
     match target.iter().position(|&c| c == b'?') {
@@ -143,6 +177,23 @@ mod tests {
         assert_eq!(find(q, b"flag", &mut s), Some(&b""[..]));
         assert_eq!(find(q, b"nope", &mut s), None);
         assert_eq!(pairs(q).count(), 4);
+    }
+
+    #[test]
+    fn redacts_every_value_of_a_name_and_keeps_the_rest() {
+        let mut s = Vec::new();
+        let red = |q: &[u8], s: &mut Vec<u8>| {
+            let mut out = Vec::new();
+            redact_into(q, b"token", b"X", s, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(red(b"cid=1&token=abc&x=2", &mut s), "cid=1&token=X&x=2");
+        assert_eq!(
+            red(b"t%6Fken=abc&&token&tokens=1", &mut s),
+            "t%6Fken=X&&token=X&tokens=1"
+        );
+        assert_eq!(red(b"a=1", &mut s), "a=1");
+        assert_eq!(red(b"", &mut s), "");
     }
 
     #[test]

@@ -38,6 +38,11 @@ struct Harness {
     sink: Collect,
     visitors: Visitors,
     clicks: Clicks,
+    /// Added to the wall clock the requests are answered at.
+    later: std::time::Duration,
+    /// The peer every request comes from.
+    peer: IpAddr,
+    metrics_allow: Vec<Cidr>,
 }
 
 const SECRET: &[u8] = b"handler test secret";
@@ -47,11 +52,20 @@ impl Harness {
         let cfg = ConfigFile::parse(&format!("{DEMO_CONFIG}\n{extra}")).unwrap();
         Harness {
             table: Table::compile(&cfg).unwrap(),
-            metrics: Metrics::new(1, 1, Box::new(|| 0), Default::default(), Default::default()),
+            metrics: Metrics::new(
+                1,
+                1,
+                Box::new(|| (0, 0)),
+                Default::default(),
+                Default::default(),
+            ),
             local: Local::new(7, 0, 42),
             sink: Collect::default(),
             visitors: Visitors::default(),
             clicks: Clicks::new(1, SECRET).unwrap(),
+            later: std::time::Duration::ZERO,
+            peer: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
+            metrics_allow: vec![Cidr::parse("10.0.0.0/8").unwrap()],
         }
     }
 
@@ -66,15 +80,15 @@ impl Harness {
             draining: false,
             visitors: &self.visitors,
             clicks: &self.clicks,
+            metrics_allow: &self.metrics_allow,
         };
         let mut out = Vec::new();
-        let peer = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
         let answer = handle(
             &ctx,
             &mut self.local,
             &req,
-            peer,
-            SystemTime::now(),
+            self.peer,
+            SystemTime::now() + self.later,
             &mut self.sink,
             &mut out,
         );
@@ -610,6 +624,7 @@ fn garbage_never_panics() {
                 draining: false,
                 visitors: &h.visitors,
                 clicks: &h.clicks,
+                metrics_allow: &h.metrics_allow,
             };
             let mut out = Vec::new();
             let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -644,4 +659,166 @@ fn garbage_never_panics() {
         handled > 5_000,
         "only {handled} mutated requests reached the handler"
     );
+}
+
+#[test]
+fn postbacks_record_what_their_token_proves() {
+    let mut h = Harness::new("");
+    let cid = "0167a15c98772c0004000001";
+    // The demo's network has no token: nothing can be checked.
+    assert_eq!(h.get(&format!("/postback?cid={cid}")).0, Status::Ok);
+    assert_eq!(h.sink.events[0].auth, Auth::Open);
+    let mut cfg = ConfigFile::parse(DEMO_CONFIG).unwrap();
+    cfg.affiliate_networks[0].postback_token = "tok".into();
+    let mut free = cfg.affiliate_networks[0].clone();
+    free.id = "net-free".into();
+    free.postback_token.clear();
+    cfg.affiliate_networks.push(free);
+    h.table = Table::compile(&cfg).unwrap();
+    h.sink.events.clear();
+    // Authenticated: the network whose token it carried is stored with it.
+    assert_eq!(
+        h.get(&format!("/postback?cid={cid}&token=tok")).0,
+        Status::Ok
+    );
+    let e = h.sink.events.pop().unwrap();
+    assert_eq!(
+        (e.auth, e.get(Field::NetworkId)),
+        (Auth::Token, &b"net-impact"[..])
+    );
+    // Naming a network without a token is accepted and proves nothing: it cannot count for
+    // a click of a network that has one (the query decides).
+    let forged = format!("/postback?cid={cid}&payout=77777&network=net-free");
+    assert_eq!(h.get(&forged).0, Status::Ok);
+    let e = h.sink.events.pop().unwrap();
+    assert_eq!((e.auth, e.get(Field::NetworkId)), (Auth::None, &b""[..]));
+    // A pixel never proves anything once some network has a token.
+    assert_eq!(h.get(&format!("/p.gif?cid={cid}&payout=5")).0, Status::Ok);
+    assert_eq!(h.sink.events.pop().unwrap().auth, Auth::None);
+}
+
+#[test]
+fn visits_and_clicks_carry_their_networks_policy() {
+    let mut cfg = ConfigFile::parse(DEMO_CONFIG).unwrap();
+    cfg.affiliate_networks[0].postback_token = "tok".into();
+    let mut h = Harness::new("");
+    h.table = Table::compile(&cfg).unwrap();
+    assert_eq!(h.get(CAMP).0, Status::Found);
+    let e = h.sink.events.pop().unwrap();
+    assert_eq!(e.get(Field::NetworkId), b"net-impact");
+    assert_eq!(
+        e.network_policy,
+        Some(sink::event::NetworkPolicy {
+            token: true,
+            pixels: sink::event::Pixels::Off
+        })
+    );
+}
+
+#[test]
+fn tokens_are_redacted_and_only_postbacks_keep_a_body() {
+    let mut h = Harness::new("");
+    let cid = "0167a15c98772c0004000001";
+    h.get(&format!("/postback?cid={cid}&token=s3cret&x=1"));
+    let e = h.sink.events.pop().unwrap();
+    assert_eq!(
+        e.get(Field::Target),
+        format!("/postback?cid={cid}&token=REDACTED&x=1").as_bytes()
+    );
+    let body = format!("cid={cid}&t%6Fken=s3cret");
+    h.send(&format!(
+        "POST /postback?token=q HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    let e = h.sink.events.pop().unwrap();
+    assert_eq!(e.get(Field::Target), b"/postback?token=REDACTED");
+    assert_eq!(
+        e.get(Field::Body),
+        format!("cid={cid}&t%6Fken=REDACTED").as_bytes()
+    );
+    // A visit's body, or a pixel's, is never kept.
+    for target in [CAMP.to_owned(), format!("/p.gif?cid={cid}")] {
+        let big = "b".repeat(60_000);
+        let raw = format!(
+            "GET {target} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{big}",
+            big.len()
+        );
+        let req = match parse(raw.as_bytes(), &Limits::default()) {
+            Parse::Complete(r) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(req.body.len(), 60_000);
+        h.send(&raw);
+        let e = h.sink.events.pop().unwrap();
+        assert_eq!(e.get(Field::Body), b"", "{target}");
+        assert!(e.heap_bytes() < 4_096, "{target}: {} bytes", e.heap_bytes());
+    }
+}
+
+#[test]
+fn costs_and_payouts_are_capped() {
+    let mut h = Harness::new("");
+    // The demo's traffic source takes the cost from `cost`; the campaign's CPC is 0.05.
+    h.get(&format!("{CAMP}?cost=9223372036854"));
+    assert_eq!(h.sink.events.pop().unwrap().cost_micros, 50_000);
+    h.get(&format!("{CAMP}?cost=999.5"));
+    assert_eq!(h.sink.events.pop().unwrap().cost_micros, 999_500_000);
+    let cid = "0167a15c98772c0004000001";
+    let (st, resp) = h.get(&format!("/postback?cid={cid}&payout=100000.01"));
+    assert_eq!(st, Status::BadRequest);
+    assert!(resp.contains("above server.max_payout"), "{resp}");
+    assert_eq!(
+        h.get(&format!("/postback?cid={cid}&payout=-100000.01")).0,
+        Status::BadRequest
+    );
+    assert_eq!(
+        h.get(&format!("/postback?cid={cid}&payout=100000")).0,
+        Status::Ok
+    );
+    let (st, _) = h.get(&format!("/p.gif?cid={cid}&payout=200000"));
+    assert_eq!(st, Status::BadRequest);
+}
+
+#[test]
+fn click_state_is_honoured_for_a_day_only() {
+    let mut h = Harness::new(LP);
+    let (cid, cookie) = lp_visit(&mut h);
+    h.later = std::time::Duration::from_secs(86_000);
+    assert_eq!(h.get(&format!("/click?cid={cid}")).0, Status::Found);
+    h.later = std::time::Duration::from_secs(86_500);
+    let (st, resp) = h.get(&format!("/click?cid={cid}"));
+    assert_eq!(st, Status::NotFound);
+    assert!(resp.ends_with("expired click\n"), "{resp}");
+    let mut other = Harness::new(LP);
+    other.later = h.later;
+    let (st, _) = click_with_cookie(&mut other, &format!("/click?cid={cid}"), &cookie);
+    assert_eq!(st, Status::NotFound, "an old cookie is refused on any node");
+}
+
+#[test]
+fn forwarded_for_lines_are_one_list() {
+    let mut h = Harness::new("");
+    h.send(&format!(
+        "GET {CAMP} HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 1.2.3.4\r\nUser-Agent: UA\r\nX-Forwarded-For: 5.6.7.8, 9.9.9.9\r\n\r\n"
+    ));
+    let e = h.sink.events.pop().unwrap();
+    assert_eq!(e.get(Field::ForwardedFor), b"1.2.3.4, 5.6.7.8, 9.9.9.9");
+    h.send(&format!(
+        "GET {CAMP} HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n"
+    ));
+    assert_eq!(
+        h.sink.events.pop().unwrap().get(Field::ForwardedFor),
+        b"1.2.3.4"
+    );
+}
+
+#[test]
+fn metrics_are_served_to_allowed_peers_only() {
+    let mut h = Harness::new("");
+    assert_eq!(h.get("/metrics").0, Status::Ok);
+    h.peer = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
+    let (st, resp) = h.get("/metrics");
+    assert_eq!(st, Status::Forbidden);
+    assert!(resp.contains("server.metrics_allow"), "{resp}");
+    assert!(!resp.contains("edge_requests_total"));
 }
