@@ -30,16 +30,21 @@ use crate::table::Table;
 
 /// Initial size of a connection's read and write buffers.
 const BUF_SIZE: usize = 4096;
-/// Read at least this much per read call; the buffer grows when less is free.
+/// Read at least this much per read call; the buffer grows when less is free...
 const MIN_READ: usize = 1024;
+/// ...and at most this much: a buffer grown for a long request does not pull in a client's
+/// whole pipeline at once (what a connection holds unanswered stays small).
+const MAX_READ: usize = 8 << 10;
 /// Write buffers a worker keeps for reuse, and the largest it keeps: an idle keep-alive
 /// connection holds none (10 000 idle connections would otherwise pin 40 MiB of them), and
 /// a buffer a burst of pipelined answers grew is freed rather than pooled.
 const POOLED_WBUFS: usize = 256;
 const POOLED_WBUF_MAX: usize = 16 << 10;
 /// A read buffer grown past this by a long request goes back to [`BUF_SIZE`] once the
-/// connection is idle.
+/// request is answered.
 const KEPT_RBUF_MAX: usize = 16 << 10;
+/// Room for one answer past `max_unsent_output` in a connection's write buffer.
+const RESPONSE_ROOM: usize = 16 << 10;
 /// Accept failures (out of descriptors, say) are logged at most once per this interval,
 /// with the count of those not logged.
 const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(5);
@@ -458,6 +463,11 @@ fn answer_buffered(
             // Backpressure: what is answered goes out before anything more is answered.
             return (consumed, After::Send);
         }
+        let room = limits.max_unsent_output + RESPONSE_ROOM;
+        if wbuf.len() > limits.max_unsent_output / 2 && wbuf.capacity() < room {
+            // Past half the limit, grow to the limit (and one answer) rather than double.
+            wbuf.reserve_exact(room - wbuf.len());
+        }
         match http::parse(&rbuf[consumed..], limits) {
             Parse::Complete(req) => {
                 let answer =
@@ -564,6 +574,12 @@ async fn connection(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
         if consumed > 0 {
             rbuf.drain(..consumed);
             started = None;
+            if rbuf.capacity() > KEPT_RBUF_MAX && rbuf.len() <= MAX_READ {
+                // A long request grew it: what follows goes back to the normal size.
+                let mut small = Vec::with_capacity(BUF_SIZE.max(rbuf.len() + MIN_READ));
+                small.extend_from_slice(&rbuf);
+                rbuf = small;
+            }
         }
         if !wbuf.is_empty() {
             match send(&mut stream, wbuf, limits.send_timeout).await {
@@ -609,10 +625,6 @@ async fn connection(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
         }
         if rbuf.is_empty() {
             w.give_wbuf(std::mem::take(&mut wbuf));
-            if rbuf.capacity() > KEPT_RBUF_MAX {
-                // A long request grew it: an idle connection goes back to the normal size.
-                rbuf = Vec::with_capacity(BUF_SIZE);
-            }
             set_busy(&w, &mut busy, false);
             if w.draining.get() {
                 break;
@@ -627,7 +639,7 @@ async fn connection(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
         if rbuf.capacity() - rbuf.len() < MIN_READ {
             rbuf.reserve(rbuf.capacity().max(BUF_SIZE));
         }
-        let (len, cap) = (rbuf.len(), rbuf.capacity());
+        let (len, cap) = (rbuf.len(), rbuf.capacity().min(rbuf.len() + MAX_READ));
         let read = monoio::time::timeout(wait, stream.read(rbuf.slice_mut(len..cap))).await;
         let Ok((res, slice)) = read else {
             // The read was cancelled with the timeout; the buffer went with it.
