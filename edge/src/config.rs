@@ -70,8 +70,11 @@ impl ConfigFile {
     }
 }
 
-/// Default `server.event_queue_bytes`: 64 MiB of queued events (~65 000 browser visits).
-pub const DEFAULT_EVENT_QUEUE_BYTES: u64 = 64 << 20;
+/// Default `server.event_queue`: events buffered between the workers and the WAL writer,
+/// enough to ride out a disk stall of a few hundred milliseconds at full load.
+pub const DEFAULT_EVENT_QUEUE: usize = 32_768;
+/// Default `server.event_queue_bytes`: 32 MiB of queued events, however large each is.
+pub const DEFAULT_EVENT_QUEUE_BYTES: u64 = 32 << 20;
 /// Default `server.max_cost`, in currency units per visit.
 pub const DEFAULT_MAX_COST: f64 = 1_000.0;
 /// Default `server.max_payout`, in currency units per conversion.
@@ -167,13 +170,13 @@ impl Default for ServerConfig {
             idle_timeout_ms: http::IDLE_TIMEOUT_MS,
             send_timeout_ms: http::SEND_TIMEOUT_MS,
             max_unsent_output: http::MAX_UNSENT_OUTPUT,
-            event_queue: 65_536,
+            event_queue: DEFAULT_EVENT_QUEUE,
             shutdown_timeout_ms: 10_000,
             durable_timeout_ms: 5_000,
             wal_commit_delay_ms: 2,
-            wal_segment_bytes: 64 << 20,
+            wal_segment_bytes: sink::writer::DEFAULT_SEGMENT_BYTES,
             wal_segment_events: 1_000_000,
-            wal_max_bytes: 8 << 30,
+            wal_max_bytes: sink::writer::DEFAULT_MAX_BYTES,
             event_queue_bytes: DEFAULT_EVENT_QUEUE_BYTES,
             max_cost: DEFAULT_MAX_COST,
             max_payout: DEFAULT_MAX_PAYOUT,

@@ -168,11 +168,19 @@ pub fn writer_properties(table: TableKind) -> WriterProperties {
 
 /// Encodes `batch` (rows already sorted by time) as one Parquet file.
 pub fn encode_parquet(table: TableKind, batch: &RecordBatch) -> Result<Vec<u8>, ParquetError> {
-    let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 4 + 4096);
-    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(writer_properties(table)))?;
+    let mut w = parquet_writer(table)?;
     w.write(batch)?;
-    w.close()?;
-    Ok(buf)
+    w.into_inner()
+}
+
+/// A writer of one Parquet file of `table` in memory: write its rows (sorted by time) batch
+/// by batch, then take the bytes with `into_inner`.
+pub fn parquet_writer(table: TableKind) -> Result<ArrowWriter<Vec<u8>>, ParquetError> {
+    ArrowWriter::try_new(
+        Vec::with_capacity(1 << 20),
+        table.schema(),
+        Some(writer_properties(table)),
+    )
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@
 //! with damaged records has what could be read of it uploaded, and is then moved to
 //! `wal/damaged/` for a person to look at instead of being deleted.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,11 +20,15 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use crate::columns::{Builder, TableKind, Visitors};
 use crate::event::Event;
-use crate::store::{Target, encode_parquet, object_path};
+use crate::id::EventId;
+use crate::store::{Target, object_path, parquet_writer};
 use crate::wal::{DAMAGED_DIR, read_segment};
 use crate::writer::WalStats;
 
 const HOUR_MS: i64 = 3_600_000;
+
+/// Rows turned into Arrow at a time while a part is written.
+const SLICE_ROWS: usize = 4 * 1024;
 
 /// Objects larger than this go up as a multipart upload, in parts of [`PART_BYTES`].
 pub const MULTIPART_BYTES: usize = 32 << 20;
@@ -295,18 +298,19 @@ pub async fn upload_segment(
             "sink: error: WAL segment {} is damaged: skipped {}; the {} records around the damage are kept",
             seg.seq,
             spans.join(", "),
-            contents.records.len()
+            contents.len()
         );
     }
-    let mut parts: BTreeMap<(TableKind, u16, i64), Vec<Event>> = BTreeMap::new();
-    for record in &contents.records {
-        match Event::decode(record) {
-            Ok(e) => {
-                let hour = (e.ts_ms() as i64).div_euclid(HOUR_MS);
-                parts
-                    .entry((TableKind::of(e.kind), e.id.node_id(), hour))
-                    .or_default()
-                    .push(e);
+    // Each record's part (table, node, UTC hour) and id, read from its fixed header without
+    // decoding it. Records are then decoded one at a time, in id order within each part, and
+    // each part is written in slices of rows: what a segment takes in memory is about its
+    // size, not several copies of it.
+    let mut index: Vec<(TableKind, u16, i64, EventId, u32)> = Vec::with_capacity(contents.len());
+    for (i, record) in contents.records().enumerate() {
+        match Event::peek(record) {
+            Ok((kind, id)) => {
+                let hour = (id.ts_ms() as i64).div_euclid(HOUR_MS);
+                index.push((TableKind::of(kind), id.node_id(), hour, id, i as u32));
             }
             Err(err) => {
                 add(&stats.bad_records, 1);
@@ -314,20 +318,32 @@ pub async fn upload_segment(
             }
         }
     }
-    for ((table, node, hour), mut events) in parts {
-        events.sort_by_key(|e| e.id);
-        let mut b = Builder::with_capacity(table, events.len()).with_visitors(visitors);
-        for e in &events {
-            b.append(e);
+    index.sort_unstable();
+    for part in index.chunk_by(|a, b| (a.0, a.1, a.2) == (b.0, b.1, b.2)) {
+        let (table, node, hour) = (part[0].0, part[0].1, part[0].2);
+        let mut w = parquet_writer(table)?;
+        let mut rows = 0u64;
+        for slice in part.chunks(SLICE_ROWS) {
+            let mut b = Builder::with_capacity(table, slice.len()).with_visitors(visitors);
+            for &(.., i) in slice {
+                match Event::decode(contents.record(i as usize)) {
+                    Ok(e) => b.append(&e),
+                    Err(err) => {
+                        add(&stats.bad_records, 1);
+                        eprintln!("sink: WAL segment {}: skipping a record: {err}", seg.seq);
+                    }
+                }
+            }
+            rows += b.len() as u64;
+            w.write(&b.finish()?)?;
         }
-        let batch = b.finish()?;
-        let bytes = encode_parquet(table, &batch)?;
+        let bytes = w.into_inner()?;
         let path = object_path(table, hour * HOUR_MS, node, seg.seq);
         let len = bytes.len() as u64;
         put_object(target.store.as_ref(), &path, bytes, MULTIPART_BYTES).await?;
         target.sync(&path)?;
         add(&stats.objects_written, 1);
-        add(&stats.rows_written, events.len() as u64);
+        add(&stats.rows_written, rows);
         add(&stats.bytes_written, len);
     }
     if contents.torn_bytes > 0 {

@@ -260,10 +260,13 @@ pub struct Damage {
     pub after_record: usize,
 }
 
-/// What reading a segment found.
+/// What reading a segment found. The records are spans of one buffer (the file as read,
+/// then the records that had to be put together from pieces), so reading a segment takes
+/// about its size in memory once.
 #[derive(Debug, Default)]
 pub struct SegmentContents {
-    pub records: Vec<Vec<u8>>,
+    buf: Vec<u8>,
+    spans: Vec<(usize, usize)>,
     /// Bytes after the last whole record that an unfinished write left (never
     /// acknowledged), dropped.
     pub torn_bytes: usize,
@@ -274,6 +277,44 @@ pub struct SegmentContents {
 impl SegmentContents {
     pub fn damaged_bytes(&self) -> u64 {
         self.damage.iter().map(|d| d.bytes).sum()
+    }
+
+    /// Records read.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Record `i`.
+    pub fn record(&self, i: usize) -> &[u8] {
+        let (start, len) = self.spans[i];
+        &self.buf[start..start + len]
+    }
+
+    /// The records, copied (tests, tools).
+    pub fn to_vec(&self) -> Vec<Vec<u8>> {
+        self.records().map(<[u8]>::to_vec).collect()
+    }
+
+    /// The records, in order.
+    pub fn records(&self) -> impl ExactSizeIterator<Item = &[u8]> {
+        self.spans.iter().map(|&(s, n)| &self.buf[s..s + n])
+    }
+
+    /// A record that is a span of the buffer.
+    fn push_span(&mut self, start: usize, len: usize) {
+        self.spans.push((start, len));
+    }
+
+    /// A record put together from pieces, while reading: kept apart from the file's bytes
+    /// (its span is marked, and moved after them once they are in place).
+    fn push_joined(&mut self, record: &[u8]) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(record);
+        self.spans.push((JOINED + start, record.len()));
     }
 }
 
@@ -291,12 +332,23 @@ pub fn read_segment(path: &Path) -> Result<SegmentContents, WalError> {
         }
         return Err(WalError::NotASegment(path.to_owned()));
     }
-    match &data[..HEADER] {
-        h if h == MAGIC => Ok(read_blocks(&data)),
-        h if h == MAGIC_V1 => Ok(read_v1(&data)),
-        _ => Err(WalError::NotASegment(path.to_owned())),
+    let mut out = match &data[..HEADER] {
+        h if h == MAGIC => read_blocks(&data),
+        h if h == MAGIC_V1 => read_v1(&data),
+        _ => return Err(WalError::NotASegment(path.to_owned())),
+    };
+    // The spans point into the file's bytes; records put together from pieces follow them.
+    let joined = std::mem::replace(&mut out.buf, data);
+    let base = out.buf.len();
+    out.buf.extend_from_slice(&joined);
+    for span in out.spans.iter_mut().filter(|s| s.0 >= JOINED) {
+        span.0 = span.0 - JOINED + base;
     }
+    Ok(out)
 }
+
+/// While reading, spans from here on are in the buffer of joined records, not in the file.
+const JOINED: usize = 1 << 62;
 
 /// The fragment at `pos`, if it is whole, in its block, and its checksum holds:
 /// (type, payload).
@@ -391,17 +443,17 @@ fn read_blocks(data: &[u8]) -> SegmentContents {
             out.damage.push(Damage {
                 offset: from as u64,
                 bytes: (pos - from) as u64,
-                after_record: out.records.len(),
+                after_record: out.len(),
             });
         }
         match kind {
-            FULL => out.records.push(payload.to_vec()),
+            FULL => out.push_span(pos + FRAGMENT_HEADER, payload.len()),
             FIRST => partial = Some((pos, payload.to_vec())),
             MIDDLE | LAST => {
                 let (start, mut rec) = partial.take().expect("checked above");
                 rec.extend_from_slice(payload);
                 if kind == LAST {
-                    out.records.push(rec);
+                    out.push_joined(&rec);
                 } else {
                     partial = Some((start, rec));
                 }
@@ -418,7 +470,7 @@ fn read_blocks(data: &[u8]) -> SegmentContents {
             out.damage.push(Damage {
                 offset: from as u64,
                 bytes: (data.len() - from) as u64,
-                after_record: out.records.len(),
+                after_record: out.len(),
             });
         }
         (None, None) => {}
@@ -440,7 +492,8 @@ fn read_v1(data: &[u8]) -> SegmentContents {
         });
         match whole {
             Some(payload) => {
-                out.records.push(payload.to_vec());
+                let start = data.len() - rest.len() + 8;
+                out.push_span(start, payload.len());
                 rest = &rest[8 + payload.len()..];
             }
             None => {

@@ -56,12 +56,15 @@ pub struct WalConfig {
 
 /// Default [`WalConfig::max_bytes`]: 8 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 8 << 30;
+/// Default [`WalConfig::segment_bytes`]. The uploader holds about one segment in memory
+/// while it turns it into Parquet, so this also bounds that.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
 
 impl WalConfig {
     pub fn new(dir: PathBuf) -> Self {
         WalConfig {
             dir,
-            segment_bytes: 64 << 20,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
             segment_events: 1_000_000,
             max_age: Duration::from_secs(60),
             commit_delay: Duration::from_millis(2),

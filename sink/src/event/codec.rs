@@ -88,6 +88,19 @@ impl Event {
         out.extend_from_slice(&self.data);
     }
 
+    /// The kind and id of an encoded event, read from its fixed header without decoding it.
+    pub fn peek(bytes: &[u8]) -> Result<(EventKind, EventId), DecodeError> {
+        let mut r = Reader(bytes);
+        let version = r.u8()?;
+        if version != VERSION && version != 1 {
+            return Err(DecodeError::Version(version));
+        }
+        let kind = *EventKind::ALL
+            .get(r.u8()? as usize)
+            .ok_or(DecodeError::Invalid("kind"))?;
+        Ok((kind, EventId(r.array()?)))
+    }
+
     /// Reads an event written by [`Event::encode`]; every span is checked against the data.
     pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         let mut r = Reader(bytes);
@@ -195,6 +208,7 @@ mod tests {
             e.encode(&mut buf);
             let d = Event::decode(&buf).unwrap();
             assert_eq!((d.kind, d.id, d.peer), (e.kind, e.id, e.peer));
+            assert_eq!(Event::peek(&buf).unwrap(), (e.kind, e.id));
             assert_eq!(
                 (d.cost_micros, d.payout_micros, d.path_index),
                 (e.cost_micros, e.payout_micros, e.path_index)

@@ -25,7 +25,7 @@ fn logged(dir: &std::path::Path) -> Vec<Event> {
     list_segments(dir)
         .unwrap()
         .into_iter()
-        .flat_map(|(_, p)| read_segment(&p).unwrap().records)
+        .flat_map(|(_, p)| read_segment(&p).unwrap().to_vec())
         .map(|r| Event::decode(&r).unwrap())
         .collect()
 }
@@ -175,8 +175,17 @@ fn segments_also_roll_by_event_count_and_age() {
     for n in 0..35 {
         tx.try_send(event(EventKind::Visit, n)).unwrap();
     }
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(sealed_rx.try_iter().count(), 3, "three full segments of 10");
+    let mut sealed = 0;
+    wait_for("three full segments of 10", || {
+        sealed += sealed_rx.try_iter().count();
+        sealed >= 3
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    sealed += sealed_rx.try_iter().count();
+    assert_eq!(
+        sealed, 3,
+        "three full segments of 10, and the fourth not full"
+    );
     drop(tx);
     w.join();
     assert_eq!(
@@ -195,7 +204,7 @@ fn segments_also_roll_by_event_count_and_age() {
     let sealed = sealed_rx
         .recv_timeout(Duration::from_secs(2))
         .expect("sealed by age");
-    assert_eq!(read_segment(&sealed.path).unwrap().records.len(), 1);
+    assert_eq!(read_segment(&sealed.path).unwrap().len(), 1);
     drop(tx);
     w.join();
     std::fs::remove_dir_all(dir).unwrap();
