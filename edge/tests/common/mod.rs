@@ -107,7 +107,25 @@ impl Edge {
         store: &str,
         env: &[(&str, &str)],
     ) -> Edge {
-        let mut child = Command::new(bin())
+        Edge::launch(Command::new(bin()), listen, args, data, store, env)
+    }
+
+    /// Starts through `cmd`, a command that runs the edge binary (with `prlimit`, `strace`,
+    /// …), with `data_dir` = `data` and its store in `data/lake`.
+    pub fn start_cmd(cmd: Command, args: &[&str], data: &Path) -> Edge {
+        let store = format!("file://{}", data.join("lake").display());
+        Edge::launch(cmd, "127.0.0.1:0", args, data, &store, &[])
+    }
+
+    fn launch(
+        mut cmd: Command,
+        listen: &str,
+        args: &[&str],
+        data: &Path,
+        store: &str,
+        env: &[(&str, &str)],
+    ) -> Edge {
+        let mut child = cmd
             .args(args)
             .args(["--listen", listen, "--data-dir"])
             .arg(data)
@@ -155,6 +173,11 @@ impl Edge {
         }
     }
 
+    /// The process id (of the edge, or of the command that runs it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn connect(&self) -> Conn {
         let s = TcpStream::connect(self.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -194,7 +217,7 @@ impl Edge {
         sink::wal::list_segments(&dir)
             .unwrap()
             .into_iter()
-            .flat_map(|(_, p)| sink::wal::read_segment(&p).unwrap().records)
+            .flat_map(|(_, p)| sink::wal::read_segment(&p).unwrap().to_vec())
             .map(|r| sink::Event::decode(&r).unwrap())
             .collect()
     }
