@@ -64,6 +64,10 @@ pub enum WalError {
     TooLarge(usize),
     #[error("the log has reached its limit of {0} bytes on disk")]
     Full(u64),
+    #[error(
+        "{0} is in use by another process (another edge on the same data_dir?); one log has one writer"
+    )]
+    InUse(PathBuf),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
@@ -113,6 +117,37 @@ fn write_next_seq(dir: &Path, next: u64, faults: Option<&Faults>) -> Result<(), 
         .map_err(io(&tmp))?;
     let path = dir.join(NEXT_SEGMENT_FILE);
     std::fs::rename(&tmp, &path).map_err(io(&path))
+}
+
+/// The file whose lock marks a log as being written.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Takes the log in `dir` for this process: an exclusive `flock` on `dir/LOCK`, held as long as
+/// the returned file is open. A second edge on the same `data_dir` (`SO_REUSEPORT` lets it bind
+/// the same address) would otherwise write the same log and upload the same segments.
+pub fn lock(dir: &Path) -> Result<File, WalError> {
+    let path = dir.join(LOCK_FILE);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    // SAFETY: flock takes a descriptor this function owns and no pointers.
+    let rc = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => WalError::InUse(dir.to_owned()),
+            _ => io(&path)(e),
+        });
+    }
+    Ok(f)
 }
 
 /// The segments in `dir`, oldest first, as (sequence number, path).

@@ -428,6 +428,7 @@ impl WalWriter {
             path: cfg.dir.clone(),
             source,
         })?;
+        let lock = crate::wal::lock(&cfg.dir)?;
         let existing = list_segments(&cfg.dir)?;
         // Never a number used before, even when every earlier segment is uploaded and gone
         // (the next-segment file) or the local disk itself is new while the store is not
@@ -459,7 +460,8 @@ impl WalWriter {
             .spawn(move || {
                 // Batch work: on a core it shares with a worker, the redirects go first.
                 crate::lower_priority(5);
-                run(rxs, state)
+                run(rxs, state);
+                drop(lock);
             })
             .map_err(|source| WalError::Io {
                 path: PathBuf::from("sink-wal thread"),

@@ -450,3 +450,24 @@ fn a_disk_that_never_recovers_loses_events_only_at_the_stop_and_says_so() {
     assert_eq!(stats.failing.load(Ordering::Relaxed), 1);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn one_log_has_one_writer() {
+    let dir = tmp("lock");
+    let (tx, rx) = crate::queue::queue(8, u64::MAX);
+    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), None).unwrap();
+    let (_tx2, rx2) = crate::queue::queue(8, u64::MAX);
+    let Err(e) = WalWriter::spawn(vec![rx2], WalConfig::new(dir.clone()), None) else {
+        panic!("a second writer on the same log must be refused");
+    };
+    assert!(matches!(e, WalError::InUse(_)), "{e}");
+    assert!(e.to_string().contains("in use by another process"), "{e}");
+    drop(tx);
+    w.join();
+    // Once the first is done, the log can be taken again.
+    let (tx3, rx3) = crate::queue::queue(8, u64::MAX);
+    let w = WalWriter::spawn(vec![rx3], WalConfig::new(dir.clone()), None).unwrap();
+    drop(tx3);
+    w.join();
+    std::fs::remove_dir_all(dir).unwrap();
+}
