@@ -13,7 +13,8 @@
 //! byte by byte to the end of the block, else from the next block on. Only the records the
 //! damage touched are lost, and the reader says where and how much ([`Damage`]). The one
 //! exception is a tail a crash cut short (a write the kernel had not finished): records
-//! that end past the end of the file, or zeros to its end. That is the only place an
+//! that end past the end of the file, or zeros to its end, with no good fragment after them.
+//! That is the only place an
 //! unfinished write can be, and nothing in it was acknowledged (a commit is acknowledged
 //! after its `fdatasync`), so it is dropped as [`SegmentContents::torn_bytes`].
 //!
@@ -419,16 +420,31 @@ fn unfinished(data: &[u8], pos: usize) -> bool {
     pos + FRAGMENT_HEADER + len > data.len() && pos + FRAGMENT_HEADER + len <= block_end
 }
 
+/// Whether a good fragment lies anywhere after `pos`: then what is at `pos` is damage, not
+/// an unfinished last write (a damaged length can make a whole record look cut short).
+fn good_after(data: &[u8], pos: usize) -> bool {
+    (pos + 1..data.len().saturating_sub(FRAGMENT_HEADER - 1)).any(|p| fragment(data, p).is_some())
+}
+
 /// Where reading can resume after a bad fragment at `pos`: just past it when its length
 /// leads to a good fragment (only its payload was hit), else the first good fragment later
 /// in the block, else the next block.
 fn resume_after(data: &[u8], pos: usize) -> usize {
     let block_end = (pos / BLOCK + 1) * BLOCK;
-    let next = |p: usize| p >= data.len() || block_end - p < FRAGMENT_HEADER;
+    // What follows a fragment that ends at `p` is the end of the file, a good fragment, or
+    // the zeros at the end of its block and then a good fragment (or the end).
+    let next_is_good = |p: usize| {
+        p == data.len()
+            || fragment(data, p).is_some()
+            || (p < data.len()
+                && block_end - p < FRAGMENT_HEADER
+                && data[p..block_end.min(data.len())].iter().all(|&b| b == 0)
+                && (block_end >= data.len() || fragment(data, block_end).is_some()))
+    };
     if let Some(head) = data.get(pos..pos + FRAGMENT_HEADER) {
         let after = pos + FRAGMENT_HEADER + usize::from(u16::from_le_bytes([head[4], head[5]]));
-        if after <= block_end && (next(after) || fragment(data, after).is_some()) {
-            return after.min(data.len());
+        if after <= block_end && after <= data.len() && next_is_good(after) {
+            return after;
         }
     }
     (pos + 1..block_end.min(data.len()))
@@ -449,7 +465,7 @@ fn read_blocks(data: &[u8]) -> SegmentContents {
             continue;
         }
         let Some((kind, payload)) = fragment(data, pos) else {
-            if bad_from.is_none() && unfinished(data, pos) {
+            if bad_from.is_none() && unfinished(data, pos) && !good_after(data, pos) {
                 // The tail a crash cut short, with the record it was part of.
                 let start = partial.take().map_or(pos, |(s, _)| s);
                 out.torn_bytes = data.len() - start;
