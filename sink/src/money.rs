@@ -144,4 +144,54 @@ mod tests {
             assert_eq!(String::from_utf8(out).unwrap(), want);
         }
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Every amount but `i64::MIN` (whose magnitude no positive i64 holds) is written
+            /// as a decimal that parses back to it.
+            #[test]
+            fn written_decimals_parse_back(micros in (i64::MIN + 1)..=i64::MAX) {
+                let mut out = Vec::new();
+                write_decimal(micros, &mut out);
+                prop_assert_eq!(parse_micros(&out), Ok(micros));
+            }
+
+            /// Decimals parse to exactly their value, or to the error that says why they
+            /// cannot: checked against arithmetic on i128.
+            #[test]
+            fn decimals_parse_exactly(
+                sign in "[+-]?",
+                int in "[0-9]{0,20}",
+                frac in proptest::option::of("[0-9]{0,9}"),
+            ) {
+                let text = match &frac {
+                    Some(f) => format!("{sign}{int}.{f}"),
+                    None => format!("{sign}{int}"),
+                };
+                let f = frac.unwrap_or_default();
+                let want = if text.is_empty() {
+                    Err(MoneyError::Empty)
+                } else if int.is_empty() && f.is_empty() {
+                    Err(MoneyError::NotANumber)
+                } else if f.len() > 6 && f[6..].bytes().any(|c| c != b'0') {
+                    Err(MoneyError::TooPrecise)
+                } else {
+                    let whole: i128 = if int.is_empty() { 0 } else { int.parse().unwrap() };
+                    let six: i128 = format!("{f:0<6}")[..6].parse().unwrap();
+                    let micros = whole * 1_000_000 + six;
+                    if micros > i128::from(i64::MAX) {
+                        Err(MoneyError::TooLarge)
+                    } else if sign == "-" {
+                        Ok(-(micros as i64))
+                    } else {
+                        Ok(micros as i64)
+                    }
+                };
+                prop_assert_eq!(parse_micros(text.as_bytes()), want, "{}", text);
+            }
+        }
+    }
 }

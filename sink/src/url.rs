@@ -196,6 +196,60 @@ mod tests {
         assert_eq!(red(b"", &mut s), "");
     }
 
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A key that may or may not decode to `token`.
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("token".to_string()),
+                Just("t%6Fken".to_string()),
+                Just("tok%65n".to_string()),
+                Just("token%".to_string()),
+                "[a-z0-9%+]{0,6}",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn decode_undoes_encode(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let mut e = Vec::new();
+                encode_into(&bytes, &mut e);
+                prop_assert!(e.iter().all(|&c| unreserved(c) || c == b'%'));
+                prop_assert_eq!(dec(&e), bytes);
+            }
+
+            #[test]
+            fn redaction_keeps_every_other_pair_byte_for_byte(
+                pieces in proptest::collection::vec((key(), proptest::option::of("[a-z0-9%+=]{0,6}")), 0..8)
+            ) {
+                let query = pieces
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Some(v) => format!("{k}={v}"),
+                        None => k.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("&");
+                let mut scratch = Vec::new();
+                let mut out = Vec::new();
+                redact_into(query.as_bytes(), b"token", b"X", &mut scratch, &mut out);
+                let ins: Vec<&[u8]> = query.as_bytes().split(|&c| c == b'&').collect();
+                let outs: Vec<&[u8]> = out.split(|&c| c == b'&').collect();
+                prop_assert_eq!(ins.len(), outs.len());
+                for (i, o) in ins.into_iter().zip(outs) {
+                    let k = i.split(|&c| c == b'=').next().unwrap_or_default();
+                    if !i.is_empty() && dec(k) == b"token" {
+                        prop_assert_eq!(o, [k, b"=X"].concat());
+                    } else {
+                        prop_assert_eq!(o, i);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn splits_targets() {
         assert_eq!(split_target(b"/c/x?a=1?b"), (&b"/c/x"[..], &b"a=1?b"[..]));

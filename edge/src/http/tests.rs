@@ -156,3 +156,96 @@ fn other_methods_parse() {
         Method::Head
     );
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    prop_compose! {
+        /// One valid request: any of the routes' methods, a target, some of the headers the
+        /// parser reads, and a body with its Content-Length for POST.
+        fn request()(
+            method in proptest::sample::select(vec!["GET", "HEAD", "POST"]),
+            target in "/[a-zA-Z0-9/_.%=&?+~-]{0,40}",
+            minor in 0..2u8,
+            headers in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "User-Agent", "Referer", "Accept-Language", "X-Forwarded-For", "Cookie",
+                        "Content-Type", "X-Other", "Connection",
+                    ]),
+                    "[!-~][ -~]{0,20}",
+                ),
+                0..5,
+            ),
+            body in proptest::collection::vec(any::<u8>(), 0..40),
+        ) -> Vec<u8> {
+            let mut r = format!("{method} {target} HTTP/1.{minor}\r\nHost: t\r\n").into_bytes();
+            for (name, value) in headers {
+                r.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+            }
+            if method == "POST" {
+                r.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+                r.extend_from_slice(&body);
+            } else {
+                r.extend_from_slice(b"\r\n");
+            }
+            r
+        }
+    }
+
+    /// What a request says, owned.
+    type Facts = (Vec<u8>, Method, Vec<u8>, Vec<u8>, Vec<u8>, bool);
+
+    fn facts(r: &Request<'_>) -> Facts {
+        let own = <[u8]>::to_vec;
+        (
+            own(r.raw),
+            r.method,
+            own(r.target),
+            own(r.host),
+            own(r.body),
+            r.keep_alive,
+        )
+    }
+
+    /// Parses `stream` as a connection receives it, in `chunks` (cut at the given offsets):
+    /// every whole request at the front of the buffer, then the next read.
+    fn receive(stream: &[u8], cuts: &[usize]) -> Result<Vec<Facts>, ParseError> {
+        let mut ends: Vec<usize> = cuts.iter().copied().chain([stream.len()]).collect();
+        ends.sort_unstable();
+        let (mut buf, mut pos, mut got) = (Vec::new(), 0, Vec::new());
+        for end in ends {
+            buf.extend_from_slice(&stream[buf.len()..end]);
+            loop {
+                match parse(&buf[pos..], &Limits::default()) {
+                    Parse::Complete(r) => {
+                        pos += r.raw.len();
+                        got.push(facts(&r));
+                    }
+                    Parse::Partial { .. } => break,
+                    Parse::Error(e) => return Err(e),
+                }
+            }
+        }
+        Ok(got)
+    }
+
+    proptest! {
+        /// A pipelined stream gives the same requests however it is cut into reads.
+        #[test]
+        fn any_split_of_a_pipelined_stream_gives_the_same_requests(
+            requests in proptest::collection::vec(request(), 1..5),
+            cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 1..4),
+        ) {
+            let stream = requests.concat();
+            let whole = receive(&stream, &[]).unwrap();
+            prop_assert_eq!(whole.len(), requests.len());
+            for (got, sent) in whole.iter().zip(&requests) {
+                prop_assert_eq!(&got.0, sent);
+            }
+            let cuts: Vec<usize> = cuts.iter().map(|c| c.index(stream.len() + 1)).collect();
+            prop_assert_eq!(receive(&stream, &cuts), Ok(whole));
+        }
+    }
+}

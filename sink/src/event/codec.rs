@@ -267,4 +267,125 @@ mod tests {
             DecodeError::Invalid("trailing bytes")
         );
     }
+
+    mod props {
+        use super::super::super::Pixels;
+        use super::*;
+        use proptest::prelude::*;
+
+        const FIELDS: [Field; FIELD_COUNT] = [
+            Field::Method,
+            Field::Target,
+            Field::Host,
+            Field::Referer,
+            Field::UserAgent,
+            Field::AcceptLanguage,
+            Field::ForwardedFor,
+            Field::Body,
+            Field::CampaignId,
+            Field::TrafficSourceId,
+            Field::OfferId,
+            Field::NetworkId,
+            Field::LandingPageId,
+            Field::Location,
+            Field::Remapped,
+            Field::ClickId,
+            Field::ConversionType,
+            Field::TxId,
+            Field::Status,
+        ];
+
+        fn peer() -> impl Strategy<Value = IpAddr> {
+            prop_oneof![
+                any::<[u8; 4]>().prop_map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+                any::<[u8; 16]>().prop_map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+            ]
+        }
+
+        fn policy() -> impl Strategy<Value = Option<NetworkPolicy>> {
+            proptest::option::of(
+                (
+                    any::<bool>(),
+                    proptest::sample::select(Pixels::ALL.to_vec()),
+                )
+                    .prop_map(|(token, pixels)| NetworkPolicy { token, pixels }),
+            )
+        }
+
+        prop_compose! {
+            /// An event with arbitrary header values, a raw part some fields point into, and
+            /// fields appended after it.
+            fn event()(
+                kind in proptest::sample::select(EventKind::ALL.to_vec()),
+                id in any::<[u8; 12]>(),
+                peer in peer(),
+                money in (any::<i64>(), proptest::option::of(any::<i64>())),
+                path_index in proptest::option::of(any::<u16>()),
+                network_policy in policy(),
+                auth in proptest::sample::select(Auth::ALL.to_vec()),
+                raw in proptest::collection::vec(any::<u8>(), 0..200),
+                fields in proptest::collection::vec(
+                    (0..FIELD_COUNT, proptest::collection::vec(any::<u8>(), 0..40), any::<bool>(), any::<(u16, u16)>()),
+                    0..12,
+                ),
+            ) -> Event {
+                let mut e = Event::new(kind, EventId(id), peer, &raw, 0);
+                (e.cost_micros, e.payout_micros) = money;
+                (e.path_index, e.network_policy, e.auth) = (path_index, network_policy, auth);
+                for (f, value, in_raw, (a, b)) in fields {
+                    if in_raw && !raw.is_empty() {
+                        let start = usize::from(a) % raw.len();
+                        let len = usize::from(b) % (raw.len() - start + 1);
+                        e.set_raw(FIELDS[f], start, len);
+                    } else {
+                        e.push(FIELDS[f], &value);
+                    }
+                }
+                e
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn events_round_trip_and_every_truncation_is_an_error(e in event()) {
+                let mut buf = Vec::new();
+                e.encode(&mut buf);
+                let d = Event::decode(&buf).unwrap();
+                prop_assert_eq!((d.kind, d.id, d.peer), (e.kind, e.id, e.peer));
+                prop_assert_eq!(
+                    (d.cost_micros, d.payout_micros, d.path_index),
+                    (e.cost_micros, e.payout_micros, e.path_index)
+                );
+                prop_assert_eq!((d.network_policy, d.auth), (e.network_policy, e.auth));
+                for f in FIELDS {
+                    prop_assert_eq!(d.get(f), e.get(f), "{:?}", f);
+                }
+                prop_assert_eq!(Event::peek(&buf), Ok((e.kind, e.id)));
+                for cut in 0..buf.len() {
+                    prop_assert!(Event::decode(&buf[..cut]).is_err(), "cut at {}", cut);
+                    prop_assert_eq!(Event::peek(&buf[..cut]).is_ok(), cut >= 14, "cut at {}", cut);
+                }
+            }
+
+            /// A damaged byte never decodes into an event whose fields reach past its data.
+            #[test]
+            fn damaged_records_decode_or_fail_cleanly(
+                e in event(),
+                at in any::<proptest::sample::Index>(),
+                x in 1..=u8::MAX,
+            ) {
+                let mut buf = Vec::new();
+                e.encode(&mut buf);
+                let at = at.index(buf.len());
+                buf[at] ^= x;
+                if let Ok(d) = Event::decode(&buf) {
+                    for f in FIELDS {
+                        let _ = d.get(f);
+                    }
+                    let _ = d.remapped().count();
+                    prop_assert_eq!(Event::peek(&buf), Ok((d.kind, d.id)));
+                }
+            }
+        }
+    }
 }
