@@ -21,10 +21,13 @@ fn visits_are_located_by_the_client_behind_trusted_proxies() {
     let mut e = Edge::with_config("io_uring", &config);
     e.wait_for_log("visitors are located by GeoIP", Duration::from_secs(10));
     // (X-Forwarded-For, expected country, geoname_id, tz); the edge's peer is 127.0.0.1.
-    let cases: [(&str, &str, Option<i64>, &str); 5] = [
+    let cases: [(&str, &str, Option<i64>, &str); 6] = [
         ("81.2.69.142", "GB", Some(2_635_167), "Europe/London"),
         // A forged left-most entry is ignored: the proxy appended the real address.
         ("81.2.69.142, 8.8.8.8", "US", Some(6_252_001), ""),
+        // The same when the proxy appends its own header line (HAProxy's `option forwardfor`):
+        // the lines are one list, in order.
+        ("81.2.69.142\n8.8.8.8", "US", Some(6_252_001), ""),
         ("::ffff:81.2.69.142", "GB", Some(2_635_167), "Europe/London"),
         // No header: the peer itself, loopback, is nowhere.
         ("", "", None, ""),
@@ -32,11 +35,12 @@ fn visits_are_located_by_the_client_behind_trusted_proxies() {
     ];
     for (i, (xff, ..)) in cases.iter().enumerate() {
         let mut c = e.connect();
-        let header = if xff.is_empty() {
-            String::new()
-        } else {
-            format!("X-Forwarded-For: {xff}\r\n")
-        };
+        // Each line of the case is a header line of its own.
+        let header: String = xff
+            .split('\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| format!("X-Forwarded-For: {l}\r\nX-Other: between\r\n"))
+            .collect();
         c.send(&format!(
             "GET {CAMP}?utm_content=case{i} HTTP/1.1\r\nHost: t\r\n{header}Connection: close\r\n\r\n"
         ));

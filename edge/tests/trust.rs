@@ -2,7 +2,8 @@
 //! postbacks naming another network, carrying another network's token or none, and pixels
 //! of networks that do not take them, are stored for audit but never counted, never replace
 //! a conversion that counts, and show in the feed as refused. What is stored is read by
-//! DuckDB, every file of it (a visit with a repeated query key once made files unreadable).
+//! DuckDB and pyarrow, every file of it (a visit with a repeated query key once made files
+//! unreadable).
 
 mod common;
 
@@ -145,7 +146,14 @@ k = con.execute(
 ).fetchone()
 urls = [u for (u,) in con.execute(
     f"select url from read_parquet('{lake}/conversions/*/*/*.parquet')").fetchall()]
-print(json.dumps({"files": len(files), "rows": rows, "k": k[0], "source": k[1], "urls": urls}))
+# And pyarrow, file by file and as one dataset.
+import pyarrow.parquet as pq
+import pyarrow.dataset as ds
+arrow_rows = sum(pq.read_table(f).num_rows for f in files)
+visits = ds.dataset(f"{lake}/visits", format="parquet", partitioning="hive").to_table()
+first = dict(visits.filter(ds.field("kind") == "visit").column("query").to_pylist()[0])
+print(json.dumps({"files": len(files), "rows": rows, "k": k[0], "source": k[1], "urls": urls,
+                  "arrow_rows": arrow_rows, "arrow_k": first["k"]}))
 sys.stdout.flush()
 os._exit(0)
 "#;
@@ -323,6 +331,11 @@ fn forged_conversions_are_stored_for_audit_and_never_counted() {
     ensure_python_readers();
     let d = python(DUCKDB_EVERY_FILE, &lake);
     assert_eq!(d["rows"], 4 + 1 + 13, "{d}");
+    assert_eq!(
+        (d["arrow_rows"].as_u64(), d["arrow_k"].as_str()),
+        (Some(18), Some("1")),
+        "{d}"
+    );
     assert_eq!(
         (d["k"].as_str(), d["source"].as_str()),
         (Some("1"), Some("news"))
