@@ -72,18 +72,20 @@ pub fn pairs(query: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
         })
 }
 
+/// Whether the raw key `key` decodes to `name` (`scratch` is reused).
+fn key_is(key: &[u8], name: &[u8], scratch: &mut Vec<u8>) -> bool {
+    if needs_decoding(key) {
+        scratch.clear();
+        decode_into(key, scratch);
+        scratch.as_slice() == name
+    } else {
+        key == name
+    }
+}
+
 /// The raw value of the first parameter whose decoded key is `name`.
 pub fn find<'q>(query: &'q [u8], name: &[u8], scratch: &mut Vec<u8>) -> Option<&'q [u8]> {
-    pairs(query).find_map(|(k, v)| {
-        let hit = if needs_decoding(k) {
-            scratch.clear();
-            decode_into(k, scratch);
-            scratch.as_slice() == name
-        } else {
-            k == name
-        };
-        hit.then_some(v)
-    })
+    pairs(query).find_map(|(k, v)| key_is(k, name, scratch).then_some(v))
 }
 
 /// Appends `query` to `out` with the value of every parameter whose decoded key is `name`
@@ -103,14 +105,7 @@ pub fn redact_into(
             Some(eq) => &piece[..eq],
             None => piece,
         };
-        let hit = if needs_decoding(key) {
-            scratch.clear();
-            decode_into(key, scratch);
-            scratch.as_slice() == name
-        } else {
-            key == name
-        };
-        if hit && !piece.is_empty() {
+        if !piece.is_empty() && key_is(key, name, scratch) {
             out.extend_from_slice(key);
             out.push(b'=');
             out.extend_from_slice(with);

@@ -56,6 +56,18 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The fixed head of a record: its version (1 or 2), kind and id.
+fn header(r: &mut Reader<'_>) -> Result<(u8, EventKind, EventId), DecodeError> {
+    let version = r.u8()?;
+    if version != VERSION && version != 1 {
+        return Err(DecodeError::Version(version));
+    }
+    let kind = *EventKind::ALL
+        .get(r.u8()? as usize)
+        .ok_or(DecodeError::Invalid("kind"))?;
+    Ok((version, kind, EventId(r.array()?)))
+}
+
 impl Event {
     /// Appends the event's binary form to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -90,28 +102,14 @@ impl Event {
 
     /// The kind and id of an encoded event, read from its fixed header without decoding it.
     pub fn peek(bytes: &[u8]) -> Result<(EventKind, EventId), DecodeError> {
-        let mut r = Reader(bytes);
-        let version = r.u8()?;
-        if version != VERSION && version != 1 {
-            return Err(DecodeError::Version(version));
-        }
-        let kind = *EventKind::ALL
-            .get(r.u8()? as usize)
-            .ok_or(DecodeError::Invalid("kind"))?;
-        Ok((kind, EventId(r.array()?)))
+        let (_, kind, id) = header(&mut Reader(bytes))?;
+        Ok((kind, id))
     }
 
     /// Reads an event written by [`Event::encode`]; every span is checked against the data.
     pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         let mut r = Reader(bytes);
-        let version = r.u8()?;
-        if version != VERSION && version != 1 {
-            return Err(DecodeError::Version(version));
-        }
-        let kind = *EventKind::ALL
-            .get(r.u8()? as usize)
-            .ok_or(DecodeError::Invalid("kind"))?;
-        let id = EventId(r.array()?);
+        let (version, kind, id) = header(&mut r)?;
         let peer = match r.u8()? {
             4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
             6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),

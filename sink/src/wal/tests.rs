@@ -115,22 +115,24 @@ fn a_damaged_byte_loses_only_its_record() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Segment `seq` of `n` postback-sized records, one commit each.
+fn postbacks(dir: &Path, seq: u64, n: usize) -> Segment {
+    let mut seg = Segment::create(dir, seq, None).unwrap();
+    let mut buf = Vec::new();
+    for i in 0..n {
+        buf.clear();
+        let record = format!("postback {i:03} {}", "p".repeat(300));
+        frame(&mut buf, seg.bytes, record.as_bytes()).unwrap();
+        seg.commit(&buf, 1).unwrap();
+    }
+    seg
+}
+
 #[test]
 fn damage_in_the_middle_is_not_a_torn_tail() {
     // 100 postback-sized records; a byte flipped a third of the way in.
     let dir = tmp("third");
-    let mut seg = Segment::create(&dir, 1, None).unwrap();
-    let mut buf = Vec::new();
-    for i in 0..100 {
-        buf.clear();
-        frame(
-            &mut buf,
-            seg.bytes,
-            format!("postback {i:03} {}", "p".repeat(300)).as_bytes(),
-        )
-        .unwrap();
-        seg.commit(&buf, 1).unwrap();
-    }
+    let seg = postbacks(&dir, 1, 100);
     let mut data = std::fs::read(&seg.path).unwrap();
     let third = data.len() / 3;
     data[third] ^= 1;
@@ -152,18 +154,7 @@ fn damage_in_the_middle_is_not_a_torn_tail() {
         .unwrap();
     assert_eq!(d.after_record, lost);
     // A whole block of garbage loses that block's records only.
-    let mut seg = Segment::create(&dir, 2, None).unwrap();
-    let mut buf = Vec::new();
-    for i in 0..300 {
-        buf.clear();
-        frame(
-            &mut buf,
-            seg.bytes,
-            format!("postback {i:03} {}", "p".repeat(300)).as_bytes(),
-        )
-        .unwrap();
-        seg.commit(&buf, 1).unwrap();
-    }
+    let seg = postbacks(&dir, 2, 300);
     let mut data = std::fs::read(&seg.path).unwrap();
     assert!(data.len() > 2 * BLOCK);
     data[BLOCK..2 * BLOCK].fill(0xee);
