@@ -232,6 +232,7 @@ struct Worker {
     stop_waker: RefCell<Option<Waker>>,
     /// Write buffers of connections that went idle, for the next busy one.
     wbufs: RefCell<Vec<Vec<u8>>>,
+    drops: DropLog,
 }
 
 impl Worker {
@@ -249,6 +250,7 @@ impl Worker {
             draining: Cell::new(false),
             stop_waker: RefCell::new(None),
             wbufs: RefCell::new(Vec::new()),
+            drops: DropLog::default(),
             shared,
         }
     }
@@ -293,6 +295,8 @@ impl Worker {
 struct ChannelEmit<'a> {
     tx: Option<&'a EventSender>,
     stats: &'a WorkerStats,
+    drops: &'a DropLog,
+    worker: usize,
 }
 
 impl Emit for ChannelEmit<'_> {
@@ -304,8 +308,41 @@ impl Emit for ChannelEmit<'_> {
             self.stats.emitted(kind);
         } else {
             self.stats.dropped(kind);
+            self.drops.dropped(self.worker);
         }
         sent
+    }
+}
+
+/// Events dropped because the queue to the log was full: counted in `/metrics` and logged as
+/// an error, at most once per [`DROP_LOG_EVERY`] per worker with the count since.
+#[derive(Default)]
+struct DropLog {
+    since_logged: Cell<u64>,
+    last_logged: Cell<Option<Instant>>,
+}
+
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl DropLog {
+    fn dropped(&self, worker: usize) {
+        let n = self.since_logged.get() + 1;
+        if self
+            .last_logged
+            .get()
+            .is_some_and(|t| t.elapsed() < DROP_LOG_EVERY)
+        {
+            self.since_logged.set(n);
+            return;
+        }
+        tracing::error!(
+            worker,
+            dropped = n,
+            "events dropped: the queue to the write-ahead log is full (server.event_queue, \
+             server.event_queue_bytes); visits' redirects were answered, conversions got 503"
+        );
+        self.since_logged.set(0);
+        self.last_logged.set(Some(Instant::now()));
     }
 }
 
@@ -455,6 +492,8 @@ fn answer_buffered(
     let mut emit = ChannelEmit {
         tx: tx.as_ref(),
         stats,
+        drops: &w.drops,
+        worker: w.id,
     };
     let now = SystemTime::now();
     let mut consumed = 0;
@@ -669,4 +708,46 @@ async fn connection(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
     }
     set_busy(&w, &mut busy, false);
     w.stats().connection_closed();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_events_are_logged_at_most_every_interval_with_their_count() {
+        let d = DropLog::default();
+        d.dropped(0);
+        assert!(d.last_logged.get().is_some(), "the first drop is logged");
+        for _ in 0..5 {
+            d.dropped(0);
+        }
+        assert_eq!(
+            d.since_logged.get(),
+            5,
+            "the next ones are counted until the next log"
+        );
+        d.last_logged.set(Some(Instant::now() - DROP_LOG_EVERY));
+        d.dropped(0);
+        assert_eq!(
+            d.since_logged.get(),
+            0,
+            "logged with the count, then counting again"
+        );
+    }
+
+    #[test]
+    fn accept_failures_back_off_and_recover() {
+        let mut a = AcceptErrors::default();
+        let e = std::io::Error::from_raw_os_error(libc::EMFILE);
+        a.failed(0, &e);
+        assert_eq!(a.backoff(), Duration::from_millis(10));
+        for _ in 0..10 {
+            a.failed(0, &e);
+        }
+        assert_eq!(a.backoff(), Duration::from_millis(160));
+        assert_eq!(a.unlogged, 10);
+        a.recovered();
+        assert_eq!(a.backoff(), Duration::from_millis(10));
+    }
 }
