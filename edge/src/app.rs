@@ -327,7 +327,8 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
     }
     let metrics = Arc::clone(&server.shared().metrics);
     server.shutdown();
-    let wal = wal.join();
+    // The log stays locked until the uploader is done with its segments.
+    let (wal, _lock) = wal.join_keeping_lock();
     let emitted: u64 = sink::EventKind::ALL
         .iter()
         .map(|&k| metrics.emitted(k))

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sink::ack::AckReceiver;
 use sink::columns::Visitors;
-use sink::event::Auth;
+use sink::event::{Auth, NetworkPolicy, Pixels};
 use sink::event::{encode_pair, format_ip};
 use sink::geo::Cidr;
 use sink::{Event, EventId, EventKind, Field, IdGenerator, money, url};
@@ -383,7 +383,13 @@ fn route(
             response::write_text(out, st, &local.date, framing, &[], msg);
             st
         }
-        Route::Metrics if !ctx.metrics_allow.iter().any(|c| c.contains(peer)) => {
+        // Through a trusted proxy (its X-Forwarded-For names someone else) the peer is the
+        // proxy: not who asks.
+        Route::Metrics
+            if !ctx.metrics_allow.iter().any(|c| c.contains(peer))
+                || (!req.forwarded_for.is_empty()
+                    && ctx.visitors.proxies.iter().any(|c| c.contains(peer))) =>
+        {
             let st = Status::Forbidden;
             let msg = "metrics are not served to this address (server.metrics_allow)";
             response::write_text(out, st, &local.date, framing, &[], msg);
@@ -646,6 +652,20 @@ impl Resolved<'_> {
         }
         if let Some(lp) = self.landing_page {
             e.push(Field::LandingPageId, lp.id.as_bytes());
+            if self.offer.is_none() {
+                // No network has this click id until the click-through: as for a click id no
+                // visit has, only a postback that carries some network's token counts, and a
+                // pixel only when no network requires a token (README "Trust").
+                let pixels = if table.any_postback_token() {
+                    Pixels::Off
+                } else {
+                    Pixels::Payout
+                };
+                e.network_policy = Some(NetworkPolicy {
+                    token: true,
+                    pixels,
+                });
+            }
         }
         e.push(Field::Location, location);
         e.push(Field::Remapped, remapped);
@@ -989,7 +1009,7 @@ fn conversion(
             }
         }
     } else if ctx.table.any_postback_token() {
-        (Auth::None, None)
+        (Auth::NoToken, None)
     } else {
         (Auth::Open, None)
     };

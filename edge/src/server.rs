@@ -405,6 +405,7 @@ async fn worker_main(w: Rc<Worker>, listener: TcpListener) {
         match accepted {
             None => break,
             Some(Ok((stream, peer))) => {
+                accept_errors.recovered();
                 let _ = stream.set_nodelay(true);
                 monoio::spawn(connection(Rc::clone(&w), stream, peer));
             }
@@ -416,7 +417,6 @@ async fn worker_main(w: Rc<Worker>, listener: TcpListener) {
                 monoio::time::sleep(accept_errors.backoff()).await;
             }
         }
-        accept_errors.recovered();
     }
     drop(listener);
     let deadline = Instant::now() + w.shared.settings.shutdown_timeout;

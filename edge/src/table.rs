@@ -757,7 +757,7 @@ impl Table {
     /// postback without one when every network requires one (it could count nowhere).
     /// Whether an accepted postback counts is decided at query time against its click's
     /// network (README "Trust"): `Auth::Token` with the network it authenticated as, else
-    /// `Auth::Open` (no network requires a token) or `Auth::None`.
+    /// `Auth::Open` (no network requires a token) or `Auth::NoToken`.
     pub fn check_postback_token(
         &self,
         network: Option<&[u8]>,
@@ -772,7 +772,7 @@ impl Table {
             }
             return Ok((Auth::Open, None));
         }
-        let unauthenticated = Auth::None;
+        let unauthenticated = Auth::NoToken;
         match network {
             Some(id) => {
                 let n = self.network_by_id(id).ok_or(TokenError::UnknownNetwork)?;

@@ -78,7 +78,7 @@ id = "camp-lp"
 traffic_source = "ts"
   [[campaigns.paths]]
   landing_page = "lp"
-  offers = [ { offer = "offer-a" } ]
+  offers = [ { offer = "offer-a" }, { offer = "offer-c", weight = 0 } ]
 "#;
 
 const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
@@ -167,16 +167,20 @@ fn forged_conversions_are_stored_for_audit_and_never_counted() {
         &["--workers", "2", "--config", cfg.to_str().unwrap()],
         &data.0,
     );
-    let (a, b, c, lp) = (
+    let (a, b, c, lp, lp2) = (
         visit(&e, "camp-a"),
         visit(&e, "camp-b"),
         visit(&e, "camp-c"),
         visit(&e, "camp-lp"),
+        visit(&e, "camp-lp"),
     );
-    // The landing page's click-through goes to offer-a (net-a).
-    let (st, loc) = get(&e, &format!("/click?cid={lp}"));
-    assert_eq!(st, 302);
-    assert!(loc.starts_with("https://a.example.com/"), "{loc}");
+    // The landing page's visitor clicks through to offer-a (net-a), then to offer-c (net-c);
+    // the second landing-page visitor never clicks.
+    for (n, host) in [(1, "https://a.example.com/"), (2, "https://c.example.com/")] {
+        let (st, loc) = get(&e, &format!("/click/{n}?cid={lp}"));
+        assert_eq!(st, 302);
+        assert!(loc.starts_with(host), "{loc}");
+    }
     let unknown = "01a21be4e4a0000100000042";
     let pb = |q: &str| get(&e, &format!("/postback?{q}")).0;
     let px = |q: &str| get(&e, &format!("/p.gif?{q}")).0;
@@ -226,7 +230,27 @@ fn forged_conversions_are_stored_for_audit_and_never_counted() {
         ),
         (
             pb(&format!("cid={lp}&payout=8&txid=L1&token=tok-a")),
-            "counts: the click's network",
+            "counts: a clicked network, though not the latest",
+        ),
+        (
+            pb(&format!("cid={lp}&payout=3&txid=L3&token=tok-c")),
+            "counts: the latest click's network",
+        ),
+        (
+            px(&format!("cid={lp2}&payout=500")),
+            "forged: no offer reached, no pixel counts",
+        ),
+        (
+            pb(&format!("cid={lp2}&payout=600&network=net-b")),
+            "forged: no offer reached, no token",
+        ),
+        (
+            pb(&format!("cid={lp2}&payout=6&txid=M1&token=tok-a")),
+            "counts: a network's token",
+        ),
+        (
+            px(&format!("cid={c}&txid=C2&status=chargeback")),
+            "a pixel net-c takes, outranked by C2's authenticated postback",
         ),
         (
             pb(&format!("cid={lp}&payout=888&txid=L2&network=net-b")),
@@ -263,14 +287,21 @@ fn forged_conversions_are_stored_for_audit_and_never_counted() {
             ("camp-a".to_owned(), m(1, 0, 1, 5)),
             ("camp-b".to_owned(), m(1, 0, 2, 10)),
             ("camp-c".to_owned(), m(1, 0, 2, 34)),
-            ("camp-lp".to_owned(), m(1, 1, 1, 8)),
+            ("camp-lp".to_owned(), m(2, 2, 3, 17)),
             ("(unknown click)".to_owned(), m(0, 0, 1, 2)),
-            ("(total)".to_owned(), m(4, 1, 7, 59)),
+            ("(total)".to_owned(), m(5, 2, 9, 68)),
         ])
     );
     // By offer: the landing-page visit goes to its click's offer, with its conversion.
     let by_offer = report(&session, &names, "offer");
-    assert_eq!(by_offer["offer-a"], m(2, 1, 2, 13));
+    // By offer: a landing-page visit goes to its latest click's offer, with its conversions.
+    assert_eq!(by_offer["offer-a"], m(1, 1, 1, 5));
+    assert_eq!(by_offer["offer-c"], m(2, 1, 4, 45));
+    assert_eq!(
+        by_offer[""],
+        m(1, 0, 1, 6),
+        "the visit that reached no offer"
+    );
 
     // The feed: each conversion that counts once, and every refused report, marked.
     let mut out = Vec::new();
@@ -293,7 +324,7 @@ fn forged_conversions_are_stored_for_audit_and_never_counted() {
         .iter()
         .filter(|v| payload(v)["status"] != "refused")
         .collect();
-    assert_eq!((counted.len(), refused.len()), (7, 6), "{text}");
+    assert_eq!((counted.len(), refused.len()), (9, 8), "{text}");
     for v in &refused {
         assert!(payload(v)["refused"].as_str().unwrap().len() > 10, "{v}");
         assert_ne!(payload(v)["status"], "approved");
@@ -319,6 +350,18 @@ fn forged_conversions_are_stored_for_audit_and_never_counted() {
         Some(30.0),
         "net-c believes no pixel payout"
     );
+    let c2 = counted
+        .iter()
+        .find(|v| payload(v)["conversion_id"] == "C2")
+        .unwrap();
+    assert_eq!(
+        (
+            payload(c2)["status"].as_str(),
+            payload(c2)["payout"].as_f64()
+        ),
+        (Some("approved"), Some(4.0)),
+        "a later pixel does not outrank the authenticated postback"
+    );
 
     // What was stored: tokens redacted, and every file readable by DuckDB.
     let lake = data.0.join("lake");
@@ -330,10 +373,10 @@ fn forged_conversions_are_stored_for_audit_and_never_counted() {
     );
     ensure_python_readers();
     let d = python(DUCKDB_EVERY_FILE, &lake);
-    assert_eq!(d["rows"], 4 + 1 + 13, "{d}");
+    assert_eq!(d["rows"], 5 + 2 + 18, "{d}");
     assert_eq!(
         (d["arrow_rows"].as_u64(), d["arrow_k"].as_str()),
-        (Some(18), Some("1")),
+        (Some(25), Some("1")),
         "{d}"
     );
     assert_eq!(

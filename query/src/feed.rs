@@ -56,9 +56,10 @@ pub fn sql(req: &FeedRequest) -> String {
         method: "c.method",
         auth: "c.auth",
         auth_network: "c.auth_network_id",
-        network: "coalesce(v.network_id, k.c_network)",
-        token: "coalesce(v.network_token, k.c_token)",
-        pixels: "coalesce(v.network_pixels, k.c_pixels)",
+        network: "CASE WHEN k.click_of IS NULL THEN v.network_id ELSE k.c_network END",
+        token: "CASE WHEN k.click_of IS NULL THEN v.network_token ELSE k.c_token END",
+        pixels: "CASE WHEN k.click_of IS NULL THEN v.network_pixels ELSE k.c_pixels END",
+        clicked_networks: "k.c_networks",
     };
     let refusal = trust.refusal();
     format!(
@@ -82,7 +83,8 @@ pub fn sql(req: &FeedRequest) -> String {
                    {refusal} AS refused,
                    row_number() OVER (PARTITION BY c.click_id, coalesce(c.txid, ''),
                                                    ({refusal}) IS NULL
-                                      ORDER BY c.event_id DESC) AS nth
+                                      ORDER BY coalesce(c.auth, '') = 'token' DESC,
+                                               c.event_id DESC) AS nth
             FROM c LEFT JOIN visits v
               ON v.event_id = c.click_id AND v.kind = 'visit' AND {visit_parts}
             LEFT JOIN clicked k ON k.click_of = c.click_id
@@ -91,8 +93,11 @@ pub fn sql(req: &FeedRequest) -> String {
         WHERE (nth = 1 OR refused IS NOT NULL) AND {times} AND {campaign}
         ORDER BY ts, event_id",
         from_parts = DateRange { to: None, ..*r }.partitions(),
-        // A landing-page visit's offer (and network) is its latest click's.
-        clicked = crate::report::latest_clicks(&DateRange { to: None, ..*r }.partitions()),
+        // A landing-page visit's offer (and network) is its latest click's, whenever it was.
+        clicked = crate::report::latest_clicks(&format!(
+            "click_id IN (SELECT click_id FROM conversions WHERE {})",
+            DateRange { to: None, ..*r }.partitions()
+        )),
         payout = trust.payout("c.payout_micros"),
         times = r.times("ts"),
     )

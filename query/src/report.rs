@@ -87,8 +87,9 @@ pub struct Report {
 
 /// A `clicked` CTE (and its trailing comma): for each visit with click-throughs among the
 /// visits rows matching `filter`, the offer and network of its latest click (`click_of`,
-/// `c_offer`, `c_network`) and that network's conversion rules (`c_token`, `c_pixels`). Ids
-/// lead the concatenation, so the max is the latest click.
+/// `c_offer`, `c_network`), that network's conversion rules (`c_token`, `c_pixels`), and every
+/// network its clicks went to (`c_networks`). Ids lead the concatenation, so the max is the
+/// latest click.
 pub(crate) fn latest_clicks(filter: &str) -> String {
     let latest = "max(concat(event_id, '|', offer_id, '|', network_id, '|', \
                   CAST(network_token AS VARCHAR), '|', network_pixels))";
@@ -99,7 +100,8 @@ pub(crate) fn latest_clicks(filter: &str) -> String {
                    nullif(split_part({latest}, '|', 3), '') AS c_network,
                    CASE split_part({latest}, '|', 4) WHEN 'true' THEN true
                         WHEN 'false' THEN false END AS c_token,
-                   nullif(split_part({latest}, '|', 5), '') AS c_pixels
+                   nullif(split_part({latest}, '|', 5), '') AS c_pixels,
+                   array_agg(DISTINCT network_id) AS c_networks
             FROM visits
             WHERE kind = 'click' AND {filter}
             GROUP BY click_id
@@ -117,8 +119,9 @@ pub(crate) fn latest_clicks(filter: &str) -> String {
 /// `session`), and the visits' scan only materialises the rows that match. Each report is
 /// judged there against its click's network, before the latest report of each conversion
 /// is chosen, so a refused report can never replace one that counts. The latest report is
-/// the max of `event_id || reversed-flag || payout`: ids are fixed-width, time-ordered and
-/// unique, so the max string is the latest report's, and a max over strings runs several
+/// the max of `authenticated-flag || event_id || reversed-flag || payout`: an authenticated
+/// report outranks the others, ids are fixed-width, time-ordered and unique, so the max
+/// string is the latest (authenticated) report's, and a max over strings runs several
 /// times faster than `last_value(… ORDER BY event_id)`.
 pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
     let r = &req.range;
@@ -171,9 +174,10 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
         method: "method",
         auth: "auth",
         auth_network: "auth_network_id",
-        network: "coalesce(x_network, c_network)",
-        token: "coalesce(x_token, c_token)",
-        pixels: "coalesce(x_pixels, c_pixels)",
+        network: "CASE WHEN click_of IS NULL THEN x_network ELSE c_network END",
+        token: "CASE WHEN click_of IS NULL THEN x_token ELSE c_token END",
+        pixels: "CASE WHEN click_of IS NULL THEN x_pixels ELSE c_pixels END",
+        clicked_networks: "c_networks",
     };
     // Without default payouts a conversion without one earns 0.
     let default_payout = match names.filter(|_| priced_offers) {
@@ -204,14 +208,14 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
         j AS (
             SELECT {j_dims}visit_key IS NULL AS unknown_click,
                    coalesce(x_offer, c_offer) AS offer, click_id, txid, event_id, status,
-                   {payout} AS payout
+                   {payout} AS payout, auth
             FROM r LEFT JOIN vx ON visit_key = click_id
                    LEFT JOIN clicked ON click_of = click_id
             WHERE coalesce(keep, true) AND {refusal} IS NULL
         ),
         latest AS (
             SELECT unknown_click{keys}, offer,
-                   max(concat(event_id,
+                   max(concat(CASE WHEN auth = 'token' THEN '1' ELSE '0' END, event_id,
                               CASE WHEN lower(status) IN ({reversed}) THEN '1' ELSE '0' END,
                               CAST(payout AS VARCHAR))) AS last
             FROM j
@@ -248,8 +252,8 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
         conv_ids = r.ids("click_id"),
         refusal = trust.refusal(),
         payout = trust.payout("payout_micros"),
-        f = ID_LEN + 1,
-        p = ID_LEN + 2,
+        f = ID_LEN + 2,
+        p = ID_LEN + 3,
     )
 }
 

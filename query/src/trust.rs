@@ -6,10 +6,12 @@
 //! network's token when the network has one (the edge records which network's token a
 //! postback carried, `auth_network_id`); a pixel counts only when the network takes pixels
 //! (`network_pixels`), and its own payout only when the network believes it. The network's
-//! rules are stored with the visit (a landing-page visit takes its latest click's), as they
-//! were when the visit was answered, so any engine can apply them without the config. A
-//! conversion whose click matches no visit counts only when it carried a token, or when no
-//! network required one when it arrived (`auth = 'open'`).
+//! rules are stored with the visit (a landing-page visit takes its latest click's; a postback
+//! carrying the token of any network its clicks went to counts), as they were when the visit
+//! was answered, so any engine can apply them without the config. A conversion whose click
+//! matches no visit, or a landing-page visit that reached no offer, counts only when it
+//! carried a token, or when no network required one when it arrived (`auth = 'open'`).
+//! Among the reports of one conversion, an authenticated one outranks the others.
 //!
 //! A refused report is kept in the store; it never counts in a report, never replaces the
 //! status or payout of a report that counts, and shows in the conversion feed with status
@@ -23,14 +25,21 @@ pub struct Rules<'a> {
     pub method: &'a str,
     pub auth: &'a str,
     pub auth_network: &'a str,
-    /// The click's network, its `network_token` and its `network_pixels`.
+    /// The click's network, its `network_token` and its `network_pixels`: the visit's, or
+    /// for a landing-page visit its latest click-through's (before one, no network: the visit
+    /// stores `network_token = true` and `network_pixels = 'off'`).
     pub network: &'a str,
     pub token: &'a str,
     pub pixels: &'a str,
+    /// An array of every network a landing-page visit's click-throughs went to (null for
+    /// other visits): a postback carrying the token of any of them counts.
+    pub clicked_networks: &'a str,
 }
 
 /// Why a report is refused, as a string; null when it counts.
 pub const NO_TOKEN: &str = "the postback did not carry the token of the click's network";
+pub const NOT_CLICKED: &str =
+    "the landing-page visit reached no offer yet, and the postback carried no token";
 pub const PIXELS_OFF: &str = "the click's network does not take pixel conversions";
 pub const UNKNOWN_UNAUTHENTICATED: &str =
     "no visit has this click id, and the conversion carried no postback token";
@@ -46,21 +55,31 @@ impl Rules<'_> {
             network,
             token,
             pixels,
+            clicked_networks,
         } = self;
         let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
-        let (unknown, pixels_off, no_token) =
-            (lit(UNKNOWN_UNAUTHENTICATED), lit(PIXELS_OFF), lit(NO_TOKEN));
+        let (unknown, not_clicked, pixels_off, no_token) = (
+            lit(UNKNOWN_UNAUTHENTICATED),
+            lit(NOT_CLICKED),
+            lit(PIXELS_OFF),
+            lit(NO_TOKEN),
+        );
         // Stores written before these columns existed hold nulls in them: such reports
-        // passed the checks of their time and count.
+        // passed the checks of their time and count. A postback that came when no network
+        // required a token (`open`) proves nothing but was not asked to.
         format!(
             "(CASE \
                WHEN NOT ({known}) THEN \
                  CASE WHEN coalesce({auth}, 'open') IN ('token', 'open') THEN NULL \
                       ELSE {unknown} END \
                WHEN {method} = 'pixel' AND {pixels} = 'off' THEN {pixels_off} \
-               WHEN {method} = 'postback' AND {token} IS TRUE \
-                    AND ({auth_network} IS NULL OR {auth_network} <> {network}) THEN {no_token} \
-               ELSE NULL END)"
+               WHEN {method} <> 'postback' OR {token} IS NOT TRUE \
+                    OR coalesce({auth}, 'open') = 'open' THEN NULL \
+               WHEN {network} IS NULL THEN \
+                 CASE WHEN {auth_network} IS NOT NULL THEN NULL ELSE {not_clicked} END \
+               WHEN {auth_network} = {network} \
+                    OR coalesce(array_has({clicked_networks}, {auth_network}), false) THEN NULL \
+               ELSE {no_token} END)"
         )
     }
 

@@ -55,7 +55,7 @@ impl EventKind {
 pub enum Auth {
     /// It carried no postback token, while some network requires one (pixels always).
     #[default]
-    None = 0,
+    NoToken = 0,
     /// No network of the config requires a token: nothing could be checked.
     Open = 1,
     /// It carried the postback token of the network in [`Field::NetworkId`].
@@ -63,11 +63,11 @@ pub enum Auth {
 }
 
 impl Auth {
-    pub const ALL: [Auth; 3] = [Auth::None, Auth::Open, Auth::Token];
+    pub const ALL: [Auth; 3] = [Auth::NoToken, Auth::Open, Auth::Token];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Auth::None => "none",
+            Auth::NoToken => "none",
             Auth::Open => "open",
             Auth::Token => "token",
         }
@@ -216,7 +216,7 @@ impl Event {
             payout_micros: None,
             path_index: None,
             network_policy: None,
-            auth: Auth::None,
+            auth: Auth::NoToken,
             ack: None,
             data,
             spans: [Span::default(); FIELD_COUNT],

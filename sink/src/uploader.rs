@@ -89,6 +89,9 @@ impl Drop for RunningGuard {
 pub struct Sealed {
     pub seq: u64,
     pub path: PathBuf,
+    /// Its length as synced, when this run wrote it: then no tail of it can be torn (a short
+    /// one is damage), since the writer cut it back to that length after any failed commit.
+    pub synced: Option<u64>,
 }
 
 pub struct Uploader {
@@ -158,6 +161,8 @@ async fn run(
     let mut queue: std::collections::VecDeque<Sealed> = backlog.into();
     let mut stopping: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
+    // Reads of the segment at the front of the queue that failed in a row.
+    let mut read_failures = 0;
     loop {
         // Take announcements without waiting while there is work.
         loop {
@@ -189,6 +194,7 @@ async fn run(
         };
         match upload_segment(&target, &seg, &stats, &visitors).await {
             Ok(damaged) => {
+                read_failures = 0;
                 let size = std::fs::metadata(&seg.path).map_or(0, |m| m.len());
                 let done = if damaged {
                     set_aside_damaged(&seg)
@@ -213,6 +219,26 @@ async fn run(
                 stats.segments_pending.fetch_sub(1, Ordering::Relaxed);
                 add(&stats.segments_uploaded, 1);
                 backoff = Duration::from_millis(100);
+            }
+            Err(e) if unreadable(e.as_ref()).is_some() => {
+                // The segment cannot be read (the disk fails under it, or it is gone): retried
+                // a few times, then set aside, so the segments behind it are not held up.
+                let gone = unreadable(e.as_ref()) == Some(std::io::ErrorKind::NotFound);
+                read_failures += 1;
+                eprintln!("sink: error: cannot read WAL segment {}: {e}", seg.seq);
+                if gone || read_failures >= READ_ATTEMPTS {
+                    if !gone {
+                        add(&stats.damaged_segments, 1);
+                        if let Err(e) = set_aside_damaged(&seg) {
+                            eprintln!("sink: error: {e}; it stays in the log for the next start");
+                        }
+                    }
+                    queue.pop_front();
+                    stats.segments_pending.fetch_sub(1, Ordering::Relaxed);
+                    read_failures = 0;
+                } else {
+                    tokio::time::sleep(backoff).await;
+                }
             }
             Err(e) if matches!(e.downcast_ref(), Some(crate::wal::WalError::NotASegment(_))) => {
                 // Not ours (or its header was destroyed): set it aside so it does not block
@@ -241,6 +267,17 @@ async fn run(
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
+    }
+}
+
+/// Reads of an unreadable segment before it is set aside.
+const READ_ATTEMPTS: u32 = 5;
+
+/// The kind of I/O error when `e` is a failure to read the segment file itself.
+fn unreadable(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<std::io::ErrorKind> {
+    match e.downcast_ref() {
+        Some(crate::wal::WalError::Io { source, .. }) => Some(source.kind()),
+        _ => None,
     }
 }
 
@@ -276,7 +313,17 @@ pub async fn upload_segment(
     stats: &UploadStats,
     visitors: &Visitors,
 ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
-    let contents = read_segment(&seg.path)?;
+    let mut contents = read_segment(&seg.path)?;
+    if contents.torn_bytes > 0 && seg.synced.is_some() {
+        // This run synced it whole and wrote nothing after: a short tail is damage.
+        let len = std::fs::metadata(&seg.path).map_or(0, |m| m.len());
+        contents.damage.push(crate::wal::Damage {
+            offset: len.saturating_sub(contents.torn_bytes as u64),
+            bytes: contents.torn_bytes as u64,
+            after_record: contents.len(),
+        });
+        contents.torn_bytes = 0;
+    }
     if contents.torn_bytes > 0 {
         eprintln!(
             "sink: WAL segment {}: dropped a torn tail of {} bytes (an unfinished write; never acknowledged)",
@@ -306,6 +353,8 @@ pub async fn upload_segment(
     // each part is written in slices of rows: what a segment takes in memory is about its
     // size, not several copies of it.
     let mut index: Vec<(TableKind, u16, i64, EventId, u32)> = Vec::with_capacity(contents.len());
+    // Records whose checksum held but which are not events: kept with the segment too.
+    let mut undecodable = 0u64;
     for (i, record) in contents.records().enumerate() {
         match Event::peek(record) {
             Ok((kind, id)) => {
@@ -314,7 +363,11 @@ pub async fn upload_segment(
             }
             Err(err) => {
                 add(&stats.bad_records, 1);
-                eprintln!("sink: WAL segment {}: skipping a record: {err}", seg.seq);
+                undecodable += 1;
+                eprintln!(
+                    "sink: error: WAL segment {}: skipping a record: {err}",
+                    seg.seq
+                );
             }
         }
     }
@@ -330,7 +383,11 @@ pub async fn upload_segment(
                     Ok(e) => b.append(&e),
                     Err(err) => {
                         add(&stats.bad_records, 1);
-                        eprintln!("sink: WAL segment {}: skipping a record: {err}", seg.seq);
+                        undecodable += 1;
+                        eprintln!(
+                            "sink: error: WAL segment {}: skipping a record: {err}",
+                            seg.seq
+                        );
                     }
                 }
             }
@@ -349,7 +406,7 @@ pub async fn upload_segment(
     if contents.torn_bytes > 0 {
         add(&stats.torn_bytes, contents.torn_bytes as u64);
     }
-    let damaged = !contents.damage.is_empty();
+    let damaged = !contents.damage.is_empty() || undecodable > 0;
     if damaged {
         add(&stats.damaged_segments, 1);
         add(&stats.damaged_bytes, contents.damaged_bytes());

@@ -1,12 +1,13 @@
 //! The write-ahead log: events made durable on local disk before a conversion is acknowledged.
 //!
 //! A log is a directory of numbered segment files (`00000000000000000001.wal`, …). A segment
-//! starts with an 8-byte magic and is a sequence of 32 KiB blocks (the magic sits at the
-//! front of the first), the layout of LevelDB's and RocksDB's logs. A record is written as
-//! one or more fragments, `[crc32 u32 LE][len u16 LE][type u8][payload]`, that never cross a
-//! block boundary: type 1 is a whole record, 2, 3 and 4 its first, middle and last pieces;
-//! a block's last bytes, too few for a fragment header, are zero. The checksum covers the
-//! length, the type and the payload.
+//! starts with an 8-byte magic and 8 random bytes, its salt, and is a sequence of 32 KiB
+//! blocks (the header sits at the front of the first), the layout of LevelDB's and RocksDB's
+//! logs. A record is written as one or more fragments, `[crc32 u32 LE][len u16 LE][type u8]
+//! [payload]`, that never cross a block boundary: type 1 is a whole record, 2, 3 and 4 its
+//! first, middle and last pieces; a block's last bytes, too few for a fragment header, are
+//! zero. The checksum covers the segment's salt, the length, the type and the payload: bytes
+//! a client sent, stored inside a record, cannot pass for a fragment of their own.
 //!
 //! So damage is contained. A reader that meets a fragment whose checksum fails looks for
 //! the next good fragment: right after the damaged one when only its payload was hit, else
@@ -43,7 +44,10 @@ const MAGIC_V1: &[u8; 8] = b"CTWAL\x00\x00\x01";
 pub const MAX_RECORD: usize = 4 << 20;
 /// Bytes of a block.
 pub const BLOCK: usize = 32 * 1024;
-const HEADER: usize = 8;
+/// Bytes of a segment's header: the magic, then the segment's salt.
+const HEADER: usize = 16;
+/// Bytes of the first format's header: the magic alone.
+const HEADER_V1: usize = 8;
 /// Bytes of a fragment header: crc32, length, type.
 const FRAGMENT_HEADER: usize = 7;
 
@@ -151,6 +155,19 @@ pub fn lock(dir: &Path) -> Result<File, WalError> {
     Ok(f)
 }
 
+/// Eight bytes from the kernel's random source. The salt goes into every fragment's checksum,
+/// so bytes a client sent (a postback's form body is stored as it came) can never pass for a
+/// fragment when a damaged segment is searched for the next good one.
+fn random_salt() -> std::io::Result<[u8; 8]> {
+    let mut salt = [0u8; 8];
+    // SAFETY: getrandom writes at most `salt.len()` bytes into the buffer it is given.
+    let n = unsafe { libc::getrandom(salt.as_mut_ptr().cast(), salt.len(), 0) };
+    if n != salt.len() as isize {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(salt)
+}
+
 /// The segments in `dir`, oldest first, as (sequence number, path).
 pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
     let mut out = Vec::new();
@@ -176,8 +193,14 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
 }
 
 /// Appends `payload` as the fragments of one record to `out`, whose first byte goes to file
-/// offset `file_pos` (so fragments can be kept within blocks).
-pub fn frame(out: &mut Vec<u8>, file_pos: u64, payload: &[u8]) -> Result<(), WalError> {
+/// offset `file_pos` (so fragments can be kept within blocks) of the segment whose salt is
+/// `salt` (see [`Segment::frame`]).
+pub fn frame(
+    out: &mut Vec<u8>,
+    file_pos: u64,
+    salt: &[u8; 8],
+    payload: &[u8],
+) -> Result<(), WalError> {
     if payload.len() > MAX_RECORD {
         return Err(WalError::TooLarge(payload.len()));
     }
@@ -200,6 +223,7 @@ pub fn frame(out: &mut Vec<u8>, file_pos: u64, payload: &[u8]) -> Result<(), Wal
         };
         let len = (n as u16).to_le_bytes();
         let mut crc = crc32fast::Hasher::new();
+        crc.update(salt);
         crc.update(&len);
         crc.update(&[kind]);
         crc.update(&rest[..n]);
@@ -225,6 +249,8 @@ pub struct Segment {
     pub bytes: u64,
     pub records: u64,
     pub created: std::time::Instant,
+    /// Random bytes of this segment, in its header and in every fragment's checksum.
+    salt: [u8; 8],
     faults: Option<Arc<Faults>>,
 }
 
@@ -241,7 +267,9 @@ impl Segment {
             .create_new(true)
             .open(&path)
             .map_err(io(&path))?;
+        let salt = random_salt().map_err(io(&path))?;
         file.write_all(MAGIC)
+            .and_then(|()| file.write_all(&salt))
             .and_then(|()| Faults::check(faults.as_deref(), |f| &f.sync))
             .and_then(|()| file.sync_all())
             .map_err(io(&path))?;
@@ -255,8 +283,15 @@ impl Segment {
             bytes: HEADER as u64,
             records: 0,
             created: std::time::Instant::now(),
+            salt,
             faults,
         })
+    }
+
+    /// Appends `payload` as a record to `out`, a batch this segment's next commit writes
+    /// (at [`Segment::bytes`]).
+    pub fn frame(&self, out: &mut Vec<u8>, payload: &[u8]) -> Result<(), WalError> {
+        frame(out, self.bytes, &self.salt, payload)
     }
 
     /// Writes `framed` (records built with [`frame`] at offset [`Segment::bytes`]) and waits
@@ -361,17 +396,31 @@ pub fn read_segment(path: &Path) -> Result<SegmentContents, WalError> {
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut data))
         .map_err(io(path))?;
-    if data.len() < HEADER {
-        if data.iter().all(|&b| b == 0) {
-            // Created but the header never reached the disk: nothing was acknowledged from it.
-            return Ok(SegmentContents::default());
-        }
+    let magic = &data[..data.len().min(HEADER_V1)];
+    let near =
+        |m: &[u8]| m.len() == HEADER_V1 && m.iter().zip(MAGIC).filter(|(a, b)| a != b).count() == 1;
+    let mut out = if magic == MAGIC && data.len() >= HEADER {
+        read_blocks(&data)
+    } else if magic == MAGIC_V1 {
+        read_v1(&data)
+    } else if near(magic) && data.len() >= HEADER {
+        // One damaged byte in the magic: the fragments check themselves, read them.
+        let mut out = read_blocks(&data);
+        out.damage.insert(
+            0,
+            Damage {
+                offset: 0,
+                bytes: HEADER_V1 as u64,
+                after_record: 0,
+            },
+        );
+        out
+    } else if data.iter().all(|&b| b == 0) || (magic == MAGIC && data.len() < HEADER) {
+        // Created but the header never reached the disk whole: nothing was acknowledged from
+        // it.
+        return Ok(SegmentContents::default());
+    } else {
         return Err(WalError::NotASegment(path.to_owned()));
-    }
-    let mut out = match &data[..HEADER] {
-        h if h == MAGIC => read_blocks(&data),
-        h if h == MAGIC_V1 => read_v1(&data),
-        _ => return Err(WalError::NotASegment(path.to_owned())),
     };
     // The spans point into the file's bytes; records put together from pieces follow them.
     let joined = std::mem::replace(&mut out.buf, data);
@@ -389,6 +438,7 @@ const JOINED: usize = 1 << 62;
 /// The fragment at `pos`, if it is whole, in its block, and its checksum holds:
 /// (type, payload).
 fn fragment(data: &[u8], pos: usize) -> Option<(u8, &[u8])> {
+    let salt = &data[HEADER_V1..HEADER];
     let block_end = (pos / BLOCK + 1) * BLOCK;
     let head = data.get(pos..pos + FRAGMENT_HEADER)?;
     let crc = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
@@ -400,6 +450,7 @@ fn fragment(data: &[u8], pos: usize) -> Option<(u8, &[u8])> {
     }
     let payload = data.get(pos + FRAGMENT_HEADER..end)?;
     let mut h = crc32fast::Hasher::new();
+    h.update(salt);
     h.update(&head[4..7]);
     h.update(payload);
     (h.finalize() == crc).then_some((kind, payload))
@@ -533,7 +584,7 @@ fn read_blocks(data: &[u8]) -> SegmentContents {
 /// is not whole.
 fn read_v1(data: &[u8]) -> SegmentContents {
     let mut out = SegmentContents::default();
-    let mut rest = &data[HEADER..];
+    let mut rest = &data[HEADER_V1..];
     while !rest.is_empty() {
         let whole = rest.split_first_chunk::<8>().and_then(|(head, body)| {
             let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;

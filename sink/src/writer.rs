@@ -28,7 +28,7 @@ use crate::ack::AckSender;
 use crate::event::Event;
 use crate::queue::EventReceiver;
 use crate::uploader::Sealed;
-use crate::wal::{Faults, MAX_RECORD, Segment, WalError, frame, list_segments, segment_name};
+use crate::wal::{Faults, MAX_RECORD, Segment, WalError, list_segments, segment_name};
 
 #[derive(Debug, Clone)]
 pub struct WalConfig {
@@ -108,6 +108,8 @@ pub struct WalWriter {
     /// Segments found sealed at start-up (left by an earlier run), oldest first.
     pub backlog: Vec<Sealed>,
     thread: JoinHandle<()>,
+    /// The log's lock ([`crate::wal::lock`]).
+    lock: std::fs::File,
 }
 
 /// Commits failing in a row.
@@ -210,6 +212,7 @@ impl State {
         if let Some(tx) = &self.sealed {
             let _ = tx.send(Sealed {
                 seq: seg.seq,
+                synced: Some(seg.bytes),
                 path: seg.path,
             });
         }
@@ -323,11 +326,7 @@ impl State {
         self.framed.clear();
         let mut at = 0;
         for &len in &self.lens {
-            frame(
-                &mut self.framed,
-                seg.bytes,
-                &self.batch[at..at + len as usize],
-            )?;
+            seg.frame(&mut self.framed, &self.batch[at..at + len as usize])?;
             at += len as usize;
         }
         if let Err(e) = seg.commit(&self.framed, self.lens.len() as u64) {
@@ -451,7 +450,11 @@ impl WalWriter {
         let mut state = State::new(cfg, next_seq, Arc::clone(&stats), sealed);
         let backlog = existing
             .into_iter()
-            .map(|(seq, path)| Sealed { seq, path })
+            .map(|(seq, path)| Sealed {
+                seq,
+                path,
+                synced: None,
+            })
             .collect();
         // Fail now, not at the first event, when the directory cannot take a segment.
         state.segment()?;
@@ -460,8 +463,7 @@ impl WalWriter {
             .spawn(move || {
                 // Batch work: on a core it shares with a worker, the redirects go first.
                 crate::lower_priority(5);
-                run(rxs, state);
-                drop(lock);
+                run(rxs, state)
             })
             .map_err(|source| WalError::Io {
                 path: PathBuf::from("sink-wal thread"),
@@ -471,13 +473,20 @@ impl WalWriter {
             stats,
             backlog,
             thread,
+            lock,
         })
     }
 
     /// Waits until every channel is closed and drained and the last batch is durable.
     pub fn join(self) -> Arc<WalStats> {
+        self.join_keeping_lock().0
+    }
+
+    /// As [`WalWriter::join`], handing over the log's lock: the caller holds it while the
+    /// uploader still reads and deletes segments, so no other process takes the log meanwhile.
+    pub fn join_keeping_lock(self) -> (Arc<WalStats>, std::fs::File) {
         let _ = self.thread.join();
-        self.stats
+        (self.stats, self.lock)
     }
 }
 

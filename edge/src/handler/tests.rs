@@ -691,10 +691,10 @@ fn postbacks_record_what_their_token_proves() {
     let forged = format!("/postback?cid={cid}&payout=77777&network=net-free");
     assert_eq!(h.get(&forged).0, Status::Ok);
     let e = h.sink.events.pop().unwrap();
-    assert_eq!((e.auth, e.get(Field::NetworkId)), (Auth::None, &b""[..]));
+    assert_eq!((e.auth, e.get(Field::NetworkId)), (Auth::NoToken, &b""[..]));
     // A pixel never proves anything once some network has a token.
     assert_eq!(h.get(&format!("/p.gif?cid={cid}&payout=5")).0, Status::Ok);
-    assert_eq!(h.sink.events.pop().unwrap().auth, Auth::None);
+    assert_eq!(h.sink.events.pop().unwrap().auth, Auth::NoToken);
 }
 
 #[test]
@@ -821,4 +821,14 @@ fn metrics_are_served_to_allowed_peers_only() {
     assert_eq!(st, Status::Forbidden);
     assert!(resp.contains("server.metrics_allow"), "{resp}");
     assert!(!resp.contains("edge_requests_total"));
+    // Behind a trusted proxy on an allowed address, a forwarded request is someone else's.
+    h.peer = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+    h.visitors.proxies = vec![Cidr::parse("10.0.0.0/8").unwrap()];
+    let forwarded = "GET /metrics HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n";
+    assert_eq!(h.send(forwarded).0, Status::Forbidden);
+    assert_eq!(
+        h.get("/metrics").0,
+        Status::Ok,
+        "the proxy's host itself may read them"
+    );
 }

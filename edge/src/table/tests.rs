@@ -355,15 +355,15 @@ fn postback_tokens() {
     .unwrap();
     assert_eq!(
         who(mixed.check_postback_token(Some(b"free"), None)),
-        Ok((Auth::None, None))
+        Ok((Auth::NoToken, None))
     );
     assert_eq!(
         who(mixed.check_postback_token(None, None)),
-        Ok((Auth::None, None))
+        Ok((Auth::NoToken, None))
     );
     assert_eq!(
         who(mixed.check_postback_token(Some(b"free"), Some(b"s3cret"))),
-        Ok((Auth::None, None))
+        Ok((Auth::NoToken, None))
     );
 }
 

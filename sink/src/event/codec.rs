@@ -224,7 +224,7 @@ mod tests {
     #[test]
     fn version_1_records_still_decode() {
         let mut e = sample(EventKind::Postback, IpAddr::V4(Ipv4Addr::LOCALHOST));
-        e.auth = Auth::None;
+        e.auth = Auth::NoToken;
         let mut v2 = Vec::new();
         e.encode(&mut v2);
         // Version 1 is version 2 without the policy and auth bytes.

@@ -137,7 +137,11 @@ fn uploading_a_segment_again_overwrites_instead_of_duplicating() {
     drop(tx);
     w.join();
     let (seq, path) = crate::wal::list_segments(&dir).unwrap().remove(0);
-    let seg = Sealed { seq, path };
+    let seg = Sealed {
+        seq,
+        path,
+        synced: None,
+    };
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let target = Target::remote(Arc::clone(&store));
     let stats = UploadStats::default();
@@ -268,5 +272,86 @@ fn a_local_store_is_synced_before_a_segment_is_deleted() {
             .is_err()
     );
     assert!(Target::remote(target.store.clone()).sync(&path).is_ok());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_unreadable_segment_is_set_aside_and_does_not_hold_up_the_others() {
+    let dir = tmp("unreadable");
+    // A "segment" that cannot be read: a directory by a segment's name.
+    std::fs::create_dir_all(dir.join(crate::wal::segment_name(1))).unwrap();
+    let (tx, w, up, store) = pipeline(&dir, 10);
+    tx.try_send(visit(H7, 1)).unwrap();
+    drop(tx);
+    w.join();
+    let stats = Arc::clone(&up.stats);
+    assert_eq!(up.join(), 0);
+    assert_eq!(
+        rows(
+            store.as_ref(),
+            &only(store.as_ref(), "visits/dt=2026-11-27/hour=07")
+        ),
+        1
+    );
+    assert_eq!(stats.damaged_segments.load(Ordering::Relaxed), 1);
+    assert!(
+        dir.join(crate::wal::DAMAGED_DIR)
+            .join(crate::wal::segment_name(1))
+            .exists()
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_short_tail_in_a_segment_this_run_synced_is_damage_not_a_torn_write() {
+    let dir = tmp("short");
+    let (tx, rx) = crate::queue::queue(100, u64::MAX);
+    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), None).unwrap();
+    for n in 0..10 {
+        tx.try_send(postback(H7, n, Some(1))).unwrap();
+    }
+    drop(tx);
+    w.join();
+    let (seq, path) = crate::wal::list_segments(&dir).unwrap().remove(0);
+    let synced = std::fs::metadata(&path).unwrap().len();
+    // The disk lost the end of what was synced.
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(synced - 10)
+        .unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let stats = UploadStats::default();
+    let seg = Sealed {
+        seq,
+        path: path.clone(),
+        synced: Some(synced),
+    };
+    let damaged = block_on(upload_segment(
+        &Target::remote(Arc::clone(&store)),
+        &seg,
+        &stats,
+        &Visitors::default(),
+    ))
+    .unwrap();
+    assert!(damaged, "a short tail of a synced segment is damage");
+    assert_eq!(stats.torn_bytes.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        rows(
+            store.as_ref(),
+            &only(store.as_ref(), "conversions/dt=2026-11-27/hour=07")
+        ),
+        9
+    );
+    // Found at start-up instead (no synced length known), it is a torn tail.
+    let seg = Sealed {
+        synced: None,
+        ..seg
+    };
+    let stats = UploadStats::default();
+    let target = Target::remote(Arc::new(InMemory::new()));
+    assert!(!block_on(upload_segment(&target, &seg, &stats, &Visitors::default())).unwrap());
+    assert!(stats.torn_bytes.load(Ordering::Relaxed) > 0);
     std::fs::remove_dir_all(dir).unwrap();
 }

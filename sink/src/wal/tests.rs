@@ -20,7 +20,7 @@ fn write_segment(dir: &Path, n: usize) -> Segment {
     for chunk in (0..n).collect::<Vec<_>>().chunks(3) {
         buf.clear();
         for &i in chunk {
-            frame(&mut buf, seg.bytes, &record(i)).unwrap();
+            seg.frame(&mut buf, &record(i)).unwrap();
         }
         seg.commit(&buf, chunk.len() as u64).unwrap();
     }
@@ -52,7 +52,7 @@ fn a_torn_tail_is_dropped_at_every_cut() {
     let mut ends = Vec::new();
     let mut buf = Vec::new();
     for i in 0..10 {
-        frame(&mut buf, HEADER as u64, &record(i)).unwrap();
+        frame(&mut buf, HEADER as u64, &[0; 8], &record(i)).unwrap();
         ends.push(HEADER + buf.len());
     }
     for cut in (HEADER..full.len()).step_by(7).chain([full.len() - 1]) {
@@ -122,7 +122,7 @@ fn postbacks(dir: &Path, seq: u64, n: usize) -> Segment {
     for i in 0..n {
         buf.clear();
         let record = format!("postback {i:03} {}", "p".repeat(300));
-        frame(&mut buf, seg.bytes, record.as_bytes()).unwrap();
+        seg.frame(&mut buf, record.as_bytes()).unwrap();
         seg.commit(&buf, 1).unwrap();
     }
     seg
@@ -224,7 +224,7 @@ fn segments_list_in_order_and_foreign_files_are_refused() {
 fn oversized_records_are_refused() {
     let mut buf = Vec::new();
     assert!(matches!(
-        frame(&mut buf, 8, &vec![0; MAX_RECORD + 1]),
+        frame(&mut buf, 16, &[0; 8], &vec![0; MAX_RECORD + 1]),
         Err(WalError::TooLarge(_))
     ));
     assert!(buf.is_empty());
@@ -236,11 +236,11 @@ fn a_failed_commit_is_cut_back_to_what_was_synced() {
     let faults = Arc::new(Faults::default());
     let mut seg = Segment::create(&dir, 1, Some(Arc::clone(&faults))).unwrap();
     let mut buf = Vec::new();
-    frame(&mut buf, seg.bytes, b"kept").unwrap();
+    seg.frame(&mut buf, b"kept").unwrap();
     seg.commit(&buf, 1).unwrap();
     let good = seg.bytes;
     buf.clear();
-    frame(&mut buf, seg.bytes, b"maybe written, never synced").unwrap();
+    seg.frame(&mut buf, b"maybe written, never synced").unwrap();
     faults.fail_next(|f| &f.sync, 1);
     let e = seg.commit(&buf, 1).unwrap_err();
     assert!(e.to_string().contains("Input/output error"), "{e}");
@@ -267,7 +267,7 @@ fn a_damaged_length_in_the_last_block_is_not_a_torn_tail() {
     let mut seg = Segment::create(&dir, 1, None).unwrap();
     for n in [1787, 1072, 1249] {
         let mut buf = Vec::new();
-        frame(&mut buf, seg.bytes, &vec![7; n]).unwrap();
+        seg.frame(&mut buf, &vec![7; n]).unwrap();
         seg.commit(&buf, 1).unwrap();
     }
     let mut data = std::fs::read(&seg.path).unwrap();
@@ -305,7 +305,7 @@ mod props {
         for chunk in records.chunks(batch) {
             buf.clear();
             for r in chunk {
-                frame(&mut buf, seg.bytes, r).unwrap();
+                seg.frame(&mut buf, r).unwrap();
             }
             seg.commit(&buf, chunk.len() as u64).unwrap();
         }
@@ -356,4 +356,66 @@ mod props {
             );
         }
     }
+}
+
+/// A client's bytes stored inside a record (a postback's form body) may be shaped like a
+/// fragment; a reader searching a damaged block for the next good fragment must not take
+/// them for one. Every fragment's checksum covers the segment's random salt, which a client
+/// cannot know: with it the forged fragment is ignored, and (the control) with the salt
+/// known it would have been read as a record.
+#[test]
+fn bytes_shaped_like_a_fragment_inside_a_record_are_never_read_as_one() {
+    let dir = tmp("forged");
+    let forged_with = |salt: &[u8; 8]| {
+        let mut f = Vec::new();
+        frame(&mut f, HEADER as u64 + 100, salt, b"FORGED POSTBACK").unwrap();
+        f
+    };
+    let run = |salt: Option<[u8; 8]>| {
+        let seg = Segment::create(&dir, 1, None).unwrap();
+        let mut body = b"cid=...&x=".to_vec();
+        body.extend(forged_with(&salt.unwrap_or(seg.salt)));
+        let mut buf = Vec::new();
+        for r in [&b"first"[..], &body, b"last"] {
+            seg.frame(&mut buf, r).unwrap();
+        }
+        let mut seg = seg;
+        seg.commit(&buf, 3).unwrap();
+        let mut data = std::fs::read(&seg.path).unwrap();
+        // Damage the length of the record holding the body: the reader searches it byte by
+        // byte for the next good fragment.
+        let second = HEADER + 7 + b"first".len();
+        data[second + 4] ^= 0x01;
+        std::fs::write(&seg.path, &data).unwrap();
+        let c = read_segment(&seg.path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        c.to_vec()
+    };
+    let read = run(Some([0; 8]));
+    assert!(!read.iter().any(|r| r.starts_with(b"FORGED")), "{read:?}");
+    assert_eq!(read, vec![b"first".to_vec(), b"last".to_vec()]);
+    let control = run(None);
+    assert!(
+        control.iter().any(|r| r.starts_with(b"FORGED")),
+        "{control:?}"
+    );
+}
+
+#[test]
+fn a_damaged_byte_in_the_magic_loses_nothing_but_is_reported() {
+    let dir = tmp("magic");
+    let seg = write_segment(&dir, 5);
+    let mut data = std::fs::read(&seg.path).unwrap();
+    data[2] ^= 0x20;
+    std::fs::write(&seg.path, &data).unwrap();
+    let c = read_segment(&seg.path).unwrap();
+    assert_eq!(c.len(), 5);
+    assert_eq!(c.damage[0].offset, 0);
+    data[3] ^= 0x20;
+    std::fs::write(&seg.path, &data).unwrap();
+    assert!(matches!(
+        read_segment(&seg.path),
+        Err(WalError::NotASegment(_))
+    ));
+    std::fs::remove_dir_all(dir).unwrap();
 }
