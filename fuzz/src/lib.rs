@@ -12,7 +12,7 @@ use edge::http::{Limits, Method, Parse, parse};
 use edge::metrics::Metrics;
 use edge::table::Table;
 use sink::columns::Visitors;
-use sink::wal::{Segment, frame};
+use sink::wal::Segment;
 use sink::{Event, EventId, EventKind, Field};
 
 /// The postback token the `postback` target's config gives the demo's network.
@@ -209,7 +209,7 @@ pub fn segment(dir: &Path, records: &[Vec<u8>]) -> Vec<u8> {
     let mut seg = Segment::create(dir, 1, None).expect("create a segment");
     let mut buf = Vec::new();
     for r in records {
-        frame(&mut buf, seg.bytes, r).expect("frame a record");
+        seg.frame(&mut buf, r).expect("frame a record");
     }
     seg.commit(&buf, records.len() as u64).expect("commit");
     std::fs::read(&seg.path).expect("read the segment back")
