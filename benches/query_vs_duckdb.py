@@ -23,34 +23,62 @@ ROUNDS = int(os.environ.get("ROUNDS", "3"))
 THREADS = int(os.environ.get("THREADS", "2"))
 EXPECTED = os.environ.get("EXPECTED")
 
-# The README's attribution rules, in DuckDB's dialect: latest report per (click, txid) wins,
+# The README's attribution and trust rules, in DuckDB's dialect: each report is judged
+# against its click's network (a postback must carry the token of a network that requires
+# one; pixels only where the network takes them; an unknown click only with a token or when
+# no network required one), then the latest report per (click, txid) wins, an authenticated
+# one over the others;
 # declined/rejected/chargeback drop out, unmatched conversions form their own row.
 DUCKDB_SQL = f"""
 WITH v AS (
     SELECT campaign_id AS d0, country AS d1, kind, cost_micros, bot IS NOT TRUE AS keep,
-           CASE WHEN kind = 'visit' THEN event_id END AS visit_key
+           event_id, network_id, network_token, network_pixels
     FROM read_parquet('{LAKE}/visits/*/*/*.parquet', hive_partitioning = true)
 ),
+j AS (
+    SELECT r.click_id, r.txid, r.status, r.method,
+           (CASE WHEN r.auth = 'token' THEN '1' ELSE '0' END) || r.event_id AS rank,
+           CASE WHEN r.method = 'pixel' AND x.network_pixels = 'default_payout' THEN NULL
+                ELSE r.payout_micros END AS payout,
+           x.event_id AS visit_key, x.d0, x.d1, x.keep
+    FROM read_parquet('{LAKE}/conversions/*/*/*.parquet', hive_partitioning = true) r
+    LEFT JOIN (SELECT * FROM v WHERE kind = 'visit') x ON x.event_id = r.click_id
+    WHERE coalesce(x.keep, true) AND CASE
+        WHEN x.event_id IS NULL THEN coalesce(r.auth, 'open') NOT IN ('token', 'open')
+        WHEN r.method = 'pixel' THEN x.network_pixels IS NOT DISTINCT FROM 'off'
+        WHEN r.method <> 'postback' OR coalesce(r.auth, 'open') = 'open' THEN false
+        WHEN x.network_token THEN r.auth_network_id IS DISTINCT FROM x.network_id
+        ELSE false END = false
+),
 latest AS (
-    SELECT click_id, arg_max_null(status, event_id) AS status,
-           arg_max_null(payout_micros, event_id) AS payout
-    FROM read_parquet('{LAKE}/conversions/*/*/*.parquet', hive_partitioning = true)
+    SELECT any_value(visit_key) AS visit_key, any_value(d0) AS d0, any_value(d1) AS d1,
+           arg_max_null(status, rank) AS status, arg_max_null(payout, rank) AS payout
+    FROM j
     GROUP BY click_id, coalesce(txid, '')
 ),
 c AS (
-    SELECT click_id, count(*) AS conversions, coalesce(sum(payout), 0) AS priced
+    SELECT visit_key IS NULL AS unknown_click, d0, d1, count(*) AS conversions,
+           coalesce(sum(payout), 0) AS revenue_micros
     FROM latest
     WHERE lower(coalesce(status, '')) NOT IN ('declined', 'rejected', 'chargeback')
-    GROUP BY click_id
+    GROUP BY ALL
+),
+vv AS (
+    SELECT false AS unknown_click, d0, d1,
+           count(*) FILTER (WHERE kind = 'visit') AS visits,
+           count(*) FILTER (WHERE kind = 'click') AS clicks,
+           coalesce(sum(cost_micros) FILTER (WHERE kind = 'visit'), 0) AS cost_micros
+    FROM v WHERE keep
+    GROUP BY ALL
 )
-SELECT v.kind IS NULL AS unknown_click, d0, d1,
-       count(v.visit_key) AS visits,
-       count(*) FILTER (WHERE v.kind = 'click') AS clicks,
-       coalesce(sum(c.conversions), 0) AS conversions,
-       coalesce(sum(c.priced), 0) AS revenue_micros,
-       coalesce(sum(v.cost_micros) FILTER (WHERE v.kind = 'visit'), 0) AS cost_micros
-FROM c FULL OUTER JOIN v ON v.visit_key = c.click_id
-WHERE coalesce(v.keep, true)
+SELECT unknown_click, d0, d1, sum(visits), sum(clicks), sum(conversions),
+       sum(revenue_micros), sum(cost_micros)
+FROM (
+    SELECT unknown_click, d0, d1, visits, clicks, 0 AS conversions, 0 AS revenue_micros,
+           cost_micros FROM vv
+    UNION ALL
+    SELECT unknown_click, d0, d1, 0, 0, conversions, revenue_micros, 0 FROM c
+)
 GROUP BY ALL
 """
 

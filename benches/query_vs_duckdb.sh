@@ -9,6 +9,7 @@
 # must show), installs DuckDB from PyPI if missing, then times both engines, interleaved, over
 # ROUNDS rounds after a warm-up, and checks that they agree with each other and the generator.
 set -euo pipefail
+BIN="${CARGO_TARGET_DIR:-target}/release"
 cd "$(dirname "$0")/.."
 VISITS=${VISITS:-50000000}
 LAKE=${LAKE:-/var/tmp/clicktracker-lake-$((VISITS / 1000000))m}
@@ -19,8 +20,8 @@ if [ ! -f "$LAKE/expected.json" ]; then
     rm -rf "$LAKE"
     mkdir -p "$LAKE"
     echo "generating $VISITS visits into $LAKE" >&2
-    target/release/genstore --store "file://$LAKE" --visits "$VISITS" > "$LAKE/expected.json.tmp"
+    "$BIN/genstore" --store "file://$LAKE" --visits "$VISITS" > "$LAKE/expected.json.tmp"
     mv "$LAKE/expected.json.tmp" "$LAKE/expected.json"
 fi
 echo "store: $(du -sh "$LAKE" | cut -f1), $(find "$LAKE" -name '*.parquet' | wc -l) files" >&2
-QUERY=target/release/query EXPECTED="$LAKE/expected.json" exec python3 benches/query_vs_duckdb.py
+QUERY="$BIN/query" EXPECTED="$LAKE/expected.json" exec python3 benches/query_vs_duckdb.py

@@ -1,7 +1,8 @@
 //! `genstore`: writes a large synthetic store — visits spread over days and hours, ~2 % of
-//! them converting, with duplicate postbacks, upsells, declined conversions and conversions
-//! of unknown clicks — through the sink's own Arrow builder and Parquet writer, so the files
-//! are what the edge writes. Visitor columns the edge does not fill yet (country, OS,
+//! them converting, with duplicate postbacks, upsells, declined conversions, conversions of
+//! unknown clicks, and forged ones (README "Trust": half the networks require their postback
+//! token, and 1 % of their clicks also get a report without it) — through the sink's own Arrow
+//! builder and Parquet writer, so the files are what the edge writes. Visitor columns the edge does not fill yet (country, OS,
 //! browser, device) are filled with realistic spreads. At the end it prints, as JSON, the
 //! totals a correct report must show (README "Attribution").
 //!
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use object_store::ObjectStoreExt;
 use sink::columns::{Builder, TableKind};
-use sink::event::{Event, EventKind, Field};
+use sink::event::{Auth, Event, EventKind, Field, NetworkPolicy, Pixels};
 use sink::{EventId, store};
 
 const COUNTRIES: [&str; 24] = [
@@ -218,7 +219,9 @@ fn gen_hour(opts: &Opts, hour: u64) -> Expected {
             );
             let offer = format!("offer-{}", campaign % 40);
             e.push(Field::OfferId, offer.as_bytes());
-            e.push(Field::NetworkId, format!("net-{}", campaign % 4).as_bytes());
+            let network = campaign % 4;
+            e.push(Field::NetworkId, format!("net-{network}").as_bytes());
+            e.network_policy = Some(policy(network));
             e.push(
                 Field::Location,
                 format!("https://offers.example.com/{offer}?sub={id}").as_bytes(),
@@ -238,7 +241,7 @@ fn gen_hour(opts: &Opts, hour: u64) -> Expected {
             exp.visits += 1;
             exp.cost_micros += cost;
             if rng.chance(opts.conversion_rate) {
-                convert(&mut rng, &mut exp, id, ts, &mut conversions);
+                convert(&mut rng, &mut exp, id, ts, network, &mut conversions);
             }
         }
         let batch = b.finish().expect("visits batch");
@@ -254,18 +257,22 @@ fn gen_hour(opts: &Opts, hour: u64) -> Expected {
         );
         segment += 1;
     }
-    // Conversions of clicks nobody made (forged or lost): 0.5 % of this hour's conversions.
+    // Conversions of clicks nobody made: 0.5 % of this hour's conversions; those carrying a
+    // network's token count (a visit lost in a crash), the others are forged.
     let unknown = (conversions.len() / 200).max(1);
-    for _ in 0..unknown {
+    for k in 0..unknown {
         let ts = hour_ms + rng.below(3_600_000);
         let id = EventId::new(ts, 9, 9, rng.below(1 << 24) as u32);
         let payout = payout(&mut rng);
-        conversions.push((
-            ts + 1_000,
-            postback(id, ts + 1_000, &mut rng, "u", Some(payout), ""),
-        ));
-        exp.unknown_conversions += 1;
-        exp.unknown_revenue_micros += payout;
+        let authenticated = k % 2 == 0;
+        let mut e = postback(id, ts + 1_000, &mut rng, "u", Some(payout), "");
+        if authenticated {
+            e.auth = Auth::Token;
+            e.push(Field::NetworkId, b"net-0");
+            exp.unknown_conversions += 1;
+            exp.unknown_revenue_micros += payout;
+        }
+        conversions.push((ts + 1_000, e));
     }
     // Conversions land in the partitions of their own time.
     conversions.sort_by_key(|(ts, _)| *ts);
@@ -294,34 +301,61 @@ fn gen_hour(opts: &Opts, hour: u64) -> Expected {
     exp
 }
 
+/// Networks 0 and 1 require their postback token (and take no pixels); 2 and 3 do not.
+fn policy(network: u64) -> NetworkPolicy {
+    let token = network < 2;
+    NetworkPolicy {
+        token,
+        pixels: if token { Pixels::Off } else { Pixels::Payout },
+    }
+}
+
 fn payout(rng: &mut Rng) -> i64 {
     (100 + rng.below(9_900) as i64) * 10_000
 }
 
 /// The conversions of one visit: the sale, sometimes reported twice, sometimes with an
-/// upsell, sometimes declined later.
+/// upsell, sometimes declined later, each carrying its network's token when it has one; and
+/// for 1 % of a token network's clicks, a forged report without it (which must not count,
+/// nor cancel the sale).
 fn convert(
     rng: &mut Rng,
     exp: &mut Expected,
     click: EventId,
     ts: u64,
+    network: u64,
     out: &mut Vec<(u64, Event)>,
 ) {
     let at = ts + 5_000 + rng.below(2 * 3_600_000);
     let p = payout(rng);
-    out.push((at, postback(click, at, rng, "1", Some(p), "approved")));
+    let net = format!("net-{network}");
+    let signed = |mut e: Event| {
+        if policy(network).token {
+            e.auth = Auth::Token;
+            e.push(Field::NetworkId, net.as_bytes());
+        }
+        e
+    };
+    if policy(network).token && rng.chance(0.01) {
+        let forged = postback(click, at + 30_000, rng, "1", Some(999_000_000), "declined");
+        out.push((at + 30_000, forged));
+    }
+    out.push((
+        at,
+        signed(postback(click, at, rng, "1", Some(p), "approved")),
+    ));
     let mut counted = true;
     if rng.chance(0.10) {
         // The network retries: the same txid again, counted once.
         out.push((
             at + 60_000,
-            postback(click, at + 60_000, rng, "1", Some(p), "approved"),
+            signed(postback(click, at + 60_000, rng, "1", Some(p), "approved")),
         ));
     }
     if rng.chance(0.03) {
         out.push((
             at + 120_000,
-            postback(click, at + 120_000, rng, "1", Some(p), "declined"),
+            signed(postback(click, at + 120_000, rng, "1", Some(p), "declined")),
         ));
         counted = false;
     }
@@ -333,7 +367,7 @@ fn convert(
         let up = payout(rng);
         out.push((
             at + 180_000,
-            postback(click, at + 180_000, rng, "2", Some(up), ""),
+            signed(postback(click, at + 180_000, rng, "2", Some(up), "")),
         ));
         exp.conversions += 1;
         exp.revenue_micros += up;
