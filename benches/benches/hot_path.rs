@@ -279,9 +279,9 @@ fn visitors_bench(c: &mut Criterion) {
         })
     });
     let campaign = table.campaign(b"rules").unwrap();
-    let visitor = edge::table::Visitor {
+    let visitor = catalog::model::Visitor {
         country: Some(*b"DE"),
-        device: Some(edge::table::Device::Desktop),
+        device: Some(catalog::model::Device::Desktop),
         os: Some("Windows"),
         browser: Some("Chrome"),
         accept_language: b"de-DE,de;q=0.9,en;q=0.5",

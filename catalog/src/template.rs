@@ -5,7 +5,7 @@
 //! percent-encoded when written, so no request can change the redirect's host or put a CR or
 //! LF into the `Location` header.
 
-use crate::config::ConfigError;
+use crate::ConfigError;
 
 /// What a `{token}` stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

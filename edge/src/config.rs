@@ -1,10 +1,9 @@
-//! The TOML config file as written by users (SPEC.md "Config"), with defaults.
-//!
-//! These structs only mirror the file; [`crate::table::Table::compile`] validates them into
-//! the runtime campaign table. Unknown keys are rejected here, by serde, with the key's name.
+//! The edge's config file: `[server]`, as written by users (SPEC.md "Config"), with its
+//! defaults; the catalog's sections are [`catalog::File`]'s. [`crate::settings::Settings`]
+//! validates `[server]` and [`crate::table::Table::compile`] the rest. Unknown keys are
+//! rejected here, by serde, with the key's name.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -13,62 +12,10 @@ use crate::http;
 /// The built-in demo config served when `edge` runs without `--config`.
 pub const DEMO_CONFIG: &str = include_str!("demo.toml");
 
-/// Why a config file cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Parse(String),
-    #[error("{key}: {msg}")]
-    Invalid { key: String, msg: String },
-}
+/// The config file the edge reads: `[server]` (its settings) and the catalog.
+pub type ConfigFile = catalog::File<ServerConfig>;
 
-impl ConfigError {
-    pub fn invalid(key: impl Into<String>, msg: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            key: key.into(),
-            msg: msg.into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigFile {
-    #[serde(default)]
-    pub server: ServerConfig,
-    #[serde(default)]
-    pub traffic_sources: Vec<TrafficSourceConfig>,
-    #[serde(default)]
-    pub affiliate_networks: Vec<NetworkConfig>,
-    #[serde(default)]
-    pub offers: Vec<OfferConfig>,
-    #[serde(default)]
-    pub landing_pages: Vec<LandingPageConfig>,
-    #[serde(default)]
-    pub campaigns: Vec<CampaignConfig>,
-}
-
-impl ConfigFile {
-    pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string().trim_end().to_owned()))
-    }
-
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse(msg) => ConfigError::Parse(format!("{}: {msg}", path.display())),
-            other => other,
-        })
-    }
-}
+pub use catalog::ConfigError;
 
 /// Default `server.event_queue`: events buffered between the workers and the WAL writer,
 /// enough to ride out a disk stall of a few hundred milliseconds at full load.
@@ -185,118 +132,6 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrafficSourceConfig {
-    pub id: String,
-    #[serde(default)]
-    pub name: String,
-    /// Remapped name (`source`, `var_2`, …) → the query parameter that carries it.
-    #[serde(default)]
-    pub params: BTreeMap<String, String>,
-    /// Query parameter carrying the click's cost, overriding the campaign's CPC.
-    #[serde(default)]
-    pub cost_param: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkConfig {
-    pub id: String,
-    #[serde(default)]
-    pub name: String,
-    /// When set, postbacks for this network must carry `?token=<value>` to count.
-    #[serde(default)]
-    pub postback_token: String,
-    /// Whether pixel conversions of this network's clicks count: `off`, `default_payout`
-    /// (they count with the offer's payout) or `payout` (with their own). Default: `off`
-    /// for a network with a postback token, `payout` for one without.
-    #[serde(default)]
-    pub pixels: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OfferConfig {
-    pub id: String,
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub network: Option<String>,
-    pub url: String,
-    /// Used when a conversion carries no payout.
-    #[serde(default)]
-    pub payout: f64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LandingPageConfig {
-    pub id: String,
-    #[serde(default)]
-    pub name: String,
-    pub url: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CampaignConfig {
-    pub id: String,
-    #[serde(default)]
-    pub name: String,
-    pub traffic_source: String,
-    /// CPC cost per visit unless the traffic source's `cost_param` overrides it.
-    #[serde(default)]
-    pub cost: f64,
-    #[serde(default)]
-    pub paths: Vec<PathConfig>,
-    #[serde(default)]
-    pub rules: Vec<RuleConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PathConfig {
-    #[serde(default = "one")]
-    pub weight: u32,
-    #[serde(default)]
-    pub landing_page: Option<String>,
-    #[serde(default)]
-    pub offers: Vec<OfferRefConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OfferRefConfig {
-    pub offer: String,
-    #[serde(default = "one")]
-    pub weight: u32,
-}
-
-/// A routing rule: values within a condition are OR, conditions are AND.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    #[serde(default)]
-    pub countries: Vec<String>,
-    #[serde(default)]
-    pub devices: Vec<String>,
-    #[serde(default)]
-    pub os: Vec<String>,
-    #[serde(default)]
-    pub browsers: Vec<String>,
-    #[serde(default)]
-    pub languages: Vec<String>,
-    #[serde(default)]
-    pub bot: Option<bool>,
-    #[serde(default)]
-    pub paths: Vec<PathConfig>,
-}
-
-fn one() -> u32 {
-    1
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,10 +149,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen_port"), "{e}");
-        let e = ConfigFile::parse("[[offers]]\nid = \"o\"\nurl = \"http://a/\"\npayuot = 1\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("payuot"), "{e}");
     }
 
     #[test]

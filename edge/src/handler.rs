@@ -5,6 +5,8 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use catalog::model::{Campaign, LandingPage, Needs, Offer, Path, TrafficSource, Visitor};
+use catalog::template::{Token, TokenValues};
 use sink::ack::AckReceiver;
 use sink::columns::Visitors;
 use sink::event::{Auth, NetworkPolicy, Pixels};
@@ -16,10 +18,7 @@ use crate::clicks::{COOKIE_MAX_AGE_S, COOKIE_PREFIX, ClickState, Clicks};
 use crate::http::{Method, Request};
 use crate::metrics::{Metrics, Route};
 use crate::response::{self, DateCache, Framing, Status};
-use crate::table::{
-    Campaign, LandingPage, Needs, Offer, Path, Table, TokenError, TrafficSource, Visitor,
-};
-use crate::template::{Token, TokenValues};
+use crate::table::{Table, TokenError};
 use crate::visitor::{self, Caches};
 
 /// Longest `txid`, `status` or `type` a conversion may carry.

@@ -9,7 +9,7 @@ use sink::agent::{Agents, DeviceType, parsed_bytes};
 use sink::columns::Visitors;
 use sink::geo::CountryCache;
 
-use crate::table::{Needs, Visitor};
+use catalog::model::{Needs, Visitor};
 
 /// Slots in a worker's agent cache (a power of two).
 pub const AGENT_CACHE_SLOTS: usize = 1 << 14;

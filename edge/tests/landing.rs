@@ -281,8 +281,7 @@ fn rules_route_visitors_and_landing_page_chains_are_counted() {
     }
 
     // The report: bots left out; conversions and visits go to the offer of their click.
-    let file = edge::config::ConfigFile::parse(&config()).unwrap();
-    let names = Names::from_config(&file);
+    let names = Names::parse(&config()).unwrap();
     let store = format!("file://{}", data.join("lake").display());
     let session = block_on(Session::open(&store, &SessionOptions::default())).unwrap();
     let report = |by: &str| {

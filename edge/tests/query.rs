@@ -253,7 +253,7 @@ fn reports_and_the_feed_match_the_traffic_sent_to_the_cent() {
     assert_eq!(want["camp-a"].conversions, 6, "the model itself");
     assert_eq!(want["?"].conversions, 2);
 
-    let names = Names::from_config(&edge::config::ConfigFile::parse(CONFIG).unwrap());
+    let names = Names::parse(CONFIG).unwrap();
     let session = block_on(Session::open(&store, &SessionOptions::default())).unwrap();
     let req = |by: &str, range: DateRange| ReportRequest {
         range,

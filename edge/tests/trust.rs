@@ -273,7 +273,7 @@ fn forged_conversions_are_stored_for_audit_and_never_counted() {
 
     let store = format!("file://{}", data.0.join("lake").display());
     let session = block_on(Session::open(&store, &SessionOptions::default())).unwrap();
-    let names = Names::from_config(&edge::config::ConfigFile::parse(CONFIG).unwrap());
+    let names = Names::parse(CONFIG).unwrap();
     let m = |visits, clicks, conversions, revenue: i64| Metrics {
         visits,
         clicks,

@@ -37,7 +37,7 @@ pub enum QueryError {
     #[error(transparent)]
     Store(#[from] sink::store::StoreError),
     #[error("{0}")]
-    Config(#[from] edge::config::ConfigError),
+    Config(#[from] catalog::ConfigError),
     #[error("bad --memory-limit {0:?}: expected a size like 512M, 4G or 0 for no limit")]
     BadSize(String),
     #[error("query failed: {0}")]

@@ -5,7 +5,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-use edge::config::ConfigFile;
+use catalog::{Catalog, File};
+use serde::de::IgnoredAny;
 
 use crate::Result;
 
@@ -24,33 +25,46 @@ pub struct Names {
 }
 
 impl Names {
-    /// Reads and checks `path` as the edge would (a file the edge refuses is refused here).
+    /// Reads and checks the catalog in the config file at `path` (a catalog the edge refuses
+    /// is refused here; `[server]` is the edge's and is skipped).
     pub fn load(path: &Path) -> Result<Self> {
-        let cfg = ConfigFile::load(path)?;
-        edge::table::Table::compile(&cfg)?;
-        Ok(Self::from_config(&cfg))
+        Ok(Self::from_catalog(&Catalog::compile(
+            &File::<IgnoredAny>::load(path)?,
+        )?))
     }
 
-    pub fn from_config(cfg: &ConfigFile) -> Self {
-        let pairs = |it: &mut dyn Iterator<Item = (&String, &String)>| {
-            it.map(|(id, name)| (id.clone(), name.clone())).collect()
+    /// As [`Names::load`], from the file's text.
+    pub fn parse(text: &str) -> Result<Self> {
+        Ok(Self::from_catalog(&Catalog::compile(
+            &File::<IgnoredAny>::parse(text)?,
+        )?))
+    }
+
+    pub fn from_catalog(cat: &Catalog) -> Self {
+        let pairs = |it: &mut dyn Iterator<Item = (&str, &str)>| {
+            it.map(|(id, name)| (id.to_owned(), name.to_owned()))
+                .collect()
         };
         Names {
-            campaigns: pairs(&mut cfg.campaigns.iter().map(|c| (&c.id, &c.name))),
-            traffic_sources: pairs(&mut cfg.traffic_sources.iter().map(|t| (&t.id, &t.name))),
-            networks: pairs(&mut cfg.affiliate_networks.iter().map(|n| (&n.id, &n.name))),
-            offers: pairs(&mut cfg.offers.iter().map(|o| (&o.id, &o.name))),
-            landing_pages: pairs(&mut cfg.landing_pages.iter().map(|l| (&l.id, &l.name))),
-            default_payouts: cfg
+            campaigns: pairs(&mut cat.campaigns.iter().map(|c| (&*c.id, &*c.name))),
+            traffic_sources: pairs(&mut cat.sources.iter().map(|t| (&*t.id, &*t.name))),
+            networks: pairs(&mut cat.networks.iter().map(|n| (&*n.id, &*n.name))),
+            offers: pairs(&mut cat.offers.iter().map(|o| (&*o.id, &*o.name))),
+            landing_pages: pairs(&mut cat.landing_pages.iter().map(|l| (&*l.id, &*l.name))),
+            default_payouts: cat
                 .offers
                 .iter()
-                .filter(|o| o.payout > 0.0)
-                .map(|o| (o.id.clone(), (o.payout * 1e6).round() as i64))
+                .filter(|o| o.payout_micros > 0)
+                .map(|o| (o.id.to_string(), o.payout_micros))
                 .collect(),
-            remapped: cfg
-                .traffic_sources
+            remapped: cat
+                .sources
                 .iter()
-                .flat_map(|t| t.params.keys().cloned())
+                .flat_map(|t| {
+                    t.params
+                        .iter()
+                        .map(|&(name, _)| cat.params.name(name).to_owned())
+                })
                 .collect(),
         }
     }
@@ -91,17 +105,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_demo_config_gives_names_payouts_and_remapped_names() {
-        let cfg = ConfigFile::parse(edge::config::DEMO_CONFIG).unwrap();
-        let n = Names::from_config(&cfg);
-        let c = &cfg.campaigns[0];
-        assert_eq!(n.campaign(&c.id), Some(c.name.as_str()));
-        assert!(!n.remapped.is_empty());
+    fn a_config_gives_names_payouts_and_remapped_names() {
+        let n = Names::parse(
+            r#"
+[server]
+listen = "127.0.0.1:9"
+
+[[traffic_sources]]
+id = "ts"
+name = "Push source"
+params = { zone = "zoneid" }
+
+[[offers]]
+id = "o1"
+name = "Offer one"
+url = "https://offers.example/?s={click_id}"
+payout = 2.5
+
+[[campaigns]]
+id = "c1"
+name = "Campaign one"
+traffic_source = "ts"
+  [[campaigns.paths]]
+  offers = [ { offer = "o1" } ]
+"#,
+        )
+        .unwrap();
+        assert_eq!(n.campaign("c1"), Some("Campaign one"));
+        assert_eq!(n.traffic_source("ts"), Some("Push source"));
         assert_eq!(n.campaign("nope"), None);
-        let sql = n.default_payout_sql("offer_id");
-        assert!(
-            sql == "0" || sql.starts_with("CASE offer_id WHEN '"),
-            "{sql}"
+        assert_eq!(n.remapped.iter().collect::<Vec<_>>(), ["zone"]);
+        assert_eq!(
+            n.default_payout_sql("offer_id"),
+            "CASE offer_id WHEN 'o1' THEN 2500000 ELSE 0 END"
         );
+        let e = Names::parse("[[campaigns]]\nid = \"c\"\ntraffic_source = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("campaigns[0].traffic_source"), "{e}");
     }
 }

@@ -1,9 +1,22 @@
-//! The sink: the event model every request becomes, and the path that makes events durable —
-//! the write-ahead log with group commit ([`writer`], [`wal`]) that conversions are
-//! acknowledged against ([`ack`]).
+//! The sink: the event model every request becomes, and the path that makes events durable
+//! and queryable — the write-ahead log with group commit that conversions are acknowledged
+//! against, and the uploader that turns sealed log segments into zstd Parquet in the store,
+//! Hive-partitioned by table, date and hour.
 //!
-//! Sealed WAL segments become zstd Parquet in the store ([`uploader`], [`columns`],
-//! [`store`]), Hive-partitioned by table, date and hour.
+//! | module | what |
+//! |---|---|
+//! | [`event`] | the event every request becomes, and its binary codec |
+//! | [`id`] | time-ordered event ids (the click id) |
+//! | [`money`], [`url`] | amounts in micro-units; URL decoding, encoding and redaction |
+//! | [`ack`] | the acknowledgement a conversion waits for (durable, or failed) |
+//! | [`queue`] | the bounded (count and bytes) queue from the edge's workers to the writer |
+//! | [`writer`] | group commit into the write-ahead log, retries, the disk limit |
+//! | [`wal`] | the log's segment format: blocks, fragments, damage and torn tails |
+//! | [`uploader`] | sealed segments → sorted Arrow batches → Parquet in the store |
+//! | [`columns`] | the tables' Arrow schemas and column builders |
+//! | [`store`] | object_store targets (`file://`, `s3://`), puts that survive faults |
+//! | [`agent`], [`geo`] | visitor facts: user agents (uap-core), GeoIP, data-centre ranges |
+//! | [`huge`] | huge-page backed buffers for the GeoIP database |
 
 pub mod ack;
 pub mod agent;

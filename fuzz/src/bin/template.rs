@@ -2,7 +2,7 @@
 //! token values written as the handler writes them (percent-encoded). A rendered URL holds
 //! no CR, LF or space, and its scheme and host are the template's own.
 
-use edge::template::{ParamNames, Template, Token, TokenValues};
+use catalog::template::{ParamNames, Template, Token, TokenValues};
 
 /// Token values taken in turn from the input's NUL-separated pieces.
 struct Hostile<'a> {

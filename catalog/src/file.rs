@@ -1,0 +1,190 @@
+//! The config file as users write it (SPEC.md "Config"): the catalog's sections —
+//! `[[traffic_sources]]`, `[[affiliate_networks]]`, `[[offers]]`, `[[landing_pages]]`,
+//! `[[campaigns]]` — and a `[server]` table whose type is the reader's (the edge's settings;
+//! ignored by a reader that only wants the catalog).
+//!
+//! These structs only mirror the file, with its defaults; [`crate::Catalog::compile`]
+//! validates them. Unknown keys are rejected here, by serde, with the key's name.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+
+use crate::ConfigError;
+
+/// A config file: `[server]` read as `S`, and the catalog.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct File<S = IgnoredAny> {
+    #[serde(default)]
+    pub server: S,
+    #[serde(default)]
+    pub traffic_sources: Vec<TrafficSourceConfig>,
+    #[serde(default)]
+    pub affiliate_networks: Vec<NetworkConfig>,
+    #[serde(default)]
+    pub offers: Vec<OfferConfig>,
+    #[serde(default)]
+    pub landing_pages: Vec<LandingPageConfig>,
+    #[serde(default)]
+    pub campaigns: Vec<CampaignConfig>,
+}
+
+impl<S: DeserializeOwned + Default> File<S> {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string().trim_end().to_owned()))
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse(msg) => ConfigError::Parse(format!("{}: {msg}", path.display())),
+            other => other,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficSourceConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// Remapped name (`source`, `var_2`, …) → the query parameter that carries it.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Query parameter carrying the click's cost, overriding the campaign's CPC.
+    #[serde(default)]
+    pub cost_param: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// When set, postbacks for this network must carry `?token=<value>` to count.
+    #[serde(default)]
+    pub postback_token: String,
+    /// Whether pixel conversions of this network's clicks count: `off`, `default_payout`
+    /// (they count with the offer's payout) or `payout` (with their own). Default: `off`
+    /// for a network with a postback token, `payout` for one without.
+    #[serde(default)]
+    pub pixels: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub network: Option<String>,
+    pub url: String,
+    /// Used when a conversion carries no payout.
+    #[serde(default)]
+    pub payout: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LandingPageConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    pub traffic_source: String,
+    /// CPC cost per visit unless the traffic source's `cost_param` overrides it.
+    #[serde(default)]
+    pub cost: f64,
+    #[serde(default)]
+    pub paths: Vec<PathConfig>,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathConfig {
+    #[serde(default = "one")]
+    pub weight: u32,
+    #[serde(default)]
+    pub landing_page: Option<String>,
+    #[serde(default)]
+    pub offers: Vec<OfferRefConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferRefConfig {
+    pub offer: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+/// A routing rule: values within a condition are OR, conditions are AND.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    #[serde(default)]
+    pub countries: Vec<String>,
+    #[serde(default)]
+    pub devices: Vec<String>,
+    #[serde(default)]
+    pub os: Vec<String>,
+    #[serde(default)]
+    pub browsers: Vec<String>,
+    #[serde(default)]
+    pub languages: Vec<String>,
+    #[serde(default)]
+    pub bot: Option<bool>,
+    #[serde(default)]
+    pub paths: Vec<PathConfig>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e =
+            File::<IgnoredAny>::parse("[[offers]]\nid = \"o\"\nurl = \"http://a/\"\npayuot = 1\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("payuot"), "{e}");
+        let e = File::<IgnoredAny>::parse("[[campaign]]\nid = \"c\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("campaign"), "{e}");
+    }
+
+    #[test]
+    fn a_server_table_is_skipped_by_a_catalog_reader() {
+        let f = File::<IgnoredAny>::parse(
+            "[server]\nlisten = \"127.0.0.1:1\"\nanything = [1, 2]\n[[landing_pages]]\nid = \"lp\"\nurl = \"https://lp.example/\"\n",
+        )
+        .unwrap();
+        assert_eq!(f.landing_pages.len(), 1);
+        assert_eq!(f.landing_pages[0].id, "lp");
+    }
+}

@@ -1,0 +1,253 @@
+//! The validated catalog, ids resolved to indexes: what a campaign sends a visitor to, by
+//! which rules, with what weights; which network an offer belongs to and how that network
+//! takes conversions. Built by [`crate::Catalog::compile`]; immutable afterwards, so the
+//! edge's workers read it without locks.
+
+use sink::event::NetworkPolicy;
+
+use crate::ConfigError;
+use crate::template::{Template, Token};
+
+#[derive(Debug)]
+pub struct TrafficSource {
+    pub id: Box<str>,
+    pub name: Box<str>,
+    /// The remapped names, in the order they are written to events: (name index, query key).
+    pub params: Vec<(u16, Box<[u8]>)>,
+    pub cost_param: Option<Box<[u8]>>,
+}
+
+#[derive(Debug)]
+pub struct Network {
+    pub id: Box<str>,
+    pub name: Box<str>,
+    pub postback_token: Option<Box<[u8]>>,
+    /// How it takes conversions; stored with each visit sent to one of its offers.
+    pub policy: NetworkPolicy,
+}
+
+#[derive(Debug)]
+pub struct Offer {
+    pub id: Box<str>,
+    pub name: Box<str>,
+    pub network: Option<u32>,
+    pub url: Template,
+    pub payout_micros: i64,
+    /// What filling its URL needs to know of the visitor (at a click-through).
+    pub needs: Needs,
+}
+
+#[derive(Debug)]
+pub struct LandingPage {
+    pub id: Box<str>,
+    pub name: Box<str>,
+    pub url: Template,
+}
+
+/// Items with integer weights; `pick` takes a uniform random number.
+#[derive(Debug)]
+pub struct Weighted<T> {
+    items: Vec<T>,
+    /// Running sums of the weights; the last is the total.
+    ends: Vec<u64>,
+}
+
+impl<T> Weighted<T> {
+    pub(crate) fn new(items: Vec<(T, u32)>, key: &str) -> Result<Self, ConfigError> {
+        let mut ends = Vec::with_capacity(items.len());
+        let mut total = 0u64;
+        let mut out = Vec::with_capacity(items.len());
+        for (item, w) in items {
+            total += u64::from(w);
+            ends.push(total);
+            out.push(item);
+        }
+        if out.is_empty() {
+            return Err(ConfigError::invalid(key, "needs at least one entry"));
+        }
+        if total == 0 {
+            return Err(ConfigError::invalid(key, "the weights add up to 0"));
+        }
+        Ok(Weighted { items: out, ends })
+    }
+
+    /// The item that `rand` (uniform over u64) falls on.
+    pub fn pick(&self, rand: u64) -> &T {
+        let total = *self.ends.last().expect("a Weighted is never empty");
+        let r = rand % total;
+        let i = self.ends.partition_point(|&end| end <= r);
+        &self.items[i]
+    }
+
+    pub fn items(&self) -> &[T] {
+        &self.items
+    }
+
+    /// Each item's share of the total weight.
+    pub fn shares(&self) -> impl Iterator<Item = (&T, f64)> {
+        let total = *self.ends.last().expect("a Weighted is never empty") as f64;
+        let mut prev = 0;
+        self.items.iter().zip(&self.ends).map(move |(item, &end)| {
+            let w = end - prev;
+            prev = end;
+            (item, w as f64 / total)
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Path {
+    /// Position among all the campaign's paths: the default paths first, then each rule's.
+    pub index: u16,
+    pub landing_page: Option<u32>,
+    pub offers: Weighted<u32>,
+}
+
+/// Device classes: the sink's, so rules and stored rows agree.
+pub use sink::agent::DeviceType as Device;
+
+/// What is known of a visitor when a rule is matched. Facts not known yet are `None` and a
+/// condition on them does not match.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Visitor<'a> {
+    pub country: Option<[u8; 2]>,
+    pub device: Option<Device>,
+    pub os: Option<&'a str>,
+    pub browser: Option<&'a str>,
+    pub accept_language: &'a [u8],
+    pub bot: Option<bool>,
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    pub(crate) countries: Vec<[u8; 2]>,
+    pub(crate) devices: Vec<Device>,
+    pub(crate) os: Vec<Box<str>>,
+    pub(crate) browsers: Vec<Box<str>>,
+    pub(crate) languages: Vec<Box<str>>,
+    pub(crate) bot: Option<bool>,
+    pub paths: Weighted<Path>,
+}
+
+impl Rule {
+    pub fn matches(&self, v: &Visitor<'_>) -> bool {
+        let any_str = |want: &[Box<str>], have: Option<&str>| {
+            want.is_empty() || have.is_some_and(|h| want.iter().any(|w| w.eq_ignore_ascii_case(h)))
+        };
+        (self.countries.is_empty() || v.country.is_some_and(|c| self.countries.contains(&c)))
+            && (self.devices.is_empty() || v.device.is_some_and(|d| self.devices.contains(&d)))
+            && any_str(&self.os, v.os)
+            && any_str(&self.browsers, v.browser)
+            && (self.languages.is_empty() || accepts_language(v.accept_language, &self.languages))
+            && self.bot.is_none_or(|b| v.bot == Some(b))
+    }
+
+    /// What this rule needs to know of a visitor.
+    pub(crate) fn needs(&self) -> Needs {
+        Needs {
+            country: !self.countries.is_empty(),
+            agent: !self.devices.is_empty()
+                || !self.os.is_empty()
+                || !self.browsers.is_empty()
+                || self.bot.is_some(),
+            bot: self.bot.is_some(),
+        }
+    }
+}
+
+/// The visitor facts a request must find out (each costs a lookup): for rules, or for
+/// tokens in the URLs a campaign can send a visitor to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    /// GeoIP: `countries` rules, `{country}`.
+    pub country: bool,
+    /// The parsed user agent: `devices`, `os`, `browsers` and `bot` rules; `{device}`,
+    /// `{os}`, `{browser}`.
+    pub agent: bool,
+    /// The bot verdict (agent and data-centre ranges): `bot` rules.
+    pub bot: bool,
+}
+
+impl Needs {
+    pub fn or(self, o: Needs) -> Needs {
+        Needs {
+            country: self.country || o.country,
+            agent: self.agent || o.agent,
+            bot: self.bot || o.bot,
+        }
+    }
+
+    /// What filling `t` needs.
+    pub fn of_template(t: &Template) -> Needs {
+        t.tokens().fold(Needs::default(), |n, tok| {
+            n.or(Needs {
+                country: tok == Token::Country,
+                agent: matches!(tok, Token::Device | Token::Os | Token::Browser),
+                bot: false,
+            })
+        })
+    }
+}
+
+/// Whether an `Accept-Language` value lists (with q > 0) one of `wanted` (lowercase tags).
+/// A wanted primary tag (`en`) matches its regional variants (`en-US`).
+pub fn accepts_language(header: &[u8], wanted: &[Box<str>]) -> bool {
+    header.split(|&c| c == b',').any(|item| {
+        let mut parts = item.split(|&c| c == b';');
+        let tag = parts.next().unwrap_or_default().trim_ascii();
+        let refused = parts.any(|p| {
+            let p = p.trim_ascii();
+            p.strip_prefix(b"q=")
+                .is_some_and(|q| q.iter().all(|&c| c == b'0' || c == b'.'))
+        });
+        !refused
+            && !tag.is_empty()
+            && wanted.iter().any(|w| {
+                let w = w.as_bytes();
+                tag.len() >= w.len()
+                    && tag[..w.len()].eq_ignore_ascii_case(w)
+                    && (tag.len() == w.len() || tag[w.len()] == b'-')
+            })
+    })
+}
+
+#[derive(Debug)]
+pub struct Campaign {
+    pub id: Box<str>,
+    pub name: Box<str>,
+    pub source: u32,
+    pub cost_micros: i64,
+    pub paths: Weighted<Path>,
+    pub rules: Vec<Rule>,
+    /// What a visit to it must find out about the visitor: for its rules, and for the URLs
+    /// it can send the visitor to.
+    pub needs: Needs,
+}
+
+impl Campaign {
+    /// Whether a rule of this campaign matches on countries.
+    pub fn has_country_rules(&self) -> bool {
+        self.rules.iter().any(|r| !r.countries.is_empty())
+    }
+
+    /// Whether a rule of this campaign matches on devices, os, browsers or bot.
+    pub fn has_agent_rules(&self) -> bool {
+        self.rules.iter().any(|r| r.needs().agent)
+    }
+
+    /// The path with this index (see [`Path::index`]).
+    pub fn path(&self, index: u16) -> Option<&Path> {
+        std::iter::once(&self.paths)
+            .chain(self.rules.iter().map(|r| &r.paths))
+            .flat_map(|w| w.items())
+            .find(|p| p.index == index)
+    }
+
+    /// The paths for this visitor: the first matching rule's, else the default ones.
+    pub fn paths_for(&self, v: &Visitor<'_>) -> &Weighted<Path> {
+        self.rules
+            .iter()
+            .find(|r| r.matches(v))
+            .map_or(&self.paths, |r| &r.paths)
+    }
+}
