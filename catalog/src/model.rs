@@ -104,7 +104,7 @@ pub struct Path {
 }
 
 /// Device classes: the sink's, so rules and stored rows agree.
-pub use sink::agent::DeviceType as Device;
+pub use sink::event::DeviceType as Device;
 
 /// What is known of a visitor when a rule is matched. Facts not known yet are `None` and a
 /// condition on them does not match.

@@ -3,30 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
+pub use crate::event::DeviceType;
+
 /// Why the rules cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: not usable uap-core regexes: {reason}")]
 pub struct AgentError {
     pub path: PathBuf,
     pub reason: String,
-}
-
-/// A device class, as rules and reports use it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceType {
-    Desktop,
-    Mobile,
-    Tablet,
-}
-
-impl DeviceType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeviceType::Desktop => "desktop",
-            DeviceType::Mobile => "mobile",
-            DeviceType::Tablet => "tablet",
-        }
-    }
 }
 
 /// What a user agent says; uap-core's fields, then the class and the bot flag.

@@ -72,8 +72,8 @@ static VISITS: LazyLock<SchemaRef> = LazyLock::new(|| {
         s("landing_page_id"),
         s("offer_id"),
         s("network_id"),
-        // How the offer's network took conversions when the visit was answered (README
-        // "Trust"): its postbacks must carry its token; its pixels count (off | default_payout
+        // How the offer's network took conversions when the visit was answered
+        // (docs/query.md "Trust"): its postbacks must carry its token; its pixels count (off | default_payout
         // | payout). Null without a network.
         ArrowField::new("network_token", DataType::Boolean, true),
         s("network_pixels"),

@@ -49,7 +49,7 @@ impl EventKind {
 }
 
 /// What a conversion proved about who sent it, as the edge checked it against the config.
-/// Whether it counts is decided at query time against its click's visit (README "Trust").
+/// Whether it counts is decided at query time against its click's visit (docs/query.md "Trust").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(u8)]
 pub enum Auth {
@@ -135,7 +135,7 @@ impl NetworkPolicy {
     }
 }
 
-/// The byte fields an event carries, each a span of [`Event::data`].
+/// The byte fields an event carries, each a span of `Event::data`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Field {
@@ -171,7 +171,7 @@ pub enum Field {
 /// Number of [`Field`]s.
 pub const FIELD_COUNT: usize = Field::Status as usize + 1;
 
-/// A range of [`Event::data`]; `len == 0` is an absent or empty field.
+/// A range of `Event::data`; `len == 0` is an absent or empty field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Span {
     pub start: u32,
@@ -317,6 +317,24 @@ fn read_piece<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
     let piece = tail.get(..len)?;
     *rest = &tail[len..];
     Some(piece)
+}
+
+/// A device class, as rules and reports use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceType {
+    Desktop,
+    Mobile,
+    Tablet,
+}
+
+impl DeviceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceType::Desktop => "desktop",
+            DeviceType::Mobile => "mobile",
+            DeviceType::Tablet => "tablet",
+        }
+    }
 }
 
 #[cfg(test)]

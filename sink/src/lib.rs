@@ -3,6 +3,9 @@
 //! against, and the uploader that turns sealed log segments into zstd Parquet in the store,
 //! Hive-partitioned by table, date and hour.
 //!
+//! Features: the event model is always built; `visitors` adds the visitor lookups and
+//! `storage` (the default) the storage pipeline.
+//!
 //! | module | what |
 //! |---|---|
 //! | [`event`] | the event every request becomes, and its binary codec |
@@ -19,31 +22,43 @@
 //! | [`huge`] | huge-page backed buffers for the GeoIP database |
 
 pub mod ack;
-pub mod agent;
-pub mod columns;
 pub mod event;
-pub mod geo;
-pub mod huge;
 pub mod id;
 pub mod money;
-pub mod queue;
-pub mod store;
-pub mod uploader;
 pub mod url;
+
+#[cfg(feature = "visitors")]
+pub mod agent;
+#[cfg(feature = "visitors")]
+pub mod geo;
+#[cfg(feature = "visitors")]
+pub mod huge;
+
+#[cfg(feature = "storage")]
+pub mod columns;
+#[cfg(feature = "storage")]
+pub mod queue;
+#[cfg(feature = "storage")]
+pub mod store;
+#[cfg(feature = "storage")]
+pub mod uploader;
+#[cfg(feature = "storage")]
 pub mod wal;
+#[cfg(feature = "storage")]
 pub mod writer;
 
 pub use event::{Event, EventKind, Field};
 pub use id::{EventId, IdGenerator};
 
+#[cfg(feature = "storage")]
 /// Raises the calling thread's nice value by `nice` (lower priority), best effort: the sink's
 /// threads do batch work that must not delay the edge's workers on a shared core.
 pub(crate) fn lower_priority(nice: i32) {
     // SAFETY: gettid and setpriority act on the calling thread only and take no pointers.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
     if rc != 0 {
-        eprintln!(
-            "sink: cannot lower the priority of a background thread: {}",
+        tracing::warn!(
+            "cannot lower the priority of a background thread: {}",
             std::io::Error::last_os_error()
         );
     }

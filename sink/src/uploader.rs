@@ -135,7 +135,7 @@ impl Uploader {
                 {
                     Ok(rt) => rt,
                     Err(e) => {
-                        eprintln!("sink: cannot start the uploader's runtime: {e}");
+                        tracing::error!("cannot start the uploader's runtime: {e}");
                         return backlog.len();
                     }
                 };
@@ -213,7 +213,7 @@ async fn run(
                             let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
                         }
                     }
-                    Err(e) => eprintln!("sink: {e}"),
+                    Err(e) => tracing::error!("{e}"),
                 }
                 queue.pop_front();
                 stats.segments_pending.fetch_sub(1, Ordering::Relaxed);
@@ -225,12 +225,12 @@ async fn run(
                 // a few times, then set aside, so the segments behind it are not held up.
                 let gone = unreadable(e.as_ref()) == Some(std::io::ErrorKind::NotFound);
                 read_failures += 1;
-                eprintln!("sink: error: cannot read WAL segment {}: {e}", seg.seq);
+                tracing::error!("cannot read WAL segment {}: {e}", seg.seq);
                 if gone || read_failures >= READ_ATTEMPTS {
                     if !gone {
                         add(&stats.damaged_segments, 1);
                         if let Err(e) = set_aside_damaged(&seg) {
-                            eprintln!("sink: error: {e}; it stays in the log for the next start");
+                            tracing::error!("{e}; it stays in the log for the next start");
                         }
                     }
                     queue.pop_front();
@@ -244,7 +244,7 @@ async fn run(
                 // Not ours (or its header was destroyed): set it aside so it does not block
                 // the segments behind it, and keep it for a person to look at.
                 let aside = seg.path.with_extension("wal.corrupt");
-                eprintln!("sink: {e}; moved to {}", aside.display());
+                tracing::error!("{e}; moved to {}", aside.display());
                 let _ = std::fs::rename(&seg.path, &aside);
                 add(&stats.bad_segments, 1);
                 queue.pop_front();
@@ -252,13 +252,10 @@ async fn run(
             }
             Err(e) => {
                 add(&stats.failures, 1);
-                eprintln!(
-                    "sink: upload of WAL segment {} failed, will retry: {e}",
-                    seg.seq
-                );
+                tracing::warn!("upload of WAL segment {} failed, will retry: {e}", seg.seq);
                 if stopping.is_some_and(|t| t.elapsed() > GIVE_UP_AFTER_STOP) {
-                    eprintln!(
-                        "sink: giving up for now; {} segments stay in the WAL and are uploaded at the next start",
+                    tracing::warn!(
+                        "giving up for now; {} segments stay in the WAL and are uploaded at the next start",
                         queue.len()
                     );
                     return queue.len();
@@ -298,10 +295,7 @@ fn set_aside_damaged(seg: &Sealed) -> Result<(), String> {
                 to.display()
             )
         })?;
-    eprintln!(
-        "sink: error: the damaged segment is kept as {}",
-        to.display()
-    );
+    tracing::error!("the damaged segment is kept as {}", to.display());
     Ok(())
 }
 
@@ -325,9 +319,10 @@ pub async fn upload_segment(
         contents.torn_bytes = 0;
     }
     if contents.torn_bytes > 0 {
-        eprintln!(
-            "sink: WAL segment {}: dropped a torn tail of {} bytes (an unfinished write; never acknowledged)",
-            seg.seq, contents.torn_bytes
+        tracing::info!(
+            "WAL segment {}: dropped a torn tail of {} bytes (an unfinished write; never acknowledged)",
+            seg.seq,
+            contents.torn_bytes
         );
     }
     if !contents.damage.is_empty() {
@@ -341,8 +336,8 @@ pub async fn upload_segment(
                 )
             })
             .collect();
-        eprintln!(
-            "sink: error: WAL segment {} is damaged: skipped {}; the {} records around the damage are kept",
+        tracing::error!(
+            "WAL segment {} is damaged: skipped {}; the {} records around the damage are kept",
             seg.seq,
             spans.join(", "),
             contents.len()
@@ -364,10 +359,7 @@ pub async fn upload_segment(
             Err(err) => {
                 add(&stats.bad_records, 1);
                 undecodable += 1;
-                eprintln!(
-                    "sink: error: WAL segment {}: skipping a record: {err}",
-                    seg.seq
-                );
+                tracing::error!("WAL segment {}: skipping a record: {err}", seg.seq);
             }
         }
     }
@@ -384,10 +376,7 @@ pub async fn upload_segment(
                     Err(err) => {
                         add(&stats.bad_records, 1);
                         undecodable += 1;
-                        eprintln!(
-                            "sink: error: WAL segment {}: skipping a record: {err}",
-                            seg.seq
-                        );
+                        tracing::error!("WAL segment {}: skipping a record: {err}", seg.seq);
                     }
                 }
             }

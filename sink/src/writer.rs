@@ -404,13 +404,12 @@ impl State {
     }
 }
 
-/// The sink logs to stderr (it has no logging dependency of its own yet).
 fn log_error(msg: &str) {
-    eprintln!("sink: error: {msg}");
+    tracing::error!("{msg}");
 }
 
 fn log_info(msg: &str) {
-    eprintln!("sink: {msg}");
+    tracing::info!("{msg}");
 }
 
 impl WalWriter {
