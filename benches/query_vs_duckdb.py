@@ -23,7 +23,7 @@ ROUNDS = int(os.environ.get("ROUNDS", "3"))
 THREADS = int(os.environ.get("THREADS", "2"))
 EXPECTED = os.environ.get("EXPECTED")
 
-# The README's attribution and trust rules, in DuckDB's dialect: each report is judged
+# The attribution and trust rules (docs/query.md), in DuckDB's dialect: each report is judged
 # against its click's network (a postback must carry the token of a network that requires
 # one; pixels only where the network takes them; an unknown click only with a token or when
 # no network required one), then the latest report per (click, txid) wins, an authenticated

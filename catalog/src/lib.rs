@@ -6,7 +6,7 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`file`] | the config file's sections as written, with their defaults (serde) |
+//! | [`file`](mod@file) | the config file's sections as written, with their defaults (serde) |
 //! | [`compile`] | validation: [`Catalog::compile`], every error naming its key |
 //! | [`model`] | the validated catalog: campaigns, paths, rules, weights, offers, networks |
 //! | [`template`] | URL templates (`{click_id}`, remapped names) pre-split at load time |

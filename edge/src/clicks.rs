@@ -9,7 +9,7 @@
 //!   signed with a keyed BLAKE3 hash of the node's `click_secret` (nodes behind one balancer
 //!   share it), so a forged or altered cookie is refused;
 //! - **the node's click table**, for visitors whose browsers do not send the cookie back: one
-//!   ring per worker, a two-way set-associative table keyed by the click id, which every
+//!   ring per worker, a four-way set-associative table keyed by the click id, which every
 //!   worker reads without locks (a sequence lock per slot). It holds about a worker's last
 //!   [`SLOTS_PER_WORKER`] landing-page visits.
 //!
@@ -223,7 +223,7 @@ struct Ring {
 const WAYS: usize = 4;
 
 /// The node's click table: one ring per worker, each written by its worker only and read by
-/// all without locks. A click id may live in one of [`WAYS`] neighbouring slots chosen by its
+/// all without locks. A click id may live in one of `WAYS` neighbouring slots chosen by its
 /// hash (a set): a new state takes the one holding the oldest id, so a ring keeps about its
 /// last [`SLOTS_PER_WORKER`] landing-page visits whatever the rate.
 pub struct ClickTable {

@@ -116,7 +116,7 @@ impl Table {
     /// networks' (tokens are unique). A token that matches nothing is refused, and so is a
     /// postback without one when every network requires one (it could count nowhere).
     /// Whether an accepted postback counts is decided at query time against its click's
-    /// network (README "Trust"): `Auth::Token` with the network it authenticated as, else
+    /// network (docs/query.md "Trust"): `Auth::Token` with the network it authenticated as, else
     /// `Auth::Open` (no network requires a token) or `Auth::NoToken`.
     pub fn check_postback_token(
         &self,

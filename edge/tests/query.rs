@@ -69,7 +69,7 @@ struct Sent {
     payout: Option<i64>,
 }
 
-/// What the README's attribution rules make of the conversions sent, per click: the count
+/// What the attribution rules (docs/query.md) make of the conversions sent, per click: the count
 /// and the revenue (offers' default payouts for conversions that carried none).
 fn attribute(sent: &[Sent], default_payout: &dyn Fn(&str) -> i64) -> HashMap<String, (i64, i64)> {
     let mut latest: BTreeMap<(String, &str), &Sent> = BTreeMap::new();

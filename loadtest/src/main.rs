@@ -1,5 +1,5 @@
 //! `loadtest`: drive the funnel against an edge, or `loadtest verify` a run's ledger against
-//! the store. See the README's "Load testing" section.
+//! the store. See docs/loadtest.md.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

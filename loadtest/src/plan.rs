@@ -180,7 +180,7 @@ impl Plan {
             retries: 3,
             ledger: None,
             // As a client on loopback, epoll measured 1.6x the requests per second of io_uring
-            // (README "Load testing"), so the generator defaults to it.
+            // (docs/loadtest.md "Modes"), so the generator defaults to it.
             driver: DriverChoice::Legacy,
             seed: 1,
             visitors: crate::funnel::Visitors::default(),

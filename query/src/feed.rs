@@ -34,7 +34,7 @@ fn quote(s: &str) -> String {
 
 /// The feed's SQL: every conversion counted once (the latest report for a click and txid
 /// that counts, as in reports), joined to its visit, in time order; and every refused report
-/// (README "Trust"), marked with why.
+/// (docs/query.md "Trust"), marked with why.
 pub fn sql(req: &FeedRequest) -> String {
     let r = &req.range;
     // A later report of the same conversion can only be in a later partition, so duplicates

@@ -4,7 +4,7 @@
 //! [`session`] opens a store and registers its two tables, `visits` and `conversions`, with
 //! their Hive partitions (`dt`, `hour`) so that `--from/--to` skip whole directories.
 //! [`report`] computes the metrics of SPEC.md by any dimensions under the attribution rules
-//! of the README; [`feed`] writes conversions in the seed's payload shape; [`output`] renders
+//! of docs/query.md; [`feed`] writes conversions in the seed's payload shape; [`output`] renders
 //! tables, CSV and JSON.
 
 pub mod dims;

@@ -1,5 +1,5 @@
 //! Campaign reports: visits, clicks, conversions, revenue, cost, profit, ROI, CR and EPC by
-//! any dimensions, with conversions attributed to their click's visit (README "Attribution").
+//! any dimensions, with conversions attributed to their click's visit (docs/query.md "Attribution").
 
 use std::cmp::Ordering;
 
@@ -110,8 +110,8 @@ pub(crate) fn latest_clicks(filter: &str) -> String {
     )
 }
 
-/// The report's SQL. Dimensions come from the visit; see the README's attribution and trust
-/// rules.
+/// The report's SQL. Dimensions come from the visit; see the attribution and trust
+/// rules of docs/query.md.
 ///
 /// Plan notes: visits are counted by their dimensions in one scan that needs no event id
 /// (`v`). Conversion reports (a few % of the visits) are joined to their click's visit in a

@@ -1,4 +1,4 @@
-//! Which conversions count: the trust rules of README "Trust", as SQL over a conversion
+//! Which conversions count: the trust rules of docs/query.md "Trust", as SQL over a conversion
 //! report joined to its click's visit.
 //!
 //! Click ids are public (every visitor sees one in its redirect), so a conversion counts only

@@ -1,10 +1,11 @@
 //! `genstore`: writes a large synthetic store — visits spread over days and hours, ~2 % of
 //! them converting, with duplicate postbacks, upsells, declined conversions, conversions of
-//! unknown clicks, and forged ones (README "Trust": half the networks require their postback
-//! token, and 1 % of their clicks also get a report without it) — through the sink's own Arrow
-//! builder and Parquet writer, so the files are what the edge writes. Visitor columns the edge does not fill yet (country, OS,
-//! browser, device) are filled with realistic spreads. At the end it prints, as JSON, the
-//! totals a correct report must show (README "Attribution").
+//! unknown clicks, and forged ones (docs/query.md "Trust": half the networks require their
+//! postback token, and 1 % of their clicks also get a report without it) — through the sink's
+//! own Arrow builder and Parquet writer, so the files are what the edge writes. The visitor
+//! columns the edge fills from GeoIP and the user agent (country, OS, browser, device) get
+//! realistic spreads without looking anything up. At the end it prints, as JSON, the
+//! totals a correct report must show (docs/query.md "Attribution").
 //!
 //! `cargo run --release -p benches --bin genstore -- --store file:///var/tmp/lake50m --visits 50000000`
 
@@ -402,7 +403,7 @@ fn postback(
     e
 }
 
-/// Fills the visitor columns the edge leaves null for now.
+/// Fills the visitor columns (country, OS, browser, device) with realistic spreads.
 fn with_visitors(batch: RecordBatch, v: &[[usize; 4]]) -> RecordBatch {
     let schema = batch.schema();
     let col = |pick: &dyn Fn(&[usize; 4]) -> &'static str| -> ArrayRef {
