@@ -9,30 +9,8 @@ fn compile(text: &str) -> Result<Table, String> {
     Table::compile(&cfg).map_err(|e| e.to_string())
 }
 
-const BASE: &str = r#"
-[[traffic_sources]]
-id = "ts"
-params = { source = "utm_source" }
-
-[[affiliate_networks]]
-id = "net"
-postback_token = "s3cret"
-
-[[offers]]
-id = "o1"
-network = "net"
-url = "https://a.example.com/?s={click_id}"
-
-[[offers]]
-id = "o2"
-url = "https://b.example.com/?s={click_id}&x={source}"
-
-[[campaigns]]
-id = "camp"
-traffic_source = "ts"
-  [[campaigns.paths]]
-  offers = [ { offer = "o1", weight = 3 }, { offer = "o2", weight = 1 } ]
-"#;
+/// The catalog crate's fixture: a network with a postback token, two offers, one campaign.
+const BASE: &str = include_str!("../../../catalog/src/compile/base.toml");
 
 #[test]
 fn demo_compiles_without_warnings() {
