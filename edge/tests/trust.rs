@@ -176,7 +176,10 @@ fn forged_conversions_are_stored_for_audit_and_never_counted() {
     );
     // The landing page's visitor clicks through to offer-a (net-a), then to offer-c (net-c);
     // the second landing-page visitor never clicks.
+    // Event ids order clicks by the millisecond: two in the same millisecond on different
+    // workers are simultaneous, so the second waits for the next one.
     for (n, host) in [(1, "https://a.example.com/"), (2, "https://c.example.com/")] {
+        std::thread::sleep(Duration::from_millis(3));
         let (st, loc) = get(&e, &format!("/click/{n}?cid={lp}"));
         assert_eq!(st, 302);
         assert!(loc.starts_with(host), "{loc}");
