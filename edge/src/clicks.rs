@@ -109,8 +109,9 @@ impl std::fmt::Debug for Signer {
     }
 }
 
-/// Compares in time that does not depend on where the inputs differ.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares secrets (cookie signatures, postback tokens) in time that does not depend on where
+/// they differ.
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

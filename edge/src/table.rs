@@ -9,6 +9,7 @@ use catalog::template::{ParamNames, Template};
 use catalog::{Catalog, ConfigError};
 use sink::event::Auth;
 
+use crate::clicks::ct_eq;
 use crate::config::ConfigFile;
 
 /// Why a postback's token was refused.
@@ -167,11 +168,6 @@ impl Table {
             }
         }
     }
-}
-
-/// Compares secrets in time that does not depend on where they differ.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -130,7 +130,7 @@ pub fn window(l: &Ledger) -> DateRange {
 fn sql_list(items: &[String]) -> String {
     items
         .iter()
-        .map(|c| format!("'{}'", c.replace('\'', "''")))
+        .map(|c| query::sql_literal(c))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -27,11 +27,6 @@ pub struct FeedRequest {
     pub campaign: Option<String>,
 }
 
-/// SQL quoting of a string literal.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 /// The feed's SQL: every conversion counted once (the latest report for a click and txid
 /// that counts, as in reports), joined to its visit, in time order; and every refused report
 /// (docs/query.md "Trust"), marked with why.
@@ -49,7 +44,7 @@ pub fn sql(req: &FeedRequest) -> String {
     };
     let campaign = req.campaign.as_deref().map_or_else(
         || "true".to_owned(),
-        |c| format!("campaign_id = {}", quote(c)),
+        |c| format!("campaign_id = {}", crate::sql_literal(c)),
     );
     let trust = Rules {
         known: "v.event_id IS NOT NULL",

@@ -18,6 +18,12 @@ pub mod session;
 pub mod trust;
 
 pub use datafusion;
+
+/// `s` as an SQL string literal (single quotes, inner quotes doubled): the one quoting every
+/// generated statement uses.
+pub fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
 pub use range::DateRange;
 pub use session::{Session, SessionOptions};
 

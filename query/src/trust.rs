@@ -57,7 +57,7 @@ impl Rules<'_> {
             pixels,
             clicked_networks,
         } = self;
-        let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        let lit = crate::sql_literal;
         let (unknown, not_clicked, pixels_off, no_token) = (
             lit(UNKNOWN_UNAUTHENTICATED),
             lit(NOT_CLICKED),
