@@ -9,7 +9,6 @@
 //! with damaged records has what could be read of it uploaded, and is then moved to
 //! `wal/damaged/` for a person to look at instead of being deleted.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -22,7 +21,7 @@ use crate::columns::{Builder, TableKind, Visitors};
 use crate::event::Event;
 use crate::id::EventId;
 use crate::store::{Target, object_path, parquet_writer};
-use crate::wal::{DAMAGED_DIR, read_segment};
+use crate::wal::{DAMAGED_DIR, Sealed, read_segment};
 use crate::writer::WalStats;
 
 const HOUR_MS: i64 = 3_600_000;
@@ -82,16 +81,6 @@ impl Drop for RunningGuard {
     fn drop(&mut self) {
         self.0.running.store(0, Ordering::Relaxed);
     }
-}
-
-/// A sealed segment to upload.
-#[derive(Debug, Clone)]
-pub struct Sealed {
-    pub seq: u64,
-    pub path: PathBuf,
-    /// Its length as synced, when this run wrote it: then no tail of it can be torn (a short
-    /// one is damage), since the writer cut it back to that length after any failed commit.
-    pub synced: Option<u64>,
 }
 
 pub struct Uploader {

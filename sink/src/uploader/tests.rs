@@ -1,3 +1,5 @@
+use std::path::PathBuf;
+
 use super::*;
 use crate::columns::tests::{postback, visit};
 use crate::writer::{WalConfig, WalWriter};
