@@ -17,8 +17,8 @@ use std::sync::Arc;
 use edge::visitor::AgentCache;
 use sink::Event;
 use sink::agent::Agents;
-use sink::columns::Visitors;
 use sink::geo::{Cidr, GeoDb, Locator, Networks};
+use sink::visitors::Visitors;
 
 const VISIT: &[u8] = b"GET /c/5aaea5a02d38914cfd2ad8c1?utm_source=blog&utm_medium=review&utm_content=hero%20banner&url=https%3A%2F%2Fblog.example.com%2Fpost HTTP/1.1\r\nHost: track.example.com\r\nUser-Agent: Mozilla/5.0 (Macintosh; Intel Mac OS X 10_14_1) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/70.0.3538.110 Safari/537.36\r\nAccept: text/html,application/xhtml+xml,application/xml;q=0.9,image/webp,*/*;q=0.8\r\nAccept-Language: en-US,en;q=0.9\r\nAccept-Encoding: gzip, deflate, br\r\nReferer: https://blog.example.com/post/how-to-automate\r\nConnection: keep-alive\r\n\r\n";
 const PIXEL: &[u8] = b"GET /p.gif?cid=0167a15c98772c0004000001&payout=92.4&type=cps HTTP/1.1\r\nHost: track.example.com\r\nUser-Agent: Mozilla/5.0 (Macintosh; Intel Mac OS X 10_14_1) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/70.0.3538.110 Safari/537.36\r\nAccept-Language: en-US,en;q=0.9\r\nReferer: https://offers.example.com/thanks\r\n\r\n";

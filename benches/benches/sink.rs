@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sink::agent::Agents;
-use sink::columns::{Builder, TableKind, Visitors};
+use sink::columns::{Builder, TableKind};
 use sink::geo::{GeoDb, Locator};
 use sink::store::encode_parquet;
+use sink::visitors::Visitors;
 use sink::writer::{WalConfig, WalWriter};
 use sink::{Event, EventId, EventKind, Field};
 

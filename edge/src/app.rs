@@ -8,9 +8,9 @@ use arc_swap::ArcSwap;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use sink::agent::Agents;
-use sink::columns::Visitors;
 use sink::geo::{GeoDb, Locator, Networks};
 use sink::uploader::Uploader;
+use sink::visitors::Visitors;
 use sink::writer::WalWriter;
 
 use crate::config::{ConfigError, ConfigFile, DEMO_CONFIG};

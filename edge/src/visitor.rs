@@ -6,8 +6,8 @@
 use std::net::IpAddr;
 
 use sink::agent::{Agents, DeviceType, parsed_bytes};
-use sink::columns::Visitors;
 use sink::geo::CountryCache;
+use sink::visitors::Visitors;
 
 use catalog::model::{Needs, Visitor};
 

@@ -14,9 +14,9 @@ use arrow::record_batch::RecordBatch;
 
 use crate::agent::{Agent, Agents, parsed_bytes};
 use crate::event::{Event, EventKind, Field, format_ip};
-use crate::geo::{Cidr, Locator, Networks, client_ip};
+use crate::geo::Locator;
 use crate::url;
-use std::net::IpAddr;
+use crate::visitors::Visitors;
 
 /// The two tables of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -179,32 +179,6 @@ pub struct Builder {
     agents: Option<AgentColumns>,
     /// Who decides the bot column, and the column.
     bot: Option<(Visitors, BooleanBuilder)>,
-}
-
-/// What the sink knows how to find out about visitors.
-#[derive(Debug, Clone, Default)]
-pub struct Visitors {
-    pub geo: Option<Arc<Locator>>,
-    pub agents: Option<Arc<Agents>>,
-    /// Data-centre ranges: visitors from them count as bots.
-    pub datacenters: Option<Arc<Networks>>,
-    /// Proxies whose `X-Forwarded-For` is believed (the data-centre check uses the client).
-    pub proxies: Vec<Cidr>,
-}
-
-impl Visitors {
-    /// Whether a visitor counts as a bot: its agent says so (`agent_bot`, when the agent was
-    /// parsed) or it comes from a data-centre range. `None` when neither is known.
-    pub fn bot(&self, agent_bot: Option<bool>, peer: IpAddr, forwarded_for: &[u8]) -> Option<bool> {
-        let dc = self
-            .datacenters
-            .as_ref()
-            .map(|d| d.contains(client_ip(peer, forwarded_for, &self.proxies)));
-        match (agent_bot, dc) {
-            (None, None) => None,
-            (a, d) => Some(a.unwrap_or(false) || d.unwrap_or(false)),
-        }
-    }
 }
 
 /// The user-agent columns, in the order [`agent_strings`] gives them.

@@ -18,7 +18,7 @@
 //! | [`uploader`] | sealed segments → sorted Arrow batches → Parquet in the store |
 //! | [`columns`] | the tables' Arrow schemas and column builders |
 //! | [`store`] | object_store targets (`file://`, `s3://`), puts that survive faults |
-//! | [`agent`], [`geo`] | visitor facts: user agents (uap-core), GeoIP, data-centre ranges |
+//! | [`visitors`], [`agent`], [`geo`] | visitor facts: user agents (uap-core), GeoIP, data-centre ranges, the bot verdict |
 //! | [`huge`] | huge-page backed buffers for the GeoIP database |
 
 pub mod ack;
@@ -33,6 +33,8 @@ pub mod agent;
 pub mod geo;
 #[cfg(feature = "visitors")]
 pub mod huge;
+#[cfg(feature = "visitors")]
+pub mod visitors;
 
 #[cfg(feature = "storage")]
 pub mod columns;

@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
-use crate::columns::{Builder, TableKind, Visitors};
+use crate::columns::{Builder, TableKind};
 use crate::event::Event;
 use crate::id::EventId;
 use crate::store::{Target, object_path, parquet_writer};
+use crate::visitors::Visitors;
 use crate::wal::{DAMAGED_DIR, Sealed, read_segment};
 use crate::writer::WalStats;
 

@@ -13,10 +13,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use catalog::model::{Campaign, LandingPage, Needs, Offer, Path, TrafficSource, Visitor};
 use catalog::template::{Token, TokenValues};
 use sink::ack::AckReceiver;
-use sink::columns::Visitors;
 use sink::event::{Auth, NetworkPolicy, Pixels};
 use sink::event::{encode_pair, format_ip};
 use sink::geo::Cidr;
+use sink::visitors::Visitors;
 use sink::{Event, EventId, EventKind, Field, IdGenerator, money, url};
 
 use crate::clicks::{COOKIE_MAX_AGE_S, COOKIE_PREFIX, ClickState, Clicks};

@@ -1,7 +1,7 @@
 use super::*;
 use crate::config::{ConfigFile, DEMO_CONFIG};
 use crate::http::{Limits, Parse, parse};
-use sink::columns::Visitors;
+use sink::visitors::Visitors;
 use std::net::Ipv4Addr;
 
 /// Collects events; acknowledges conversions as the WAL writer would (`durable`).

@@ -17,8 +17,8 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::{TcpListener, TcpStream};
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
-use sink::columns::Visitors;
 use sink::queue::EventSender;
+use sink::visitors::Visitors;
 
 use crate::clicks::Clicks;
 use crate::handler::{self, Answer, Ctx, Emit, Local, Pending};
