@@ -2,7 +2,7 @@
 //! on routes that take none, floods of accepts past the descriptor limit, and `/metrics`
 //! asked for from an address that may not read it.
 
-mod common;
+use systest as common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;

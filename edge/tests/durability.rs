@@ -1,7 +1,7 @@
 //! A conversion is answered 200 only once it is in the write-ahead log: checked by reading
 //! the log of the real binary, including after `kill -9` in the middle of postback traffic.
 
-mod common;
+use systest as common;
 
 use std::collections::HashMap;
 

@@ -2,7 +2,7 @@
 //! what the edge acknowledged. The readers come from PyPI; `.ci/run` installs them, and
 //! this test installs them itself when they are missing.
 
-mod common;
+use systest as common;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! The strace and tmpfs tests need `strace` and root (to mount); `.ci/run` provides both.
 //! Without them they say so and do nothing.
 
-mod common;
+use systest as common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! proxy, the right-most untrusted `X-Forwarded-For` entry) with MaxMind's GeoLite2 City
 //! database, and the store's `country`, `geoname_id` and `tz` columns carry the result.
 
-mod common;
+use systest as common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! End-to-end HTTP behaviour of the real binary, on both I/O drivers.
 
-mod common;
+use systest as common;
 
 use std::time::Duration;
 

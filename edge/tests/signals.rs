@@ -1,7 +1,7 @@
 //! Signals and config handling of the real binary: SIGHUP reloads under load, SIGTERM drains,
 //! `--check-config` names bad keys.
 
-mod common;
+use systest as common;
 
 use std::process::Command;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! The `loadtest` binary's own errors and exit codes (the runs themselves are tested against
-//! the real edge in `edge/tests/loadtest.rs`).
+//! the real edge in `systest/tests/loadtest.rs`).
 
 use std::process::{Command, Output};
 

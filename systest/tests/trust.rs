@@ -5,7 +5,7 @@
 //! DuckDB and pyarrow, every file of it (a visit with a repeated query key once made files
 //! unreadable).
 
-mod common;
+use systest as common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

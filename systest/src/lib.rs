@@ -1,6 +1,11 @@
-//! Test harness: runs the real `edge` binary on a free loopback port and talks raw HTTP.
-
-#![allow(dead_code)]
+//! The system tests' harness: runs the real `edge` binary on a free loopback port, talks
+//! raw HTTP to it, and reads what it stored (Parquet, and through Python's readers).
+//!
+//! The edge's own integration tests use it, and so do the end-to-end tests in this crate's
+//! `tests/`, which read the store with the query tool and drive the load generator — the
+//! dependencies (DataFusion) the edge itself does not have. The binary is the one cargo built
+//! next to the test: `cargo test --workspace` builds it; for this crate's tests alone, run
+//! `cargo build -p edge` first.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -50,8 +55,24 @@ impl Drop for TempDir {
     }
 }
 
+/// The `edge` binary cargo built next to the running test (`target/<profile>/edge`; tests
+/// run from `target/<profile>/deps/`).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_edge")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test's own path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("a test runs from target/<profile>/deps");
+        let bin = dir.join("edge");
+        assert!(
+            bin.is_file(),
+            "{} is not built: `cargo test --workspace` builds it, or `cargo build -p edge`",
+            bin.display()
+        );
+        bin.to_string_lossy().into_owned()
+    })
 }
 
 impl Edge {

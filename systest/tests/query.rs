@@ -3,7 +3,7 @@
 //! then the edge is stopped and the query tool's report and conversion feed over the Parquet
 //! it wrote must match what was sent, to the micro-unit, and agree with DuckDB.
 
-mod common;
+use systest as common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The store on a real S3-compatible server (moto's, from PyPI), including a stretch where it
 //! is down: acknowledged events wait in the WAL and land once it is back.
 
-mod common;
+use systest as common;
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};

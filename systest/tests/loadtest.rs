@@ -2,7 +2,7 @@
 //! event by event, a store missing acknowledged events must be caught, and a `kill -9` in
 //! the middle of a run must lose nothing that was acknowledged.
 
-mod common;
+use systest as common;
 
 use std::io::Write as _;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! its offer on the same process without a cookie and on a restarted one with it, unknown
 //! clicks get the fallback, and the query tool counts the visit → click → conversion chains.
 
-mod common;
+use systest as common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
