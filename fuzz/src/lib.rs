@@ -11,7 +11,7 @@ use edge::handler::{Answer, Ctx, Emit, Local, handle};
 use edge::http::{Limits, Method, Parse, parse};
 use edge::metrics::Metrics;
 use edge::table::Table;
-use sink::columns::Visitors;
+use sink::visitors::Visitors;
 use sink::wal::Segment;
 use sink::{Event, EventId, EventKind, Field};
 
