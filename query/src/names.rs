@@ -25,8 +25,9 @@ pub struct Names {
 }
 
 impl Names {
-    /// Reads and checks the catalog in the config file at `path` (a catalog the edge refuses
-    /// is refused here; `[server]` is the edge's and is skipped).
+    /// Reads and checks the catalog in the config file at `path` with the catalog's own
+    /// validation (`[server]` is the edge's and is skipped, so are the checks that depend on
+    /// it, such as an offer's payout above `server.max_payout`).
     pub fn load(path: &Path) -> Result<Self> {
         Ok(Self::from_catalog(&Catalog::compile(
             &File::<IgnoredAny>::load(path)?,
@@ -92,8 +93,7 @@ impl Names {
         }
         let mut s = format!("CASE {offer_column}");
         for (id, micros) in &self.default_payouts {
-            // Offer ids are checked by the edge to be URL-safe characters only.
-            s.push_str(&format!(" WHEN '{id}' THEN {micros}"));
+            s.push_str(&format!(" WHEN {} THEN {micros}", crate::sql_literal(id)));
         }
         s.push_str(" ELSE 0 END");
         s

@@ -146,8 +146,7 @@ impl Session {
         o.optimizer.hash_join_single_partition_threshold_rows = 50_000_000;
         // No dynamic filter from a hash join's build side into the probe's scan: with a
         // million conversion click ids as the build side, the filter passed ~2 % of the visits
-        // but cost more than it saved (the report over 50 M visits: 5.9–7.5 s with it,
-        // 4.2–5.1 s without; the one-day feed: 21 s → 13 s).
+        // but cost more than it saved (docs/performance.md "Query against DuckDB").
         o.optimizer.enable_join_dynamic_filter_pushdown = false;
         // Any DataFusion setting can still be changed from the environment, e.g.
         // DATAFUSION_EXECUTION_BATCH_SIZE=16384.

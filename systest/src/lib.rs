@@ -4,8 +4,8 @@
 //! The edge's own integration tests use it, and so do the end-to-end tests in this crate's
 //! `tests/`, which read the store with the query tool and drive the load generator — the
 //! dependencies (DataFusion) the edge itself does not have. The binary is the one cargo built
-//! next to the test: `cargo test --workspace` builds it; for this crate's tests alone, run
-//! `cargo build -p edge` first.
+//! next to the test ([`bin`]): run these tests with the edge's, `cargo test --workspace` or
+//! `cargo test -p edge -p systest`, so it is built from the current sources.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -55,11 +55,16 @@ impl Drop for TempDir {
     }
 }
 
-/// The `edge` binary cargo built next to the running test (`target/<profile>/edge`; tests
-/// run from `target/<profile>/deps/`).
+/// The `edge` binary: `EDGE_BIN` when set, else the one cargo built next to the running test
+/// (`target/<profile>/edge`; tests run from `target/<profile>/deps/`). Only a run that also
+/// tests the edge (`cargo test --workspace`, or `cargo test -p edge -p systest`) is sure to
+/// have built it from the current sources.
 pub fn bin() -> &'static str {
     static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("EDGE_BIN") {
+            return bin.to_string_lossy().into_owned();
+        }
         let exe = std::env::current_exe().expect("the test's own path");
         let dir = exe
             .parent()
@@ -68,7 +73,8 @@ pub fn bin() -> &'static str {
         let bin = dir.join("edge");
         assert!(
             bin.is_file(),
-            "{} is not built: `cargo test --workspace` builds it, or `cargo build -p edge`",
+            "{} is not built: `cargo test --workspace` (or `-p edge -p systest`, with the same \
+             --release or --profile) builds it; or set EDGE_BIN",
             bin.display()
         );
         bin.to_string_lossy().into_owned()

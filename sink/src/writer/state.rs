@@ -296,9 +296,9 @@ impl State {
 }
 
 pub(super) fn log_error(msg: &str) {
-    tracing::error!("{msg}");
+    tracing::error!(target: "sink::writer", "{msg}");
 }
 
 fn log_info(msg: &str) {
-    tracing::info!("{msg}");
+    tracing::info!(target: "sink::writer", "{msg}");
 }
