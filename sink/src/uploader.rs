@@ -309,7 +309,7 @@ pub async fn upload_segment(
         contents.torn_bytes = 0;
     }
     if contents.torn_bytes > 0 {
-        tracing::info!(
+        tracing::warn!(
             "WAL segment {}: dropped a torn tail of {} bytes (an unfinished write; never acknowledged)",
             seg.seq,
             contents.torn_bytes
