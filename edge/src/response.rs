@@ -229,6 +229,36 @@ pub fn write_text(
     );
 }
 
+/// A refusal: its status, the headers it needs (`Allow`), and a text naming the problem.
+/// Every error answer the edge gives — the server's (400, 408, 413, 414, 431, 501, 505) and
+/// the routes' (400, 403, 404, 405, 503) — is written through [`Reject::write`].
+#[derive(Debug, Clone, Copy)]
+pub struct Reject<'a> {
+    pub status: Status,
+    pub headers: &'a [&'a [u8]],
+    pub message: &'a str,
+}
+
+impl<'a> Reject<'a> {
+    pub const fn new(status: Status, message: &'a str) -> Self {
+        Reject {
+            status,
+            headers: &[],
+            message,
+        }
+    }
+
+    pub const fn with_headers(self, headers: &'a [&'a [u8]]) -> Self {
+        Reject { headers, ..self }
+    }
+
+    /// Appends the answer (the message as text, cut at 255 bytes) and returns its status.
+    pub fn write(self, out: &mut Vec<u8>, date: &DateCache, framing: Framing) -> Status {
+        write_text(out, self.status, date, framing, self.headers, self.message);
+        self.status
+    }
+}
+
 /// Appends the conversion pixel.
 pub fn write_pixel(out: &mut Vec<u8>, date: &DateCache, framing: Framing) {
     write(

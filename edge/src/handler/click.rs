@@ -85,15 +85,7 @@ pub(super) fn click_through(
         framing,
     } = *x;
     let Ok(number) = offer_number(path) else {
-        response::write_text(
-            out,
-            Status::NotFound,
-            &local.date,
-            framing,
-            &[],
-            "not found",
-        );
-        return Status::NotFound;
+        return Reject::new(Status::NotFound, "not found").write(out, &local.date, framing);
     };
     let cid = match url::find(query, b"cid", &mut local.scratch) {
         None => None,

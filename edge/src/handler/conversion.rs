@@ -103,8 +103,10 @@ pub(super) fn conversion(
         &[]
     };
     let fail = |local: &mut Local, out: &mut Vec<u8>, status: Status, msg: &str| {
-        response::write_text(out, status, &local.date, framing, &[], msg);
-        Answer::Done(route, status)
+        Answer::Done(
+            route,
+            Reject::new(status, msg).write(out, &local.date, framing),
+        )
     };
     let decoded = |raw: Option<&[u8]>, scratch: &mut Vec<u8>| {
         scratch.clear();

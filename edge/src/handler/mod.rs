@@ -22,7 +22,7 @@ use sink::{Event, EventId, EventKind, Field, IdGenerator, money, url};
 use crate::clicks::{COOKIE_MAX_AGE_S, COOKIE_PREFIX, ClickState, Clicks};
 use crate::http::{Method, Request};
 use crate::metrics::{Metrics, Route};
-use crate::response::{self, DateCache, Framing, Status};
+use crate::response::{self, DateCache, Framing, Reject, Status};
 use crate::table::{Table, TokenError};
 use crate::visitor::{self, Caches};
 
@@ -185,10 +185,8 @@ impl Pending {
     /// network retries.
     pub fn answer(&self, durable: bool, date: &DateCache, out: &mut Vec<u8>) -> Status {
         if !durable {
-            let st = Status::ServiceUnavailable;
             let msg = "the conversion could not be made durable; retry";
-            response::write_text(out, st, date, self.framing, &[], msg);
-            return st;
+            return Reject::new(Status::ServiceUnavailable, msg).write(out, date, self.framing);
         }
         if self.route == Route::Pixel {
             response::write_pixel(out, date, self.framing);
@@ -274,15 +272,9 @@ fn route(
         } else {
             b"Allow: GET, HEAD"
         };
-        let st = Status::MethodNotAllowed;
-        response::write_text(
-            out,
-            st,
-            &local.date,
-            framing,
-            &[allow],
-            "method not allowed",
-        );
+        let st = Reject::new(Status::MethodNotAllowed, "method not allowed")
+            .with_headers(&[allow])
+            .write(out, &local.date, framing);
         return Answer::Done(route, st);
     }
     let x = Exchange {
@@ -315,10 +307,8 @@ fn route(
                 || (!req.forwarded_for.is_empty()
                     && ctx.visitors.proxies.iter().any(|c| c.contains(peer))) =>
         {
-            let st = Status::Forbidden;
             let msg = "metrics are not served to this address (server.metrics_allow)";
-            response::write_text(out, st, &local.date, framing, &[], msg);
-            st
+            Reject::new(Status::Forbidden, msg).write(out, &local.date, framing)
         }
         Route::Metrics => {
             let text = ctx.metrics.render();
@@ -333,17 +323,7 @@ fn route(
             );
             Status::Ok
         }
-        Route::Other => {
-            response::write_text(
-                out,
-                Status::NotFound,
-                &local.date,
-                framing,
-                &[],
-                "not found",
-            );
-            Status::NotFound
-        }
+        Route::Other => Reject::new(Status::NotFound, "not found").write(out, &local.date, framing),
     };
     Answer::Done(route, status)
 }
@@ -367,8 +347,7 @@ fn unknown_target(
         peer, now, framing, ..
     } = *x;
     let Some(fallback) = &ctx.table.fallback else {
-        response::write_text(out, Status::NotFound, &local.date, framing, &[], message);
-        return Status::NotFound;
+        return Reject::new(Status::NotFound, message).write(out, &local.date, framing);
     };
     if let Some(stats) = ctx.metrics.workers.get(local.worker_id as usize) {
         stats.fallback();

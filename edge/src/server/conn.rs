@@ -89,14 +89,10 @@ fn answer_buffered(
             }
             Parse::Error(e) => {
                 local.date.update(now);
-                let status = Status::from_code(e.status());
-                response::write_text(
+                let status = Reject::new(Status::from_code(e.status()), e.message()).write(
                     wbuf,
-                    status,
                     &local.date,
                     Framing::close(),
-                    &[],
-                    e.message(),
                 );
                 stats.request(Route::Other, status);
                 return (rbuf.len(), After::CloseLingering);
@@ -245,9 +241,8 @@ pub(super) async fn connection(w: Rc<Worker>, mut stream: TcpStream, peer: Socke
                 {
                     let mut local = w.local.borrow_mut();
                     local.date.update(SystemTime::now());
-                    let st = Status::RequestTimeout;
-                    let msg = "request not received in time";
-                    response::write_text(&mut wbuf, st, &local.date, Framing::close(), &[], msg);
+                    let st = Reject::new(Status::RequestTimeout, "request not received in time")
+                        .write(&mut wbuf, &local.date, Framing::close());
                     w.stats().request(Route::Other, st);
                 }
                 let _ = send(&mut stream, wbuf, limits.send_timeout).await;

@@ -24,7 +24,7 @@ use crate::clicks::Clicks;
 use crate::handler::{self, Answer, Ctx, Emit, Local, Pending};
 use crate::http::{self, Parse};
 use crate::metrics::{Metrics, Route, WorkerStats};
-use crate::response::{self, Framing, Status};
+use crate::response::{self, Framing, Reject, Status};
 use crate::settings::{DriverChoice, Settings};
 use crate::table::Table;
 
