@@ -62,15 +62,22 @@ pub const DEFAULT_MAX_BYTES: u64 = 8 << 30;
 /// Default [`WalConfig::segment_bytes`]. The uploader holds about one segment in memory
 /// while it turns it into Parquet, so this also bounds that.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
+/// Default [`WalConfig::segment_events`].
+pub const DEFAULT_SEGMENT_EVENTS: u64 = 1_000_000;
+/// Default [`WalConfig::max_age`]: a segment is sealed (and reaches the store) at the latest
+/// this long after it was opened (`server.flush_interval_ms`).
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60);
+/// Default [`WalConfig::commit_delay`] (`server.wal_commit_delay_ms`).
+pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_millis(2);
 
 impl WalConfig {
     pub fn new(dir: PathBuf) -> Self {
         WalConfig {
             dir,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
-            segment_events: 1_000_000,
-            max_age: Duration::from_secs(60),
-            commit_delay: Duration::from_millis(2),
+            segment_events: DEFAULT_SEGMENT_EVENTS,
+            max_age: DEFAULT_MAX_AGE,
+            commit_delay: DEFAULT_COMMIT_DELAY,
             max_batch_bytes: 1 << 20,
             max_bytes: DEFAULT_MAX_BYTES,
             give_up_after_stop: Duration::from_secs(30),
