@@ -114,15 +114,11 @@ impl Settings {
                 format!("{:?} is not one of auto, io_uring, legacy", s.driver),
             )
         })?;
-        match s.store.split_once("://") {
-            Some(("file" | "s3" | "memory", rest))
-                if !rest.is_empty() || s.store == "memory://" => {}
-            _ => {
-                return Err(ConfigError::invalid(
-                    "server.store",
-                    format!("{:?} is not a file://, s3:// or memory:// URL", s.store),
-                ));
-            }
+        if sink::store::StoreUrl::parse(&s.store).is_none() {
+            return Err(ConfigError::invalid(
+                "server.store",
+                format!("{:?} is not a file://, s3:// or memory:// URL", s.store),
+            ));
         }
         let trusted_proxies = cidrs(&s.trusted_proxies, "server.trusted_proxies")?;
         let bot_networks = cidrs(&s.bot_networks, "server.bot_networks")?;

@@ -108,7 +108,7 @@ pub struct Session {
 /// Opens the store at `url` for reading. Unlike the sink, a missing local directory is an
 /// error here, not something to create.
 pub fn open_store(url: &str) -> Result<Arc<dyn ObjectStore>> {
-    if let Some(path) = url.strip_prefix("file://").filter(|p| !p.is_empty())
+    if let Some(sink::store::StoreUrl::File(path)) = sink::store::StoreUrl::parse(url)
         && !std::path::Path::new(path).is_dir()
     {
         return Err(QueryError::NoStore(url.to_owned()));

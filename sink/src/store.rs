@@ -34,6 +34,35 @@ pub enum StoreError {
     },
 }
 
+/// A store URL, read: the one place `file://`, `s3://` and `memory://` are told apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreUrl<'a> {
+    /// `file://PATH`, relative or absolute.
+    File(&'a str),
+    /// `s3://BUCKET[/PREFIX]`.
+    S3 { bucket: &'a str, prefix: &'a str },
+    /// `memory://`.
+    Memory,
+}
+
+impl<'a> StoreUrl<'a> {
+    /// `None` for anything else (an empty path or bucket included).
+    pub fn parse(url: &'a str) -> Option<Self> {
+        if url == "memory://" {
+            return Some(StoreUrl::Memory);
+        }
+        if let Some(path) = url.strip_prefix("file://").filter(|p| !p.is_empty()) {
+            return Some(StoreUrl::File(path));
+        }
+        let rest = url.strip_prefix("s3://").filter(|r| !r.is_empty())?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        Some(StoreUrl::S3 {
+            bucket,
+            prefix: prefix.trim_matches('/'),
+        })
+    }
+}
+
 /// Opens the store named by `url`: `file://PATH` (relative or absolute; created when
 /// missing), `s3://BUCKET[/PREFIX]` (credentials, region, `AWS_ENDPOINT` and
 /// `AWS_ALLOW_HTTP` from the usual environment variables) or `memory://`.
@@ -42,36 +71,33 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
         url: url.to_owned(),
         source,
     };
-    if url == "memory://" {
-        return Ok(Arc::new(InMemory::new()));
-    }
-    if let Some(path) = url.strip_prefix("file://").filter(|p| !p.is_empty()) {
-        std::fs::create_dir_all(path).map_err(|e| open_err(Box::new(e)))?;
-        let fs = LocalFileSystem::new_with_prefix(path).map_err(|e| open_err(Box::new(e)))?;
-        return Ok(Arc::new(fs));
-    }
-    if let Some(rest) = url.strip_prefix("s3://").filter(|r| !r.is_empty()) {
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        // Short: the uploader keeps retrying a failed segment itself, with backoff, for as
-        // long as it takes; a long client-side retry would only hide the outage.
-        let retry = RetryConfig {
-            max_retries: 2,
-            retry_timeout: std::time::Duration::from_secs(5),
-            ..RetryConfig::default()
-        };
-        let s3 = AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .with_retry(retry)
-            .build()
-            .map_err(|e| open_err(Box::new(e)))?;
-        let prefix = prefix.trim_matches('/');
-        return Ok(if prefix.is_empty() {
-            Arc::new(s3)
-        } else {
-            Arc::new(PrefixStore::new(s3, prefix))
-        });
-    }
-    Err(StoreError::BadUrl(url.to_owned()))
+    let (bucket, prefix) = match StoreUrl::parse(url) {
+        None => return Err(StoreError::BadUrl(url.to_owned())),
+        Some(StoreUrl::Memory) => return Ok(Arc::new(InMemory::new())),
+        Some(StoreUrl::File(path)) => {
+            std::fs::create_dir_all(path).map_err(|e| open_err(Box::new(e)))?;
+            let fs = LocalFileSystem::new_with_prefix(path).map_err(|e| open_err(Box::new(e)))?;
+            return Ok(Arc::new(fs));
+        }
+        Some(StoreUrl::S3 { bucket, prefix }) => (bucket, prefix),
+    };
+    // Short: the uploader keeps retrying a failed segment itself, with backoff, for as
+    // long as it takes; a long client-side retry would only hide the outage.
+    let retry = RetryConfig {
+        max_retries: 2,
+        retry_timeout: std::time::Duration::from_secs(5),
+        ..RetryConfig::default()
+    };
+    let s3 = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(retry)
+        .build()
+        .map_err(|e| open_err(Box::new(e)))?;
+    Ok(if prefix.is_empty() {
+        Arc::new(s3)
+    } else {
+        Arc::new(PrefixStore::new(s3, prefix))
+    })
 }
 
 /// Where uploaded objects go: the store, and for a `file://` store its directory, whose
@@ -97,10 +123,10 @@ impl Target {
     pub fn open(url: &str) -> Result<Target, StoreError> {
         Ok(Target {
             store: open(url)?,
-            local_root: url
-                .strip_prefix("file://")
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from),
+            local_root: match StoreUrl::parse(url) {
+                Some(StoreUrl::File(path)) => Some(PathBuf::from(path)),
+                _ => None,
+            },
         })
     }
 
@@ -186,6 +212,33 @@ pub fn parquet_writer(table: TableKind) -> Result<ArrowWriter<Vec<u8>>, ParquetE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_urls_are_read_in_one_place() {
+        assert_eq!(StoreUrl::parse("memory://"), Some(StoreUrl::Memory));
+        assert_eq!(
+            StoreUrl::parse("file://./data/lake"),
+            Some(StoreUrl::File("./data/lake"))
+        );
+        assert_eq!(
+            StoreUrl::parse("s3://lake/tracker/"),
+            Some(StoreUrl::S3 {
+                bucket: "lake",
+                prefix: "tracker"
+            })
+        );
+        assert_eq!(
+            StoreUrl::parse("s3://lake"),
+            Some(StoreUrl::S3 {
+                bucket: "lake",
+                prefix: ""
+            })
+        );
+        for bad in ["file://", "s3://", "memory://x", "gs://b", "/var/lake", ""] {
+            assert_eq!(StoreUrl::parse(bad), None, "{bad}");
+            assert!(matches!(open(bad), Err(StoreError::BadUrl(_))), "{bad}");
+        }
+    }
 
     #[test]
     fn object_names_are_hive_partitioned_by_utc_hour() {
