@@ -14,6 +14,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod readers;
+
+pub use readers::{
+    ensure_python_readers, ints, python, read_parquet_file, read_parquet_tree, strings,
+};
+
 pub const DRIVERS: [&str; 2] = ["io_uring", "legacy"];
 pub const CAMP: &str = "/c/5aaea5a02d38914cfd2ad8c1";
 
@@ -399,92 +405,6 @@ pub fn write_temp(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-/// Reads every `.parquet` file below `dir`.
-pub fn read_parquet_tree(dir: &Path) -> Vec<arrow::record_batch::RecordBatch> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries {
-        let p = entry.unwrap().path();
-        if p.is_dir() {
-            out.extend(read_parquet_tree(&p));
-        } else if p.extension().is_some_and(|e| e == "parquet") {
-            out.extend(read_parquet_file(&p));
-        }
-    }
-    out
-}
-
-/// The batches of one Parquet file.
-pub fn read_parquet_file(p: &Path) -> Vec<arrow::record_batch::RecordBatch> {
-    let f = std::fs::File::open(p).unwrap();
-    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-        .unwrap()
-        .build()
-        .unwrap()
-        .map(|b| b.unwrap())
-        .collect()
-}
-
-/// The values of string column `name` over `batches` (null as "").
-pub fn strings(batches: &[arrow::record_batch::RecordBatch], name: &str) -> Vec<String> {
-    use arrow::array::{Array, AsArray};
-    batches
-        .iter()
-        .flat_map(|b| {
-            let col = b.column_by_name(name).unwrap().as_string::<i32>().clone();
-            (0..col.len())
-                .map(|i| {
-                    if col.is_null(i) {
-                        String::new()
-                    } else {
-                        col.value(i).to_owned()
-                    }
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-/// Installs pyarrow and duckdb from PyPI when they are missing.
-pub fn ensure_python_readers() {
-    let have = |m: &str| {
-        Command::new("python3")
-            .args(["-c", &format!("import {m}")])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if have("pyarrow") && have("duckdb") {
-        return;
-    }
-    let st = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "pyarrow", "duckdb"])
-        .status()
-        .expect("python3 runs");
-    assert!(
-        st.success() && have("pyarrow") && have("duckdb"),
-        "this test needs pyarrow and duckdb: python3 -m pip install pyarrow duckdb"
-    );
-}
-
-/// Runs a Python `script` with `lake` as its argument; its stdout is JSON.
-pub fn python(script: &str, lake: &std::path::Path) -> serde_json::Value {
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(lake)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
-    })
-}
-
 /// Runs a future (the query crate's) on a small tokio runtime.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread()
@@ -511,23 +431,4 @@ pub fn data_files() -> PathBuf {
         dir
     })
     .clone()
-}
-
-/// Every value of an Int64 column, nulls as None.
-pub fn ints(batches: &[arrow::record_batch::RecordBatch], name: &str) -> Vec<Option<i64>> {
-    use arrow::array::{Array, AsArray};
-    use arrow::datatypes::Int64Type;
-    batches
-        .iter()
-        .flat_map(|b| {
-            let col = b
-                .column_by_name(name)
-                .unwrap()
-                .as_primitive::<Int64Type>()
-                .clone();
-            (0..col.len())
-                .map(|i| (!col.is_null(i)).then(|| col.value(i)))
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
