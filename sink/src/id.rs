@@ -100,6 +100,12 @@ impl fmt::Debug for EventId {
     }
 }
 
+/// `t` in milliseconds since the Unix epoch, the clock event ids count in (0 before it).
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Hands out ids for one worker: strictly increasing, even if the wall clock steps back.
 #[derive(Debug)]
 pub struct IdGenerator {

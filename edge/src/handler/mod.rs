@@ -8,7 +8,7 @@
 
 use std::io::Write as _;
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use catalog::model::{Campaign, LandingPage, Needs, Offer, Path, TrafficSource, Visitor};
 use catalog::template::{Token, TokenValues};
@@ -16,6 +16,7 @@ use sink::ack::AckReceiver;
 use sink::event::{Auth, NetworkPolicy, Pixels};
 use sink::event::{encode_pair, format_ip};
 use sink::geo::Cidr;
+use sink::id::unix_ms as now_ms;
 use sink::visitors::Visitors;
 use sink::{Event, EventId, EventKind, Field, IdGenerator, money, url};
 
@@ -150,11 +151,6 @@ fn new_event(
         e.push(field, part);
     }
     e
-}
-
-fn now_ms(now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What became of a request.
