@@ -128,17 +128,22 @@ fn a_segment_becomes_partitioned_parquet_and_is_deleted() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[test]
-fn uploading_a_segment_again_overwrites_instead_of_duplicating() {
-    let dir = tmp("again");
-    let (tx, rx) = crate::queue::queue(100, u64::MAX);
-    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), None).unwrap();
-    for n in 0..10 {
-        tx.try_send(visit(H7, n)).unwrap();
+/// Logs `events` through a writer of its own into `dir`, and answers the first segment.
+fn logged(dir: &std::path::Path, events: impl IntoIterator<Item = Event>) -> (u64, PathBuf) {
+    let (tx, rx) = crate::queue::queue(1000, u64::MAX);
+    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.to_owned()), None).unwrap();
+    for e in events {
+        tx.try_send(e).unwrap();
     }
     drop(tx);
     w.join();
-    let (seq, path) = crate::wal::list_segments(&dir).unwrap().remove(0);
+    crate::wal::list_segments(dir).unwrap().remove(0)
+}
+
+#[test]
+fn uploading_a_segment_again_overwrites_instead_of_duplicating() {
+    let dir = tmp("again");
+    let (seq, path) = logged(&dir, (0..10).map(|n| visit(H7, n)));
     let seg = Sealed {
         seq,
         path,
@@ -158,13 +163,7 @@ fn uploading_a_segment_again_overwrites_instead_of_duplicating() {
 #[test]
 fn segments_left_by_an_earlier_run_are_uploaded_at_start() {
     let dir = tmp("backlog");
-    let (tx, rx) = crate::queue::queue(100, u64::MAX);
-    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), None).unwrap();
-    for n in 0..7 {
-        tx.try_send(postback(H7, n, None)).unwrap();
-    }
-    drop(tx);
-    w.join();
+    logged(&dir, (0..7).map(|n| postback(H7, n, None)));
     // A new run: the old segment is the backlog.
     let (_tx, w, up, store) = pipeline(&dir, 1);
     assert_eq!(w.backlog.len(), 1);
@@ -223,14 +222,7 @@ fn a_foreign_file_is_set_aside_and_does_not_block_the_queue() {
 #[test]
 fn a_damaged_segment_uploads_what_it_can_and_is_kept_for_inspection() {
     let dir = tmp("damaged");
-    let (tx, rx) = crate::queue::queue(1000, u64::MAX);
-    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), None).unwrap();
-    for n in 0..100 {
-        tx.try_send(postback(H7, n, Some(1_000_000))).unwrap();
-    }
-    drop(tx);
-    w.join();
-    let (_, path) = crate::wal::list_segments(&dir).unwrap().remove(0);
+    let (_, path) = logged(&dir, (0..100).map(|n| postback(H7, n, Some(1_000_000))));
     let mut data = std::fs::read(&path).unwrap();
     let third = data.len() / 3;
     data[third] ^= 0x10;
@@ -307,14 +299,7 @@ fn an_unreadable_segment_is_set_aside_and_does_not_hold_up_the_others() {
 #[test]
 fn a_short_tail_in_a_segment_this_run_synced_is_damage_not_a_torn_write() {
     let dir = tmp("short");
-    let (tx, rx) = crate::queue::queue(100, u64::MAX);
-    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.clone()), None).unwrap();
-    for n in 0..10 {
-        tx.try_send(postback(H7, n, Some(1))).unwrap();
-    }
-    drop(tx);
-    w.join();
-    let (seq, path) = crate::wal::list_segments(&dir).unwrap().remove(0);
+    let (seq, path) = logged(&dir, (0..10).map(|n| postback(H7, n, Some(1))));
     let synced = std::fs::metadata(&path).unwrap().len();
     // The disk lost the end of what was synced.
     std::fs::File::options()
