@@ -11,14 +11,14 @@ use edge::config::{ConfigFile, DEMO_CONFIG};
 use edge::handler::{Ctx, Emit, Local, handle};
 use edge::http::{Limits, Parse, parse};
 use edge::metrics::Metrics;
-use edge::table::Table;
+use edge::routing::Routing;
 use std::sync::Arc;
 
 use edge::visitor::AgentCache;
 use sink::Event;
-use sink::agent::Agents;
-use sink::geo::{Cidr, GeoDb, Locator, Networks};
 use sink::visitors::Visitors;
+use sink::visitors::agent::Agents;
+use sink::visitors::geo::{Cidr, GeoDb, Locator, Networks};
 
 const VISIT: &[u8] = b"GET /c/5aaea5a02d38914cfd2ad8c1?utm_source=blog&utm_medium=review&utm_content=hero%20banner&url=https%3A%2F%2Fblog.example.com%2Fpost HTTP/1.1\r\nHost: track.example.com\r\nUser-Agent: Mozilla/5.0 (Macintosh; Intel Mac OS X 10_14_1) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/70.0.3538.110 Safari/537.36\r\nAccept: text/html,application/xhtml+xml,application/xml;q=0.9,image/webp,*/*;q=0.8\r\nAccept-Language: en-US,en;q=0.9\r\nAccept-Encoding: gzip, deflate, br\r\nReferer: https://blog.example.com/post/how-to-automate\r\nConnection: keep-alive\r\n\r\n";
 const PIXEL: &[u8] = b"GET /p.gif?cid=0167a15c98772c0004000001&payout=92.4&type=cps HTTP/1.1\r\nHost: track.example.com\r\nUser-Agent: Mozilla/5.0 (Macintosh; Intel Mac OS X 10_14_1) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/70.0.3538.110 Safari/537.36\r\nAccept-Language: en-US,en;q=0.9\r\nReferer: https://offers.example.com/thanks\r\n\r\n";
@@ -34,7 +34,7 @@ impl Emit for Discard {
 }
 
 fn bench(c: &mut Criterion) {
-    let table = Table::compile(&ConfigFile::parse(DEMO_CONFIG).unwrap()).unwrap();
+    let routing = Routing::compile(&ConfigFile::parse(DEMO_CONFIG).unwrap()).unwrap();
     let metrics = Metrics::new(
         1,
         1,
@@ -45,7 +45,7 @@ fn bench(c: &mut Criterion) {
     let visitors = Visitors::default();
     let clicks = Clicks::new(1, b"bench secret").unwrap();
     let ctx = Ctx {
-        table: &table,
+        routing: &routing,
         metrics: &metrics,
         draining: false,
         visitors: &visitors,
@@ -162,7 +162,7 @@ fn visitors_bench(c: &mut Criterion) {
         ]))),
         proxies,
     };
-    let table = Table::compile(&ConfigFile::parse(RULES).unwrap()).unwrap();
+    let routing = Routing::compile(&ConfigFile::parse(RULES).unwrap()).unwrap();
     let metrics = Metrics::new(
         1,
         1,
@@ -172,7 +172,7 @@ fn visitors_bench(c: &mut Criterion) {
     );
     let clicks = Clicks::new(1, b"bench secret, long enough").unwrap();
     let ctx = Ctx {
-        table: &table,
+        routing: &routing,
         metrics: &metrics,
         draining: false,
         visitors: &visitors,
@@ -278,7 +278,7 @@ fn visitors_bench(c: &mut Criterion) {
             cache.get(parser, black_box(agents_bytes[i])).bot
         })
     });
-    let campaign = table.campaign(b"rules").unwrap();
+    let campaign = routing.campaign(b"rules").unwrap();
     let visitor = catalog::model::Visitor {
         country: Some(*b"DE"),
         device: Some(catalog::model::Device::Desktop),

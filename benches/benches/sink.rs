@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sink::agent::Agents;
-use sink::columns::{Builder, TableKind};
-use sink::geo::{GeoDb, Locator};
-use sink::store::encode_parquet;
+use sink::storage::columns::{Builder, TableKind};
+use sink::storage::store::encode_parquet;
+use sink::storage::writer::{WalConfig, WalWriter};
 use sink::visitors::Visitors;
-use sink::writer::{WalConfig, WalWriter};
+use sink::visitors::agent::Agents;
+use sink::visitors::geo::{GeoDb, Locator};
 use sink::{Event, EventId, EventKind, Field};
 
 const UAS: [&[u8]; 4] = [
@@ -198,8 +198,12 @@ fn parquet(c: &mut Criterion) {
 }
 
 fn wal(c: &mut Criterion) {
-    let dir = std::env::temp_dir().join(format!("bench-wal-{}", std::process::id()));
-    let (tx, rx) = sink::queue::queue(100_000, u64::MAX);
+    let tmp = tempfile::Builder::new()
+        .prefix("bench-wal-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().join("wal");
+    let (tx, rx) = sink::storage::queue::queue(100_000, u64::MAX);
     let mut cfg = WalConfig::new(dir.clone());
     cfg.max_bytes = u64::MAX;
     let writer = WalWriter::spawn(vec![rx], cfg, None).unwrap();
@@ -218,7 +222,7 @@ fn wal(c: &mut Criterion) {
                         let n = (i * IN_FLIGHT + k) as u32;
                         let mut e = visit(1_795_766_000_000, n, IpAddr::from([1, 2, 3, 4]));
                         e.kind = EventKind::Postback;
-                        let (sender, receiver) = sink::ack::pair();
+                        let (sender, receiver) = sink::model::ack::pair();
                         e.ack = Some(sender);
                         tx.try_send(e).unwrap();
                         receiver
@@ -237,7 +241,6 @@ fn wal(c: &mut Criterion) {
     g.finish();
     drop(tx);
     writer.join();
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 criterion_group!(benches, parquet, wal);

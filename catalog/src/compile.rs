@@ -2,9 +2,12 @@
 //! or bad value an error naming its key.
 
 use ahash::AHashMap;
-use sink::event::{NetworkPolicy, Pixels};
+use sink::model::event::{NetworkPolicy, Pixels};
 
-use crate::file::{CampaignConfig, File, PathConfig, RuleConfig, TrafficSourceConfig};
+use crate::file::{
+    CampaignConfig, File, LandingPageConfig, NetworkConfig, OfferConfig, PathConfig, RuleConfig,
+    TrafficSourceConfig,
+};
 use crate::model::{
     Campaign, Device, LandingPage, Needs, Network, Offer, Path, Rule, TrafficSource, Weighted,
 };
@@ -51,155 +54,197 @@ fn index_ids<'a>(
     Ok(map)
 }
 
-fn resolve(map: &AHashMap<&str, u32>, id: &str, key: &str, what: &str) -> Result<u32, ConfigError> {
-    map.get(id)
-        .copied()
-        .ok_or_else(|| ConfigError::invalid(key, format!("no {what} with id {id:?}")))
+/// Looks references up while compiling: the file's own indexes, or a running edge's.
+pub trait Resolve {
+    fn source(&self, id: &str) -> Option<u32>;
+    fn network(&self, id: &str) -> Option<u32>;
+    fn offer(&self, id: &str) -> Option<u32>;
+    fn landing_page(&self, id: &str) -> Option<u32>;
+    /// What offer `i`'s URL asks of the visitor.
+    fn offer_needs(&self, i: u32) -> Needs;
+    /// What landing page `i`'s URL asks of the visitor.
+    fn landing_page_needs(&self, i: u32) -> Needs;
 }
 
-struct Compiler<'a> {
-    sources: AHashMap<&'a str, u32>,
-    networks: AHashMap<&'a str, u32>,
-    offers: AHashMap<&'a str, u32>,
-    landing_pages: AHashMap<&'a str, u32>,
-    paths_seen: u16,
+fn resolved(found: Option<u32>, id: &str, key: &str, what: &str) -> Result<u32, ConfigError> {
+    found.ok_or_else(|| ConfigError::invalid(key, format!("no {what} with id {id:?}")))
 }
 
-impl Compiler<'_> {
-    fn paths(&mut self, cfg: &[PathConfig], key: &str) -> Result<Weighted<Path>, ConfigError> {
-        let mut paths = Vec::with_capacity(cfg.len());
-        for (i, p) in cfg.iter().enumerate() {
-            let pkey = format!("{key}[{i}]");
-            let landing_page = p
-                .landing_page
-                .as_deref()
-                .map(|lp| {
-                    resolve(
-                        &self.landing_pages,
-                        lp,
-                        &format!("{pkey}.landing_page"),
-                        "landing page",
-                    )
-                })
-                .transpose()?;
-            let mut offers = Vec::with_capacity(p.offers.len());
-            for (j, o) in p.offers.iter().enumerate() {
-                let okey = format!("{pkey}.offers[{j}].offer");
-                offers.push((resolve(&self.offers, &o.offer, &okey, "offer")?, o.weight));
-            }
-            let offers = Weighted::new(offers, &format!("{pkey}.offers"))?;
-            let index = self.paths_seen;
-            self.paths_seen = index
-                .checked_add(1)
-                .ok_or_else(|| ConfigError::invalid(&pkey, "a campaign has at most 65535 paths"))?;
-            paths.push((
-                Path {
-                    index,
-                    landing_page,
-                    offers,
-                },
-                p.weight,
+/// Compiles one campaign; `key` names it in errors (`campaigns[3]`, `campaigns/ID`).
+pub fn campaign(
+    key: &str,
+    c: &CampaignConfig,
+    ids: &impl Resolve,
+) -> Result<Campaign, ConfigError> {
+    check_id(&c.id, &format!("{key}.id"))?;
+    let mut paths_seen = 0;
+    let source = resolved(
+        ids.source(&c.traffic_source),
+        &c.traffic_source,
+        &format!("{key}.traffic_source"),
+        "traffic source",
+    )?;
+    let paths = compile_paths(&c.paths, &format!("{key}.paths"), ids, &mut paths_seen)?;
+    let rules = c
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(j, r)| compile_rule(r, &format!("{key}.rules[{j}]"), ids, &mut paths_seen))
+        .collect::<Result<_, _>>()?;
+    let mut campaign = Campaign {
+        id: c.id.as_str().into(),
+        name: c.name.as_str().into(),
+        source,
+        cost_micros: micros(c.cost, &format!("{key}.cost"))?,
+        paths,
+        rules,
+        needs: Needs::default(),
+    };
+    campaign.needs = campaign_needs(&campaign, ids);
+    Ok(campaign)
+}
+
+/// What a campaign's rules and the URLs of its paths ask of the visitor.
+pub fn campaign_needs(c: &Campaign, ids: &impl Resolve) -> Needs {
+    let path_needs = |p: &Path| {
+        let lp = p
+            .landing_page
+            .map_or(Needs::default(), |l| ids.landing_page_needs(l));
+        p.offers
+            .items()
+            .iter()
+            .map(|&o| ids.offer_needs(o))
+            .fold(lp, Needs::or)
+    };
+    std::iter::once(&c.paths)
+        .chain(c.rules.iter().map(|r| &r.paths))
+        .flat_map(|w| w.items())
+        .map(path_needs)
+        .chain(c.rules.iter().map(Rule::needs))
+        .fold(Needs::default(), Needs::or)
+}
+
+fn compile_paths(
+    cfg: &[PathConfig],
+    key: &str,
+    ids: &impl Resolve,
+    paths_seen: &mut u16,
+) -> Result<Weighted<Path>, ConfigError> {
+    let mut paths = Vec::with_capacity(cfg.len());
+    for (i, p) in cfg.iter().enumerate() {
+        let pkey = format!("{key}[{i}]");
+        let landing_page = p
+            .landing_page
+            .as_deref()
+            .map(|lp| {
+                resolved(
+                    ids.landing_page(lp),
+                    lp,
+                    &format!("{pkey}.landing_page"),
+                    "landing page",
+                )
+            })
+            .transpose()?;
+        let mut offers = Vec::with_capacity(p.offers.len());
+        for (j, o) in p.offers.iter().enumerate() {
+            let okey = format!("{pkey}.offers[{j}].offer");
+            offers.push((
+                resolved(ids.offer(&o.offer), &o.offer, &okey, "offer")?,
+                o.weight,
             ));
         }
-        Weighted::new(paths, key)
+        let offers = Weighted::new(offers, &format!("{pkey}.offers"))?;
+        let index = *paths_seen;
+        *paths_seen = index
+            .checked_add(1)
+            .ok_or_else(|| ConfigError::invalid(&pkey, "a campaign has at most 65535 paths"))?;
+        paths.push((
+            Path {
+                index,
+                landing_page,
+                offers,
+            },
+            p.weight,
+        ));
     }
-
-    fn rule(&mut self, r: &RuleConfig, key: &str) -> Result<Rule, ConfigError> {
-        let countries = r
-            .countries
-            .iter()
-            .enumerate()
-            .map(|(i, c)| match c.as_bytes() {
-                [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
-                    Ok([a.to_ascii_uppercase(), b.to_ascii_uppercase()])
-                }
-                _ => Err(ConfigError::invalid(
-                    format!("{key}.countries[{i}]"),
-                    format!("{c:?} is not a two-letter ISO country code"),
-                )),
-            })
-            .collect::<Result<_, _>>()?;
-        let devices = r
-            .devices
-            .iter()
-            .enumerate()
-            .map(|(i, d)| match d.to_ascii_lowercase().as_str() {
-                "desktop" => Ok(Device::Desktop),
-                "mobile" => Ok(Device::Mobile),
-                "tablet" => Ok(Device::Tablet),
-                _ => Err(ConfigError::invalid(
-                    format!("{key}.devices[{i}]"),
-                    format!("{d:?} is not one of desktop, mobile, tablet"),
-                )),
-            })
-            .collect::<Result<_, _>>()?;
-        let languages = r
-            .languages
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let ok = !l.is_empty()
-                    && l.split('-').all(|p| {
-                        (1..=8).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_alphanumeric())
-                    });
-                if ok {
-                    Ok(l.to_ascii_lowercase().into_boxed_str())
-                } else {
-                    Err(ConfigError::invalid(
-                        format!("{key}.languages[{i}]"),
-                        format!("{l:?} is not a language tag like \"en\" or \"pt-br\""),
-                    ))
-                }
-            })
-            .collect::<Result<_, _>>()?;
-        let strings = |v: &[String]| v.iter().map(|s| s.as_str().into()).collect();
-        Ok(Rule {
-            countries,
-            devices,
-            os: strings(&r.os),
-            browsers: strings(&r.browsers),
-            languages,
-            bot: r.bot,
-            paths: self.paths(&r.paths, &format!("{key}.paths"))?,
-        })
-    }
-
-    fn campaign(&mut self, i: usize, c: &CampaignConfig) -> Result<Campaign, ConfigError> {
-        let key = format!("campaigns[{i}]");
-        self.paths_seen = 0;
-        let source = resolve(
-            &self.sources,
-            &c.traffic_source,
-            &format!("{key}.traffic_source"),
-            "traffic source",
-        )?;
-        let paths = self.paths(&c.paths, &format!("{key}.paths"))?;
-        let rules = c
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(j, r)| self.rule(r, &format!("{key}.rules[{j}]")))
-            .collect::<Result<_, _>>()?;
-        Ok(Campaign {
-            id: c.id.as_str().into(),
-            name: c.name.as_str().into(),
-            source,
-            cost_micros: micros(c.cost, &format!("{key}.cost"))?,
-            paths,
-            rules,
-            needs: Needs::default(),
-        })
-    }
+    Weighted::new(paths, key)
 }
 
-fn compile_source(
-    i: usize,
+fn compile_rule(
+    r: &RuleConfig,
+    key: &str,
+    ids: &impl Resolve,
+    paths_seen: &mut u16,
+) -> Result<Rule, ConfigError> {
+    let countries = r
+        .countries
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match c.as_bytes() {
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                Ok([a.to_ascii_uppercase(), b.to_ascii_uppercase()])
+            }
+            _ => Err(ConfigError::invalid(
+                format!("{key}.countries[{i}]"),
+                format!("{c:?} is not a two-letter ISO country code"),
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    let devices = r
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match d.to_ascii_lowercase().as_str() {
+            "desktop" => Ok(Device::Desktop),
+            "mobile" => Ok(Device::Mobile),
+            "tablet" => Ok(Device::Tablet),
+            _ => Err(ConfigError::invalid(
+                format!("{key}.devices[{i}]"),
+                format!("{d:?} is not one of desktop, mobile, tablet"),
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    let languages = r
+        .languages
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let ok = !l.is_empty()
+                && l.split('-').all(|p| {
+                    (1..=8).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_alphanumeric())
+                });
+            if ok {
+                Ok(l.to_ascii_lowercase().into_boxed_str())
+            } else {
+                Err(ConfigError::invalid(
+                    format!("{key}.languages[{i}]"),
+                    format!("{l:?} is not a language tag like \"en\" or \"pt-br\""),
+                ))
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let strings = |v: &[String]| v.iter().map(|s| s.as_str().into()).collect();
+    Ok(Rule {
+        countries,
+        devices,
+        os: strings(&r.os),
+        browsers: strings(&r.browsers),
+        languages,
+        bot: r.bot,
+        paths: compile_paths(&r.paths, &format!("{key}.paths"), ids, paths_seen)?,
+    })
+}
+
+/// Compiles one traffic source, defining its remapped names in `names`.
+pub fn source(
+    key: &str,
     s: &TrafficSourceConfig,
     names: &mut ParamNames,
 ) -> Result<TrafficSource, ConfigError> {
+    check_id(&s.id, &format!("{key}.id"))?;
     let mut params = Vec::with_capacity(s.params.len());
     for (name, query_key) in &s.params {
-        let key = format!("traffic_sources[{i}].params.{name}");
+        let key = format!("{key}.params.{name}");
         let valid_name = !name.is_empty()
             && name
                 .bytes()
@@ -227,7 +272,7 @@ fn compile_source(
     let cost_param = match s.cost_param.as_deref() {
         Some("") => {
             return Err(ConfigError::invalid(
-                format!("traffic_sources[{i}].cost_param"),
+                format!("{key}.cost_param"),
                 "is empty; leave it out instead",
             ));
         }
@@ -241,53 +286,145 @@ fn compile_source(
     })
 }
 
-/// The affiliate networks, with their conversion policies. Postback tokens are unique: a
-/// token names the network a postback authenticates as.
-fn compile_networks<S>(cfg: &File<S>) -> Result<Vec<Network>, ConfigError> {
-    let mut out: Vec<Network> = Vec::with_capacity(cfg.affiliate_networks.len());
-    for (i, n) in cfg.affiliate_networks.iter().enumerate() {
-        let key = format!("affiliate_networks[{i}]");
-        let token = n.postback_token.as_bytes();
-        if let Some(other) = out
-            .iter()
-            .find(|o| !token.is_empty() && o.postback_token.as_deref() == Some(token))
-        {
-            return Err(ConfigError::invalid(
-                format!("{key}.postback_token"),
-                format!(
-                    "the same token as network {:?}; each network needs its own (a token names the network a postback comes from)",
-                    other.id
-                ),
-            ));
-        }
-        let pixels = match n.pixels.as_deref() {
-            None if token.is_empty() => Pixels::Payout,
-            None => Pixels::Off,
-            Some(p) => Pixels::parse(p).ok_or_else(|| {
-                ConfigError::invalid(
-                    format!("{key}.pixels"),
-                    format!("{p:?} is not one of off, default_payout, payout"),
-                )
-            })?,
-        };
-        out.push(Network {
-            id: n.id.as_str().into(),
-            name: n.name.as_str().into(),
-            postback_token: (!token.is_empty()).then(|| token.into()),
-            policy: NetworkPolicy {
-                token: !token.is_empty(),
-                pixels,
-            },
-        });
+/// Compiles one affiliate network. Postback tokens are unique: a token names the network a
+/// postback authenticates as, so one already used by a network in `others` is refused.
+pub fn network<'a>(
+    key: &str,
+    n: &NetworkConfig,
+    others: impl IntoIterator<Item = &'a Network>,
+) -> Result<Network, ConfigError> {
+    check_id(&n.id, &format!("{key}.id"))?;
+    let token = n.postback_token.as_bytes();
+    if let Some(other) = others
+        .into_iter()
+        .find(|o| !token.is_empty() && o.postback_token.as_deref() == Some(token) && *o.id != *n.id)
+    {
+        return Err(ConfigError::invalid(
+            format!("{key}.postback_token"),
+            format!(
+                "the same token as network {:?}; each network needs its own (a token names the network a postback comes from)",
+                other.id
+            ),
+        ));
     }
-    Ok(out)
+    let pixels = match n.pixels.as_deref() {
+        None if token.is_empty() => Pixels::Payout,
+        None => Pixels::Off,
+        Some(p) => Pixels::parse(p).ok_or_else(|| {
+            ConfigError::invalid(
+                format!("{key}.pixels"),
+                format!("{p:?} is not one of off, default_payout, payout"),
+            )
+        })?,
+    };
+    Ok(Network {
+        id: n.id.as_str().into(),
+        name: n.name.as_str().into(),
+        postback_token: (!token.is_empty()).then(|| token.into()),
+        policy: NetworkPolicy {
+            token: !token.is_empty(),
+            pixels,
+        },
+    })
+}
+
+/// Compiles one offer, its network looked up in `ids`.
+pub fn offer(
+    key: &str,
+    o: &OfferConfig,
+    ids: &impl Resolve,
+    names: &mut ParamNames,
+) -> Result<Offer, ConfigError> {
+    check_id(&o.id, &format!("{key}.id"))?;
+    let network = o
+        .network
+        .as_deref()
+        .map(|n| {
+            resolved(
+                ids.network(n),
+                n,
+                &format!("{key}.network"),
+                "affiliate network",
+            )
+        })
+        .transpose()?;
+    let url = Template::parse(&o.url, &format!("{key}.url"), names)?;
+    Ok(Offer {
+        id: o.id.as_str().into(),
+        name: o.name.as_str().into(),
+        network,
+        needs: Needs::of_template(&url),
+        url,
+        payout_micros: micros(o.payout, &format!("{key}.payout"))?,
+    })
+}
+
+/// Compiles one landing page.
+pub fn landing_page(
+    key: &str,
+    l: &LandingPageConfig,
+    names: &mut ParamNames,
+) -> Result<LandingPage, ConfigError> {
+    check_id(&l.id, &format!("{key}.id"))?;
+    Ok(LandingPage {
+        id: l.id.as_str().into(),
+        name: l.name.as_str().into(),
+        url: Template::parse(&l.url, &format!("{key}.url"), names)?,
+    })
+}
+
+/// A file's own indexes, and its offers and landing pages once compiled.
+struct FileIds<'a> {
+    sources: AHashMap<&'a str, u32>,
+    networks: AHashMap<&'a str, u32>,
+    offers: AHashMap<&'a str, u32>,
+    landing_pages: AHashMap<&'a str, u32>,
+    offer_needs: Vec<Needs>,
+    landing_page_needs: Vec<Needs>,
+}
+
+impl Resolve for FileIds<'_> {
+    fn source(&self, id: &str) -> Option<u32> {
+        self.sources.get(id).copied()
+    }
+    fn network(&self, id: &str) -> Option<u32> {
+        self.networks.get(id).copied()
+    }
+    fn offer(&self, id: &str) -> Option<u32> {
+        self.offers.get(id).copied()
+    }
+    fn landing_page(&self, id: &str) -> Option<u32> {
+        self.landing_pages.get(id).copied()
+    }
+    fn offer_needs(&self, i: u32) -> Needs {
+        self.offer_needs[i as usize]
+    }
+    fn landing_page_needs(&self, i: u32) -> Needs {
+        self.landing_page_needs[i as usize]
+    }
+}
+
+/// Warnings for the tokens of `t` (in `what`) that are neither built in nor remapped by any
+/// traffic source: they will be empty.
+pub fn unknown_params<'a>(
+    what: &'a str,
+    t: &'a Template,
+    names: &'a ParamNames,
+) -> impl Iterator<Item = String> + 'a {
+    t.tokens().filter_map(move |tok| match tok {
+        Token::Param(p) if !names.is_defined(p) => Some(format!(
+            "{what}: {{{}}} is neither a built-in token nor remapped by any traffic source; it will be empty",
+            names.name(p)
+        )),
+        _ => None,
+    })
 }
 
 impl Catalog {
     /// Validates the catalog of `cfg` and compiles it.
     pub fn compile<S>(cfg: &File<S>) -> Result<Catalog, ConfigError> {
         let mut names = ParamNames::default();
-        let mut c = Compiler {
+        let mut ids = FileIds {
             sources: index_ids(
                 cfg.traffic_sources.iter().map(|s| s.id.as_str()),
                 "traffic_sources",
@@ -301,7 +438,8 @@ impl Catalog {
                 cfg.landing_pages.iter().map(|l| l.id.as_str()),
                 "landing_pages",
             )?,
-            paths_seen: 0,
+            offer_needs: Vec::new(),
+            landing_page_needs: Vec::new(),
         };
         index_ids(cfg.campaigns.iter().map(|c| c.id.as_str()), "campaigns")?;
 
@@ -309,51 +447,35 @@ impl Catalog {
             .traffic_sources
             .iter()
             .enumerate()
-            .map(|(i, s)| compile_source(i, s, &mut names))
+            .map(|(i, s)| source(&format!("traffic_sources[{i}]"), s, &mut names))
             .collect::<Result<Vec<_>, _>>()?;
-        let networks = compile_networks(cfg)?;
-        let mut offers = Vec::with_capacity(cfg.offers.len());
-        for (i, o) in cfg.offers.iter().enumerate() {
-            let key = format!("offers[{i}]");
-            let network = o
-                .network
-                .as_deref()
-                .map(|n| {
-                    resolve(
-                        &c.networks,
-                        n,
-                        &format!("{key}.network"),
-                        "affiliate network",
-                    )
-                })
-                .transpose()?;
-            let url = Template::parse(&o.url, &format!("{key}.url"), &mut names)?;
-            offers.push(Offer {
-                id: o.id.as_str().into(),
-                name: o.name.as_str().into(),
-                network,
-                needs: Needs::of_template(&url),
-                url,
-                payout_micros: micros(o.payout, &format!("{key}.payout"))?,
-            });
+        let mut networks: Vec<Network> = Vec::with_capacity(cfg.affiliate_networks.len());
+        for (i, n) in cfg.affiliate_networks.iter().enumerate() {
+            let compiled = network(&format!("affiliate_networks[{i}]"), n, &networks)?;
+            networks.push(compiled);
         }
+        let offers = cfg
+            .offers
+            .iter()
+            .enumerate()
+            .map(|(i, o)| offer(&format!("offers[{i}]"), o, &ids, &mut names))
+            .collect::<Result<Vec<_>, _>>()?;
         let landing_pages = cfg
             .landing_pages
             .iter()
             .enumerate()
-            .map(|(i, l)| {
-                Ok(LandingPage {
-                    id: l.id.as_str().into(),
-                    name: l.name.as_str().into(),
-                    url: Template::parse(&l.url, &format!("landing_pages[{i}].url"), &mut names)?,
-                })
-            })
-            .collect::<Result<Vec<_>, ConfigError>>()?;
+            .map(|(i, l)| landing_page(&format!("landing_pages[{i}]"), l, &mut names))
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.offer_needs = offers.iter().map(|o| o.needs).collect();
+        ids.landing_page_needs = landing_pages
+            .iter()
+            .map(|l| Needs::of_template(&l.url))
+            .collect();
         let campaigns = cfg
             .campaigns
             .iter()
             .enumerate()
-            .map(|(i, camp)| c.campaign(i, camp))
+            .map(|(i, c)| campaign(&format!("campaigns[{i}]"), c, &ids))
             .collect::<Result<Vec<_>, _>>()?;
         let mut catalog = Catalog {
             campaigns,
@@ -364,35 +486,8 @@ impl Catalog {
             params: names,
             warnings: Vec::new(),
         };
-        let needs: Vec<Needs> = catalog
-            .campaigns
-            .iter()
-            .map(|c| catalog.campaign_needs(c))
-            .collect();
-        for (c, n) in catalog.campaigns.iter_mut().zip(needs) {
-            c.needs = n;
-        }
         catalog.warnings = catalog.collect_warnings();
         Ok(catalog)
-    }
-
-    fn campaign_needs(&self, c: &Campaign) -> Needs {
-        let path_needs = |p: &Path| {
-            let lp = p.landing_page.map_or(Needs::default(), |l| {
-                Needs::of_template(&self.landing_pages[l as usize].url)
-            });
-            p.offers
-                .items()
-                .iter()
-                .map(|&o| Needs::of_template(&self.offers[o as usize].url))
-                .fold(lp, Needs::or)
-        };
-        std::iter::once(&c.paths)
-            .chain(c.rules.iter().map(|r| &r.paths))
-            .flat_map(|w| w.items())
-            .map(path_needs)
-            .chain(c.rules.iter().map(Rule::needs))
-            .fold(Needs::default(), Needs::or)
     }
 
     fn collect_warnings(&self) -> Vec<String> {
@@ -407,16 +502,7 @@ impl Catalog {
                     .map(|l| (format!("landing page {:?}", l.id), &l.url)),
             );
         for (what, t) in templates {
-            for tok in t.tokens() {
-                if let Token::Param(p) = tok
-                    && !self.params.is_defined(p)
-                {
-                    w.push(format!(
-                        "{what}: {{{}}} is neither a built-in token nor remapped by any traffic source; it will be empty",
-                        self.params.name(p)
-                    ));
-                }
-            }
+            w.extend(unknown_params(&what, t, &self.params));
         }
         if self.campaigns.is_empty() {
             w.push("no campaigns: every /c/ request will be answered 404".into());

@@ -9,27 +9,43 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
 
 /// A config file: `[server]` read as `S`, and the catalog.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+#[serde(
+    deny_unknown_fields,
+    bound(serialize = "S: Serialize + Default + PartialEq")
+)]
 pub struct File<S = IgnoredAny> {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub server: S,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub traffic_sources: Vec<TrafficSourceConfig>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub affiliate_networks: Vec<NetworkConfig>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub offers: Vec<OfferConfig>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub landing_pages: Vec<LandingPageConfig>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub campaigns: Vec<CampaignConfig>,
+}
+
+/// The `[server]` of a catalog that has none: the store's catalog, an export.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoServer {}
+
+/// The catalog's five sections alone: what the store's catalog holds, what
+/// `query catalog export` writes and `import` reads (a `[server]` table is refused).
+pub type Sections = File<NoServer>;
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
 }
 
 impl<S: DeserializeOwned + Default> File<S> {
@@ -49,43 +65,43 @@ impl<S: DeserializeOwned + Default> File<S> {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficSourceConfig {
     pub id: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// Remapped name (`source`, `var_2`, …) → the query parameter that carries it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub params: BTreeMap<String, String>,
     /// Query parameter carrying the click's cost, overriding the campaign's CPC.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_param: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkConfig {
     pub id: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// When set, postbacks for this network must carry `?token=<value>` to count.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub postback_token: String,
     /// Whether pixel conversions of this network's clicks count: `off`, `default_payout`
     /// (they count with the offer's payout) or `payout` (with their own). Default: `off`
     /// for a network with a postback token, `payout` for one without.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pixels: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OfferConfig {
     pub id: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
     pub url: String,
     /// Used when a conversion carries no payout.
@@ -93,43 +109,43 @@ pub struct OfferConfig {
     pub payout: f64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LandingPageConfig {
     pub id: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     pub url: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignConfig {
     pub id: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     pub traffic_source: String,
     /// CPC cost per visit unless the traffic source's `cost_param` overrides it.
     #[serde(default)]
     pub cost: f64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub paths: Vec<PathConfig>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub rules: Vec<RuleConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PathConfig {
     #[serde(default = "one")]
     pub weight: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub landing_page: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub offers: Vec<OfferRefConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OfferRefConfig {
     pub offer: String,
@@ -138,22 +154,22 @@ pub struct OfferRefConfig {
 }
 
 /// A routing rule: values within a condition are OR, conditions are AND.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub countries: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub devices: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub os: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub browsers: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub languages: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bot: Option<bool>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub paths: Vec<PathConfig>,
 }
 

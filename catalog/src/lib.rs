@@ -12,12 +12,15 @@
 //! | [`template`] | URL templates (`{click_id}`, remapped names) pre-split at load time |
 //! | [`money`] | the one place a config amount becomes micro-units |
 //! | [`error`] | [`ConfigError`] |
+//! | [`store`] | (feature `store`) the catalog kept in the object store: a log of commits, checkpoints, conditional puts |
 
 pub mod compile;
 pub mod error;
 pub mod file;
 pub mod model;
 pub mod money;
+#[cfg(feature = "store")]
+pub mod store;
 pub mod template;
 
 pub use error::ConfigError;

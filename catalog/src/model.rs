@@ -3,7 +3,7 @@
 //! takes conversions. Built by [`crate::Catalog::compile`]; immutable afterwards, so the
 //! edge's workers read it without locks.
 
-use sink::event::NetworkPolicy;
+use sink::model::event::NetworkPolicy;
 
 use crate::ConfigError;
 use crate::template::{Template, Token};
@@ -45,7 +45,7 @@ pub struct LandingPage {
 }
 
 /// Items with integer weights; `pick` takes a uniform random number.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Weighted<T> {
     items: Vec<T>,
     /// Running sums of the weights; the last is the total.
@@ -95,7 +95,7 @@ impl<T> Weighted<T> {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Path {
     /// Position among all the campaign's paths: the default paths first, then each rule's.
     pub index: u16,
@@ -104,7 +104,7 @@ pub struct Path {
 }
 
 /// Device classes: the sink's, so rules and stored rows agree.
-pub use sink::event::DeviceType as Device;
+pub use sink::model::event::DeviceType as Device;
 
 /// What is known of a visitor when a rule is matched. Facts not known yet are `None` and a
 /// condition on them does not match.
@@ -118,7 +118,7 @@ pub struct Visitor<'a> {
     pub bot: Option<bool>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Rule {
     pub(crate) countries: Vec<[u8; 2]>,
     pub(crate) devices: Vec<Device>,
@@ -211,7 +211,7 @@ pub fn accepts_language(header: &[u8], wanted: &[Box<str>]) -> bool {
     })
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Campaign {
     pub id: Box<str>,
     pub name: Box<str>,

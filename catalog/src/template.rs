@@ -246,7 +246,7 @@ mod tests {
         fn write(&mut self, token: Token, out: &mut Vec<u8>) {
             match token {
                 Token::ClickId => out.extend_from_slice(b"0167a15c98772c0004000001"),
-                Token::Param(_) => sink::url::encode_into(b"a b\r\n", out),
+                Token::Param(_) => sink::model::url::encode_into(b"a b\r\n", out),
                 _ => {}
             }
         }

@@ -1,5 +1,5 @@
 //! Wiring: load the config, start the sink consumer and the workers, then serve signals —
-//! SIGHUP reloads the campaign table, SIGTERM and SIGINT drain and stop.
+//! SIGHUP reloads the catalog into a new routing, SIGTERM and SIGINT drain and stop.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,17 +7,19 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use sink::agent::Agents;
-use sink::geo::{GeoDb, Locator, Networks};
-use sink::uploader::Uploader;
+use sink::storage::uploader::Uploader;
+use sink::storage::writer::WalWriter;
 use sink::visitors::Visitors;
-use sink::writer::WalWriter;
+use sink::visitors::agent::Agents;
+use sink::visitors::geo::{GeoDb, Locator, Networks};
 
 use crate::config::{ConfigError, ConfigFile, DEMO_CONFIG};
+use crate::follow;
 use crate::metrics::Metrics;
+use crate::routing::{Limits, Routing};
 use crate::server::Server;
 use crate::settings::Settings;
-use crate::table::Table;
+use catalog::store::CatalogStore;
 
 /// Command-line values that override `[server]`.
 #[derive(Debug, Clone, Default)]
@@ -53,7 +55,7 @@ impl Overrides {
 pub struct Loaded {
     pub file: ConfigFile,
     pub settings: Settings,
-    pub table: Table,
+    pub routing: Routing,
 }
 
 /// Reads (or takes the demo), applies overrides, validates and compiles.
@@ -64,20 +66,38 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Loaded, Config
     };
     overrides.apply(&mut file);
     let settings = Settings::from_config(&file.server)?;
-    let table = Table::compile(&file)?;
+    if settings.catalog_poll.is_some() {
+        let sections = [
+            ("traffic_sources", file.traffic_sources.len()),
+            ("affiliate_networks", file.affiliate_networks.len()),
+            ("offers", file.offers.len()),
+            ("landing_pages", file.landing_pages.len()),
+            ("campaigns", file.campaigns.len()),
+        ];
+        if let Some((name, _)) = sections.iter().find(|(_, n)| *n > 0) {
+            return Err(ConfigError::invalid(
+                "server.catalog",
+                format!(
+                    "is \"store\", so the file's [[{name}]] would be ignored: import them with `query catalog import` and leave only [server] here"
+                ),
+            ));
+        }
+    }
+    // With the store's catalog this is an empty routing until the store's is loaded.
+    let routing = Routing::compile(&file)?;
     Ok(Loaded {
         file,
         settings,
-        table,
+        routing,
     })
 }
 
-/// Reloads the campaign table from `path`; on any error the old table stays.
+/// Reloads the catalog from `path` into a new [`Routing`]; on any error the running one stays.
 fn reload(path: &Path, overrides: &Overrides, running: &ConfigFile, server: &Server) {
     let shared = server.shared();
     match load(Some(path), overrides) {
         Ok(new) => {
-            for w in &new.table.warnings {
+            for w in &new.routing.warnings {
                 tracing::warn!("config: {w}");
             }
             let mut old_server = running.server.clone();
@@ -87,15 +107,15 @@ fn reload(path: &Path, overrides: &Overrides, running: &ConfigFile, server: &Ser
                     "config: [server] changes other than fallback_url take effect only after a restart"
                 );
             }
-            warn_unmatchable(&new.table, &shared.visitors);
-            let campaigns = new.table.campaigns.len();
-            shared.table.store(Arc::new(new.table));
+            warn_unmatchable(&new.routing, &shared.visitors);
+            let campaigns = new.routing.campaigns.len();
+            shared.routing.store(Arc::new(new.routing));
             bump(&shared.metrics.reloads);
             tracing::info!(campaigns, "config reloaded from {}", path.display());
         }
         Err(e) => {
             bump(&shared.metrics.reload_failures);
-            tracing::error!("config reload refused, keeping the running table: {e}");
+            tracing::error!("config reload refused, keeping the running campaigns: {e}");
         }
     }
 }
@@ -173,19 +193,41 @@ fn visitors(settings: &Settings, demo: bool) -> anyhow::Result<Visitors> {
     Ok(v)
 }
 
-/// Rules that can never match for want of a data file.
-fn warn_unmatchable(table: &Table, v: &Visitors) {
-    for c in &table.campaigns {
-        if v.geo.is_none() && c.has_country_rules() {
+/// Rules that can never match for want of a data file: one line per kind, naming a few.
+fn warn_unmatchable(routing: &Routing, v: &Visitors) {
+    let few = |ids: Vec<&str>| {
+        let more = ids.len().saturating_sub(5);
+        let mut s = ids[..ids.len().min(5)].join(", ");
+        if more > 0 {
+            s.push_str(&format!(" and {more} more"));
+        }
+        s
+    };
+    if v.geo.is_none() {
+        let ids: Vec<&str> = routing
+            .campaigns
+            .iter()
+            .filter(|c| c.has_country_rules())
+            .map(|c| &*c.id)
+            .collect();
+        if !ids.is_empty() {
             tracing::warn!(
-                "config: campaign {:?}: rules on countries never match without server.geoip_db",
-                c.id
+                "config: rules on countries never match without server.geoip_db (campaigns {})",
+                few(ids)
             );
         }
-        if v.agents.is_none() && c.has_agent_rules() {
+    }
+    if v.agents.is_none() {
+        let ids: Vec<&str> = routing
+            .campaigns
+            .iter()
+            .filter(|c| c.has_agent_rules())
+            .map(|c| &*c.id)
+            .collect();
+        if !ids.is_empty() {
             tracing::warn!(
-                "config: campaign {:?}: rules on devices, os or browsers never match without server.ua_regexes (bot rules see only bot_networks)",
-                c.id
+                "config: rules on devices, os or browsers never match without server.ua_regexes, bot rules see only bot_networks (campaigns {})",
+                few(ids)
             );
         }
     }
@@ -241,16 +283,46 @@ fn click_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
 pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
     // Signals first, so one that arrives during start-up is not lost to the default action.
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])?;
-    let loaded = load(path.as_deref(), &overrides)?;
-    for w in &loaded.table.warnings {
-        tracing::warn!("config: {w}");
-    }
+    let mut loaded = load(path.as_deref(), &overrides)?;
     let settings = loaded.settings.clone();
+    let limits = Limits::of(&loaded.file.server)?;
+    // The store's catalog, when it is the catalog: loaded now; if the store cannot be read
+    // the edge starts with no campaigns and the follower keeps trying.
+    let catalog = match settings.catalog_poll {
+        None => {
+            for w in &loaded.routing.warnings {
+                tracing::warn!("config: {w}");
+            }
+            None
+        }
+        Some(_) => {
+            let cs = CatalogStore::new(sink::storage::store::open(&settings.store)?);
+            let rt = follow::runtime()?;
+            let ready = match follow::load(&rt, &cs, &limits) {
+                Ok(r) => {
+                    for w in &r.warnings {
+                        tracing::warn!("catalog: {w}");
+                    }
+                    loaded.routing = r;
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "cannot load the store's catalog, starting with no campaigns and trying again: {e}"
+                    );
+                    false
+                }
+            };
+            Some((cs, rt, ready))
+        }
+    };
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..settings.workers)
-        .map(|_| sink::queue::queue(settings.queue_per_worker, settings.queue_bytes_per_worker))
+        .map(|_| {
+            sink::storage::queue::queue(settings.queue_per_worker, settings.queue_bytes_per_worker)
+        })
         .unzip();
     let depth_rxs = rxs.clone();
-    let store = sink::store::Target::open(&settings.store)?;
+    let store = sink::storage::store::Target::open(&settings.store)?;
     let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded();
     let wal = WalWriter::spawn(rxs, settings.wal.clone(), Some(sealed_tx))
         .map_err(|e| anyhow::anyhow!("cannot open the write-ahead log: {e}"))?;
@@ -281,13 +353,16 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
         Arc::clone(&wal.stats),
         Arc::clone(&uploader.stats),
     ));
-    let campaigns = loaded.table.campaigns.len();
-    let table = Arc::new(ArcSwap::from_pointee(loaded.table));
-    warn_unmatchable(&table.load(), &edge_visitors);
+    let campaigns = loaded.routing.campaigns.len();
+    metrics
+        .catalog_version
+        .store(loaded.routing.version, std::sync::atomic::Ordering::Relaxed);
+    let routing = Arc::new(ArcSwap::from_pointee(loaded.routing));
+    warn_unmatchable(&routing.load(), &edge_visitors);
     let server = Server::start(
         settings.clone(),
-        table,
-        metrics,
+        Arc::clone(&routing),
+        Arc::clone(&metrics),
         txs,
         edge_visitors,
         &secret,
@@ -300,9 +375,24 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
         config = path
             .as_ref()
             .map_or("built-in demo".into(), |p| p.display().to_string()),
+        catalog = if catalog.is_some() { "store" } else { "file" },
         "listening on http://{}",
         server.local_addr
     );
+    let follower = match (catalog, settings.catalog_poll) {
+        (Some((cs, rt, ready)), Some(poll)) => {
+            drop(rt);
+            Some(follow::spawn(
+                cs,
+                Arc::clone(&routing),
+                limits.clone(),
+                poll,
+                Arc::clone(&metrics),
+                ready,
+            )?)
+        }
+        _ => None,
+    };
     tracing::info!(
         wal = %settings.wal.dir.display(),
         store = %settings.store,
@@ -310,6 +400,15 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
     );
     for sig in signals.forever() {
         match sig {
+            SIGHUP if follower.is_some() => {
+                tracing::info!("SIGHUP: loading the store's whole catalog");
+                let rt = follow::runtime()?;
+                let cs = CatalogStore::new(sink::storage::store::open(&settings.store)?);
+                match follow::load(&rt, &cs, &limits) {
+                    Ok(r) => follow::install(&routing, r, &metrics),
+                    Err(e) => tracing::error!("SIGHUP: {e}; the running campaigns stay"),
+                }
+            }
             SIGHUP => match &path {
                 Some(p) => reload(p, &overrides, &loaded.file, &server),
                 None => {
@@ -325,7 +424,7 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
             }
         }
     }
-    let metrics = Arc::clone(&server.shared().metrics);
+    drop(follower);
     server.shutdown();
     // The log stays locked until the uploader is done with its segments.
     let (wal, _lock) = wal.join_keeping_lock();

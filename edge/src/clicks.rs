@@ -8,8 +8,8 @@
 //!   browser brings it back to whichever node the click-through reaches, for a day. It is
 //!   signed with a keyed BLAKE3 hash of the node's `click_secret` (nodes behind one balancer
 //!   share it), so a forged or altered cookie is refused;
-//! - **the node's click table**, for visitors whose browsers do not send the cookie back: one
-//!   ring per worker, a four-way set-associative table keyed by the click id, which every
+//! - **the node's click cache**, for visitors whose browsers do not send the cookie back: one
+//!   ring per worker, a four-way set-associative cache keyed by the click id, which every
 //!   worker reads without locks (a sequence lock per slot). It holds about a worker's last
 //!   [`SLOTS_PER_WORKER`] landing-page visits.
 //!
@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sink::EventId;
-use sink::huge::HugeSlice;
+use sink::visitors::huge::HugeSlice;
 
 /// Slots in each worker's ring (a power of two).
 pub const SLOTS_PER_WORKER: usize = 1 << 16;
@@ -189,18 +189,18 @@ pub fn cookies(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     })
 }
 
-/// What a node keeps for click-throughs: its click table and the signer of the cookies.
+/// What a node keeps for click-throughs: its click cache and the signer of the cookies.
 #[derive(Debug)]
 pub struct Clicks {
-    pub table: ClickTable,
+    pub cache: ClickCache,
     pub signer: Signer,
 }
 
 impl Clicks {
-    /// Fails only when the click table's memory cannot be mapped.
+    /// Fails only when the click cache's memory cannot be mapped.
     pub fn new(workers: usize, secret: &[u8]) -> std::io::Result<Self> {
         Ok(Clicks {
-            table: ClickTable::new(workers)?,
+            cache: ClickCache::new(workers)?,
             signer: Signer::new(secret),
         })
     }
@@ -223,17 +223,17 @@ struct Ring {
 /// Slots a click id may live in (neighbours).
 const WAYS: usize = 4;
 
-/// The node's click table: one ring per worker, each written by its worker only and read by
+/// The node's click cache: one ring per worker, each written by its worker only and read by
 /// all without locks. A click id may live in one of `WAYS` neighbouring slots chosen by its
 /// hash (a set): a new state takes the one holding the oldest id, so a ring keeps about its
 /// last [`SLOTS_PER_WORKER`] landing-page visits whatever the rate.
-pub struct ClickTable {
+pub struct ClickCache {
     rings: Vec<Ring>,
 }
 
-impl std::fmt::Debug for ClickTable {
+impl std::fmt::Debug for ClickCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClickTable")
+        f.debug_struct("ClickCache")
             .field("workers", &self.rings.len())
             .finish()
     }
@@ -259,9 +259,9 @@ fn set_of(id: &EventId) -> usize {
     ((x ^ (x >> 29)) as usize % SLOTS_PER_WORKER) & !(WAYS - 1)
 }
 
-impl ClickTable {
+impl ClickCache {
     pub fn new(workers: usize) -> std::io::Result<Self> {
-        Ok(ClickTable {
+        Ok(ClickCache {
             rings: (0..workers).map(|_| new_ring()).collect::<Result<_, _>>()?,
         })
     }
@@ -362,7 +362,7 @@ mod tests {
         let id = EventId::new(1_700_000_000_000, 7, 1, 42);
         let mut buf = Vec::new();
         let mut pairs = Vec::new();
-        sink::event::encode_pair(&mut pairs, b"source", b"news letter");
+        sink::model::event::encode_pair(&mut pairs, b"source", b"news letter");
         assert!(state(id, &pairs).encode(&mut buf));
         assert_eq!(ClickState::decode(&buf), Some(state(id, &pairs)));
         for cut in 0..buf.len() {
@@ -426,7 +426,7 @@ mod tests {
 
     #[test]
     fn table_keeps_the_latest_visits_whatever_the_rate() {
-        let t = ClickTable::new(2).unwrap();
+        let t = ClickCache::new(2).unwrap();
         let mut enc = Vec::new();
         let mut buf = Vec::new();
         // Three rings' worth of visits, 300 a millisecond (counters restart every ms).
@@ -468,7 +468,7 @@ mod tests {
 
     #[test]
     fn readers_never_see_a_torn_state() {
-        let t = std::sync::Arc::new(ClickTable::new(1).unwrap());
+        let t = std::sync::Arc::new(ClickCache::new(1).unwrap());
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         // One id, rewritten over and over with a different fill each time.
         let id = EventId::new(1_700_000_000_000, 7, 0, 1);

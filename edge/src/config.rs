@@ -1,6 +1,6 @@
 //! The edge's config file: `[server]`, as written by users (SPEC.md "Config"), with its
 //! defaults; the catalog's sections are [`catalog::File`]'s. [`crate::settings::Settings`]
-//! validates `[server]` and [`crate::table::Table::compile`] the rest. Unknown keys are
+//! validates `[server]` and [`crate::routing::Routing::compile`] the rest. Unknown keys are
 //! rejected here, by serde, with the key's name.
 
 use std::path::PathBuf;
@@ -22,6 +22,10 @@ pub use catalog::ConfigError;
 pub const DEFAULT_EVENT_QUEUE: usize = 32_768;
 /// Default `server.event_queue_bytes`: 32 MiB of queued events, however large each is.
 pub const DEFAULT_EVENT_QUEUE_BYTES: u64 = 32 << 20;
+/// Default `server.catalog_poll_ms`: a change of the store's catalog is live within about
+/// this long (plus one read of the store).
+pub const DEFAULT_CATALOG_POLL_MS: u64 = 1_000;
+
 /// Default `server.max_cost`, in currency units per visit.
 pub const DEFAULT_MAX_COST: f64 = 1_000.0;
 /// Default `server.max_payout`, in currency units per conversion.
@@ -90,6 +94,11 @@ pub struct ServerConfig {
     pub max_payout: f64,
     /// Addresses or CIDRs (the socket's peer) that may read `/metrics`; others get 403.
     pub metrics_allow: Vec<String>,
+    /// Where the catalog comes from: `file` (this file's sections) or `store` (the store's
+    /// `catalog/`, loaded at start and followed while running).
+    pub catalog: String,
+    /// How often an edge with `catalog = "store"` looks for a new version.
+    pub catalog_poll_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -100,7 +109,7 @@ impl Default for ServerConfig {
             node_id: 1,
             data_dir: PathBuf::from("./data"),
             store: "file://./data/lake".into(),
-            flush_interval_ms: sink::writer::DEFAULT_MAX_AGE.as_millis() as u64,
+            flush_interval_ms: sink::storage::writer::DEFAULT_MAX_AGE.as_millis() as u64,
             geoip_db: String::new(),
             ua_regexes: String::new(),
             trusted_proxies: Vec::new(),
@@ -120,13 +129,15 @@ impl Default for ServerConfig {
             event_queue: DEFAULT_EVENT_QUEUE,
             shutdown_timeout_ms: 10_000,
             durable_timeout_ms: 5_000,
-            wal_commit_delay_ms: sink::writer::DEFAULT_COMMIT_DELAY.as_millis() as u64,
-            wal_segment_bytes: sink::writer::DEFAULT_SEGMENT_BYTES,
-            wal_segment_events: sink::writer::DEFAULT_SEGMENT_EVENTS,
-            wal_max_bytes: sink::writer::DEFAULT_MAX_BYTES,
+            wal_commit_delay_ms: sink::storage::writer::DEFAULT_COMMIT_DELAY.as_millis() as u64,
+            wal_segment_bytes: sink::storage::writer::DEFAULT_SEGMENT_BYTES,
+            wal_segment_events: sink::storage::writer::DEFAULT_SEGMENT_EVENTS,
+            wal_max_bytes: sink::storage::writer::DEFAULT_MAX_BYTES,
             event_queue_bytes: DEFAULT_EVENT_QUEUE_BYTES,
             max_cost: DEFAULT_MAX_COST,
             max_payout: DEFAULT_MAX_PAYOUT,
+            catalog: "file".into(),
+            catalog_poll_ms: DEFAULT_CATALOG_POLL_MS,
             metrics_allow: vec!["127.0.0.0/8".into(), "::1".into()],
         }
     }

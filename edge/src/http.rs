@@ -97,7 +97,7 @@ pub struct Request<'b> {
 
 impl<'b> Request<'b> {
     pub fn path_and_query(&self) -> (&'b [u8], &'b [u8]) {
-        sink::url::split_target(self.target)
+        sink::model::url::split_target(self.target)
     }
 
     /// Every `X-Forwarded-For` line, in order, joined with `", "` into `out` (a field sent as

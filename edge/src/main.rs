@@ -69,18 +69,26 @@ fn main() -> ExitCode {
     };
     if let Some(path) = cli.check_config {
         return match app::load(Some(&path), &overrides) {
+            Ok(l) if l.settings.catalog_poll.is_some() => {
+                println!(
+                    "{}: ok ([server]; the catalog is the store's, {})",
+                    path.display(),
+                    l.settings.store
+                );
+                ExitCode::SUCCESS
+            }
             Ok(l) => {
-                for w in &l.table.warnings {
+                for w in &l.routing.warnings {
                     eprintln!("warning: {w}");
                 }
                 println!(
                     "{}: ok ({} campaigns, {} offers, {} traffic sources, {} networks, {} landing pages)",
                     path.display(),
-                    l.table.campaigns.len(),
-                    l.table.offers.len(),
-                    l.table.sources.len(),
-                    l.table.networks.len(),
-                    l.table.landing_pages.len()
+                    l.routing.campaigns.len(),
+                    l.routing.offers.len(),
+                    l.routing.sources.len(),
+                    l.routing.networks.len(),
+                    l.routing.landing_pages.len()
                 );
                 ExitCode::SUCCESS
             }

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sink::EventKind;
-use sink::uploader::UploadStats;
-use sink::writer::WalStats;
+use sink::storage::uploader::UploadStats;
+use sink::storage::writer::WalStats;
 
 use crate::response::Status;
 
@@ -100,7 +100,7 @@ impl WorkerStats {
         self.agents_parsed.store(parsed, Ordering::Relaxed);
     }
 
-    /// A click-through found its visit's state: in the node's click table, or else in the
+    /// A click-through found its visit's state: in the node's click cache, or else in the
     /// visit's cookie.
     pub fn click_found(&self, in_table: bool) {
         bump(if in_table {
@@ -139,6 +139,8 @@ pub struct Metrics {
     pub workers: Box<[WorkerStats]>,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
+    /// The version of the store's catalog the edge runs (0 with a config file's).
+    pub catalog_version: AtomicU64,
     /// The I/O driver the workers run on.
     pub driver: OnceLock<&'static str>,
     /// Events (and their bytes) waiting between the workers and the sink.
@@ -174,6 +176,7 @@ impl Metrics {
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
+            catalog_version: AtomicU64::new(0),
             driver: OnceLock::new(),
             queue_depth,
             queue_capacity,
@@ -263,14 +266,20 @@ impl Metrics {
             (
                 "edge_config_reloads_total",
                 "counter",
-                "Successful config reloads.",
+                "Successful config reloads and changes of the store's catalog applied.",
                 load(&self.reloads),
             ),
             (
                 "edge_config_reload_failures_total",
                 "counter",
-                "Config reloads refused (the old table stays).",
+                "Config reloads and catalog changes refused (the running campaigns stay).",
                 load(&self.reload_failures),
+            ),
+            (
+                "edge_catalog_version",
+                "gauge",
+                "The version of the store's catalog being served (0: the config file's).",
+                load(&self.catalog_version),
             ),
             (
                 "edge_connections_accepted_total",
@@ -305,7 +314,7 @@ impl Metrics {
             (
                 "edge_clicks_found_in_table_total",
                 "counter",
-                "Click-throughs whose visit was found in the node's click table.",
+                "Click-throughs whose visit was found in the node's click cache.",
                 sum(w, |s| &s.clicks_by_table),
             ),
             (

@@ -167,7 +167,7 @@ pub fn write(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"Content-Length: ");
-    sink::money::write_digits(body.len() as u64, 1, out);
+    sink::model::money::write_digits(body.len() as u64, 1, out);
     out.extend_from_slice(b"\r\n");
     if !framing.keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");

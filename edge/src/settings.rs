@@ -5,31 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sink::geo::Cidr;
-use sink::writer::WalConfig;
+use sink::storage::writer::WalConfig;
+use sink::visitors::geo::Cidr;
 
 use crate::config::{ConfigError, ServerConfig};
 use crate::http::Limits;
-
-/// Which I/O driver the workers use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DriverChoice {
-    /// io_uring where the kernel allows it, else the legacy (epoll) driver.
-    Auto,
-    IoUring,
-    Legacy,
-}
-
-impl DriverChoice {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "auto" => Some(DriverChoice::Auto),
-            "io_uring" | "iouring" | "uring" => Some(DriverChoice::IoUring),
-            "legacy" | "epoll" => Some(DriverChoice::Legacy),
-            _ => None,
-        }
-    }
-}
 
 /// Largest worker count: the worker id is 8 bits of every event id.
 pub const MAX_WORKERS: usize = 256;
@@ -40,7 +20,7 @@ pub struct Settings {
     /// Resolved worker count (never 0).
     pub workers: usize,
     pub node_id: u16,
-    pub driver: DriverChoice,
+    pub driver: driver::Choice,
     pub pin_workers: bool,
     pub limits: Limits,
     /// Channel capacity per worker, in events...
@@ -66,6 +46,9 @@ pub struct Settings {
     /// The configured click-state secret, if any.
     pub click_secret: Option<String>,
     pub data_dir: PathBuf,
+    /// With the store's catalog, how often to look for a new version; `None`: the config
+    /// file's catalog.
+    pub catalog_poll: Option<Duration>,
 }
 
 fn positive(v: u64, key: &str) -> Result<u64, ConfigError> {
@@ -108,13 +91,11 @@ impl Settings {
                 format!("at most {MAX_WORKERS} workers"),
             ));
         }
-        let driver = DriverChoice::parse(&s.driver).ok_or_else(|| {
-            ConfigError::invalid(
-                "server.driver",
-                format!("{:?} is not one of auto, io_uring, legacy", s.driver),
-            )
-        })?;
-        if sink::store::StoreUrl::parse(&s.store).is_none() {
+        let driver = s
+            .driver
+            .parse::<driver::Choice>()
+            .map_err(|e| ConfigError::invalid("server.driver", e))?;
+        if sink::storage::store::StoreUrl::parse(&s.store).is_none() {
             return Err(ConfigError::invalid(
                 "server.store",
                 format!("{:?} is not a file://, s3:// or memory:// URL", s.store),
@@ -182,6 +163,19 @@ impl Settings {
                 .then(|| PathBuf::from(&s.bot_networks_file)),
             click_secret: (!s.click_secret.is_empty()).then(|| s.click_secret.clone()),
             data_dir: s.data_dir.clone(),
+            catalog_poll: match s.catalog.as_str() {
+                "file" => None,
+                "store" => Some(Duration::from_millis(positive(
+                    s.catalog_poll_ms,
+                    "server.catalog_poll_ms",
+                )?)),
+                other => {
+                    return Err(ConfigError::invalid(
+                        "server.catalog",
+                        format!("{other:?} is not one of file, store"),
+                    ));
+                }
+            },
         })
     }
 }
@@ -201,7 +195,7 @@ mod tests {
         let s = Settings::from_config(&ServerConfig::default()).unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert!(s.workers >= 1);
-        assert_eq!(s.driver, DriverChoice::Auto);
+        assert_eq!(s.driver, driver::Choice::Auto);
         assert_eq!(s.limits.max_head, 16384);
         assert_eq!(s.limits.max_target, 8192);
         assert_eq!(s.limits.max_body, 65536);
@@ -214,6 +208,14 @@ mod tests {
         assert!(err(|s| s.workers = 1000).starts_with("server.workers:"));
         assert!(err(|s| s.driver = "kqueue".into()).starts_with("server.driver:"));
         assert!(err(|s| s.store = "ftp://x".into()).starts_with("server.store:"));
+        assert!(err(|s| s.catalog = "db".into()).starts_with("server.catalog:"));
+        assert!(
+            err(|s| {
+                s.catalog = "store".into();
+                s.catalog_poll_ms = 0;
+            })
+            .starts_with("server.catalog_poll_ms:")
+        );
         assert!(
             err(|s| s.trusted_proxies = vec!["10.0.0.0/33".into()])
                 .starts_with("server.trusted_proxies[0]:")

@@ -5,9 +5,9 @@
 
 use std::net::IpAddr;
 
-use sink::agent::{Agents, DeviceType, parsed_bytes};
-use sink::geo::CountryCache;
 use sink::visitors::Visitors;
+use sink::visitors::agent::{Agents, DeviceType, parsed_bytes};
+use sink::visitors::geo::CountryCache;
 
 use catalog::model::{Needs, Visitor};
 
@@ -83,7 +83,7 @@ impl Default for AgentCache {
 
 impl AgentCache {
     /// The facts of `ua`, from the cache or parsed now. Only the part of an agent that is
-    /// parsed ([`sink::agent::MAX_PARSED_AGENT`] bytes) is its key, so an entry is bounded
+    /// parsed ([`sink::visitors::agent::MAX_PARSED_AGENT`] bytes) is its key, so an entry is bounded
     /// and an overlong agent costs no more than a normal one.
     pub fn get(&mut self, agents: &Agents, ua: &[u8]) -> &AgentFacts {
         let ua = parsed_bytes(ua);

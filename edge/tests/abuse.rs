@@ -233,7 +233,7 @@ fn running_out_of_descriptors_is_logged_a_few_times_not_per_accept() {
     let data = TempDir::new("nofile");
     let mut cmd = std::process::Command::new("prlimit");
     cmd.args(["--nofile=96:96", common::bin()]);
-    let e = Edge::start_cmd(cmd, &["--workers", "1"], &data.0);
+    let e = Edge::start_cmd(cmd, &["--workers", "1"], data.path());
     let mut held = Vec::new();
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(3) {

@@ -122,7 +122,7 @@ fn kill_9_loses_no_acknowledged_postback() {
     let acked = Arc::new(Mutex::new(Vec::new()));
     for (round, tag) in ["r0", "r1", "r2", "r3", "r4"].into_iter().enumerate() {
         let d = DRIVERS[round % 2];
-        let mut e = Edge::start_in(&["--driver", d, "--workers", "2"], &data.0);
+        let mut e = Edge::start_in(&["--driver", d, "--workers", "2"], data.path());
         let stop = Arc::new(AtomicBool::new(false));
         let loads: Vec<_> = (0..2)
             .map(|k| postback_load(&e, format!("{tag}-{k}"), stop.clone()))
@@ -135,7 +135,7 @@ fn kill_9_loses_no_acknowledged_postback() {
         }
     }
     // A clean start uploads what the killed runs left in the WAL; SIGTERM flushes the rest.
-    let mut e = Edge::start_in(&["--workers", "1"], &data.0);
+    let mut e = Edge::start_in(&["--workers", "1"], data.path());
     e.signal("TERM");
     assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
     assert!(e.logged_events().is_empty(), "every segment uploaded");
@@ -166,7 +166,7 @@ fn a_clean_restart_within_the_hour_keeps_the_first_runs_rows() {
     let data = TempDir::new("restart");
     let mut sent = Vec::new();
     for run in 0..3 {
-        let mut e = Edge::start_in(&["--driver", "legacy", "--workers", "2"], &data.0);
+        let mut e = Edge::start_in(&["--driver", "legacy", "--workers", "2"], data.path());
         for i in 0..5 {
             let r = e.get(&format!("{CAMP}?utm_source=run{run}-{i}"));
             assert_eq!(r.status, 302);
@@ -175,7 +175,7 @@ fn a_clean_restart_within_the_hour_keeps_the_first_runs_rows() {
         e.signal("TERM");
         assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
     }
-    let visits = common::read_parquet_tree(&data.0.join("lake").join("visits"));
+    let visits = common::read_parquet_tree(&data.path().join("lake").join("visits"));
     let mut stored = common::strings(&visits, "url");
     stored.sort();
     sent.sort();

@@ -39,21 +39,21 @@ fn stored_txids(lake: &Path) -> BTreeSet<String> {
 #[test]
 fn a_damaged_byte_in_a_segment_loses_only_its_record_and_the_segment_is_kept() {
     let data = TempDir::new("damage");
-    let mut e = Edge::start_in(&["--workers", "1"], &data.0);
+    let mut e = Edge::start_in(&["--workers", "1"], data.path());
     let txids: Vec<String> = (0..100).map(|i| format!("t{i:03}")).collect();
     for t in &txids {
         assert_eq!(postback(&e, t), 200);
     }
     // A crash leaves the segment in the log; then a byte of it goes bad on disk.
     e.kill9();
-    let wal = data.0.join("wal");
-    let (_, seg) = sink::wal::list_segments(&wal).unwrap().remove(0);
+    let wal = data.path().join("wal");
+    let (_, seg) = sink::storage::wal::list_segments(&wal).unwrap().remove(0);
     let mut bytes = std::fs::read(&seg).unwrap();
     let third = bytes.len() / 3;
     bytes[third] ^= 0x08;
     std::fs::write(&seg, &bytes).unwrap();
 
-    let mut e = Edge::start_in(&["--workers", "1"], &data.0);
+    let mut e = Edge::start_in(&["--workers", "1"], data.path());
     let t = Instant::now();
     while e.metric("edge_store_damaged_segments_total") == 0 {
         assert!(t.elapsed() < Duration::from_secs(20), "{}", e.log());
@@ -71,11 +71,11 @@ fn a_damaged_byte_in_a_segment_loses_only_its_record_and_the_segment_is_kept() {
         !log.contains("torn tail"),
         "damage is not a torn tail:\n{log}"
     );
-    let stored = stored_txids(&data.0.join("lake"));
+    let stored = stored_txids(&data.path().join("lake"));
     let lost: Vec<_> = txids.iter().filter(|t| !stored.contains(*t)).collect();
     assert_eq!(lost.len(), 1, "only the damaged record is lost: {lost:?}");
     let kept = wal
-        .join(sink::wal::DAMAGED_DIR)
+        .join(sink::storage::wal::DAMAGED_DIR)
         .join(seg.file_name().unwrap());
     assert_eq!(std::fs::read(kept).unwrap(), bytes, "kept for inspection");
 }
@@ -123,7 +123,7 @@ fn fsync_errors_from_the_disk_heal_by_themselves() {
         "inject=fdatasync:error=EIO:when=5..8",
         common::bin(),
     ]);
-    let mut e = Edge::start_cmd(cmd, &["--workers", "1"], &data.0);
+    let mut e = Edge::start_cmd(cmd, &["--workers", "1"], data.path());
     let mut answers = Vec::new();
     let t = Instant::now();
     // Postbacks one at a time (one commit each) until the log has failed and recovered.
@@ -163,7 +163,7 @@ fn fsync_errors_from_the_disk_heal_by_themselves() {
     assert!(log.contains("Input/output error"), "{log}");
     assert!(log.contains("the write-ahead log recovered"), "{log}");
     assert!(!log.contains("File exists"), "{log}");
-    let stored = stored_txids(&data.0.join("lake"));
+    let stored = stored_txids(&data.path().join("lake"));
     for (txid, st) in &answers {
         if *st == 200 {
             assert!(
@@ -172,7 +172,7 @@ fn fsync_errors_from_the_disk_heal_by_themselves() {
             );
         }
     }
-    let visits = common::read_parquet_tree(&data.0.join("lake").join("visits"));
+    let visits = common::read_parquet_tree(&data.path().join("lake").join("visits"));
     assert_eq!(visits.iter().map(|b| b.num_rows()).sum::<usize>(), 20);
 }
 
@@ -201,7 +201,7 @@ impl Drop for Tmpfs {
 #[test]
 fn a_full_disk_refuses_conversions_until_the_uploader_frees_room() {
     let root = TempDir::new("full");
-    let data = root.0.join("data");
+    let data = root.path().join("data");
     let Some(_disk) = Tmpfs::mount(&data, "3m") else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
@@ -215,7 +215,7 @@ fn a_full_disk_refuses_conversions_until_the_uploader_frees_room() {
             1,
         ),
     );
-    let lake = root.0.join("lake");
+    let lake = root.path().join("lake");
     let store = format!("file://{}", lake.display());
     let mut e = Edge::start_with(
         &["--workers", "1", "--config", cfg.to_str().unwrap()],

@@ -82,7 +82,7 @@ fn a_bad_geoip_database_stops_the_start_naming_the_key() {
         .args(["--listen", "127.0.0.1:0", "--config"])
         .arg(&path)
         .arg("--data-dir")
-        .arg(dir.0.join("data"))
+        .arg(dir.path().join("data"))
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -240,7 +240,7 @@ fn visits_carry_browser_os_device_and_the_bot_flag() {
 #[test]
 fn the_agent_cache_answers_repeated_agents_without_parsing() {
     use edge::visitor::AgentCache;
-    use sink::agent::{Agents, DeviceType};
+    use sink::visitors::agent::{Agents, DeviceType};
     let agents = Agents::load(&data_files().join("regexes.yaml")).unwrap();
     let mut c = AgentCache::default();
     let chrome = b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";

@@ -70,7 +70,7 @@ fn sighup_reloads_good_files_and_keeps_the_table_on_bad_ones_under_load() {
             "{}",
             e.log()
         );
-        assert_eq!(e.get("/c/camp-two").status, 302, "the old table stays");
+        assert_eq!(e.get("/c/camp-two").status, 302, "the old campaigns stay");
 
         std::thread::sleep(Duration::from_millis(100));
         stop.store(true, Ordering::Relaxed);

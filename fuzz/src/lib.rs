@@ -10,9 +10,9 @@ use edge::config::{ConfigFile, DEMO_CONFIG};
 use edge::handler::{Answer, Ctx, Emit, Local, handle};
 use edge::http::{Limits, Method, Parse, parse};
 use edge::metrics::Metrics;
-use edge::table::Table;
+use edge::routing::Routing;
 use sink::visitors::Visitors;
-use sink::wal::Segment;
+use sink::storage::wal::Segment;
 use sink::{Event, EventId, EventKind, Field};
 
 /// The postback token the `postback` target's config gives the demo's network.
@@ -38,7 +38,7 @@ impl Emit for Collect {
 
 /// One worker's handler state and the node's tables, built once per process.
 pub struct Edge {
-    table: Table,
+    routing: Routing,
     metrics: Metrics,
     visitors: Visitors,
     clicks: Clicks,
@@ -57,7 +57,7 @@ impl Edge {
 
     pub fn with_config(cfg: &ConfigFile) -> Edge {
         Edge {
-            table: Table::compile(cfg).expect("config compiles"),
+            routing: Routing::compile(cfg).expect("config compiles"),
             metrics: Metrics::new(
                 1,
                 1,
@@ -66,7 +66,7 @@ impl Edge {
                 Default::default(),
             ),
             visitors: Visitors::default(),
-            clicks: Clicks::new(1, CLICK_SECRET).expect("click table"),
+            clicks: Clicks::new(1, CLICK_SECRET).expect("click cache"),
             local: Local::new(1, 0, 7),
             limits: Limits::default(),
             sink: Collect::default(),
@@ -81,12 +81,12 @@ impl Edge {
         self.sink.events.clear();
         // Each input starts from the same state, so what it does replays alone.
         self.local = Local::new(1, 0, 7);
-        self.clicks = Clicks::new(1, CLICK_SECRET).expect("click table");
+        self.clicks = Clicks::new(1, CLICK_SECRET).expect("click cache");
         let Parse::Complete(req) = parse(raw, &self.limits) else {
             return false;
         };
         let ctx = Ctx {
-            table: &self.table,
+            routing: &self.routing,
             metrics: &self.metrics,
             draining: false,
             visitors: &self.visitors,

@@ -1,7 +1,8 @@
 //! The funnel's HTTP: the requests a visitor and an affiliate network send, written into a
 //! connection's output buffer, and the responses parsed back out of its input buffer.
 
-use sink::{EventId, money};
+use sink::EventId;
+use sink::model::money;
 
 /// The steps of the funnel, each with its own latency histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,14 +140,9 @@ pub fn user_agents(n: usize) -> Vec<String> {
 /// A public IPv4 address for visitor `n`, spread over the whole space (so over many
 /// countries), never private, loopback, shared or multicast.
 pub fn public_ipv4(n: u64) -> [u8; 4] {
-    let mut x = n;
+    let mut rng = fastrand::Rng::with_seed(n);
     loop {
-        // splitmix64
-        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        let [a, b, c, d] = ((z ^ (z >> 31)) as u32).to_be_bytes();
+        let [a, b, c, d] = rng.u32(..).to_be_bytes();
         let reserved = matches!(a, 0 | 10 | 127 | 224..=255)
             || (a == 100 && (64..128).contains(&b))
             || (a == 169 && b == 254)

@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
-use sink::{EventId, money};
+use sink::EventId;
+use sink::model::money;
 
 use crate::funnel::Conversion;
 
@@ -384,9 +385,8 @@ mod tests {
 
     #[test]
     fn what_is_written_reads_back() {
-        let dir = std::env::temp_dir().join(format!("ledger-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("run.ledger");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.ledger");
         let w = LedgerWriter::create(&path, 1000, "http://127.0.0.1:1", &["a".into(), "b".into()])
             .unwrap();
         let click = EventId::new(1_795_800_000_000, 1, 0, 9);
@@ -447,7 +447,6 @@ mod tests {
         std::fs::write(&path, format!("{MAGIC}\nV\t12\tnot-an-id\n")).unwrap();
         let e = Ledger::read(&path).unwrap_err().to_string();
         assert!(e.contains(":2:") && e.contains("field 3"), "{e}");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

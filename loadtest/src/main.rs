@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
-use loadtest::plan::{self, DriverChoice, Plan, Stop};
+use loadtest::plan::{self, Plan, Stop};
 use loadtest::{run, stats};
 use serde_json::json;
 
@@ -112,8 +112,8 @@ struct RunArgs {
     quiet: bool,
     /// legacy (epoll: the faster client here), io_uring, or auto (io_uring where the
     /// kernel has it).
-    #[arg(long, default_value = "legacy", value_parser = parse_driver)]
-    driver: DriverChoice,
+    #[arg(long, default_value = "legacy")]
+    driver: driver::Choice,
     /// Seed for the funnel's dice (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
@@ -125,15 +125,6 @@ struct RunArgs {
     /// (the edge must trust this machine: server.trusted_proxies).
     #[arg(long)]
     forwarded_for: bool,
-}
-
-fn parse_driver(s: &str) -> Result<DriverChoice, String> {
-    match s {
-        "auto" => Ok(DriverChoice::Auto),
-        "io_uring" | "iouring" | "uring" => Ok(DriverChoice::IoUring),
-        "legacy" | "epoll" => Ok(DriverChoice::Legacy),
-        _ => Err(format!("{s:?}: expected auto, io_uring or legacy")),
-    }
 }
 
 impl RunArgs {
@@ -192,7 +183,7 @@ fn describe(p: &Plan) -> String {
         p.campaigns.join(","),
         p.connections,
         p.threads,
-        run::driver_name(p.driver),
+        p.driver.resolve().0.as_str(),
         p.pipeline,
     )
 }
@@ -232,7 +223,7 @@ fn run_main(args: RunArgs) -> ExitCode {
         "threads": plan.threads,
         "pipeline": plan.pipeline,
         "rate": plan.rate,
-        "driver": run::driver_name(plan.driver),
+        "driver": plan.driver.resolve().0.as_str(),
     });
     let done = match run::run(plan, !quiet && !json) {
         Ok(d) => d,

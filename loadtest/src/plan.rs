@@ -5,7 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sink::money;
+use sink::model::money;
 
 /// The built-in demo config's campaign, so a bare `loadtest` drives `cargo run -p edge`.
 pub const DEMO_CAMPAIGN: &str = "5aaea5a02d38914cfd2ad8c1";
@@ -16,14 +16,6 @@ pub enum Stop {
     After(Duration),
     /// After this many requests in all (visits, click-throughs and conversions).
     Requests(u64),
-}
-
-/// Which monoio driver the generator's threads run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DriverChoice {
-    Auto,
-    IoUring,
-    Legacy,
 }
 
 /// A checked plan.
@@ -59,7 +51,7 @@ pub struct Plan {
     /// How often a conversion that got no answer (or a 5xx) is sent again.
     pub retries: u8,
     pub ledger: Option<PathBuf>,
-    pub driver: DriverChoice,
+    pub driver: driver::Choice,
     pub seed: u64,
     /// Who the visitors are: how many distinct user agents, and whether their addresses go
     /// in `X-Forwarded-For`.
@@ -181,7 +173,7 @@ impl Plan {
             ledger: None,
             // As a client on loopback, epoll measured 1.6x the requests per second of io_uring
             // (docs/loadtest.md "Modes"), so the generator defaults to it.
-            driver: DriverChoice::Legacy,
+            driver: driver::Choice::Legacy,
             seed: 1,
             visitors: crate::funnel::Visitors::default(),
         })

@@ -14,10 +14,11 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn temp(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("loadtest-cli-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn temp(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("loadtest-cli-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 #[test]
@@ -66,7 +67,8 @@ fn nobody_listening_exits_non_zero() {
 
 #[test]
 fn verify_names_unreadable_ledgers_and_lists_what_the_store_lacks() {
-    let dir = temp("verify");
+    let tmp = temp("verify");
+    let dir = tmp.path();
     let missing = dir.join("nope.ledger");
     let o = loadtest(&["verify", "--ledger", missing.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
@@ -114,5 +116,4 @@ fn verify_names_unreadable_ledgers_and_lists_what_the_store_lacks() {
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["ok"], false);
     assert_eq!(j["differences"], 2);
-    std::fs::remove_dir_all(dir).unwrap();
 }

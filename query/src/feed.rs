@@ -261,11 +261,7 @@ impl<'a> Columns<'a> {
         let cost = self.int("cost_micros", row).unwrap_or(0);
         let payout = self.int("payout_micros", row).unwrap_or_else(|| {
             let offer = self.s("offer_id", row).unwrap_or_default();
-            names
-                .default_payouts
-                .iter()
-                .find(|(id, _)| id == offer)
-                .map_or(0, |(_, p)| *p)
+            names.default_payout(offer, self.s("event_id", row).unwrap_or_default())
         });
         let visit = if known {
             let mut remapped = Map::new();

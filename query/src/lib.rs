@@ -5,7 +5,8 @@
 //! their Hive partitions (`dt`, `hour`) so that `--from/--to` skip whole directories.
 //! [`report`] computes the metrics of SPEC.md by any dimensions under the attribution rules
 //! of docs/query.md; [`feed`] writes conversions in the seed's payload shape; [`output`] renders
-//! tables, CSV and JSON.
+//! tables, CSV and JSON. [`stored`] imports and exports the catalog the store keeps, and
+//! reads names and default payouts from it.
 
 pub mod dims;
 pub mod feed;
@@ -15,6 +16,7 @@ pub mod progress;
 pub mod range;
 pub mod report;
 pub mod session;
+pub mod stored;
 pub mod trust;
 
 pub use datafusion;
@@ -41,9 +43,11 @@ pub enum QueryError {
     #[error("no store at {0}: the directory does not exist (is the path right, has the edge run?)")]
     NoStore(String),
     #[error(transparent)]
-    Store(#[from] sink::store::StoreError),
+    Store(#[from] sink::storage::store::StoreError),
     #[error("{0}")]
     Config(#[from] catalog::ConfigError),
+    #[error(transparent)]
+    Catalog(#[from] catalog::store::CatalogError),
     #[error("bad --memory-limit {0:?}: expected a size like 512M, 4G or 0 for no limit")]
     BadSize(String),
     #[error("query failed: {0}")]

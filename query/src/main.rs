@@ -15,7 +15,7 @@ use query::names::Names;
 use query::output::{self, Format};
 use query::progress::Spinner;
 use query::report::ReportRequest;
-use query::{DateRange, Session, SessionOptions, dims, session};
+use query::{DateRange, Session, SessionOptions, dims, session, stored};
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +56,11 @@ enum Command {
         #[arg(long)]
         campaign: Option<String>,
     },
+    /// The catalog the store keeps (edges with `catalog = "store"` follow it).
+    Catalog {
+        #[command(subcommand)]
+        action: CatalogAction,
+    },
     /// Any SQL over the tables `visits` and `conversions`.
     Sql {
         #[command(flatten)]
@@ -67,12 +72,31 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum CatalogAction {
+    /// Make the store's catalog the catalog sections of FILE, a config file (its [server]
+    /// is skipped): one version that replaces everything, checked first.
+    Import {
+        file: PathBuf,
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: String,
+    },
+    /// Print the store's catalog as a config file's sections (TOML).
+    Export {
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: String,
+    },
+}
+
+const DEFAULT_STORE: &str = "file://./data/lake";
+
 #[derive(Args)]
 struct Common {
     /// The store: file://PATH, s3://BUCKET[/PREFIX] (AWS_* environment) or memory://.
-    #[arg(long, default_value = "file://./data/lake")]
+    #[arg(long, default_value = DEFAULT_STORE)]
     store: String,
-    /// The edge's config file, for names and offers' default payouts.
+    /// The edge's config file, for names and offers' default payouts (default: the catalog
+    /// the store keeps, if any).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Memory a query may use (e.g. 512M, 4G; 0 = no limit). Default: half the machine's.
@@ -114,6 +138,7 @@ fn main() -> ExitCode {
         Command::Report { common, .. }
         | Command::Conversions { common, .. }
         | Command::Sql { common, .. } => common.threads,
+        Command::Catalog { .. } => 1,
     };
     // As many workers as scan threads (see `session::runtime`).
     let rt = match session::runtime(threads) {
@@ -133,7 +158,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn open(common: &Common) -> anyhow::Result<(Session, Option<Names>)> {
+async fn open(common: &Common, names: bool) -> anyhow::Result<(Session, Option<Names>)> {
     let memory_limit = match &common.memory_limit {
         Some(s) => session::parse_size(s)?,
         None => session::default_memory_limit(),
@@ -142,8 +167,13 @@ async fn open(common: &Common) -> anyhow::Result<(Session, Option<Names>)> {
         memory_limit,
         threads: common.threads,
     };
-    let names = common.config.as_deref().map(Names::load).transpose()?;
-    Ok((Session::open(&common.store, &opts).await?, names))
+    let session = Session::open(&common.store, &opts).await?;
+    let names = match &common.config {
+        _ if !names => None,
+        Some(path) => Some(Names::load(path)?),
+        None => stored::names(&stored::open(&common.store)?).await?,
+    };
+    Ok((session, names))
 }
 
 fn spinner(common: &Common, what: &str, s: &Session) -> Spinner {
@@ -174,7 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 dims,
                 include_bots,
             };
-            let (session, names) = open(&common).await?;
+            let (session, names) = open(&common, true).await?;
             let report = {
                 let _s = spinner(&common, "report", &session);
                 query::report::run(&session, &req, names.as_ref()).await?
@@ -190,7 +220,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 range: DateRange::parse(range.from.as_deref(), range.to.as_deref())?,
                 campaign,
             };
-            let (session, names) = open(&common).await?;
+            let (session, names) = open(&common, true).await?;
             query::feed::run(&session, &req, names.as_ref(), &mut out).await?;
         }
         Command::Sql {
@@ -198,13 +228,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             statement,
             format,
         } => {
-            let (session, _) = open(&common).await?;
+            let (session, _) = open(&common, false).await?;
             let batches = {
                 let _s = spinner(&common, "sql", &session);
                 session.ctx.sql(&statement).await?.collect().await?
             };
             output::batches(&batches, format, &mut out)?;
         }
+        Command::Catalog { action } => match action {
+            CatalogAction::Import { file, store } => {
+                let done = stored::import(&stored::create(&store)?, &file).await?;
+                eprintln!("query: {done}");
+            }
+            CatalogAction::Export { store } => {
+                out.write_all(stored::export(&stored::open(&store)?).await?.as_bytes())?;
+            }
+        },
     }
     out.flush()?;
     Ok(())

@@ -1,6 +1,7 @@
-//! What the store does not hold but a report reader wants: the names of campaigns, sources,
-//! networks, offers and landing pages, the offers' default payouts and the remapped names,
-//! taken from the edge's config file (`--config`). Without one, ids stand alone.
+//! What the event tables do not hold but a report reader wants: the names of campaigns,
+//! sources, networks, offers and landing pages, the offers' default payouts (as they were over
+//! time) and the remapped names — from the catalog the store keeps, or from the edge's config
+//! file (`--config`). Without either, ids stand alone.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -9,6 +10,7 @@ use catalog::{Catalog, File};
 use serde::de::IgnoredAny;
 
 use crate::Result;
+use crate::dims::Dimension;
 
 /// Names and defaults from a config file.
 #[derive(Debug, Default, Clone)]
@@ -18,8 +20,9 @@ pub struct Names {
     networks: HashMap<String, String>,
     offers: HashMap<String, String>,
     landing_pages: HashMap<String, String>,
-    /// Offer id → payout in micro-units used when a conversion carries none.
-    pub default_payouts: Vec<(String, i64)>,
+    /// Offer id → the payout in micro-units a conversion without one earns, from a time on
+    /// (Unix ms; oldest first; a config file's has one, from 0).
+    pub default_payouts: Vec<(String, Vec<(u64, i64)>)>,
     /// Every remapped name any traffic source defines.
     pub remapped: BTreeSet<String>,
 }
@@ -56,7 +59,7 @@ impl Names {
                 .offers
                 .iter()
                 .filter(|o| o.payout_micros > 0)
-                .map(|o| (o.id.to_string(), o.payout_micros))
+                .map(|o| (o.id.to_string(), vec![(0, o.payout_micros)]))
                 .collect(),
             remapped: cat
                 .sources
@@ -86,17 +89,123 @@ impl Names {
         self.landing_pages.get(id).map(String::as_str)
     }
 
-    /// SQL expression giving the default payout (micro-units) of the offer in `offer_column`.
-    pub fn default_payout_sql(&self, offer_column: &str) -> String {
+    /// Whether values of `d` are catalog ids with names.
+    pub fn has_names(&self, d: &Dimension) -> bool {
+        matches!(
+            d,
+            Dimension::Campaign
+                | Dimension::TrafficSource
+                | Dimension::Network
+                | Dimension::Offer
+                | Dimension::LandingPage
+        )
+    }
+
+    /// The name of `id`, a value of dimension `d`; none when it has none (or is empty).
+    pub fn name_of(&self, d: &Dimension, id: &str) -> Option<&str> {
+        match d {
+            Dimension::Campaign => self.campaign(id),
+            Dimension::TrafficSource => self.traffic_source(id),
+            Dimension::Network => self.network(id),
+            Dimension::Offer => self.offer(id),
+            Dimension::LandingPage => self.landing_page(id),
+            _ => None,
+        }
+        .filter(|n| !n.is_empty())
+    }
+
+    /// SQL expression giving the default payout (micro-units) of the offer in `offer_column`
+    /// for the conversion whose event id (24 hex digits) is `id_expr`: the payout in force when
+    /// the conversion arrived (an id's first 12 hex digits are its time, so ids compare as
+    /// times do).
+    pub fn default_payout_sql(&self, offer_column: &str, id_expr: &str) -> String {
         if self.default_payouts.is_empty() {
             return "0".to_owned();
         }
-        let mut s = format!("CASE {offer_column}");
-        for (id, micros) in &self.default_payouts {
-            s.push_str(&format!(" WHEN {} THEN {micros}", crate::sql_literal(id)));
+        if self.default_payouts.iter().all(|(_, h)| h.len() == 1) {
+            let mut s = format!("CASE {offer_column}");
+            for (id, history) in &self.default_payouts {
+                s.push_str(&format!(
+                    " WHEN {} THEN {}",
+                    crate::sql_literal(id),
+                    history[0].1
+                ));
+            }
+            s.push_str(" ELSE 0 END");
+            return s;
+        }
+        let mut s = "CASE".to_owned();
+        for (id, history) in &self.default_payouts {
+            let offer = crate::sql_literal(id);
+            for (i, &(since_ms, micros)) in history.iter().enumerate().rev() {
+                if i == 0 {
+                    s.push_str(&format!(" WHEN {offer_column} = {offer} THEN {micros}"));
+                } else {
+                    s.push_str(&format!(
+                        " WHEN {offer_column} = {offer} AND {id_expr} >= '{since_ms:012x}' THEN {micros}"
+                    ));
+                }
+            }
         }
         s.push_str(" ELSE 0 END");
         s
+    }
+
+    /// The default payout of `offer` for the conversion with event id `id` (hex).
+    pub fn default_payout(&self, offer: &str, id: &str) -> i64 {
+        let Some((_, history)) = self.default_payouts.iter().find(|(o, _)| o == offer) else {
+            return 0;
+        };
+        history
+            .iter()
+            .rev()
+            .find(|&&(since_ms, _)| since_ms == 0 || *id >= *format!("{since_ms:012x}"))
+            .or(history.first())
+            .map_or(0, |&(_, p)| p)
+    }
+
+    /// Names and payout histories from the catalog the store keeps; `None` when the store
+    /// holds no catalog.
+    pub fn from_store(state: &catalog::store::State) -> Result<Option<Self>> {
+        if state.version == 0 {
+            return Ok(None);
+        }
+        let mut names = Self::from_catalog(&Catalog::compile(&state.sections())?);
+        // Deleted objects keep their names for the events they left.
+        for (key, name) in &state.retired {
+            let Some((kind, id)) = key.split_once('/') else {
+                continue;
+            };
+            let map = match kind {
+                "campaigns" => &mut names.campaigns,
+                "traffic_sources" => &mut names.traffic_sources,
+                "affiliate_networks" => &mut names.networks,
+                "offers" => &mut names.offers,
+                "landing_pages" => &mut names.landing_pages,
+                _ => continue,
+            };
+            map.entry(id.to_owned()).or_insert_with(|| name.clone());
+        }
+        names.default_payouts = state
+            .payouts
+            .iter()
+            .map(|(id, history)| {
+                let h = history
+                    .iter()
+                    .map(|p| {
+                        Ok((
+                            p.since_ms,
+                            catalog::money::micros(p.payout, &format!("offers/{id}.payout"))?,
+                        ))
+                    })
+                    .collect::<std::result::Result<Vec<_>, catalog::ConfigError>>()?;
+                Ok((id.clone(), h))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        names
+            .default_payouts
+            .retain(|(_, h)| h.iter().any(|&(_, p)| p != 0));
+        Ok(Some(names))
     }
 }
 
@@ -136,7 +245,7 @@ traffic_source = "ts"
         assert_eq!(n.campaign("nope"), None);
         assert_eq!(n.remapped.iter().collect::<Vec<_>>(), ["zone"]);
         assert_eq!(
-            n.default_payout_sql("offer_id"),
+            n.default_payout_sql("offer_id", "event_id"),
             "CASE offer_id WHEN 'o1' THEN 2500000 ELSE 0 END"
         );
         let e = Names::parse("[[campaigns]]\nid = \"c\"\ntraffic_source = \"nope\"\n")

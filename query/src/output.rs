@@ -8,7 +8,7 @@ use arrow::array::RecordBatch;
 use serde_json::{Map, Value, json};
 
 use crate::Result;
-use crate::report::{Metrics, Report, Row};
+use crate::report::{Figures, Report, Row};
 
 /// The label of the unknown-click row in each dimension column (table and CSV).
 pub const UNKNOWN_CLICK: &str = "(unknown click)";
@@ -67,7 +67,7 @@ fn fixed(v: Option<f64>, places: usize) -> String {
 }
 
 /// The nine metric cells of a row as text.
-fn metric_cells(m: &Metrics) -> [String; 9] {
+fn metric_cells(m: &Figures) -> [String; 9] {
     [
         m.visits.to_string(),
         m.clicks.to_string(),
@@ -81,44 +81,58 @@ fn metric_cells(m: &Metrics) -> [String; 9] {
     ]
 }
 
-fn dim_cells(r: &Row) -> Vec<String> {
-    r.dims
-        .iter()
-        .map(|d| {
-            if r.unknown_click {
-                UNKNOWN_CLICK.to_owned()
-            } else {
-                d.clone().unwrap_or_default()
-            }
-        })
-        .collect()
+/// A row's dimension cells, each named one followed by its name.
+fn dim_cells(report: &Report, r: &Row) -> Vec<String> {
+    let mut out = Vec::with_capacity(r.dims.len() * 2);
+    for (i, d) in r.dims.iter().enumerate() {
+        if r.unknown_click {
+            out.push(UNKNOWN_CLICK.to_owned());
+        } else {
+            out.push(d.clone().unwrap_or_default());
+        }
+        if report.named[i] {
+            out.push(r.names.get(i).cloned().flatten().unwrap_or_default());
+        }
+    }
+    out
+}
+
+/// The header's dimension columns: each dimension, a named one followed by `{dim}_name`.
+fn dim_header(report: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    for (d, &named) in report.dims.iter().zip(&report.named) {
+        out.push(d.name().to_owned());
+        if named {
+            out.push(format!("{}_name", d.name()));
+        }
+    }
+    out
 }
 
 /// Writes `report` in `format`.
 pub fn report(report: &Report, format: Format, out: &mut dyn Write) -> Result<()> {
-    let header: Vec<String> = report
-        .dims
-        .iter()
-        .map(|d| d.name().to_owned())
+    let header: Vec<String> = dim_header(report)
+        .into_iter()
         .chain(METRICS.iter().map(|m| (*m).to_owned()))
         .collect();
+    let dim_columns = header.len() - METRICS.len();
     let mut body: Vec<Vec<String>> = report
         .rows
         .iter()
         .map(|r| {
-            dim_cells(r)
+            dim_cells(report, r)
                 .into_iter()
-                .chain(metric_cells(&r.metrics))
+                .chain(metric_cells(&r.figures))
                 .collect()
         })
         .collect();
-    let mut total: Vec<String> = vec![String::new(); report.dims.len()];
+    let mut total: Vec<String> = vec![String::new(); dim_columns];
     if let Some(first) = total.first_mut() {
         *first = TOTAL.to_owned();
     }
     total.extend(metric_cells(&report.totals));
     match format {
-        Format::Table => table(&header, &body, Some(&total), report.dims.len(), out)?,
+        Format::Table => table(&header, &body, Some(&total), dim_columns, out)?,
         Format::Csv => {
             body.push(total);
             csv(&header, &body, out)?;
@@ -127,7 +141,7 @@ pub fn report(report: &Report, format: Format, out: &mut dyn Write) -> Result<()
             let rows: Vec<Value> = report
                 .rows
                 .iter()
-                .map(|r| json_row(report, Some(r), &r.metrics))
+                .map(|r| json_row(report, Some(r), &r.figures))
                 .collect();
             let v = json!({
                 "dimensions": report.dims.iter().map(|d| d.name()).collect::<Vec<_>>(),
@@ -141,14 +155,24 @@ pub fn report(report: &Report, format: Format, out: &mut dyn Write) -> Result<()
     Ok(())
 }
 
-fn json_row(report: &Report, row: Option<&Row>, m: &Metrics) -> Value {
+fn json_row(report: &Report, row: Option<&Row>, m: &Figures) -> Value {
     let mut o = Map::new();
     if let Some(r) = row {
-        for (d, v) in report.dims.iter().zip(&r.dims) {
+        for (i, (d, v)) in report.dims.iter().zip(&r.dims).enumerate() {
             o.insert(
                 d.name().to_owned(),
                 v.clone().map_or(Value::Null, Value::String),
             );
+            if report.named[i] {
+                o.insert(
+                    format!("{}_name", d.name()),
+                    r.names
+                        .get(i)
+                        .cloned()
+                        .flatten()
+                        .map_or(Value::Null, Value::String),
+                );
+            }
         }
         o.insert("unknown_click".into(), r.unknown_click.into());
     }

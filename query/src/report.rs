@@ -16,7 +16,7 @@ use crate::{DateRange, Result};
 /// Statuses that take a conversion out of the counts and the revenue (compared without case).
 pub const REVERSED_STATUSES: [&str; 3] = ["declined", "rejected", "chargeback"];
 
-/// Characters of an event id in text (see `sink::id`).
+/// Characters of an event id in text (see `sink::model::id`).
 const ID_LEN: usize = 24;
 
 /// What to report on.
@@ -28,9 +28,10 @@ pub struct ReportRequest {
     pub include_bots: bool,
 }
 
-/// The summed metrics of one row; money in micro-units, exact.
+/// The summed figures of one row (visits, clicks, conversions, revenue, cost; profit, ROI,
+/// CR and EPC derived from them); money in micro-units, exact.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Metrics {
+pub struct Figures {
     pub visits: i64,
     pub clicks: i64,
     pub conversions: i64,
@@ -38,7 +39,7 @@ pub struct Metrics {
     pub cost_micros: i64,
 }
 
-impl Metrics {
+impl Figures {
     pub fn profit_micros(&self) -> i64 {
         self.revenue_micros - self.cost_micros
     }
@@ -59,7 +60,7 @@ impl Metrics {
         (self.visits != 0).then(|| self.revenue_micros as f64 / 1e6 / self.visits as f64)
     }
 
-    fn add(&mut self, o: &Metrics) {
+    fn add(&mut self, o: &Figures) {
         self.visits += o.visits;
         self.clicks += o.clicks;
         self.conversions += o.conversions;
@@ -74,7 +75,10 @@ pub struct Row {
     pub dims: Vec<Option<String>>,
     /// The row of conversions whose click id matches no visit in the store.
     pub unknown_click: bool,
-    pub metrics: Metrics,
+    pub figures: Figures,
+    /// The catalog's name for each dimension value that has one (campaigns, sources,
+    /// networks, offers, landing pages), when the report was given names.
+    pub names: Vec<Option<String>>,
 }
 
 /// A finished report: rows in display order and their totals.
@@ -82,7 +86,9 @@ pub struct Row {
 pub struct Report {
     pub dims: Vec<Dimension>,
     pub rows: Vec<Row>,
-    pub totals: Metrics,
+    pub totals: Figures,
+    /// Which dimensions carry names (`{dim}_name` columns in the output).
+    pub named: Vec<bool>,
 }
 
 /// A `clicked` CTE (and its trailing comma): for each visit with click-throughs among the
@@ -181,7 +187,7 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
     };
     // Without default payouts a conversion without one earns 0.
     let default_payout = match names.filter(|_| priced_offers) {
-        Some(n) => n.default_payout_sql("offer"),
+        Some(n) => n.default_payout_sql("offer", "substr(last, 2, 24)"),
         None => "0".to_owned(),
     };
     let clicks_in_range = format!("{} AND {}", r.conversions_of_clicks(), r.ids("click_id"));
@@ -285,14 +291,34 @@ pub async fn run(session: &Session, req: &ReportRequest, names: Option<&Names>) 
         }
     }
     sort(&req.dims, &mut rows);
-    let mut totals = Metrics::default();
+    let named: Vec<bool> = req
+        .dims
+        .iter()
+        .map(|d| names.is_some_and(|n| n.has_names(d)))
+        .collect();
+    if let Some(n) = names {
+        for r in &mut rows {
+            r.names = r
+                .dims
+                .iter()
+                .zip(&req.dims)
+                .map(|(v, d)| {
+                    v.as_deref()
+                        .and_then(|id| n.name_of(d, id))
+                        .map(str::to_owned)
+                })
+                .collect();
+        }
+    }
+    let mut totals = Figures::default();
     for r in &rows {
-        totals.add(&r.metrics);
+        totals.add(&r.figures);
     }
     Ok(Report {
         dims: req.dims.clone(),
         rows,
         totals,
+        named,
     })
 }
 
@@ -351,7 +377,8 @@ fn read_rows(b: &RecordBatch, ndims: usize, out: &mut Vec<Row>) -> Result<()> {
                 })
                 .collect(),
             unknown_click: unknown.value(row),
-            metrics: Metrics {
+            names: Vec::new(),
+            figures: Figures {
                 visits: value(m[0]),
                 clicks: value(m[1]),
                 conversions: value(m[2]),
@@ -386,7 +413,7 @@ fn sort(dims: &[Dimension], rows: &mut [Row]) {
             if by_time {
                 by_values(a, b)
             } else {
-                let (x, y) = (&a.metrics, &b.metrics);
+                let (x, y) = (&a.figures, &b.figures);
                 (y.visits, y.conversions, y.revenue_micros)
                     .cmp(&(x.visits, x.conversions, x.revenue_micros))
                     .then_with(|| by_values(a, b))

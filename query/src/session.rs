@@ -14,7 +14,7 @@ use datafusion::datasource::listing::{
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::ObjectStore;
-use sink::columns::TableKind;
+use sink::storage::columns::TableKind;
 
 use crate::progress::Counted;
 use crate::{QueryError, Result};
@@ -108,12 +108,13 @@ pub struct Session {
 /// Opens the store at `url` for reading. Unlike the sink, a missing local directory is an
 /// error here, not something to create.
 pub fn open_store(url: &str) -> Result<Arc<dyn ObjectStore>> {
-    if let Some(sink::store::StoreUrl::File(path)) = sink::store::StoreUrl::parse(url)
+    if let Some(sink::storage::store::StoreUrl::File(path)) =
+        sink::storage::store::StoreUrl::parse(url)
         && !std::path::Path::new(path).is_dir()
     {
         return Err(QueryError::NoStore(url.to_owned()));
     }
-    Ok(sink::store::open(url)?)
+    Ok(sink::storage::store::open(url)?)
 }
 
 impl Session {
@@ -236,7 +237,8 @@ mod tests {
 
     #[test]
     fn a_missing_local_store_is_an_error_not_created() {
-        let dir = std::env::temp_dir().join(format!("query-missing-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("missing");
         let url = format!("file://{}", dir.display());
         let e = open_store(&url).err().unwrap().to_string();
         assert!(e.contains("does not exist"), "{e}");

@@ -3,39 +3,36 @@
 //! the sink's own writer.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use sink::columns::{Builder, TableKind};
-use sink::event::{Event, EventKind, Field};
-use sink::{EventId, store};
+use sink::EventId;
+use sink::model::event::{Event, EventKind, Field};
+use sink::storage::columns::{Builder, TableKind};
+use sink::storage::store;
 
 /// 2026-11-01T12:00:00Z and a day later.
 const DAY1: u64 = 1_793_534_400_000;
 const DAY2: u64 = DAY1 + 86_400_000;
 
-struct Dir(PathBuf);
+/// A store in a temporary directory, removed when dropped.
+struct Dir(tempfile::TempDir);
 
 impl Dir {
     fn new(tag: &str) -> Dir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p =
-            std::env::temp_dir().join(format!("query-cli-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
+        let t = tempfile::Builder::new()
+            .prefix(&format!("query-cli-{tag}-"))
+            .tempdir()
+            .unwrap();
+        Dir(t)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
     }
 
     fn url(&self) -> String {
-        format!("file://{}", self.0.display())
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        format!("file://{}", self.path().display())
     }
 }
 
@@ -105,13 +102,13 @@ fn two_days() -> Dir {
         .map(|n| visit(DAY1 + u64::from(n), n, "camp-x", 250_000))
         .collect();
     let v2 = vec![visit(DAY2, 7, "camp-y", 1_000_000)];
-    write(&d.0, TableKind::Visits, 1, &v1);
-    write(&d.0, TableKind::Visits, 2, &v2);
+    write(d.path(), TableKind::Visits, 1, &v1);
+    write(d.path(), TableKind::Visits, 2, &v2);
     let c2 = vec![
         postback(DAY2 + 10, 1, v1[0].id, 40_000_000),
         postback(DAY2 + 20, 2, v2[0].id, 3_330_000),
     ];
-    write(&d.0, TableKind::Conversions, 3, &c2);
+    write(d.path(), TableKind::Conversions, 3, &c2);
     d
 }
 
@@ -288,4 +285,90 @@ fn sql_reads_both_tables_with_partitions() {
     );
     let e = failure(&query(&["sql", "--store", &u, "SELECT nope FROM visits"]));
     assert!(e.contains("nope"), "{e}");
+}
+
+const CATALOG: &str = r#"
+[server]
+listen = "127.0.0.1:9"
+
+[[traffic_sources]]
+id = "ts"
+name = "Blog"
+
+[[offers]]
+id = "o1"
+name = "Offer one"
+url = "https://o.example/?s={click_id}"
+payout = 7.5
+
+[[campaigns]]
+id = "camp-x"
+name = "Campaign X"
+traffic_source = "ts"
+  [[campaigns.paths]]
+  offers = [ { offer = "o1" } ]
+"#;
+
+#[test]
+fn a_catalog_imported_into_the_store_names_reports_and_exports_back() {
+    let d = two_days();
+    let cfg = d.path().join("edge.toml");
+    std::fs::write(&cfg, CATALOG).unwrap();
+    let store = d.url();
+    let o = query(&[
+        "catalog",
+        "import",
+        cfg.to_str().unwrap(),
+        "--store",
+        &store,
+    ]);
+    let said = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{said}");
+    assert!(said.contains("catalog version 1: 1 traffic_sources, 0 affiliate_networks, 1 offers, 0 landing_pages, 1 campaigns"), "{said}");
+    let again = query(&[
+        "catalog",
+        "import",
+        cfg.to_str().unwrap(),
+        "--store",
+        &store,
+    ]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("version 1 (unchanged)"));
+
+    // No --config: the names come from the store.
+    let json = stdout(&query(&["report", "--store", &store, "--format", "json"]));
+    assert!(json.contains("Campaign X"), "{json}");
+
+    // Exported, it parses as a config file's catalog again and re-imports as unchanged.
+    let exported = stdout(&query(&["catalog", "export", "--store", &store]));
+    assert!(!exported.contains("[server]"), "{exported}");
+    let back = d.path().join("back.toml");
+    std::fs::write(&back, &exported).unwrap();
+    let o = query(&[
+        "catalog",
+        "import",
+        back.to_str().unwrap(),
+        "--store",
+        &store,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("(unchanged)"),
+        "{exported}"
+    );
+
+    // A bad catalog is refused naming the key, and the store keeps what it had.
+    std::fs::write(
+        &cfg,
+        CATALOG.replace("traffic_source = \"ts\"", "traffic_source = \"nope\""),
+    )
+    .unwrap();
+    let e = failure(&query(&[
+        "catalog",
+        "import",
+        cfg.to_str().unwrap(),
+        "--store",
+        &store,
+    ]));
+    assert!(e.contains("campaigns[0].traffic_source"), "{e}");
+    let exported_again = stdout(&query(&["catalog", "export", "--store", &store]));
+    assert_eq!(exported_again, exported);
 }

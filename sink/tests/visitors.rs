@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use sink::agent::{Agents, DeviceType};
-use sink::geo::{Cidr, Geo, GeoDb, client_ip};
+use sink::visitors::agent::{Agents, DeviceType};
+use sink::visitors::geo::{Cidr, Geo, GeoDb, client_ip};
 
 fn data_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -163,7 +163,7 @@ fn user_agents_give_browser_os_device_class_and_bot() {
 
 #[test]
 fn the_request_paths_country_lookup_agrees_with_the_full_one() {
-    let mut cache = sink::geo::CountryCache::default();
+    let mut cache = sink::visitors::geo::CountryCache::default();
     let mut x: u32 = 0x2545_f491;
     let mut located = 0;
     for round in 0..2 {

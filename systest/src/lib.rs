@@ -33,31 +33,26 @@ pub struct Edge {
     _data: Option<TempDir>,
 }
 
-/// A directory removed on drop.
-pub struct TempDir(pub PathBuf);
+/// A temporary directory for one test, removed on drop.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p =
-            std::env::temp_dir().join(format!("edge-test-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
+        let t = tempfile::Builder::new()
+            .prefix(&format!("edge-test-{tag}-"))
+            .tempdir()
+            .unwrap();
+        TempDir(t)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
     }
 
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
+        let p = self.path().join(name);
         std::fs::write(&p, text).unwrap();
         p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -114,7 +109,7 @@ impl Edge {
 
     pub fn start(args: &[&str], dir: Option<TempDir>) -> Edge {
         let data = TempDir::new("data");
-        let mut e = Edge::start_in(args, &data.0);
+        let mut e = Edge::start_in(args, data.path());
         e._dir = dir;
         e._data = Some(data);
         e
@@ -247,10 +242,10 @@ impl Edge {
     /// Every event in the write-ahead log, decoded.
     pub fn logged_events(&self) -> Vec<sink::Event> {
         let dir = self.data.join("wal");
-        sink::wal::list_segments(&dir)
+        sink::storage::wal::list_segments(&dir)
             .unwrap()
             .into_iter()
-            .flat_map(|(_, p)| sink::wal::read_segment(&p).unwrap().to_vec())
+            .flat_map(|(_, p)| sink::storage::wal::read_segment(&p).unwrap().to_vec())
             .map(|r| sink::Event::decode(&r).unwrap())
             .collect()
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{Edge, TempDir, block_on, data_files, strings};
 use query::dims;
 use query::names::Names;
-use query::report::{Metrics, ReportRequest};
+use query::report::{Figures, ReportRequest};
 use query::{DateRange, Session, SessionOptions};
 
 fn config() -> String {
@@ -135,7 +135,7 @@ fn cid_of(location: &str) -> String {
 fn rules_route_visitors_and_landing_page_chains_are_counted() {
     let dir = TempDir::new("landing");
     let cfg = dir.write("edge.toml", &config());
-    let data = dir.0.join("data");
+    let data = dir.path().join("data");
     let e = start(&cfg, &data);
     e.wait_for_log("data-centre ranges count as bots", Duration::from_secs(5));
 
@@ -175,7 +175,7 @@ fn rules_route_visitors_and_landing_page_chains_are_counted() {
         v2.cookie.as_deref(),
     );
     assert_eq!(c2.location, format!("https://b.example.com/?sub={cid2}"));
-    // Both found in this node's click table.
+    // Both found in this node's click cache.
     assert_eq!(e.metric("edge_clicks_found_in_table_total "), 2);
     assert_eq!(e.metric("edge_clicks_found_in_cookie_total "), 0);
     // Bots, by agent and by data-centre address, go straight to the safe page.
@@ -221,7 +221,7 @@ fn rules_route_visitors_and_landing_page_chains_are_counted() {
     }
     stop(e);
 
-    // A restarted edge has an empty click table but the same secret (kept in data_dir):
+    // A restarted edge has an empty click cache but the same secret (kept in data_dir):
     // v3's click-through works with its cookie, and only with it.
     let e = start(&cfg, &data);
     let without = get(
@@ -293,10 +293,10 @@ fn rules_route_visitors_and_landing_page_chains_are_counted() {
         let r = block_on(query::report::run(&session, &req, Some(&names))).unwrap();
         r.rows
             .into_iter()
-            .map(|r| (r.dims[0].clone().unwrap_or_default(), r.metrics))
-            .collect::<BTreeMap<String, Metrics>>()
+            .map(|r| (r.dims[0].clone().unwrap_or_default(), r.figures))
+            .collect::<BTreeMap<String, Figures>>()
     };
-    let m = |visits, clicks, conversions, revenue: i64, cost: i64| Metrics {
+    let m = |visits, clicks, conversions, revenue: i64, cost: i64| Figures {
         visits,
         clicks,
         conversions,

@@ -35,8 +35,8 @@ fn plan(edge: &Edge, ledger: &std::path::Path, stop: Stop, driver: &str) -> Plan
     p.upsell_rate = 0.2;
     p.ledger = Some(ledger.to_owned());
     p.driver = match driver {
-        "legacy" => loadtest::plan::DriverChoice::Legacy,
-        _ => loadtest::plan::DriverChoice::IoUring,
+        "legacy" => driver::Choice::Legacy,
+        _ => driver::Choice::IoUring,
     };
     p
 }
@@ -45,7 +45,7 @@ fn plan(edge: &Edge, ledger: &std::path::Path, stop: Stop, driver: &str) -> Plan
 fn a_run_matches_the_store_event_by_event_and_a_missing_event_is_caught() {
     for driver in DRIVERS {
         let dir = TempDir::new("lt-run");
-        let ledger = dir.0.join("run.ledger");
+        let ledger = dir.path().join("run.ledger");
         let mut e = Edge::demo(driver);
         let done =
             loadtest::run::run(plan(&e, &ledger, Stop::Requests(20_000), driver), false).unwrap();
@@ -116,7 +116,7 @@ fn a_run_matches_the_store_event_by_event_and_a_missing_event_is_caught() {
 #[test]
 fn landing_page_click_throughs_are_verified_one_by_one() {
     let dir = TempDir::new("lt-lp");
-    let ledger = dir.0.join("run.ledger");
+    let ledger = dir.path().join("run.ledger");
     let mut e = Edge::demo("legacy");
     let mut p = plan(&e, &ledger, Stop::Requests(6_000), "legacy");
     p.campaigns = vec!["demo-lp".into(), loadtest::plan::DEMO_CAMPAIGN.into()];
@@ -183,8 +183,8 @@ fn v_start(ledger: &std::path::Path) -> u64 {
 #[test]
 fn kill_9_mid_run_loses_nothing_acknowledged() {
     let data = TempDir::new("lt-kill");
-    let ledger = data.0.join("run.ledger");
-    let mut e = Edge::start_in(&["--workers", "2"], &data.0);
+    let ledger = data.path().join("run.ledger");
+    let mut e = Edge::start_in(&["--workers", "2"], data.path());
     let p = plan(
         &e,
         &ledger,
@@ -202,11 +202,11 @@ fn kill_9_mid_run_loses_nothing_acknowledged() {
     // clicks whose visits died with the first process. The new edge first uploads what the
     // killed one left in its WAL.
     std::thread::sleep(Duration::from_millis(200));
-    let store = format!("file://{}", data.0.join("lake").display());
+    let store = format!("file://{}", data.path().join("lake").display());
     let mut e = Edge::start_at(
         &e.addr.to_string(),
         &["--workers", "2"],
-        &data.0,
+        data.path(),
         &store,
         &[],
     );
@@ -224,7 +224,7 @@ fn kill_9_mid_run_loses_nothing_acknowledged() {
     );
     e.signal("TERM");
     assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
-    let v = check(&ledger, &data.0.join("lake"));
+    let v = check(&ledger, &data.path().join("lake"));
     assert_eq!(
         v.difference_count, 0,
         "{:#?}\n{:#?}",
@@ -249,7 +249,7 @@ fn the_open_loop_keeps_its_schedule() {
     let mut e = Edge::demo("io_uring");
     let mut p = plan(
         &e,
-        &dir.0.join("open.ledger"),
+        &dir.path().join("open.ledger"),
         Stop::After(Duration::from_millis(1500)),
         "legacy",
     );

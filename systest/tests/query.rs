@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{Edge, block_on, ensure_python_readers, python};
 use query::dims;
 use query::names::Names;
-use query::report::{Metrics, ReportRequest};
+use query::report::{Figures, ReportRequest};
 use query::{DateRange, Session, SessionOptions};
 
 const CONFIG: &str = r#"
@@ -237,7 +237,7 @@ fn reports_and_the_feed_match_the_traffic_sent_to_the_cent() {
         _ => 0,
     };
     let per_click = attribute(&sent, &default_payout);
-    let mut want: BTreeMap<&str, Metrics> = BTreeMap::new();
+    let mut want: BTreeMap<&str, Figures> = BTreeMap::new();
     for (camp, _, cost, _) in &visits {
         let m = want.entry(camp).or_default();
         m.visits += 1;
@@ -266,21 +266,21 @@ fn reports_and_the_feed_match_the_traffic_sent_to_the_cent() {
         Some(&names),
     ))
     .unwrap();
-    let mut got: BTreeMap<&str, Metrics> = BTreeMap::new();
+    let mut got: BTreeMap<&str, Figures> = BTreeMap::new();
     for r in &report.rows {
         let key = if r.unknown_click {
             "?"
         } else {
             r.dims[0].as_deref().unwrap()
         };
-        got.insert(key, r.metrics);
+        got.insert(key, r.figures);
     }
     assert_eq!(got, want);
     assert!(
         report.rows.last().unwrap().unknown_click,
         "the unknown-click row comes last"
     );
-    let total = want.values().fold(Metrics::default(), |mut t, m| {
+    let total = want.values().fold(Figures::default(), |mut t, m| {
         t.visits += m.visits;
         t.conversions += m.conversions;
         t.revenue_micros += m.revenue_micros;
@@ -313,7 +313,7 @@ fn reports_and_the_feed_match_the_traffic_sent_to_the_cent() {
     }
     for r in by_source.rows.iter().filter(|r| !r.unknown_click) {
         let key = (r.dims[0].clone().unwrap(), r.dims[1].clone().unwrap());
-        assert_eq!(sources.remove(&key), Some(r.metrics.visits), "{key:?}");
+        assert_eq!(sources.remove(&key), Some(r.figures.visits), "{key:?}");
     }
     assert!(sources.is_empty(), "rows missing: {sources:?}");
     let err = block_on(query::report::run(
@@ -332,7 +332,7 @@ fn reports_and_the_feed_match_the_traffic_sent_to_the_cent() {
     let future = DateRange::parse(Some("2999-01-01"), None).unwrap();
     let empty = block_on(query::report::run(&session, &req("campaign", future), None)).unwrap();
     assert!(empty.rows.is_empty(), "{:?}", empty.rows);
-    assert_eq!(empty.totals, Metrics::default());
+    assert_eq!(empty.totals, Figures::default());
 
     // DuckDB over the same files, the same rules (no default payouts without a config).
     let without_defaults = attribute(&sent, &|_| 0);
@@ -349,7 +349,7 @@ fn reports_and_the_feed_match_the_traffic_sent_to_the_cent() {
         } else {
             r.dims[0].as_deref().unwrap()
         };
-        let m = r.metrics;
+        let m = r.figures;
         assert_eq!(
             db[key],
             serde_json::json!([m.visits, m.conversions, m.revenue_micros, m.cost_micros]),

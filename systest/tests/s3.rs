@@ -117,7 +117,7 @@ fn events_reach_s3_even_across_an_outage() {
     );
     let args = ["--workers", "2", "--config", cfg.to_str().unwrap()];
     // The store is down from the start.
-    let mut e = Edge::start_with(&args, &dir.0.join("data"), "s3://lake/tracker", &env);
+    let mut e = Edge::start_with(&args, &dir.path().join("data"), "s3://lake/tracker", &env);
     let mut c = e.connect();
     let send = |c: &mut common::Conn, n: usize, tag: &str| {
         for i in 0..n {
@@ -195,8 +195,8 @@ fn events_reach_s3_even_across_an_outage() {
     let report = report.unwrap();
     assert_eq!(report.rows.len(), 2, "{:?}", report.rows);
     assert_eq!(report.rows[0].dims[0].as_deref(), Some(&CAMP[3..]));
-    assert_eq!(report.rows[0].metrics.visits, 20);
+    assert_eq!(report.rows[0].figures.visits, 20);
     assert!(report.rows[1].unknown_click);
-    assert_eq!(report.rows[1].metrics.conversions, 20);
+    assert_eq!(report.rows[1].figures.conversions, 20);
     assert_eq!(report.totals.revenue_micros, 30_000_000);
 }

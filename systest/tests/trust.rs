@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{Edge, TempDir, block_on, ensure_python_readers, python, strings};
 use query::dims;
 use query::names::Names;
-use query::report::{Metrics, ReportRequest};
+use query::report::{Figures, ReportRequest};
 use query::{DateRange, Session, SessionOptions};
 
 const CONFIG: &str = r#"
@@ -108,14 +108,14 @@ fn visit(e: &Edge, campaign: &str) -> String {
     cid
 }
 
-fn report(session: &Session, names: &Names, by: &str) -> BTreeMap<String, Metrics> {
+fn report(session: &Session, names: &Names, by: &str) -> BTreeMap<String, Figures> {
     let req = ReportRequest {
         range: DateRange::default(),
         dims: dims::parse(by).unwrap(),
         include_bots: true,
     };
     let r = block_on(query::report::run(session, &req, Some(names))).unwrap();
-    let mut out: BTreeMap<String, Metrics> = r
+    let mut out: BTreeMap<String, Figures> = r
         .rows
         .into_iter()
         .map(|r| {
@@ -124,7 +124,7 @@ fn report(session: &Session, names: &Names, by: &str) -> BTreeMap<String, Metric
             } else {
                 r.dims[0].clone().unwrap_or_default()
             };
-            (key, r.metrics)
+            (key, r.figures)
         })
         .collect();
     out.insert("(total)".into(), r.totals);
@@ -165,7 +165,7 @@ fn forged_conversions_are_stored_for_audit_and_never_counted() {
     let data = TempDir::new("trust-data");
     let mut e = Edge::start_in(
         &["--workers", "2", "--config", cfg.to_str().unwrap()],
-        &data.0,
+        data.path(),
     );
     let (a, b, c, lp, lp2) = (
         visit(&e, "camp-a"),
@@ -274,10 +274,10 @@ fn forged_conversions_are_stored_for_audit_and_never_counted() {
     e.signal("TERM");
     assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
 
-    let store = format!("file://{}", data.0.join("lake").display());
+    let store = format!("file://{}", data.path().join("lake").display());
     let session = block_on(Session::open(&store, &SessionOptions::default())).unwrap();
     let names = Names::parse(CONFIG).unwrap();
-    let m = |visits, clicks, conversions, revenue: i64| Metrics {
+    let m = |visits, clicks, conversions, revenue: i64| Figures {
         visits,
         clicks,
         conversions,
@@ -367,7 +367,7 @@ fn forged_conversions_are_stored_for_audit_and_never_counted() {
     );
 
     // What was stored: tokens redacted, and every file readable by DuckDB.
-    let lake = data.0.join("lake");
+    let lake = data.path().join("lake");
     let urls = strings(&common::read_parquet_tree(&lake.join("conversions")), "url");
     assert!(urls.iter().all(|u| !u.contains("tok-")), "{urls:?}");
     assert!(

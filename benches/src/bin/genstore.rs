@@ -14,9 +14,10 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use object_store::ObjectStoreExt;
-use sink::columns::{Builder, TableKind};
-use sink::event::{Auth, Event, EventKind, Field, NetworkPolicy, Pixels};
-use sink::{EventId, store};
+use sink::EventId;
+use sink::model::event::{Auth, Event, EventKind, Field, NetworkPolicy, Pixels};
+use sink::storage::columns::{Builder, TableKind};
+use sink::storage::store;
 
 const COUNTRIES: [&str; 24] = [
     "US", "US", "US", "US", "GB", "GB", "DE", "DE", "FR", "CA", "CA", "AU", "BR", "BR", "IN", "IN",
@@ -44,24 +45,6 @@ const UAS: [&str; 4] = [
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15",
 ];
-
-/// splitmix64: deterministic, fast, good enough for synthetic data.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
-}
 
 struct Opts {
     store: String,
@@ -174,10 +157,10 @@ fn main() {
 /// Generates and writes one hour of visits and the conversions they lead to.
 fn gen_hour(opts: &Opts, hour: u64) -> Expected {
     let hours = opts.days * 24;
-    let mut rng = Rng(0x5eed ^ hour.wrapping_mul(0x9e37_79b9));
+    let mut rng = fastrand::Rng::with_seed(0x5eed ^ hour.wrapping_mul(0x9e37_79b9));
     let n = opts.visits / hours + u64::from(hour < opts.visits % hours);
     let hour_ms = opts.start_ms + hour * 3_600_000;
-    let mut times: Vec<u64> = (0..n).map(|_| hour_ms + rng.below(3_600_000)).collect();
+    let mut times: Vec<u64> = (0..n).map(|_| hour_ms + rng.u64(..3_600_000)).collect();
     times.sort_unstable();
     let mut exp = Expected::default();
     let mut conversions: Vec<(u64, Event)> = Vec::new();
@@ -193,18 +176,18 @@ fn gen_hour(opts: &Opts, hour: u64) -> Expected {
         let mut visitor: Vec<[usize; 4]> = Vec::with_capacity(chunk.len());
         for (i, &ts) in chunk.iter().enumerate() {
             let id = EventId::new(ts, node, (chunk_no % 4) as u8, i as u32);
-            let campaign = rng.below(opts.campaigns);
-            let ua = UAS[rng.below(UAS.len() as u64) as usize];
-            let cost = 1_000 + rng.below(500) as i64 * 1_000;
+            let campaign = rng.u64(..opts.campaigns);
+            let ua = UAS[rng.usize(..UAS.len())];
+            let cost = 1_000 + rng.u64(..500) as i64 * 1_000;
             let target = format!(
                 "/c/camp-{campaign}?utm_source=src{}&utm_medium=m{}&cost={}",
-                rng.below(20),
-                rng.below(5),
+                rng.u64(..20),
+                rng.u64(..5),
                 cost as f64 / 1e6
             );
             let raw =
                 format!("GET {target} HTTP/1.1\r\nHost: t.example.com\r\nUser-Agent: {ua}\r\n\r\n");
-            let ip = IpAddr::V4(Ipv4Addr::from(rng.next() as u32));
+            let ip = IpAddr::V4(Ipv4Addr::from(rng.u64(..) as u32));
             let mut e = Event::new(EventKind::Visit, id, ip, raw.as_bytes(), 256);
             e.set_raw(Field::Method, 0, 3);
             e.set_raw(Field::Target, 4, target.len());
@@ -227,21 +210,21 @@ fn gen_hour(opts: &Opts, hour: u64) -> Expected {
                 Field::Location,
                 format!("https://offers.example.com/{offer}?sub={id}").as_bytes(),
             );
-            let src = format!("src{}", rng.below(20));
+            let src = format!("src{}", rng.u64(..20));
             e.push_remapped([
                 (&b"source"[..], src.as_bytes()),
                 (&b"var_2"[..], &b"cpc"[..]),
             ]);
             b.append(&e);
             visitor.push([
-                rng.below(COUNTRIES.len() as u64) as usize,
-                rng.below(OS.len() as u64) as usize,
-                rng.below(BROWSERS.len() as u64) as usize,
-                rng.below(DEVICES.len() as u64) as usize,
+                rng.usize(..COUNTRIES.len()),
+                rng.usize(..OS.len()),
+                rng.usize(..BROWSERS.len()),
+                rng.usize(..DEVICES.len()),
             ]);
             exp.visits += 1;
             exp.cost_micros += cost;
-            if rng.chance(opts.conversion_rate) {
+            if rng.f64() < opts.conversion_rate {
                 convert(&mut rng, &mut exp, id, ts, network, &mut conversions);
             }
         }
@@ -262,8 +245,8 @@ fn gen_hour(opts: &Opts, hour: u64) -> Expected {
     // network's token count (a visit lost in a crash), the others are forged.
     let unknown = (conversions.len() / 200).max(1);
     for k in 0..unknown {
-        let ts = hour_ms + rng.below(3_600_000);
-        let id = EventId::new(ts, 9, 9, rng.below(1 << 24) as u32);
+        let ts = hour_ms + rng.u64(..3_600_000);
+        let id = EventId::new(ts, 9, 9, rng.u64(..1 << 24) as u32);
         let payout = payout(&mut rng);
         let authenticated = k % 2 == 0;
         let mut e = postback(id, ts + 1_000, &mut rng, "u", Some(payout), "");
@@ -311,8 +294,8 @@ fn policy(network: u64) -> NetworkPolicy {
     }
 }
 
-fn payout(rng: &mut Rng) -> i64 {
-    (100 + rng.below(9_900) as i64) * 10_000
+fn payout(rng: &mut fastrand::Rng) -> i64 {
+    (100 + rng.u64(..9_900) as i64) * 10_000
 }
 
 /// The conversions of one visit: the sale, sometimes reported twice, sometimes with an
@@ -320,14 +303,14 @@ fn payout(rng: &mut Rng) -> i64 {
 /// for 1 % of a token network's clicks, a forged report without it (which must not count,
 /// nor cancel the sale).
 fn convert(
-    rng: &mut Rng,
+    rng: &mut fastrand::Rng,
     exp: &mut Expected,
     click: EventId,
     ts: u64,
     network: u64,
     out: &mut Vec<(u64, Event)>,
 ) {
-    let at = ts + 5_000 + rng.below(2 * 3_600_000);
+    let at = ts + 5_000 + rng.u64(..2 * 3_600_000);
     let p = payout(rng);
     let net = format!("net-{network}");
     let signed = |mut e: Event| {
@@ -337,7 +320,7 @@ fn convert(
         }
         e
     };
-    if policy(network).token && rng.chance(0.01) {
+    if policy(network).token && rng.f64() < 0.01 {
         let forged = postback(click, at + 30_000, rng, "1", Some(999_000_000), "declined");
         out.push((at + 30_000, forged));
     }
@@ -346,14 +329,14 @@ fn convert(
         signed(postback(click, at, rng, "1", Some(p), "approved")),
     ));
     let mut counted = true;
-    if rng.chance(0.10) {
+    if rng.f64() < 0.10 {
         // The network retries: the same txid again, counted once.
         out.push((
             at + 60_000,
             signed(postback(click, at + 60_000, rng, "1", Some(p), "approved")),
         ));
     }
-    if rng.chance(0.03) {
+    if rng.f64() < 0.03 {
         out.push((
             at + 120_000,
             signed(postback(click, at + 120_000, rng, "1", Some(p), "declined")),
@@ -364,7 +347,7 @@ fn convert(
         exp.conversions += 1;
         exp.revenue_micros += p;
     }
-    if rng.chance(0.05) {
+    if rng.f64() < 0.05 {
         let up = payout(rng);
         out.push((
             at + 180_000,
@@ -378,14 +361,14 @@ fn convert(
 fn postback(
     click: EventId,
     ts: u64,
-    rng: &mut Rng,
+    rng: &mut fastrand::Rng,
     txid: &str,
     payout: Option<i64>,
     status: &str,
 ) -> Event {
     let url = format!("/postback?cid={click}&txid={txid}&status={status}");
     let raw = format!("GET {url} HTTP/1.1\r\nHost: t.example.com\r\n\r\n");
-    let id = EventId::new(ts, 5, 0, rng.below(1 << 24) as u32);
+    let id = EventId::new(ts, 5, 0, rng.u64(..1 << 24) as u32);
     let mut e = Event::new(
         EventKind::Postback,
         id,

@@ -206,12 +206,13 @@ fn rule_values_are_validated() {
 }
 
 fn rule(cfg: RuleConfig) -> Rule {
-    let mut c = Compiler {
+    let ids = FileIds {
         sources: AHashMap::new(),
         networks: AHashMap::new(),
         offers: [("o", 0)].into_iter().collect(),
         landing_pages: AHashMap::new(),
-        paths_seen: 0,
+        offer_needs: vec![Needs::default()],
+        landing_page_needs: Vec::new(),
     };
     let cfg = RuleConfig {
         paths: vec![PathConfig {
@@ -224,7 +225,7 @@ fn rule(cfg: RuleConfig) -> Rule {
         }],
         ..cfg
     };
-    c.rule(&cfg, "r").unwrap()
+    compile_rule(&cfg, "r", &ids, &mut 0).unwrap()
 }
 
 #[test]

@@ -31,7 +31,7 @@ pub(super) fn click_state<'b>(
     buf: &'b mut Vec<u8>,
 ) -> Option<(ClickState<'b>, bool)> {
     if let Some(id) = cid
-        && clicks.table.get(&id, scratch).is_some()
+        && clicks.cache.get(&id, scratch).is_some()
     {
         std::mem::swap(scratch, buf);
         return ClickState::decode(buf).map(|s| (s, true));
@@ -98,7 +98,7 @@ pub(super) fn click_through(
             }
         }
     };
-    let table = ctx.table;
+    let routing = ctx.routing;
     let state = click_state(
         ctx.clicks,
         cid,
@@ -119,22 +119,24 @@ pub(super) fn click_through(
     }
     let Some(campaign) = std::str::from_utf8(state.campaign_id)
         .ok()
-        .and_then(|id| table.campaign(id.as_bytes()))
+        .and_then(|id| routing.campaign(id.as_bytes()))
     else {
         return unknown_target(ctx, local, x, out, "unknown click");
     };
     // A reload may have changed the campaign's paths: then its default ones.
     let path: &Path = campaign
         .path(state.path_index)
-        .unwrap_or_else(|| campaign.paths.pick(local.rng.next()));
+        .unwrap_or_else(|| campaign.paths.pick(local.rng.u64(..)));
     let offers = path.offers.items();
     let offer_index = match number {
         Some(n) if n <= offers.len() => offers[n - 1],
-        _ => *path.offers.pick(local.rng.next()),
+        _ => *path.offers.pick(local.rng.u64(..)),
     };
-    let offer = &table.offers[offer_index as usize];
-    let source = &table.sources[campaign.source as usize];
-    let landing_page = path.landing_page.map(|i| &table.landing_pages[i as usize]);
+    let offer = &routing.offers[offer_index as usize];
+    let source = &routing.sources[campaign.source as usize];
+    let landing_page = path
+        .landing_page
+        .map(|i| &routing.landing_pages[i as usize]);
     report_agent_cache(ctx, local.worker_id, &local.caches, offer.needs);
     let visitor = visitor::facts(
         ctx.visitors,
@@ -148,10 +150,10 @@ pub(super) fn click_through(
     // The visit's remapped values, for the offer URL's tokens.
     local.remapped.clear();
     let base = state.remapped.as_ptr() as usize;
-    for (name, value) in sink::event::pairs(state.remapped) {
+    for (name, value) in sink::model::event::pairs(state.remapped) {
         if let Some(i) = std::str::from_utf8(name)
             .ok()
-            .and_then(|n| table.params.lookup(n))
+            .and_then(|n| routing.params.lookup(n))
         {
             local
                 .remapped
@@ -194,7 +196,7 @@ pub(super) fn click_through(
         offer: Some(offer),
         landing_page,
     };
-    route.push(&mut e, table, &local.location, state.remapped);
+    route.push(&mut e, routing, &local.location, state.remapped);
     emit.emit(e);
     response::write_redirect(out, &local.date, framing, &local.location, &[]);
     Status::Found

@@ -127,7 +127,7 @@ pub(super) fn conversion(
         decoded(token, &mut local.scratch);
         let net = network.map(|_| local.buf.as_slice());
         match ctx
-            .table
+            .routing
             .check_postback_token(net, token.map(|_| local.scratch.as_slice()))
         {
             Ok((auth, n)) => (auth, n),
@@ -138,7 +138,7 @@ pub(super) fn conversion(
                 return fail(local, out, Status::Forbidden, "unknown network");
             }
         }
-    } else if ctx.table.any_postback_token() {
+    } else if ctx.routing.any_postback_token() {
         (Auth::NoToken, None)
     } else {
         (Auth::Open, None)
@@ -176,7 +176,7 @@ pub(super) fn conversion(
                 None
             } else {
                 match money::parse_micros(&local.scratch) {
-                    Ok(m) if m.unsigned_abs() > ctx.table.max_payout_micros.unsigned_abs() => {
+                    Ok(m) if m.unsigned_abs() > ctx.routing.max_payout_micros.unsigned_abs() => {
                         let msg = "bad payout: above server.max_payout";
                         return fail(local, out, Status::BadRequest, msg);
                     }
@@ -244,7 +244,7 @@ pub(super) fn conversion(
         };
         e.push(field, value);
     }
-    let (sender, ack) = sink::ack::pair();
+    let (sender, ack) = sink::model::ack::pair();
     e.ack = Some(sender);
     if !emit.emit(e) {
         return fail(

@@ -12,19 +12,20 @@ use std::time::SystemTime;
 
 use catalog::model::{Campaign, LandingPage, Needs, Offer, Path, TrafficSource, Visitor};
 use catalog::template::{Token, TokenValues};
-use sink::ack::AckReceiver;
-use sink::event::{Auth, NetworkPolicy, Pixels};
-use sink::event::{encode_pair, format_ip};
-use sink::geo::Cidr;
-use sink::id::unix_ms as now_ms;
+use sink::model::ack::AckReceiver;
+use sink::model::event::{Auth, NetworkPolicy, Pixels};
+use sink::model::event::{encode_pair, format_ip};
+use sink::model::id::unix_ms as now_ms;
+use sink::model::{money, url};
 use sink::visitors::Visitors;
-use sink::{Event, EventId, EventKind, Field, IdGenerator, money, url};
+use sink::visitors::geo::Cidr;
+use sink::{Event, EventId, EventKind, Field, IdGenerator};
 
 use crate::clicks::{COOKIE_MAX_AGE_S, COOKIE_PREFIX, ClickState, Clicks};
 use crate::http::{Method, Request};
 use crate::metrics::{Metrics, Route};
 use crate::response::{self, DateCache, Framing, Reject, Status};
-use crate::table::{Table, TokenError};
+use crate::routing::{Routing, TokenError};
 use crate::visitor::{self, Caches};
 
 mod click;
@@ -51,7 +52,8 @@ pub trait Emit {
 pub struct Local {
     pub worker_id: u8,
     ids: IdGenerator,
-    rng: Rng,
+    /// Weighted rotation's dice (wyrand: fast, well mixed, no system call).
+    rng: fastrand::Rng,
     pub date: DateCache,
     scratch: Vec<u8>,
     buf: Vec<u8>,
@@ -70,24 +72,12 @@ pub struct Local {
     redacted: Vec<u8>,
 }
 
-/// wyrand: a fast, well-mixed 64-bit generator, plenty for weighted rotation.
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);
-        let t = u128::from(self.0) * u128::from(self.0 ^ 0xe703_7ed1_a0b4_28db);
-        ((t >> 64) ^ t) as u64
-    }
-}
-
 impl Local {
     pub fn new(node_id: u16, worker_id: u8, seed: u64) -> Self {
         Local {
             worker_id,
             ids: IdGenerator::new(node_id, worker_id),
-            rng: Rng(seed ^ 0x9e37_79b9_7f4a_7c15),
+            rng: fastrand::Rng::with_seed(seed ^ 0x9e37_79b9_7f4a_7c15),
             date: DateCache::default(),
             scratch: Vec::with_capacity(256),
             buf: Vec::with_capacity(256),
@@ -103,13 +93,13 @@ impl Local {
 
     /// A uniform random number (weighted rotation).
     pub fn next_u64(&mut self) -> u64 {
-        self.rng.next()
+        self.rng.u64(..)
     }
 }
 
 /// What the handler reads besides the request.
 pub struct Ctx<'a> {
-    pub table: &'a Table,
+    pub routing: &'a Routing,
     pub metrics: &'a Metrics,
     /// What can be found out about visitors (GeoIP, agents, data-centre ranges), for rules
     /// and tokens.
@@ -342,7 +332,7 @@ fn unknown_target(
     let Exchange {
         peer, now, framing, ..
     } = *x;
-    let Some(fallback) = &ctx.table.fallback else {
+    let Some(fallback) = &ctx.routing.fallback else {
         return Reject::new(Status::NotFound, message).write(out, &local.date, framing);
     };
     if let Some(stats) = ctx.metrics.workers.get(local.worker_id as usize) {

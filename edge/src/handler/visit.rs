@@ -20,11 +20,11 @@ pub(super) fn visit(
         framing,
         ..
     } = *x;
-    let table = ctx.table;
-    let Some(campaign) = table.campaign(&x.path[3..]) else {
+    let routing = ctx.routing;
+    let Some(campaign) = routing.campaign(&x.path[3..]) else {
         return unknown_target(ctx, local, x, out, "unknown campaign");
     };
-    let source = &table.sources[campaign.source as usize];
+    let source = &routing.sources[campaign.source as usize];
     // Only what this campaign's rules and URLs use is looked up.
     report_agent_cache(ctx, local.worker_id, &local.caches, campaign.needs);
     let visitor = visitor::facts(
@@ -36,12 +36,14 @@ pub(super) fn visit(
         req.user_agent,
         req.accept_language,
     );
-    let path = campaign.paths_for(&visitor).pick(local.rng.next());
-    let landing_page = path.landing_page.map(|i| &table.landing_pages[i as usize]);
+    let path = campaign.paths_for(&visitor).pick(local.rng.u64(..));
+    let landing_page = path
+        .landing_page
+        .map(|i| &routing.landing_pages[i as usize]);
     // With a landing page the offer is chosen at the click-through; without, now.
     let offer = match landing_page {
         Some(_) => None,
-        None => Some(&table.offers[*path.offers.pick(local.rng.next()) as usize]),
+        None => Some(&routing.offers[*path.offers.pick(local.rng.u64(..)) as usize]),
     };
     let ts_ms = now_ms(now);
     let id = local.ids.next(ts_ms);
@@ -56,7 +58,7 @@ pub(super) fn visit(
             money::parse_micros(&local.buf).ok()
         })
         // A visitor can send any cost: only a sane one is believed.
-        .filter(|&c| (0..=table.max_cost_micros).contains(&c))
+        .filter(|&c| (0..=routing.max_cost_micros).contains(&c))
         .unwrap_or(campaign.cost_micros);
 
     // The remapped parameters, decoded once: for the event and for the URL's tokens.
@@ -68,7 +70,7 @@ pub(super) fn visit(
         url::decode_into(value, &mut local.scratch);
         encode_pair(
             &mut local.buf,
-            table.params.name(*name).as_bytes(),
+            routing.params.name(*name).as_bytes(),
             &local.scratch,
         );
         let len = local.scratch.len().min(usize::from(u16::MAX));
@@ -108,7 +110,7 @@ pub(super) fn visit(
         };
         local.state.clear();
         if state.encode(&mut local.state) {
-            ctx.clicks.table.put(&id, &local.state);
+            ctx.clicks.cache.put(&id, &local.state);
             local.cookie.extend_from_slice(b"Set-Cookie: ");
             local.cookie.extend_from_slice(COOKIE_PREFIX);
             local.cookie.extend_from_slice(campaign.id.as_bytes());
@@ -149,7 +151,7 @@ pub(super) fn visit(
         offer,
         landing_page,
     };
-    route.push(&mut e, table, &local.location, &local.buf);
+    route.push(&mut e, routing, &local.location, &local.buf);
     emit.emit(e);
     response::write_redirect(out, &local.date, framing, &local.location, &local.cookie);
     Status::Found
@@ -166,13 +168,13 @@ pub(super) struct Resolved<'t> {
 impl Resolved<'_> {
     /// Appends the campaign, source, offer and network, landing page, the `Location` sent and
     /// the remapped parameters to `e`.
-    pub(super) fn push(&self, e: &mut Event, table: &Table, location: &[u8], remapped: &[u8]) {
+    pub(super) fn push(&self, e: &mut Event, routing: &Routing, location: &[u8], remapped: &[u8]) {
         e.push(Field::CampaignId, self.campaign.id.as_bytes());
         e.push(Field::TrafficSourceId, self.source.id.as_bytes());
         if let Some(o) = self.offer {
             e.push(Field::OfferId, o.id.as_bytes());
             if let Some(n) = o.network {
-                let n = &table.networks[n as usize];
+                let n = &routing.networks[n as usize];
                 e.push(Field::NetworkId, n.id.as_bytes());
                 e.network_policy = Some(n.policy);
             }
@@ -183,7 +185,7 @@ impl Resolved<'_> {
                 // No network has this click id until the click-through: as for a click id no
                 // visit has, only a postback that carries some network's token counts, and a
                 // pixel only when no network requires a token (docs/query.md "Trust").
-                let pixels = if table.any_postback_token() {
+                let pixels = if routing.any_postback_token() {
                     Pixels::Off
                 } else {
                     Pixels::Payout

@@ -35,12 +35,12 @@ fn answer_buffered(
     continue_sent: &mut bool,
 ) -> (usize, After) {
     let limits = &w.shared.settings.limits;
-    let mut table = w.table.borrow_mut();
-    let table: &Table = table.load();
+    let mut routing = w.routing.borrow_mut();
+    let routing: &Routing = routing.load();
     let mut local = w.local.borrow_mut();
     let stats = w.stats();
     let ctx = Ctx {
-        table,
+        routing,
         metrics: &w.shared.metrics,
         visitors: &w.shared.visitors,
         clicks: &w.shared.clicks,

@@ -1,6 +1,6 @@
 //! Workers: one thread per core, each with its own `SO_REUSEPORT` listener, monoio runtime,
 //! event channel and state. Nothing is shared between workers on the request path but the
-//! immutable campaign table (read through a per-worker `arc_swap::Cache`).
+//! immutable [`Routing`] (read through a per-worker `arc_swap::Cache`).
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -13,11 +13,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::{ArcSwap, Cache};
+use driver::Driver;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::{TcpListener, TcpStream};
-use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
-use sink::queue::EventSender;
+use sink::storage::queue::EventSender;
 use sink::visitors::Visitors;
 
 use crate::clicks::Clicks;
@@ -25,8 +25,8 @@ use crate::handler::{self, Answer, Ctx, Emit, Local, Pending};
 use crate::http::{self, Parse};
 use crate::metrics::{Metrics, Route, WorkerStats};
 use crate::response::{self, Framing, Reject, Status};
-use crate::settings::{DriverChoice, Settings};
-use crate::table::Table;
+use crate::routing::Routing;
+use crate::settings::Settings;
 
 mod conn;
 
@@ -55,41 +55,15 @@ const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(5);
 /// How often a worker looks at the shutdown flag.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(25);
 
-/// The I/O driver the workers run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Driver {
-    IoUring,
-    Legacy,
-}
-
-impl Driver {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Driver::IoUring => "io_uring",
-            Driver::Legacy => "legacy",
-        }
-    }
-
-    /// Resolves the configured choice: `auto` probes the kernel for io_uring.
-    pub fn resolve(choice: DriverChoice) -> (Driver, Option<&'static str>) {
-        match choice {
-            DriverChoice::Legacy => (Driver::Legacy, Some("configured")),
-            DriverChoice::IoUring => (Driver::IoUring, None),
-            DriverChoice::Auto if monoio::utils::detect_uring() => (Driver::IoUring, None),
-            DriverChoice::Auto => (Driver::Legacy, Some("io_uring is unavailable here")),
-        }
-    }
-}
-
 /// State shared by the workers and the control thread.
 pub struct Shared {
-    pub table: Arc<ArcSwap<Table>>,
+    pub routing: Arc<ArcSwap<Routing>>,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     /// GeoIP, agents and data-centre ranges, when configured (read-only, shared without
     /// locks).
     pub visitors: Visitors,
-    /// Landing-page click state: the click table every worker reads and the cookie signer.
+    /// Landing-page click state: the click cache every worker reads and the cookie signer.
     pub clicks: Clicks,
     shutdown: AtomicBool,
 }
@@ -126,7 +100,7 @@ impl Server {
     /// Binds the listeners and starts the workers. `senders` has one channel per worker.
     pub fn start(
         settings: Settings,
-        table: Arc<ArcSwap<Table>>,
+        routing: Arc<ArcSwap<Routing>>,
         metrics: Arc<Metrics>,
         senders: Vec<EventSender>,
         visitors: Visitors,
@@ -136,7 +110,7 @@ impl Server {
             senders.len() == settings.workers,
             "one event channel per worker"
         );
-        let (driver, why) = Driver::resolve(settings.driver);
+        let (driver, why) = settings.driver.resolve();
         let listeners = bind_listeners(settings.listen, settings.workers)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
         let local_addr = listeners[0].local_addr()?;
@@ -146,9 +120,9 @@ impl Server {
             Some(why) => tracing::info!(driver = driver.as_str(), why, "I/O driver"),
         }
         let clicks = Clicks::new(settings.workers, click_secret)
-            .map_err(|e| anyhow::anyhow!("cannot map the click table: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot map the click cache: {e}"))?;
         let shared = Arc::new(Shared {
-            table,
+            routing,
             metrics,
             clicks,
             settings,
@@ -207,24 +181,13 @@ fn run_worker(
         worker_main(Rc::new(Worker::new(id, shared, tx)), listener).await;
         Ok(())
     };
-    match driver {
-        Driver::IoUring => RuntimeBuilder::<IoUringDriver>::new()
-            .with_entries(4096)
-            .enable_timer()
-            .build()?
-            .block_on(fut),
-        Driver::Legacy => RuntimeBuilder::<LegacyDriver>::new()
-            .with_entries(4096)
-            .enable_timer()
-            .build()?
-            .block_on(fut),
-    }
+    driver.block_on(4096, fut)?
 }
 
 /// One worker's state, owned by its thread.
 struct Worker {
     shared: Arc<Shared>,
-    table: RefCell<Cache<Arc<ArcSwap<Table>>, Arc<Table>>>,
+    routing: RefCell<Cache<Arc<ArcSwap<Routing>>, Arc<Routing>>>,
     local: RefCell<Local>,
     /// Taken when the worker stops: tasks still parked on idle connections may outlive the
     /// worker's loop, and the sink learns the worker is done when its channel disconnects.
@@ -246,7 +209,7 @@ impl Worker {
             .map_or(0, |d| d.as_nanos() as u64)
             ^ (u64::from(id) << 56);
         Worker {
-            table: RefCell::new(Cache::new(Arc::clone(&shared.table))),
+            routing: RefCell::new(Cache::new(Arc::clone(&shared.routing))),
             local: RefCell::new(Local::new(shared.settings.node_id, id, seed)),
             tx: RefCell::new(Some(tx)),
             id: id as usize,

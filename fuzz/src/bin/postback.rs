@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use clicktracker_fuzz::{Edge, POSTBACK_TOKEN};
 use edge::handler::REDACTED;
 use sink::Field;
-use sink::url::{decode_into, pairs, split_target};
+use sink::model::url::{decode_into, pairs, split_target};
 
 /// The demo config's network gets a token; a second network takes postbacks without one.
 fn extra() -> String {

@@ -1,8 +1,8 @@
-//! Fuzz target: `sink::url` on arbitrary bytes. Encoding leaves only unreserved bytes and
+//! Fuzz target: `sink::model::url` on arbitrary bytes. Encoding leaves only unreserved bytes and
 //! `%XX`, decoding undoes it, and finding, splitting and redacting never panic and keep
 //! every other byte.
 
-use sink::url::{decode_into, encode_into, find, pairs, redact_into, split_target};
+use sink::model::url::{decode_into, encode_into, find, pairs, redact_into, split_target};
 
 fn main() {
     let (mut enc, mut dec, mut scratch, mut out) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -13,7 +13,7 @@ struct Hostile<'a> {
 impl TokenValues for Hostile<'_> {
     fn write(&mut self, _token: Token, out: &mut Vec<u8>) {
         if let Some(v) = self.values.get(self.next % self.values.len().max(1)) {
-            sink::url::encode_into(v, out);
+            sink::model::url::encode_into(v, out);
         }
         self.next += 1;
     }

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use clicktracker_fuzz::{segment, wal_records};
-use sink::wal::read_segment;
+use sink::storage::wal::read_segment;
 use sink::{Event, Field};
 
 fn main() {

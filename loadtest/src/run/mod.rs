@@ -16,12 +16,11 @@ use std::time::{Duration, Instant, SystemTime};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use sink::EventId;
 
 use crate::funnel::{self, Conversion, Step};
 use crate::ledger::{LedgerBuf, LedgerWriter, Outcome};
-use crate::plan::{DriverChoice, Plan, Stop};
+use crate::plan::{Plan, Stop};
 use crate::stats::{ErrorKind, Live, Stats};
 
 mod conn;
@@ -101,23 +100,19 @@ struct Worker {
     stats: RefCell<Stats>,
     ledger: RefCell<Option<LedgerBuf>>,
     queue: RefCell<VecDeque<Followup>>,
-    rng: Cell<u64>,
+    rng: RefCell<fastrand::Rng>,
     visits: Cell<u64>,
     txids: Cell<u64>,
 }
 
 impl Worker {
-    /// wyrand.
     fn next_u64(&self) -> u64 {
-        let s = self.rng.get().wrapping_add(0xa076_1d64_78bd_642f);
-        self.rng.set(s);
-        let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
-        ((t >> 64) ^ t) as u64
+        self.rng.borrow_mut().u64(..)
     }
 
     /// True with probability `p`.
     fn chance(&self, p: f64) -> bool {
-        p > 0.0 && (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
+        p > 0.0 && self.rng.borrow_mut().f64() <= p
     }
 
     fn txid(&self) -> String {
@@ -266,39 +261,8 @@ impl Worker {
     }
 }
 
-fn block_on<F: std::future::Future>(driver: DriverChoice, fut: F) -> std::io::Result<F::Output> {
-    let uring = match driver {
-        DriverChoice::IoUring => true,
-        DriverChoice::Legacy => false,
-        DriverChoice::Auto => monoio::utils::detect_uring(),
-    };
-    Ok(if uring {
-        RuntimeBuilder::<IoUringDriver>::new()
-            .with_entries(4096)
-            .enable_timer()
-            .build()?
-            .block_on(fut)
-    } else {
-        RuntimeBuilder::<LegacyDriver>::new()
-            .with_entries(4096)
-            .enable_timer()
-            .build()?
-            .block_on(fut)
-    })
-}
-
-/// The driver `choice` resolves to here.
-pub fn driver_name(choice: DriverChoice) -> &'static str {
-    match choice {
-        DriverChoice::IoUring => "io_uring",
-        DriverChoice::Legacy => "legacy",
-        DriverChoice::Auto if monoio::utils::detect_uring() => "io_uring",
-        DriverChoice::Auto => "legacy",
-    }
-}
-
 fn now_ms() -> u64 {
-    sink::id::unix_ms(SystemTime::now())
+    sink::model::id::unix_ms(SystemTime::now())
 }
 
 /// Runs the plan; `progress` prints a live line on stderr when it is a terminal.
@@ -312,7 +276,8 @@ pub fn run(plan: Plan, progress: bool) -> anyhow::Result<Finished> {
         ),
         None => None,
     };
-    let driver = driver_name(plan.driver);
+    let (resolved, _) = plan.driver.resolve();
+    let driver = resolved.as_str();
     let shared = Arc::new(Shared {
         budget: match plan.stop {
             Stop::Requests(n) => Some(AtomicU64::new(n)),
@@ -336,12 +301,12 @@ pub fn run(plan: Plan, progress: bool) -> anyhow::Result<Finished> {
             std::thread::Builder::new()
                 .name(format!("loadtest-{t}"))
                 .spawn(move || -> std::io::Result<Stats> {
-                    let driver = shared.plan.driver;
+                    let (driver, _) = shared.plan.driver.resolve();
                     let total = shared.plan.connections;
                     let worker = Rc::new(Worker {
-                        rng: Cell::new(
+                        rng: RefCell::new(fastrand::Rng::with_seed(
                             shared.plan.seed ^ (t as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                        ),
+                        )),
                         shared,
                         index: t,
                         stats: RefCell::new(Stats::default()),
@@ -351,7 +316,7 @@ pub fn run(plan: Plan, progress: bool) -> anyhow::Result<Finished> {
                         txids: Cell::new(0),
                     });
                     let w = Rc::clone(&worker);
-                    block_on(driver, async move {
+                    driver.block_on(4096, async move {
                         let tasks: Vec<_> = mine
                             .into_iter()
                             .map(|c| monoio::spawn(connection(Rc::clone(&w), c, total)))

@@ -256,15 +256,15 @@ pub(super) async fn report(
     let mut unknown_click = 0;
     for row in &report.rows {
         if row.unknown_click {
-            unknown_click += row.metrics.conversions;
+            unknown_click += row.figures.conversions;
         } else if row.dims[0]
             .as_ref()
             .is_some_and(|c| l.campaigns.contains(c))
         {
-            got.visits += row.metrics.visits;
-            got.clicks += row.metrics.clicks;
-            got.conversions += row.metrics.conversions;
-            got.revenue_micros += row.metrics.revenue_micros;
+            got.visits += row.figures.visits;
+            got.clicks += row.figures.clicks;
+            got.conversions += row.figures.conversions;
+            got.revenue_micros += row.figures.revenue_micros;
         }
     }
     if unknown_click != orphans as i64 {

@@ -1,4 +1,4 @@
-//! Landing pages and click-throughs: the node's click table, the signed cookie, forgeries.
+//! Landing pages and click-throughs: the node's click cache, the signed cookie, forgeries.
 use super::*;
 
 impl Harness {
@@ -9,7 +9,7 @@ impl Harness {
     fn with_config(mut self, extra: &str, fallback: &str) -> Self {
         let mut cfg = ConfigFile::parse(&format!("{DEMO_CONFIG}\n{extra}")).unwrap();
         cfg.server.fallback_url = fallback.into();
-        self.table = Table::compile(&cfg).unwrap();
+        self.routing = Routing::compile(&cfg).unwrap();
         self
     }
 }
@@ -119,7 +119,7 @@ fn click_through_on_the_same_node_needs_no_cookie() {
 fn click_through_on_another_node_reads_the_signed_cookie() {
     let mut h = Harness::new(LP);
     let (cid, cookie) = lp_visit(&mut h);
-    // Another node: its own (empty) click table, the same secret.
+    // Another node: its own (empty) click cache, the same secret.
     let mut other = Harness::new(LP);
     other.local = Local::new(8, 0, 1);
     let (st, _) = other.get(&format!("/click?cid={cid}"));

@@ -74,7 +74,7 @@ fn postback_tokens_are_enforced() {
     let mut h = Harness::new("");
     let mut cfg = ConfigFile::parse(DEMO_CONFIG).unwrap();
     cfg.affiliate_networks[0].postback_token = "tok".into();
-    h.table = Table::compile(&cfg).unwrap();
+    h.routing = Routing::compile(&cfg).unwrap();
     let cid = "0167a15c98772c0004000001";
     assert_eq!(h.get(&format!("/postback?cid={cid}")).0, Status::Forbidden);
     assert_eq!(
@@ -153,7 +153,7 @@ fn postbacks_record_what_their_token_proves() {
     free.id = "net-free".into();
     free.postback_token.clear();
     cfg.affiliate_networks.push(free);
-    h.table = Table::compile(&cfg).unwrap();
+    h.routing = Routing::compile(&cfg).unwrap();
     h.sink.events.clear();
     // Authenticated: the network whose token it carried is stored with it.
     assert_eq!(

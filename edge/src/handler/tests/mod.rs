@@ -32,7 +32,7 @@ impl Emit for Collect {
 }
 
 struct Harness {
-    table: Table,
+    routing: Routing,
     metrics: Metrics,
     local: Local,
     sink: Collect,
@@ -51,7 +51,7 @@ impl Harness {
     fn new(extra: &str) -> Self {
         let cfg = ConfigFile::parse(&format!("{DEMO_CONFIG}\n{extra}")).unwrap();
         Harness {
-            table: Table::compile(&cfg).unwrap(),
+            routing: Routing::compile(&cfg).unwrap(),
             metrics: Metrics::new(
                 1,
                 1,
@@ -75,7 +75,7 @@ impl Harness {
             other => panic!("{other:?}"),
         };
         let ctx = Ctx {
-            table: &self.table,
+            routing: &self.routing,
             metrics: &self.metrics,
             draining: false,
             visitors: &self.visitors,
@@ -180,7 +180,7 @@ fn garbage_never_panics() {
         }
         if let Parse::Complete(req) = parse(&buf, &Limits::default()) {
             let ctx = Ctx {
-                table: &h.table,
+                routing: &h.routing,
                 metrics: &h.metrics,
                 draining: false,
                 visitors: &h.visitors,

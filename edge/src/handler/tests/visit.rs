@@ -121,15 +121,15 @@ fn visits_and_clicks_carry_their_networks_policy() {
     let mut cfg = ConfigFile::parse(DEMO_CONFIG).unwrap();
     cfg.affiliate_networks[0].postback_token = "tok".into();
     let mut h = Harness::new("");
-    h.table = Table::compile(&cfg).unwrap();
+    h.routing = Routing::compile(&cfg).unwrap();
     assert_eq!(h.get(CAMP).0, Status::Found);
     let e = h.sink.events.pop().unwrap();
     assert_eq!(e.get(Field::NetworkId), b"net-impact");
     assert_eq!(
         e.network_policy,
-        Some(sink::event::NetworkPolicy {
+        Some(sink::model::event::NetworkPolicy {
             token: true,
-            pixels: sink::event::Pixels::Off
+            pixels: sink::model::event::Pixels::Off
         })
     );
 }

@@ -1,0 +1,736 @@
+//! The catalog kept in the store, under `{store}/catalog/`, so that every edge sharing a
+//! bucket follows one catalog instead of a file copied to each: an append-only log of
+//! commits with periodic checkpoints, in the spirit of Delta Lake's `_delta_log`.
+//!
+//! ```text
+//! catalog/log/00000000000000000001.json          commit 1: objects put, ids deleted
+//! catalog/checkpoints/00000000000000000100.json  the whole catalog as of version 100
+//! catalog/_last_checkpoint                        {"version":100}: where a reader starts
+//! ```
+//!
+//! A commit is created with a conditional put (create only if absent): of two writers that
+//! both read version N, one creates N + 1 and the other gets [`CatalogError::Conflict`] and
+//! must read again. An object appears whole or not at all, so a reader never sees half a
+//! commit. A checkpoint is written after every [`CHECKPOINT_EVERY`]th commit and after an
+//! import; `_last_checkpoint` is a hint only (a reader that finds it missing lists the
+//! checkpoints). Version 0 is the empty catalog.
+//!
+//! Readers ignore fields of commits and checkpoints they do not know, so a newer writer can
+//! add some without stopping older edges; the objects themselves are checked like a config
+//! file (an unknown key is an error).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::file::{
+    CampaignConfig, LandingPageConfig, NetworkConfig, OfferConfig, Sections, TrafficSourceConfig,
+};
+use crate::{Catalog, ConfigError};
+
+/// A checkpoint follows every this many commits.
+pub const CHECKPOINT_EVERY: u64 = 100;
+
+const LOG: &str = "catalog/log";
+const CHECKPOINTS: &str = "catalog/checkpoints";
+const LAST_CHECKPOINT: &str = "catalog/_last_checkpoint";
+
+/// The five kinds of catalog object, by their config-file section names (also the console
+/// API's paths).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    TrafficSources,
+    AffiliateNetworks,
+    Offers,
+    LandingPages,
+    Campaigns,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::TrafficSources,
+        Kind::AffiliateNetworks,
+        Kind::Offers,
+        Kind::LandingPages,
+        Kind::Campaigns,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::TrafficSources => "traffic_sources",
+            Kind::AffiliateNetworks => "affiliate_networks",
+            Kind::Offers => "offers",
+            Kind::LandingPages => "landing_pages",
+            Kind::Campaigns => "campaigns",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Ids deleted by a commit, by kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Deleted {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traffic_sources: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affiliate_networks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub landing_pages: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub campaigns: Vec<String>,
+}
+
+impl Deleted {
+    pub fn of(&self, kind: Kind) -> &Vec<String> {
+        match kind {
+            Kind::TrafficSources => &self.traffic_sources,
+            Kind::AffiliateNetworks => &self.affiliate_networks,
+            Kind::Offers => &self.offers,
+            Kind::LandingPages => &self.landing_pages,
+            Kind::Campaigns => &self.campaigns,
+        }
+    }
+
+    pub fn of_mut(&mut self, kind: Kind) -> &mut Vec<String> {
+        match kind {
+            Kind::TrafficSources => &mut self.traffic_sources,
+            Kind::AffiliateNetworks => &mut self.affiliate_networks,
+            Kind::Offers => &mut self.offers,
+            Kind::LandingPages => &mut self.landing_pages,
+            Kind::Campaigns => &mut self.campaigns,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        Kind::ALL.iter().all(|&k| self.of(k).is_empty())
+    }
+}
+
+/// What a writer asks to change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Change {
+    /// Replace the whole catalog: everything not in `put` is deleted (an import).
+    pub replace: bool,
+    /// Objects created or replaced, whole.
+    pub put: Sections,
+    pub delete: Deleted,
+}
+
+/// One version of the catalog: the change that made it from the one before.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Commit {
+    pub version: u64,
+    /// When it was written (the writer's clock, Unix milliseconds).
+    pub ts_ms: u64,
+    /// Who wrote it (`import`, `api`, …), for people reading the log.
+    #[serde(default)]
+    pub by: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace: bool,
+    #[serde(default)]
+    pub put: Sections,
+    #[serde(default)]
+    pub delete: Deleted,
+}
+
+/// An offer's default payout from a time on: a conversion without a payout earns the one in
+/// force when it arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PayoutSince {
+    pub since_ms: u64,
+    pub payout: f64,
+}
+
+/// The whole catalog as of a version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub version: u64,
+    pub ts_ms: u64,
+    pub catalog: Sections,
+    /// Each offer's default payouts over time, oldest first (deleted offers included).
+    #[serde(default)]
+    pub payouts: BTreeMap<String, Vec<PayoutSince>>,
+    /// The names of deleted objects, by `kind/id`: reports over past events still name them.
+    #[serde(default)]
+    pub retired: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LastCheckpoint {
+    version: u64,
+}
+
+/// Why the store's catalog cannot be read or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog in the store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("{path}: not a readable catalog object: {reason}")]
+    Damaged { path: String, reason: String },
+    /// The change leaves an invalid catalog; the key names the object and its field.
+    #[error(transparent)]
+    Invalid(ConfigError),
+    #[error("{kind}/{id} is used by {by}; change or delete that first")]
+    Referenced { kind: Kind, id: String, by: String },
+    #[error("{kind}/{id} does not exist")]
+    NotFound { kind: Kind, id: String },
+    #[error(
+        "version {version} of the catalog was written by someone else meanwhile; read it and try again"
+    )]
+    Conflict { version: u64 },
+}
+
+/// The catalog as of a version, each kind by id.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct State {
+    pub version: u64,
+    pub ts_ms: u64,
+    pub traffic_sources: BTreeMap<String, TrafficSourceConfig>,
+    pub affiliate_networks: BTreeMap<String, NetworkConfig>,
+    pub offers: BTreeMap<String, OfferConfig>,
+    pub landing_pages: BTreeMap<String, LandingPageConfig>,
+    pub campaigns: BTreeMap<String, CampaignConfig>,
+    pub payouts: BTreeMap<String, Vec<PayoutSince>>,
+    /// The names of deleted objects, by `kind/id` (see [`Checkpoint::retired`]).
+    pub retired: BTreeMap<String, String>,
+}
+
+fn by_id<T: Clone>(items: &[T], id: impl Fn(&T) -> &str) -> BTreeMap<String, T> {
+    items
+        .iter()
+        .map(|t| (id(t).to_owned(), t.clone()))
+        .collect()
+}
+
+impl State {
+    pub fn from_checkpoint(cp: Checkpoint) -> State {
+        let c = &cp.catalog;
+        State {
+            version: cp.version,
+            ts_ms: cp.ts_ms,
+            traffic_sources: by_id(&c.traffic_sources, |t| &t.id),
+            affiliate_networks: by_id(&c.affiliate_networks, |t| &t.id),
+            offers: by_id(&c.offers, |t| &t.id),
+            landing_pages: by_id(&c.landing_pages, |t| &t.id),
+            campaigns: by_id(&c.campaigns, |t| &t.id),
+            payouts: cp.payouts,
+            retired: cp.retired,
+        }
+    }
+
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            version: self.version,
+            ts_ms: self.ts_ms,
+            catalog: self.sections(),
+            payouts: self.payouts.clone(),
+            retired: self.retired.clone(),
+        }
+    }
+
+    /// The catalog as a config file's sections, each in id order.
+    pub fn sections(&self) -> Sections {
+        Sections {
+            server: Default::default(),
+            traffic_sources: self.traffic_sources.values().cloned().collect(),
+            affiliate_networks: self.affiliate_networks.values().cloned().collect(),
+            offers: self.offers.values().cloned().collect(),
+            landing_pages: self.landing_pages.values().cloned().collect(),
+            campaigns: self.campaigns.values().cloned().collect(),
+        }
+    }
+
+    pub fn contains(&self, kind: Kind, id: &str) -> bool {
+        match kind {
+            Kind::TrafficSources => self.traffic_sources.contains_key(id),
+            Kind::AffiliateNetworks => self.affiliate_networks.contains_key(id),
+            Kind::Offers => self.offers.contains_key(id),
+            Kind::LandingPages => self.landing_pages.contains_key(id),
+            Kind::Campaigns => self.campaigns.contains_key(id),
+        }
+    }
+
+    pub fn len(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::TrafficSources => self.traffic_sources.len(),
+            Kind::AffiliateNetworks => self.affiliate_networks.len(),
+            Kind::Offers => self.offers.len(),
+            Kind::LandingPages => self.landing_pages.len(),
+            Kind::Campaigns => self.campaigns.len(),
+        }
+    }
+
+    /// Applies `c`, the next version (the caller checks the number).
+    pub fn apply(&mut self, c: &Commit) {
+        fn retire<T>(
+            retired: &mut BTreeMap<String, String>,
+            kind: Kind,
+            map: &mut BTreeMap<String, T>,
+            id: &str,
+            name: impl Fn(&T) -> &str,
+        ) {
+            if let Some(t) = map.remove(id) {
+                retired.insert(format!("{kind}/{id}"), name(&t).to_owned());
+            }
+        }
+        let p = &c.put;
+        let put_ids = |kind: Kind| -> Vec<&str> {
+            match kind {
+                Kind::TrafficSources => p.traffic_sources.iter().map(|t| t.id.as_str()).collect(),
+                Kind::AffiliateNetworks => {
+                    p.affiliate_networks.iter().map(|t| t.id.as_str()).collect()
+                }
+                Kind::Offers => p.offers.iter().map(|t| t.id.as_str()).collect(),
+                Kind::LandingPages => p.landing_pages.iter().map(|t| t.id.as_str()).collect(),
+                Kind::Campaigns => p.campaigns.iter().map(|t| t.id.as_str()).collect(),
+            }
+        };
+        // What goes: the ids deleted, or for a replacing commit every id it does not put.
+        let mut deleted: Vec<(Kind, String)> = Vec::new();
+        for kind in Kind::ALL {
+            if c.replace {
+                let kept: std::collections::HashSet<&str> = put_ids(kind).into_iter().collect();
+                let live: Vec<&String> = match kind {
+                    Kind::TrafficSources => self.traffic_sources.keys().collect(),
+                    Kind::AffiliateNetworks => self.affiliate_networks.keys().collect(),
+                    Kind::Offers => self.offers.keys().collect(),
+                    Kind::LandingPages => self.landing_pages.keys().collect(),
+                    Kind::Campaigns => self.campaigns.keys().collect(),
+                };
+                deleted.extend(
+                    live.into_iter()
+                        .filter(|id| !kept.contains(id.as_str()))
+                        .map(|id| (kind, id.clone())),
+                );
+            } else {
+                deleted.extend(c.delete.of(kind).iter().map(|id| (kind, id.clone())));
+            }
+        }
+        let r = &mut self.retired;
+        for (kind, id) in &deleted {
+            match kind {
+                Kind::TrafficSources => {
+                    retire(r, *kind, &mut self.traffic_sources, id, |t| &t.name)
+                }
+                Kind::AffiliateNetworks => {
+                    retire(r, *kind, &mut self.affiliate_networks, id, |t| &t.name)
+                }
+                Kind::Offers => retire(r, *kind, &mut self.offers, id, |t| &t.name),
+                Kind::LandingPages => retire(r, *kind, &mut self.landing_pages, id, |t| &t.name),
+                Kind::Campaigns => retire(r, *kind, &mut self.campaigns, id, |t| &t.name),
+            }
+        }
+        if !self.retired.is_empty() {
+            for kind in Kind::ALL {
+                for id in put_ids(kind) {
+                    self.retired.remove(&format!("{kind}/{id}"));
+                }
+            }
+        }
+        self.traffic_sources
+            .extend(p.traffic_sources.iter().map(|t| (t.id.clone(), t.clone())));
+        self.affiliate_networks.extend(
+            p.affiliate_networks
+                .iter()
+                .map(|t| (t.id.clone(), t.clone())),
+        );
+        for o in &p.offers {
+            let history = self.payouts.entry(o.id.clone()).or_default();
+            if history.last().is_none_or(|h| h.payout != o.payout) {
+                history.push(PayoutSince {
+                    since_ms: c.ts_ms,
+                    payout: o.payout,
+                });
+            }
+        }
+        self.offers
+            .extend(p.offers.iter().map(|t| (t.id.clone(), t.clone())));
+        self.landing_pages
+            .extend(p.landing_pages.iter().map(|t| (t.id.clone(), t.clone())));
+        self.campaigns
+            .extend(p.campaigns.iter().map(|t| (t.id.clone(), t.clone())));
+        self.version = c.version;
+        self.ts_ms = c.ts_ms;
+    }
+
+    /// What still refers to `kind`/`id`, as `kind/id (field)`, if anything does.
+    pub fn referrer(&self, kind: Kind, id: &str) -> Option<String> {
+        let paths_use = |paths: &[crate::file::PathConfig], kind: Kind| {
+            paths.iter().enumerate().find_map(|(i, p)| match kind {
+                Kind::LandingPages if p.landing_page.as_deref() == Some(id) => {
+                    Some(format!("[{i}].landing_page"))
+                }
+                Kind::Offers => p
+                    .offers
+                    .iter()
+                    .position(|o| o.offer == id)
+                    .map(|j| format!("[{i}].offers[{j}].offer")),
+                _ => None,
+            })
+        };
+        match kind {
+            Kind::Campaigns => None,
+            Kind::TrafficSources => self
+                .campaigns
+                .values()
+                .find(|c| c.traffic_source == id)
+                .map(|c| format!("campaigns/{} (traffic_source)", c.id)),
+            Kind::AffiliateNetworks => self
+                .offers
+                .values()
+                .find(|o| o.network.as_deref() == Some(id))
+                .map(|o| format!("offers/{} (network)", o.id)),
+            Kind::Offers | Kind::LandingPages => self.campaigns.values().find_map(|c| {
+                paths_use(&c.paths, kind)
+                    .map(|f| format!("campaigns/{} (paths{f})", c.id))
+                    .or_else(|| {
+                        c.rules.iter().enumerate().find_map(|(r, rule)| {
+                            paths_use(&rule.paths, kind)
+                                .map(|f| format!("campaigns/{} (rules[{r}].paths{f})", c.id))
+                        })
+                    })
+            }),
+        }
+    }
+
+    /// Checks `change` against this state and returns the commit that makes it the next
+    /// version: deleting something absent, or still referred to, is refused, and so is a
+    /// change that leaves a catalog [`Catalog::compile`] refuses (the error names the object
+    /// by kind and id, and its field).
+    pub fn prepare(&self, change: Change, by: &str, ts_ms: u64) -> Result<Commit, CatalogError> {
+        let commit = Commit {
+            version: self.version + 1,
+            ts_ms,
+            by: by.to_owned(),
+            replace: change.replace,
+            put: change.put,
+            delete: change.delete,
+        };
+        let mut next = self.clone();
+        if !commit.replace {
+            for kind in Kind::ALL {
+                for id in commit.delete.of(kind) {
+                    if !self.contains(kind, id) {
+                        return Err(CatalogError::NotFound {
+                            kind,
+                            id: id.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        next.apply(&commit);
+        // Deleting what the new catalog still uses is a conflict, not an invalid object.
+        for kind in Kind::ALL {
+            for id in commit.delete.of(kind) {
+                if !next.contains(kind, id)
+                    && let Some(by) = next.referrer(kind, id)
+                {
+                    return Err(CatalogError::Referenced {
+                        kind,
+                        id: id.clone(),
+                        by,
+                    });
+                }
+            }
+        }
+        let sections = next.sections();
+        Catalog::compile(&sections)
+            .map_err(|e| CatalogError::Invalid(name_object(e, &sections)))?;
+        Ok(commit)
+    }
+}
+
+/// Applies `c` to a catalog held as sections (objects put replace those with their id).
+fn apply_to_sections(s: &mut Sections, c: Commit) {
+    if c.replace {
+        *s = c.put;
+        return;
+    }
+    fn merge<T>(items: &mut Vec<T>, put: Vec<T>, deleted: &[String], id: impl Fn(&T) -> &str) {
+        if put.is_empty() && deleted.is_empty() {
+            return;
+        }
+        {
+            let gone: std::collections::HashSet<&str> = deleted
+                .iter()
+                .map(String::as_str)
+                .chain(put.iter().map(&id))
+                .collect();
+            items.retain(|t| !gone.contains(id(t)));
+        }
+        items.extend(put);
+    }
+    let (p, d) = (c.put, &c.delete);
+    merge(
+        &mut s.traffic_sources,
+        p.traffic_sources,
+        &d.traffic_sources,
+        |t| &t.id,
+    );
+    merge(
+        &mut s.affiliate_networks,
+        p.affiliate_networks,
+        &d.affiliate_networks,
+        |t| &t.id,
+    );
+    merge(&mut s.offers, p.offers, &d.offers, |t| &t.id);
+    merge(
+        &mut s.landing_pages,
+        p.landing_pages,
+        &d.landing_pages,
+        |t| &t.id,
+    );
+    merge(&mut s.campaigns, p.campaigns, &d.campaigns, |t| &t.id);
+}
+
+/// Rewrites a compile error's `campaigns[12].paths[0]…` as `campaigns/ID: paths[0]…`: the
+/// sections' order is the store's (by id), not one the user knows.
+fn name_object(e: ConfigError, s: &Sections) -> ConfigError {
+    let ConfigError::Invalid { key, msg } = e else {
+        return e;
+    };
+    let Some((head, rest)) = key.split_once(']') else {
+        return ConfigError::Invalid { key, msg };
+    };
+    let Some((section, index)) = head.split_once('[') else {
+        return ConfigError::Invalid { key, msg };
+    };
+    let Ok(i) = index.parse::<usize>() else {
+        return ConfigError::Invalid { key, msg };
+    };
+    let id = match section {
+        "traffic_sources" => s.traffic_sources.get(i).map(|t| &t.id),
+        "affiliate_networks" => s.affiliate_networks.get(i).map(|t| &t.id),
+        "offers" => s.offers.get(i).map(|t| &t.id),
+        "landing_pages" => s.landing_pages.get(i).map(|t| &t.id),
+        "campaigns" => s.campaigns.get(i).map(|t| &t.id),
+        _ => None,
+    };
+    let key = match id {
+        Some(id) => format!(
+            "{section}/{id}{}{}",
+            if rest.is_empty() { "" } else { ": " },
+            rest.trim_start_matches('.')
+        ),
+        None => key,
+    };
+    ConfigError::Invalid { key, msg }
+}
+
+fn log_path(version: u64) -> ObjectPath {
+    ObjectPath::from(format!("{LOG}/{version:020}.json"))
+}
+
+fn checkpoint_path(version: u64) -> ObjectPath {
+    ObjectPath::from(format!("{CHECKPOINTS}/{version:020}.json"))
+}
+
+/// The catalog in one store.
+#[derive(Clone)]
+pub struct CatalogStore {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl std::fmt::Debug for CatalogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CatalogStore({})", self.store)
+    }
+}
+
+impl CatalogStore {
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        CatalogStore { store }
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &ObjectPath,
+    ) -> Result<Option<T>, CatalogError> {
+        let bytes = match self.store.get(path).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| CatalogError::Damaged {
+                path: path.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The newest checkpoint, if any.
+    pub async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, CatalogError> {
+        let hint: Option<LastCheckpoint> =
+            self.get_json(&ObjectPath::from(LAST_CHECKPOINT)).await?;
+        if let Some(h) = hint
+            && let Some(cp) = self
+                .get_json::<Checkpoint>(&checkpoint_path(h.version))
+                .await?
+        {
+            return Ok(Some(cp));
+        }
+        let prefix = ObjectPath::from(CHECKPOINTS);
+        let newest = self
+            .store
+            .list(Some(&prefix))
+            .try_filter_map(|m| async move {
+                Ok(m.location
+                    .filename()
+                    .and_then(|f| f.strip_suffix(".json"))
+                    .and_then(|v| v.parse::<u64>().ok()))
+            })
+            .try_fold(
+                None,
+                |max: Option<u64>, v| async move { Ok(max.max(Some(v))) },
+            )
+            .await?;
+        match newest {
+            Some(v) => self.get_json(&checkpoint_path(v)).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Commit `version`, when it has been written.
+    pub async fn commit_at(&self, version: u64) -> Result<Option<Commit>, CatalogError> {
+        let path = log_path(version);
+        let c: Option<Commit> = self.get_json(&path).await?;
+        match c {
+            Some(c) if c.version != version => Err(CatalogError::Damaged {
+                path: path.to_string(),
+                reason: format!("holds version {}", c.version),
+            }),
+            other => Ok(other),
+        }
+    }
+
+    /// The newest version: the newest checkpoint and every commit after it.
+    pub async fn load(&self) -> Result<State, CatalogError> {
+        let mut state = self
+            .latest_checkpoint()
+            .await?
+            .map(State::from_checkpoint)
+            .unwrap_or_default();
+        self.catch_up(&mut state).await?;
+        Ok(state)
+    }
+
+    /// The newest version as a config file's sections, for a reader that compiles it and
+    /// lets it go (an edge starting): no per-id maps are built, and the checkpoint's objects
+    /// are moved, not copied. Returns the version with them.
+    pub async fn load_sections(&self) -> Result<(u64, Sections), CatalogError> {
+        let (mut version, mut sections) = self
+            .latest_checkpoint()
+            .await?
+            .map_or((0, Sections::default()), |c| (c.version, c.catalog));
+        while let Some(c) = self.commit_at(version + 1).await? {
+            apply_to_sections(&mut sections, c);
+            version += 1;
+        }
+        Ok((version, sections))
+    }
+
+    /// Applies every commit after `state`'s version; returns them.
+    pub async fn catch_up(&self, state: &mut State) -> Result<Vec<Commit>, CatalogError> {
+        let mut applied = Vec::new();
+        while let Some(c) = self.commit_at(state.version + 1).await? {
+            state.apply(&c);
+            applied.push(c);
+        }
+        Ok(applied)
+    }
+
+    /// Writes `commit` as the next version after `state`, which it then applies; a
+    /// checkpoint follows every [`CHECKPOINT_EVERY`]th version (best effort: a failed one is
+    /// written again by the next). Fails with [`CatalogError::Conflict`] when another writer
+    /// took the version first.
+    pub async fn write(&self, state: &mut State, commit: Commit) -> Result<(), CatalogError> {
+        debug_assert_eq!(commit.version, state.version + 1);
+        let body = serde_json::to_vec(&commit).expect("a commit serializes");
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&log_path(commit.version), PutPayload::from(body), opts)
+            .await
+        {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                return Err(CatalogError::Conflict {
+                    version: commit.version,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        state.apply(&commit);
+        if (commit.replace || state.version.is_multiple_of(CHECKPOINT_EVERY))
+            && let Err(e) = self.write_checkpoint(state).await
+        {
+            tracing::warn!(
+                "catalog checkpoint of version {} not written: {e}",
+                state.version
+            );
+        }
+        Ok(())
+    }
+
+    /// Prepares `change` against the newest version and writes it, reading again and
+    /// retrying when another writer got there first.
+    pub async fn change(
+        &self,
+        state: &mut State,
+        change: Change,
+        by: &str,
+    ) -> Result<u64, CatalogError> {
+        loop {
+            self.catch_up(state).await?;
+            let commit = state.prepare(change.clone(), by, now_ms())?;
+            match self.write(state, commit).await {
+                Err(CatalogError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(state.version),
+            }
+        }
+    }
+
+    /// Writes the checkpoint of `state` and points `_last_checkpoint` at it.
+    pub async fn write_checkpoint(&self, state: &State) -> Result<(), CatalogError> {
+        let body = serde_json::to_vec(&state.checkpoint()).expect("a checkpoint serializes");
+        self.store
+            .put(&checkpoint_path(state.version), PutPayload::from(body))
+            .await?;
+        let hint = serde_json::to_vec(&LastCheckpoint {
+            version: state.version,
+        })
+        .expect("serializes");
+        self.store
+            .put(&ObjectPath::from(LAST_CHECKPOINT), PutPayload::from(hint))
+            .await?;
+        Ok(())
+    }
+}
+
+fn now_ms() -> u64 {
+    sink::model::id::unix_ms(std::time::SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests;

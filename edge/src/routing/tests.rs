@@ -1,0 +1,310 @@
+use catalog::model::Network;
+use sink::model::event::{NetworkPolicy, Pixels};
+
+use super::*;
+use crate::config::DEMO_CONFIG;
+
+fn compile(text: &str) -> Result<Routing, String> {
+    let cfg = ConfigFile::parse(text).map_err(|e| e.to_string())?;
+    Routing::compile(&cfg).map_err(|e| e.to_string())
+}
+
+/// The catalog crate's fixture: a network with a postback token, two offers, one campaign.
+const BASE: &str = include_str!("../../../catalog/src/compile/base.toml");
+
+#[test]
+fn demo_compiles_without_warnings() {
+    let t = compile(DEMO_CONFIG).unwrap();
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    let c = t.campaign(b"5aaea5a02d38914cfd2ad8c1").unwrap();
+    assert_eq!(c.cost_micros, 50_000);
+    assert_eq!(c.paths.items()[0].offers.items().len(), 2);
+    assert!(t.campaign(b"nope").is_none());
+}
+#[test]
+fn postback_tokens() {
+    let t = compile(BASE).unwrap();
+    let who = |r: Result<(Auth, Option<&Network>), TokenError>| {
+        r.map(|(auth, n)| (auth, n.map(|n| n.id.to_string())))
+    };
+    let net = || Some("net".to_owned());
+    assert_eq!(
+        who(t.check_postback_token(None, Some(b"s3cret"))),
+        Ok((Auth::Token, net()))
+    );
+    assert_eq!(
+        who(t.check_postback_token(None, Some(b"nope"))),
+        Err(TokenError::BadToken)
+    );
+    // Every network requires a token: one without cannot count anywhere.
+    assert_eq!(
+        who(t.check_postback_token(None, None)),
+        Err(TokenError::BadToken)
+    );
+    assert_eq!(
+        who(t.check_postback_token(Some(b"net"), Some(b"s3cret"))),
+        Ok((Auth::Token, net()))
+    );
+    assert_eq!(
+        who(t.check_postback_token(Some(b"net"), Some(b"s3cre"))),
+        Err(TokenError::BadToken)
+    );
+    assert_eq!(
+        who(t.check_postback_token(Some(b"zz"), Some(b"s3cret"))),
+        Err(TokenError::UnknownNetwork)
+    );
+    let open = compile(&BASE.replace("postback_token = \"s3cret\"", "")).unwrap();
+    assert_eq!(
+        who(open.check_postback_token(None, None)),
+        Ok((Auth::Open, None))
+    );
+    assert_eq!(
+        who(open.check_postback_token(Some(b"net"), Some(b"anything"))),
+        Ok((Auth::Open, None))
+    );
+    assert_eq!(
+        who(open.check_postback_token(Some(b"zz"), None)),
+        Err(TokenError::UnknownNetwork)
+    );
+    // A second network without a token: postbacks naming it, or none, are accepted but
+    // prove nothing (they count only for clicks of networks without a token).
+    let mixed = compile(&BASE.replacen(
+        "[[offers]]",
+        "[[affiliate_networks]]\nid = \"free\"\n\n[[offers]]",
+        1,
+    ))
+    .unwrap();
+    assert_eq!(
+        who(mixed.check_postback_token(Some(b"free"), None)),
+        Ok((Auth::NoToken, None))
+    );
+    assert_eq!(
+        who(mixed.check_postback_token(None, None)),
+        Ok((Auth::NoToken, None))
+    );
+    assert_eq!(
+        who(mixed.check_postback_token(Some(b"free"), Some(b"s3cret"))),
+        Ok((Auth::NoToken, None))
+    );
+}
+
+#[test]
+fn network_policies_tokens_and_money_caps() {
+    let t = compile(BASE).unwrap();
+    assert_eq!(
+        t.networks[0].policy,
+        NetworkPolicy {
+            token: true,
+            pixels: Pixels::Off
+        }
+    );
+    let open = compile(&BASE.replace("postback_token = \"s3cret\"", "")).unwrap();
+    assert_eq!(open.networks[0].policy.pixels, Pixels::Payout);
+    let allowed = compile(&BASE.replace(
+        "postback_token = \"s3cret\"",
+        "postback_token = \"s3cret\"\npixels = \"default_payout\"",
+    ))
+    .unwrap();
+    assert_eq!(allowed.networks[0].policy.pixels, Pixels::DefaultPayout);
+    let err = |text: &str| compile(text).unwrap_err().to_string();
+    assert!(
+        err(&BASE.replace("postback_token = \"s3cret\"", "pixels = \"maybe\""))
+            .starts_with("affiliate_networks[0].pixels:")
+    );
+    let twice = BASE.replacen(
+        "[[offers]]",
+        "[[affiliate_networks]]\nid = \"net2\"\npostback_token = \"s3cret\"\n\n[[offers]]",
+        1,
+    );
+    assert!(err(&twice).starts_with("affiliate_networks[1].postback_token:"));
+    assert_eq!(t.max_cost_micros, 1_000_000_000);
+    assert_eq!(t.max_payout_micros, 100_000_000_000);
+    let priced = BASE.replace("network = \"net\"", "network = \"net\"\npayout = 2.0");
+    assert!(compile(&priced).is_ok());
+    assert!(err(&format!("[server]\nmax_payout = 1.5\n{priced}")).starts_with("offers[0].payout:"));
+    let costly = BASE.replace(
+        "traffic_source = \"ts\"",
+        "traffic_source = \"ts\"\ncost = 5.0",
+    );
+    assert!(compile(&costly).is_ok());
+    assert!(err(&format!("[server]\nmax_cost = 4\n{costly}")).starts_with("campaigns[0].cost:"));
+}
+
+/// A commit of the store's catalog, from TOML sections.
+fn commit(version: u64, put: &str, delete: &[(&str, &str)]) -> catalog::store::Commit {
+    let mut d = catalog::store::Deleted::default();
+    for (kind, id) in delete {
+        d.of_mut(catalog::store::Kind::parse(kind).unwrap())
+            .push((*id).to_owned());
+    }
+    catalog::store::Commit {
+        version,
+        ts_ms: 0,
+        by: "test".into(),
+        replace: false,
+        put: catalog::file::Sections::parse(put).unwrap(),
+        delete: d,
+    }
+}
+
+#[test]
+fn a_commit_compiles_only_what_it_names_and_shares_the_rest() {
+    let t = compile(BASE).unwrap();
+    let next = t
+        .apply(&commit(
+            2,
+            "[[campaigns]]\nid = \"new\"\ntraffic_source = \"ts\"\n[[campaigns.paths]]\noffers = [ { offer = \"o2\" } ]\n",
+            &[],
+        ))
+        .unwrap();
+    assert_eq!((next.version, next.campaigns.len()), (2, 2));
+    assert!(next.campaign(b"new").is_some() && next.campaign(b"camp").is_some());
+    assert!(
+        t.campaign(b"new").is_none(),
+        "the running routing is untouched"
+    );
+    // Shards the commit did not touch, and the other kinds, are the same memory.
+    let shared = t
+        .campaigns
+        .shards
+        .iter()
+        .zip(next.campaigns.shards.iter())
+        .filter(|(a, b)| Arc::ptr_eq(a, b))
+        .count();
+    assert_eq!(shared, SHARDS - 1);
+    assert!(Arc::ptr_eq(&t.offers.items, &next.offers.items));
+    assert!(Arc::ptr_eq(&t.params, &next.params));
+
+    // Replaced in place: the offer keeps its index, so the campaign sees the new URL.
+    let o1 = t.offers.index_of("o1").unwrap();
+    let next = next
+        .apply(&commit(
+            3,
+            "[[offers]]\nid = \"o1\"\nnetwork = \"net\"\nurl = \"https://new.example.com/?s={click_id}\"\n",
+            &[("campaigns", "new")],
+        ))
+        .unwrap();
+    assert_eq!(next.offers.index_of("o1"), Some(o1));
+    assert_eq!(
+        next.offers[o1 as usize].url.as_str(),
+        "https://new.example.com/?s={click_id}"
+    );
+    assert!(next.campaign(b"new").is_none());
+    assert_eq!(next.campaigns.len(), 1);
+}
+
+#[test]
+fn a_commit_that_breaks_a_rule_of_this_edge_is_refused_naming_the_object() {
+    let t = compile(&format!("[server]\nmax_payout = 10\nmax_cost = 1\n{BASE}")).unwrap();
+    let e = t
+        .apply(&commit(
+            2,
+            "[[offers]]\nid = \"o9\"\nurl = \"https://x.example/\"\npayout = 11\n",
+            &[],
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("offers/o9.payout:"), "{e}");
+    let e = t
+        .apply(&commit(
+            2,
+            "[[campaigns]]\nid = \"c9\"\ntraffic_source = \"nope\"\n[[campaigns.paths]]\noffers = [ { offer = \"o1\" } ]\n",
+            &[],
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("campaigns/c9.traffic_source:"), "{e}");
+    let e = t
+        .apply(&commit(
+            2,
+            "[[campaigns]]\nid = \"c9\"\ntraffic_source = \"ts\"\ncost = 2\n[[campaigns.paths]]\noffers = [ { offer = \"o1\" } ]\n",
+            &[],
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("campaigns/c9.cost:"), "{e}");
+    // A token another network holds.
+    let e = t
+        .apply(&commit(
+            2,
+            "[[affiliate_networks]]\nid = \"n2\"\npostback_token = \"s3cret\"\n",
+            &[],
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("affiliate_networks/n2.postback_token:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn networks_and_tokens_follow_commits() {
+    let t = compile(BASE).unwrap();
+    assert!(t.any_postback_token());
+    // The network's token removed: postbacks are open; the network deleted: unknown.
+    let open = t
+        .apply(&commit(2, "[[affiliate_networks]]\nid = \"net\"\n", &[]))
+        .unwrap();
+    assert!(!open.any_postback_token());
+    assert_eq!(
+        open.check_postback_token(None, Some(b"s3cret"))
+            .map(|(a, _)| a),
+        Ok(Auth::Open)
+    );
+    let gone = open
+        .apply(&commit(
+            3,
+            "[[offers]]\nid = \"o1\"\nurl = \"https://a.example.com/?s={click_id}\"\n",
+            &[("affiliate_networks", "net")],
+        ))
+        .unwrap();
+    assert_eq!(
+        gone.check_postback_token(Some(b"net"), None)
+            .map(|(a, _)| a),
+        Err(TokenError::UnknownNetwork)
+    );
+}
+
+#[test]
+fn an_offer_that_asks_more_of_the_visitor_updates_its_campaigns_needs() {
+    let t = compile(BASE).unwrap();
+    assert!(!t.campaign(b"camp").unwrap().needs.country);
+    let next = t
+        .apply(&commit(
+            2,
+            "[[offers]]\nid = \"o2\"\nurl = \"https://b.example.com/?s={click_id}&c={country}\"\n",
+            &[],
+        ))
+        .unwrap();
+    assert!(next.campaign(b"camp").unwrap().needs.country);
+    assert!(!t.campaign(b"camp").unwrap().needs.country);
+}
+
+#[test]
+fn a_replacing_commit_rebuilds_everything_and_keeps_the_fallback() {
+    let t = compile(&format!(
+        "[server]\nfallback_url = \"https://home.example/?z={{source}}\"\n{BASE}"
+    ))
+    .unwrap();
+    let mut c = commit(
+        2,
+        "[[traffic_sources]]\nid = \"t2\"\nparams = { other = \"o\", source = \"s\" }\n[[offers]]\nid = \"x\"\nurl = \"https://x.example/?o={other}\"\n[[campaigns]]\nid = \"only\"\ntraffic_source = \"t2\"\n[[campaigns.paths]]\noffers = [ { offer = \"x\" } ]\n",
+        &[],
+    );
+    c.replace = true;
+    let next = t.apply(&c).unwrap();
+    assert_eq!((next.campaigns.len(), next.offers.len()), (1, 1));
+    assert!(next.campaign(b"camp").is_none());
+    let fallback = next.fallback.as_ref().unwrap();
+    assert_eq!(fallback.as_str(), "https://home.example/?z={source}");
+    // Its token names the new parameter table's `source`.
+    let source = fallback
+        .tokens()
+        .find_map(|t| match t {
+            catalog::template::Token::Param(p) => Some(p),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(next.params.name(source), "source");
+}

@@ -1,0 +1,343 @@
+use std::path::PathBuf;
+
+use super::*;
+use crate::storage::columns::tests::{postback, visit};
+use crate::storage::writer::{WalConfig, WalWriter};
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// A path (not yet created) in a fresh temporary directory, removed when the guard drops.
+fn tmp(tag: &str) -> (tempfile::TempDir, PathBuf) {
+    let guard = tempfile::tempdir().unwrap();
+    let path = guard.path().join(tag);
+    (guard, path)
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Rows of the Parquet object at `path`.
+fn rows(store: &dyn ObjectStore, path: &str) -> usize {
+    let bytes =
+        block_on(async { store.get(&ObjectPath::from(path)).await?.bytes().await }).unwrap();
+    ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum()
+}
+
+/// Object names under `prefix` (one level).
+fn objects(store: &dyn ObjectStore, prefix: &str) -> Vec<String> {
+    let list = block_on(store.list_with_delimiter(Some(&ObjectPath::from(prefix)))).unwrap();
+    list.objects
+        .into_iter()
+        .map(|o| o.location.to_string())
+        .collect()
+}
+
+/// The one object under `prefix` (segment numbers start from the clock, so tests look names up).
+fn only(store: &dyn ObjectStore, prefix: &str) -> String {
+    let found = objects(store, prefix);
+    assert_eq!(found.len(), 1, "{prefix}: {found:?}");
+    found.into_iter().next().unwrap()
+}
+
+/// The edge's wiring in small: a WAL writer on `dir` whose sealed segments go to an
+/// uploader into an in-memory store.
+fn pipeline(
+    dir: &std::path::Path,
+    queue: usize,
+) -> (
+    crate::storage::queue::EventSender,
+    WalWriter,
+    Uploader,
+    Arc<dyn ObjectStore>,
+) {
+    let (tx, rx) = crate::storage::queue::queue(queue, u64::MAX);
+    let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded();
+    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.to_owned()), Some(sealed_tx)).unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let up = Uploader::spawn(
+        Target::remote(Arc::clone(&store)),
+        w.backlog.clone(),
+        sealed_rx,
+        Arc::clone(&w.stats),
+        Visitors::default(),
+    )
+    .unwrap();
+    (tx, w, up, store)
+}
+
+// 2026-11-27T07:59:59.000Z and an hour later.
+const H7: u64 = 1_795_766_399_000;
+const H8: u64 = H7 + 3_600_000;
+
+#[test]
+fn a_segment_becomes_partitioned_parquet_and_is_deleted() {
+    let (_tmp, dir) = tmp("seg");
+    let (tx, w, up, store) = pipeline(&dir, 1000);
+    for n in 0..30 {
+        tx.try_send(visit(H7 + u64::from(n), n)).unwrap();
+        tx.try_send(visit(H8 + u64::from(n), 100 + n)).unwrap();
+    }
+    for n in 0..5 {
+        tx.try_send(postback(H8, n, Some(1_000_000))).unwrap();
+    }
+    drop(tx);
+    assert_eq!(up.stats.running.load(Ordering::Relaxed), 1);
+    let up_stats = Arc::clone(&up.stats);
+    let wal_stats = w.join();
+    assert_eq!(up.join(), 0, "nothing left");
+    assert_eq!(
+        up_stats.running.load(Ordering::Relaxed),
+        0,
+        "the thread has ended"
+    );
+    assert_eq!(
+        rows(
+            store.as_ref(),
+            &only(store.as_ref(), "visits/dt=2026-11-27/hour=07")
+        ),
+        30
+    );
+    assert_eq!(
+        rows(
+            store.as_ref(),
+            &only(store.as_ref(), "visits/dt=2026-11-27/hour=08")
+        ),
+        30
+    );
+    assert_eq!(
+        rows(
+            store.as_ref(),
+            &only(store.as_ref(), "conversions/dt=2026-11-27/hour=08")
+        ),
+        5
+    );
+    assert!(objects(store.as_ref(), "conversions/dt=2026-11-27/hour=07").is_empty());
+    assert!(
+        crate::storage::wal::list_segments(&dir).unwrap().is_empty(),
+        "uploaded segments are deleted"
+    );
+    assert_eq!(wal_stats.disk_bytes.load(Ordering::Relaxed), 0);
+}
+
+/// Logs `events` through a writer of its own into `dir`, and answers the first segment.
+fn logged(dir: &std::path::Path, events: impl IntoIterator<Item = Event>) -> (u64, PathBuf) {
+    let (tx, rx) = crate::storage::queue::queue(1000, u64::MAX);
+    let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.to_owned()), None).unwrap();
+    for e in events {
+        tx.try_send(e).unwrap();
+    }
+    drop(tx);
+    w.join();
+    crate::storage::wal::list_segments(dir).unwrap().remove(0)
+}
+
+#[test]
+fn uploading_a_segment_again_overwrites_instead_of_duplicating() {
+    let (_tmp, dir) = tmp("again");
+    let (seq, path) = logged(&dir, (0..10).map(|n| visit(H7, n)));
+    let seg = Sealed {
+        seq,
+        path,
+        synced: None,
+    };
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let target = Target::remote(Arc::clone(&store));
+    let stats = UploadStats::default();
+    block_on(upload_segment(&target, &seg, &stats, &Visitors::default())).unwrap();
+    block_on(upload_segment(&target, &seg, &stats, &Visitors::default())).unwrap();
+    let names = objects(store.as_ref(), "visits/dt=2026-11-27/hour=07");
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert_eq!(rows(store.as_ref(), &names[0]), 10);
+}
+
+#[test]
+fn segments_left_by_an_earlier_run_are_uploaded_at_start() {
+    let (_tmp, dir) = tmp("backlog");
+    logged(&dir, (0..7).map(|n| postback(H7, n, None)));
+    // A new run: the old segment is the backlog.
+    let (_tx, w, up, store) = pipeline(&dir, 1);
+    assert_eq!(w.backlog.len(), 1);
+    drop(_tx);
+    w.join();
+    assert_eq!(up.join(), 0);
+    assert_eq!(
+        rows(
+            store.as_ref(),
+            &only(store.as_ref(), "conversions/dt=2026-11-27/hour=07")
+        ),
+        7
+    );
+}
+
+#[test]
+fn large_objects_go_up_in_parts() {
+    let store = InMemory::new();
+    let path = ObjectPath::from("visits/dt=2026-11-27/hour=07/1-9.parquet");
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    block_on(put_object(&store, &path, bytes.clone(), 10_000)).unwrap();
+    let back = block_on(async { store.get(&path).await?.bytes().await }).unwrap();
+    assert_eq!(back.as_ref(), bytes.as_slice());
+    block_on(put_object(&store, &path, b"small".to_vec(), 10_000)).unwrap();
+    let back = block_on(async { store.get(&path).await?.bytes().await }).unwrap();
+    assert_eq!(back.as_ref(), b"small");
+}
+
+#[test]
+fn a_foreign_file_is_set_aside_and_does_not_block_the_queue() {
+    let (_tmp, dir) = tmp("foreign");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(crate::storage::wal::segment_name(1)),
+        b"not a wal segment",
+    )
+    .unwrap();
+    let (tx, w, up, store) = pipeline(&dir, 10);
+    tx.try_send(visit(H7, 1)).unwrap();
+    drop(tx);
+    w.join();
+    let stats = Arc::clone(&up.stats);
+    assert_eq!(up.join(), 0);
+    assert_eq!(
+        rows(
+            store.as_ref(),
+            &only(store.as_ref(), "visits/dt=2026-11-27/hour=07")
+        ),
+        1
+    );
+    assert_eq!(stats.bad_segments.load(Ordering::Relaxed), 1);
+    assert!(
+        dir.join(format!("{}.corrupt", crate::storage::wal::segment_name(1)))
+            .exists()
+    );
+}
+
+#[test]
+fn a_damaged_segment_uploads_what_it_can_and_is_kept_for_inspection() {
+    let (_tmp, dir) = tmp("damaged");
+    let (_, path) = logged(&dir, (0..100).map(|n| postback(H7, n, Some(1_000_000))));
+    let mut data = std::fs::read(&path).unwrap();
+    let third = data.len() / 3;
+    data[third] ^= 0x10;
+    std::fs::write(&path, &data).unwrap();
+    let (tx, w, up, store) = pipeline(&dir, 10);
+    drop(tx);
+    w.join();
+    let stats = Arc::clone(&up.stats);
+    assert_eq!(up.join(), 0);
+    let stored = rows(
+        store.as_ref(),
+        &only(store.as_ref(), "conversions/dt=2026-11-27/hour=07"),
+    );
+    assert_eq!(stored, 99, "only the damaged record is lost");
+    assert_eq!(stats.damaged_segments.load(Ordering::Relaxed), 1);
+    assert!(stats.damaged_bytes.load(Ordering::Relaxed) > 0);
+    let kept = dir
+        .join(crate::storage::wal::DAMAGED_DIR)
+        .join(path.file_name().unwrap());
+    assert_eq!(
+        std::fs::read(&kept).unwrap(),
+        data,
+        "its bytes are kept as they were"
+    );
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_local_store_is_synced_before_a_segment_is_deleted() {
+    let (_tmp, dir) = tmp("local");
+    let lake = dir.join("lake");
+    let target = Target::open(&format!("file://{}", lake.display())).unwrap();
+    let path = ObjectPath::from("visits/dt=2026-11-27/hour=07/1-1.parquet");
+    block_on(put_object(target.store.as_ref(), &path, b"x".to_vec(), 100)).unwrap();
+    target.sync(&path).unwrap();
+    // A file that is not there is an error, not a silent success.
+    assert!(
+        target
+            .sync(&ObjectPath::from("visits/nope.parquet"))
+            .is_err()
+    );
+    assert!(Target::remote(target.store.clone()).sync(&path).is_ok());
+}
+
+#[test]
+fn an_unreadable_segment_is_set_aside_and_does_not_hold_up_the_others() {
+    let (_tmp, dir) = tmp("unreadable");
+    // A "segment" that cannot be read: a directory by a segment's name.
+    std::fs::create_dir_all(dir.join(crate::storage::wal::segment_name(1))).unwrap();
+    let (tx, w, up, store) = pipeline(&dir, 10);
+    tx.try_send(visit(H7, 1)).unwrap();
+    drop(tx);
+    w.join();
+    let stats = Arc::clone(&up.stats);
+    assert_eq!(up.join(), 0);
+    assert_eq!(
+        rows(
+            store.as_ref(),
+            &only(store.as_ref(), "visits/dt=2026-11-27/hour=07")
+        ),
+        1
+    );
+    assert_eq!(stats.damaged_segments.load(Ordering::Relaxed), 1);
+    assert!(
+        dir.join(crate::storage::wal::DAMAGED_DIR)
+            .join(crate::storage::wal::segment_name(1))
+            .exists()
+    );
+}
+
+#[test]
+fn a_short_tail_in_a_segment_this_run_synced_is_damage_not_a_torn_write() {
+    let (_tmp, dir) = tmp("short");
+    let (seq, path) = logged(&dir, (0..10).map(|n| postback(H7, n, Some(1))));
+    let synced = std::fs::metadata(&path).unwrap().len();
+    // The disk lost the end of what was synced.
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(synced - 10)
+        .unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let stats = UploadStats::default();
+    let seg = Sealed {
+        seq,
+        path: path.clone(),
+        synced: Some(synced),
+    };
+    let damaged = block_on(upload_segment(
+        &Target::remote(Arc::clone(&store)),
+        &seg,
+        &stats,
+        &Visitors::default(),
+    ))
+    .unwrap();
+    assert!(damaged, "a short tail of a synced segment is damage");
+    assert_eq!(stats.torn_bytes.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        rows(
+            store.as_ref(),
+            &only(store.as_ref(), "conversions/dt=2026-11-27/hour=07")
+        ),
+        9
+    );
+    // Found at start-up instead (no synced length known), it is a torn tail.
+    let seg = Sealed {
+        synced: None,
+        ..seg
+    };
+    let stats = UploadStats::default();
+    let target = Target::remote(Arc::new(InMemory::new()));
+    assert!(!block_on(upload_segment(&target, &seg, &stats, &Visitors::default())).unwrap());
+    assert!(stats.torn_bytes.load(Ordering::Relaxed) > 0);
+}
