@@ -8,6 +8,7 @@ use crate::file::{
     CampaignConfig, File, LandingPageConfig, NetworkConfig, OfferConfig, PathConfig, RuleConfig,
     TrafficSourceConfig,
 };
+use crate::key::Key;
 use crate::model::{
     Campaign, Device, LandingPage, Needs, Network, Offer, Path, Rule, TrafficSource, Weighted,
 };
@@ -18,10 +19,10 @@ use crate::{Catalog, ConfigError};
 /// Longest id: ids go into URLs, cookie names and click state.
 const MAX_ID: usize = 128;
 
-fn check_id(id: &str, key: &str) -> Result<(), ConfigError> {
+fn check_id(id: &str, key: impl std::fmt::Display) -> Result<(), ConfigError> {
     if id.len() > MAX_ID {
         return Err(ConfigError::invalid(
-            key,
+            key.to_string(),
             format!("an id is at most {MAX_ID} characters"),
         ));
     }
@@ -31,7 +32,7 @@ fn check_id(id: &str, key: &str) -> Result<(), ConfigError> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'~'))
     {
         return Err(ConfigError::invalid(
-            key,
+            key.to_string(),
             format!("{id:?} is not an id (letters, digits, '-', '_', '.', '~')"),
         ));
     }
@@ -66,36 +67,42 @@ pub trait Resolve {
     fn landing_page_needs(&self, i: u32) -> Needs;
 }
 
-fn resolved(found: Option<u32>, id: &str, key: &str, what: &str) -> Result<u32, ConfigError> {
-    found.ok_or_else(|| ConfigError::invalid(key, format!("no {what} with id {id:?}")))
+fn resolved(
+    found: Option<u32>,
+    id: &str,
+    key: impl std::fmt::Display,
+    what: &str,
+) -> Result<u32, ConfigError> {
+    found.ok_or_else(|| ConfigError::invalid(key.to_string(), format!("no {what} with id {id:?}")))
 }
 
 /// Compiles one campaign; `key` names it in errors (`campaigns[3]`, `campaigns/ID`).
 pub fn campaign(
-    key: &str,
+    key: &Key<'_>,
     c: &CampaignConfig,
     ids: &impl Resolve,
 ) -> Result<Campaign, ConfigError> {
-    check_id(&c.id, &format!("{key}.id"))?;
+    check_id(&c.id, key.field("id"))?;
     let mut paths_seen = 0;
     let source = resolved(
         ids.source(&c.traffic_source),
         &c.traffic_source,
-        &format!("{key}.traffic_source"),
+        key.field("traffic_source"),
         "traffic source",
     )?;
-    let paths = compile_paths(&c.paths, &format!("{key}.paths"), ids, &mut paths_seen)?;
+    let paths = compile_paths(&c.paths, &key.field("paths"), ids, &mut paths_seen)?;
+    let rules_key = key.field("rules");
     let rules = c
         .rules
         .iter()
         .enumerate()
-        .map(|(j, r)| compile_rule(r, &format!("{key}.rules[{j}]"), ids, &mut paths_seen))
+        .map(|(j, r)| compile_rule(r, &rules_key.index(j), ids, &mut paths_seen))
         .collect::<Result<_, _>>()?;
     let mut campaign = Campaign {
         id: c.id.as_str().into(),
         name: c.name.as_str().into(),
         source,
-        cost_micros: micros(c.cost, &format!("{key}.cost"))?,
+        cost_micros: micros(c.cost, key.field("cost"))?,
         paths,
         rules,
         needs: Needs::default(),
@@ -126,13 +133,13 @@ pub fn campaign_needs(c: &Campaign, ids: &impl Resolve) -> Needs {
 
 fn compile_paths(
     cfg: &[PathConfig],
-    key: &str,
+    key: &Key<'_>,
     ids: &impl Resolve,
     paths_seen: &mut u16,
 ) -> Result<Weighted<Path>, ConfigError> {
     let mut paths = Vec::with_capacity(cfg.len());
     for (i, p) in cfg.iter().enumerate() {
-        let pkey = format!("{key}[{i}]");
+        let pkey = key.index(i);
         let landing_page = p
             .landing_page
             .as_deref()
@@ -140,24 +147,23 @@ fn compile_paths(
                 resolved(
                     ids.landing_page(lp),
                     lp,
-                    &format!("{pkey}.landing_page"),
+                    pkey.field("landing_page"),
                     "landing page",
                 )
             })
             .transpose()?;
+        let okeys = pkey.field("offers");
         let mut offers = Vec::with_capacity(p.offers.len());
         for (j, o) in p.offers.iter().enumerate() {
-            let okey = format!("{pkey}.offers[{j}].offer");
-            offers.push((
-                resolved(ids.offer(&o.offer), &o.offer, &okey, "offer")?,
-                o.weight,
-            ));
+            let okey = okeys.index(j);
+            let found = resolved(ids.offer(&o.offer), &o.offer, okey.field("offer"), "offer")?;
+            offers.push((found, o.weight));
         }
-        let offers = Weighted::new(offers, &format!("{pkey}.offers"))?;
+        let offers = Weighted::new(offers, okeys)?;
         let index = *paths_seen;
-        *paths_seen = index
-            .checked_add(1)
-            .ok_or_else(|| ConfigError::invalid(&pkey, "a campaign has at most 65535 paths"))?;
+        *paths_seen = index.checked_add(1).ok_or_else(|| {
+            ConfigError::invalid(pkey.to_string(), "a campaign has at most 65535 paths")
+        })?;
         paths.push((
             Path {
                 index,
@@ -172,7 +178,7 @@ fn compile_paths(
 
 fn compile_rule(
     r: &RuleConfig,
-    key: &str,
+    key: &Key<'_>,
     ids: &impl Resolve,
     paths_seen: &mut u16,
 ) -> Result<Rule, ConfigError> {
@@ -231,7 +237,7 @@ fn compile_rule(
         browsers: strings(&r.browsers),
         languages,
         bot: r.bot,
-        paths: compile_paths(&r.paths, &format!("{key}.paths"), ids, paths_seen)?,
+        paths: compile_paths(&r.paths, &key.field("paths"), ids, paths_seen)?,
     })
 }
 
@@ -241,7 +247,7 @@ pub fn source(
     s: &TrafficSourceConfig,
     names: &mut ParamNames,
 ) -> Result<TrafficSource, ConfigError> {
-    check_id(&s.id, &format!("{key}.id"))?;
+    check_id(&s.id, format_args!("{key}.id"))?;
     let mut params = Vec::with_capacity(s.params.len());
     for (name, query_key) in &s.params {
         let key = format!("{key}.params.{name}");
@@ -293,7 +299,7 @@ pub fn network<'a>(
     n: &NetworkConfig,
     others: impl IntoIterator<Item = &'a Network>,
 ) -> Result<Network, ConfigError> {
-    check_id(&n.id, &format!("{key}.id"))?;
+    check_id(&n.id, format_args!("{key}.id"))?;
     let token = n.postback_token.as_bytes();
     if let Some(other) = others
         .into_iter()
@@ -335,7 +341,7 @@ pub fn offer(
     ids: &impl Resolve,
     names: &mut ParamNames,
 ) -> Result<Offer, ConfigError> {
-    check_id(&o.id, &format!("{key}.id"))?;
+    check_id(&o.id, format_args!("{key}.id"))?;
     let network = o
         .network
         .as_deref()
@@ -343,7 +349,7 @@ pub fn offer(
             resolved(
                 ids.network(n),
                 n,
-                &format!("{key}.network"),
+                format_args!("{key}.network"),
                 "affiliate network",
             )
         })
@@ -355,7 +361,7 @@ pub fn offer(
         network,
         needs: Needs::of_template(&url),
         url,
-        payout_micros: micros(o.payout, &format!("{key}.payout"))?,
+        payout_micros: micros(o.payout, format_args!("{key}.payout"))?,
     })
 }
 
@@ -365,7 +371,7 @@ pub fn landing_page(
     l: &LandingPageConfig,
     names: &mut ParamNames,
 ) -> Result<LandingPage, ConfigError> {
-    check_id(&l.id, &format!("{key}.id"))?;
+    check_id(&l.id, format_args!("{key}.id"))?;
     Ok(LandingPage {
         id: l.id.as_str().into(),
         name: l.name.as_str().into(),
@@ -423,6 +429,20 @@ pub fn unknown_params<'a>(
 impl Catalog {
     /// Validates the catalog of `cfg` and compiles it.
     pub fn compile<S>(cfg: &File<S>) -> Result<Catalog, ConfigError> {
+        Catalog::compile_with(cfg, cfg.campaigns.iter())
+    }
+
+    /// As [`Catalog::compile`], taking the file: each campaign's config is let go as soon
+    /// as it is compiled, so a catalog of a million campaigns is never held twice.
+    pub fn compile_owned<S>(mut cfg: File<S>) -> Result<Catalog, ConfigError> {
+        let campaigns = std::mem::take(&mut cfg.campaigns);
+        Catalog::compile_with(&cfg, campaigns.into_iter())
+    }
+
+    fn compile_with<S, C: std::borrow::Borrow<CampaignConfig>>(
+        cfg: &File<S>,
+        campaigns: impl ExactSizeIterator<Item = C>,
+    ) -> Result<Catalog, ConfigError> {
         let mut names = ParamNames::default();
         let mut ids = FileIds {
             sources: index_ids(
@@ -441,7 +461,6 @@ impl Catalog {
             offer_needs: Vec::new(),
             landing_page_needs: Vec::new(),
         };
-        index_ids(cfg.campaigns.iter().map(|c| c.id.as_str()), "campaigns")?;
 
         let sources = cfg
             .traffic_sources
@@ -471,12 +490,13 @@ impl Catalog {
             .iter()
             .map(|l| Needs::of_template(&l.url))
             .collect();
-        let campaigns = cfg
-            .campaigns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| campaign(&format!("campaigns[{i}]"), c, &ids))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut compiled = Vec::with_capacity(campaigns.len());
+        let section = Key::Root("campaigns");
+        for (i, c) in campaigns.enumerate() {
+            compiled.push(campaign(&section.index(i), c.borrow(), &ids)?);
+        }
+        index_ids(compiled.iter().map(|c| &*c.id), "campaigns")?;
+        let campaigns = compiled;
         let mut catalog = Catalog {
             campaigns,
             sources,

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`file`](mod@file) | the config file's sections as written, with their defaults (serde) |
 //! | [`compile`] | validation: [`Catalog::compile`], every error naming its key |
+//! | [`key`] | config keys as errors name them, formatted only when one is reported |
 //! | [`model`] | the validated catalog: campaigns, paths, rules, weights, offers, networks |
 //! | [`template`] | URL templates (`{click_id}`, remapped names) pre-split at load time |
 //! | [`money`] | the one place a config amount becomes micro-units |
@@ -17,6 +18,7 @@
 pub mod compile;
 pub mod error;
 pub mod file;
+pub mod key;
 pub mod model;
 pub mod money;
 #[cfg(feature = "store")]

@@ -53,7 +53,10 @@ pub struct Weighted<T> {
 }
 
 impl<T> Weighted<T> {
-    pub(crate) fn new(items: Vec<(T, u32)>, key: &str) -> Result<Self, ConfigError> {
+    pub(crate) fn new(
+        items: Vec<(T, u32)>,
+        key: impl std::fmt::Display,
+    ) -> Result<Self, ConfigError> {
         let mut ends = Vec::with_capacity(items.len());
         let mut total = 0u64;
         let mut out = Vec::with_capacity(items.len());
@@ -63,10 +66,16 @@ impl<T> Weighted<T> {
             out.push(item);
         }
         if out.is_empty() {
-            return Err(ConfigError::invalid(key, "needs at least one entry"));
+            return Err(ConfigError::invalid(
+                key.to_string(),
+                "needs at least one entry",
+            ));
         }
         if total == 0 {
-            return Err(ConfigError::invalid(key, "the weights add up to 0"));
+            return Err(ConfigError::invalid(
+                key.to_string(),
+                "the weights add up to 0",
+            ));
         }
         Ok(Weighted { items: out, ends })
     }

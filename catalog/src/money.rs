@@ -7,10 +7,10 @@ use crate::ConfigError;
 pub const MAX_MONEY: f64 = 1e12;
 
 /// `value` (currency units) in micro-units; `key` names it in the error.
-pub fn micros(value: f64, key: &str) -> Result<i64, ConfigError> {
+pub fn micros(value: f64, key: impl std::fmt::Display) -> Result<i64, ConfigError> {
     if !value.is_finite() || !(0.0..=MAX_MONEY).contains(&value) {
         return Err(ConfigError::invalid(
-            key,
+            key.to_string(),
             format!("{value} is not an amount between 0 and {MAX_MONEY}"),
         ));
     }

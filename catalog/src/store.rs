@@ -27,10 +27,12 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
+use crate::ConfigError;
 use crate::file::{
     CampaignConfig, LandingPageConfig, NetworkConfig, OfferConfig, Sections, TrafficSourceConfig,
 };
-use crate::{Catalog, ConfigError};
+
+mod check;
 
 /// A checkpoint follows every this many commits.
 pub const CHECKPOINT_EVERY: u64 = 100;
@@ -368,50 +370,12 @@ impl State {
         self.ts_ms = c.ts_ms;
     }
 
-    /// What still refers to `kind`/`id`, as `kind/id (field)`, if anything does.
-    pub fn referrer(&self, kind: Kind, id: &str) -> Option<String> {
-        let paths_use = |paths: &[crate::file::PathConfig], kind: Kind| {
-            paths.iter().enumerate().find_map(|(i, p)| match kind {
-                Kind::LandingPages if p.landing_page.as_deref() == Some(id) => {
-                    Some(format!("[{i}].landing_page"))
-                }
-                Kind::Offers => p
-                    .offers
-                    .iter()
-                    .position(|o| o.offer == id)
-                    .map(|j| format!("[{i}].offers[{j}].offer")),
-                _ => None,
-            })
-        };
-        match kind {
-            Kind::Campaigns => None,
-            Kind::TrafficSources => self
-                .campaigns
-                .values()
-                .find(|c| c.traffic_source == id)
-                .map(|c| format!("campaigns/{} (traffic_source)", c.id)),
-            Kind::AffiliateNetworks => self
-                .offers
-                .values()
-                .find(|o| o.network.as_deref() == Some(id))
-                .map(|o| format!("offers/{} (network)", o.id)),
-            Kind::Offers | Kind::LandingPages => self.campaigns.values().find_map(|c| {
-                paths_use(&c.paths, kind)
-                    .map(|f| format!("campaigns/{} (paths{f})", c.id))
-                    .or_else(|| {
-                        c.rules.iter().enumerate().find_map(|(r, rule)| {
-                            paths_use(&rule.paths, kind)
-                                .map(|f| format!("campaigns/{} (rules[{r}].paths{f})", c.id))
-                        })
-                    })
-            }),
-        }
-    }
-
     /// Checks `change` against this state and returns the commit that makes it the next
-    /// version: deleting something absent, or still referred to, is refused, and so is a
-    /// change that leaves a catalog [`Catalog::compile`] refuses (the error names the object
-    /// by kind and id, and its field).
+    /// version (see [`check`](mod@check)): each object put is compiled against the ids the
+    /// catalog will have, deleting something absent or still used is refused, and a
+    /// replacing change is compiled whole. Nothing is copied: a change to one campaign among
+    /// a million costs that campaign's compile and, for a delete, one scan of what could use
+    /// the object deleted.
     pub fn prepare(&self, change: Change, by: &str, ts_ms: u64) -> Result<Commit, CatalogError> {
         let commit = Commit {
             version: self.version + 1,
@@ -421,37 +385,7 @@ impl State {
             put: change.put,
             delete: change.delete,
         };
-        let mut next = self.clone();
-        if !commit.replace {
-            for kind in Kind::ALL {
-                for id in commit.delete.of(kind) {
-                    if !self.contains(kind, id) {
-                        return Err(CatalogError::NotFound {
-                            kind,
-                            id: id.clone(),
-                        });
-                    }
-                }
-            }
-        }
-        next.apply(&commit);
-        // Deleting what the new catalog still uses is a conflict, not an invalid object.
-        for kind in Kind::ALL {
-            for id in commit.delete.of(kind) {
-                if !next.contains(kind, id)
-                    && let Some(by) = next.referrer(kind, id)
-                {
-                    return Err(CatalogError::Referenced {
-                        kind,
-                        id: id.clone(),
-                        by,
-                    });
-                }
-            }
-        }
-        let sections = next.sections();
-        Catalog::compile(&sections)
-            .map_err(|e| CatalogError::Invalid(name_object(e, &sections)))?;
+        check::commit(self, &commit)?;
         Ok(commit)
     }
 }
@@ -497,40 +431,6 @@ fn apply_to_sections(s: &mut Sections, c: Commit) {
         |t| &t.id,
     );
     merge(&mut s.campaigns, p.campaigns, &d.campaigns, |t| &t.id);
-}
-
-/// Rewrites a compile error's `campaigns[12].paths[0]…` as `campaigns/ID: paths[0]…`: the
-/// sections' order is the store's (by id), not one the user knows.
-fn name_object(e: ConfigError, s: &Sections) -> ConfigError {
-    let ConfigError::Invalid { key, msg } = e else {
-        return e;
-    };
-    let Some((head, rest)) = key.split_once(']') else {
-        return ConfigError::Invalid { key, msg };
-    };
-    let Some((section, index)) = head.split_once('[') else {
-        return ConfigError::Invalid { key, msg };
-    };
-    let Ok(i) = index.parse::<usize>() else {
-        return ConfigError::Invalid { key, msg };
-    };
-    let id = match section {
-        "traffic_sources" => s.traffic_sources.get(i).map(|t| &t.id),
-        "affiliate_networks" => s.affiliate_networks.get(i).map(|t| &t.id),
-        "offers" => s.offers.get(i).map(|t| &t.id),
-        "landing_pages" => s.landing_pages.get(i).map(|t| &t.id),
-        "campaigns" => s.campaigns.get(i).map(|t| &t.id),
-        _ => None,
-    };
-    let key = match id {
-        Some(id) => format!(
-            "{section}/{id}{}{}",
-            if rest.is_empty() { "" } else { ": " },
-            rest.trim_start_matches('.')
-        ),
-        None => key,
-    };
-    ConfigError::Invalid { key, msg }
 }
 
 fn log_path(version: u64) -> ObjectPath {

@@ -38,9 +38,8 @@ pub fn load(
     let started = Instant::now();
     let (version, sections) = rt.block_on(cs.load_sections())?;
     let read = started.elapsed();
-    let cat = Catalog::compile(&sections)
+    let cat = Catalog::compile_owned(sections)
         .map_err(|e| anyhow::anyhow!("the store's catalog, version {version}: {e}"))?;
-    drop(sections);
     let routing = Routing::build(cat, limits, version)
         .map_err(|e| anyhow::anyhow!("the store's catalog, version {version}: {e}"))?;
     tracing::info!(
@@ -51,6 +50,16 @@ pub fn load(
         "catalog loaded from the store"
     );
     Ok(routing)
+}
+
+/// Hands the memory a whole load freed (the parsed catalog, the old routing) back to the
+/// system: glibc keeps freed memory in its arenas, which would leave the resident set at
+/// the load's peak.
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim takes no pointers and only returns free memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Swaps `next` in unless a newer version is already served.
@@ -131,6 +140,8 @@ impl Follow {
             metrics,
         } = self;
         let (poll, metrics) = (*poll, &**metrics);
+        // The start-up load's garbage, handed back off the start path.
+        release_free_memory();
         // The last failure logged, so an outage is logged when it starts and ends, not per poll;
         // while it lasts the polls back off to a minute apart.
         let mut failing: Option<String> = None;

@@ -195,7 +195,7 @@ impl Names {
                     .map(|p| {
                         Ok((
                             p.since_ms,
-                            catalog::money::micros(p.payout, &format!("offers/{id}.payout"))?,
+                            catalog::money::micros(p.payout, format_args!("offers/{id}.payout"))?,
                         ))
                     })
                     .collect::<std::result::Result<Vec<_>, catalog::ConfigError>>()?;

@@ -225,7 +225,7 @@ fn rule(cfg: RuleConfig) -> Rule {
         }],
         ..cfg
     };
-    compile_rule(&cfg, "r", &ids, &mut 0).unwrap()
+    compile_rule(&cfg, &crate::key::Key::Root("r"), &ids, &mut 0).unwrap()
 }
 
 #[test]

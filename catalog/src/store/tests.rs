@@ -131,7 +131,7 @@ fn invalid_objects_and_dangling_references_are_refused_naming_object_and_field()
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("campaigns/c9: paths[0].offers[0].offer") && e.contains("nope"),
+        e.contains("campaigns/c9.paths[0].offers[0].offer") && e.contains("nope"),
         "{e}"
     );
     let e = s
@@ -142,7 +142,7 @@ fn invalid_objects_and_dangling_references_are_refused_naming_object_and_field()
         )
         .unwrap_err()
         .to_string();
-    assert!(e.starts_with("offers/o1: url"), "{e}");
+    assert!(e.starts_with("offers/o1.url:"), "{e}");
     // Nothing was written.
     assert_eq!(block_on(cs.load()).unwrap(), s);
 }
@@ -290,4 +290,37 @@ fn a_local_store_creates_each_version_once() {
         Err(CatalogError::Conflict { version: 1 })
     ));
     assert_eq!(block_on(cs.load()).unwrap(), a);
+}
+
+#[test]
+fn a_change_that_contradicts_itself_is_refused() {
+    let cs = CatalogStore::new(Arc::new(InMemory::new()));
+    let mut s = block_on(cs.load()).unwrap();
+    block_on(cs.change(&mut s, import(CATALOG), "import")).unwrap();
+    let twice = put_campaign(
+        "[[offers]]\nid = \"o3\"\nurl = \"https://x.example/\"\n[[offers]]\nid = \"o3\"\nurl = \"https://y.example/\"\n",
+    );
+    let e = s.prepare(twice, "api", 1).unwrap_err().to_string();
+    assert!(e.starts_with("offers/o3: put twice"), "{e}");
+    let mut both = put_campaign("[[offers]]\nid = \"o2\"\nurl = \"https://x.example/\"\n");
+    both.delete.offers.push("o2".into());
+    let e = s.prepare(both, "api", 1).unwrap_err().to_string();
+    assert!(e.starts_with("offers/o2: both put and deleted"), "{e}");
+    // A campaign put in the same change as the deletion of its offer: dangling.
+    let mut dangling = put_campaign(
+        "[[campaigns]]\nid = \"c5\"\ntraffic_source = \"ts\"\n[[campaigns.paths]]\noffers = [ { offer = \"o2\" } ]\n",
+    );
+    dangling.delete.offers.push("o2".into());
+    let e = s.prepare(dangling, "api", 1).unwrap_err().to_string();
+    assert!(
+        e.starts_with("campaigns/c5.paths[0].offers[0].offer"),
+        "{e}"
+    );
+    // The campaign that used the offer is replaced in the same change: the delete is fine.
+    let mut moved = put_campaign(
+        "[[campaigns]]\nid = \"c1\"\ntraffic_source = \"ts\"\n[[campaigns.paths]]\noffers = [ { offer = \"o2\" } ]\n",
+    );
+    moved.delete.offers.push("o1".into());
+    block_on(cs.change(&mut s, moved, "api")).unwrap();
+    assert!(!s.offers.contains_key("o1"));
 }

@@ -124,7 +124,7 @@ impl Routing {
         }
         for c in &put.campaigns {
             let key = format!("campaigns/{}", c.id);
-            let compiled = compile::campaign(&key, c, &Ids(&next))?;
+            let compiled = compile::campaign(&catalog::key::Key::Root(&key), c, &Ids(&next))?;
             if compiled.cost_micros > self.max_cost_micros {
                 return Err(ConfigError::invalid(
                     format!("{key}.cost"),
