@@ -93,6 +93,13 @@ pub struct NetworkConfig {
     /// for a network with a postback token, `payout` for one without.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pixels: Option<String>,
+    /// How the network writes the click id it was given in its postback URL (its macro; the
+    /// seed's networks: `{aff_sub}`). Only for the postback URL the console shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub click_id_macro: Option<String>,
+    /// The network's macro for the payout (default `{payout}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payout_macro: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

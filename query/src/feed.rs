@@ -99,11 +99,11 @@ pub fn sql(req: &FeedRequest) -> String {
 }
 
 /// Streams the feed to `out` as NDJSON; returns the number of conversions written.
-pub async fn run(
+pub async fn run<W: Write + ?Sized>(
     session: &Session,
     req: &FeedRequest,
     names: Option<&Names>,
-    out: &mut dyn Write,
+    out: &mut W,
 ) -> Result<u64> {
     let mut stream = session.ctx.sql(&sql(req)).await?.execute_stream().await?;
     let mut n = 0;

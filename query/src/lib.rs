@@ -6,7 +6,7 @@
 //! [`report`] computes the metrics of SPEC.md by any dimensions under the attribution rules
 //! of docs/query.md; [`feed`] writes conversions in the seed's payload shape; [`output`] renders
 //! tables, CSV and JSON. [`stored`] imports and exports the catalog the store keeps, and
-//! reads names and default payouts from it.
+//! reads names and default payouts from it; [`serve`] is the console's JSON API over all of it.
 
 pub mod dims;
 pub mod feed;
@@ -15,6 +15,7 @@ pub mod output;
 pub mod progress;
 pub mod range;
 pub mod report;
+pub mod serve;
 pub mod session;
 pub mod stored;
 pub mod trust;

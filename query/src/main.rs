@@ -61,6 +61,24 @@ enum Command {
         #[command(subcommand)]
         action: CatalogAction,
     },
+    /// The console: a JSON API over the store's catalog, reports and conversions
+    /// (docs/console.md).
+    Serve {
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+        /// The bearer token every request must carry (default: $QUERY_TOKEN).
+        #[arg(long, env = "QUERY_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Where visitors reach the edges: the campaign and postback URLs shown start with it.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        edge_url: String,
+        /// Memory a report may use (e.g. 512M, 4G; 0 = no limit). Default: half the machine's.
+        #[arg(long)]
+        memory_limit: Option<String>,
+    },
     /// Any SQL over the tables `visits` and `conversions`.
     Sql {
         #[command(flatten)]
@@ -139,6 +157,7 @@ fn main() -> ExitCode {
         | Command::Conversions { common, .. }
         | Command::Sql { common, .. } => common.threads,
         Command::Catalog { .. } => 1,
+        Command::Serve { .. } => 0,
     };
     // As many workers as scan threads (see `session::runtime`).
     let rt = match session::runtime(threads) {
@@ -234,6 +253,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 session.ctx.sql(&statement).await?.collect().await?
             };
             output::batches(&batches, format, &mut out)?;
+        }
+        Command::Serve {
+            store,
+            listen,
+            token,
+            edge_url,
+            memory_limit,
+        } => {
+            if token.len() < 16 {
+                anyhow::bail!("--token: use at least 16 characters (it guards the catalog)");
+            }
+            let memory_limit = match memory_limit {
+                Some(s) => session::parse_size(&s)?,
+                None => session::default_memory_limit(),
+            };
+            query::serve::serve(query::serve::Options {
+                store,
+                listen,
+                token,
+                edge_url,
+                session: SessionOptions {
+                    memory_limit,
+                    threads: 0,
+                },
+            })
+            .await?;
         }
         Command::Catalog { action } => match action {
             CatalogAction::Import { file, store } => {

@@ -62,24 +62,33 @@ impl TempDir {
 /// have built it from the current sources.
 pub fn bin() -> &'static str {
     static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("EDGE_BIN") {
-            return bin.to_string_lossy().into_owned();
-        }
-        let exe = std::env::current_exe().expect("the test's own path");
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("a test runs from target/<profile>/deps");
-        let bin = dir.join("edge");
-        assert!(
-            bin.is_file(),
-            "{} is not built: `cargo test --workspace` (or `-p edge -p systest`, with the same \
-             --release or --profile) builds it; or set EDGE_BIN",
-            bin.display()
-        );
-        bin.to_string_lossy().into_owned()
-    })
+    BIN.get_or_init(|| built("edge", "EDGE_BIN"))
+}
+
+/// The `query` binary, found the same way (`QUERY_BIN`; built by a run that tests the query
+/// tool too: `cargo test --workspace`, or `-p query -p systest`).
+pub fn query_bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| built("query", "QUERY_BIN"))
+}
+
+fn built(name: &str, var: &str) -> String {
+    if let Some(bin) = std::env::var_os(var) {
+        return bin.to_string_lossy().into_owned();
+    }
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a test runs from target/<profile>/deps");
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} is not built: `cargo test --workspace` builds it (with the same --release or \
+         --profile); or set {var}",
+        bin.display()
+    );
+    bin.to_string_lossy().into_owned()
 }
 
 impl Edge {

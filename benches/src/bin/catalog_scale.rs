@@ -106,6 +106,8 @@ fn catalog(campaigns: usize) -> Sections {
                 name: format!("Network {i}"),
                 postback_token: format!("token-{i}-0123456789abcdef"),
                 pixels: None,
+                click_id_macro: None,
+                payout_macro: None,
             })
             .collect(),
         offers: (0..1000)

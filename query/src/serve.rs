@@ -1,0 +1,448 @@
+//! `query serve`: the console's JSON API over one store — the catalog the edges follow
+//! (read, create, replace, delete), the report and the conversion feed — behind a bearer
+//! token.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /api/v1/{kind}` | `{"version": N, "items": [object, …]}` |
+//! | `GET /api/v1/{kind}/{id}` | the object, with what the user pastes elsewhere |
+//! | `PUT /api/v1/{kind}/{id}` | creates or replaces it: 200 with the object, or 400 naming the field |
+//! | `DELETE /api/v1/{kind}/{id}` | 204; 404 when absent; 409 when something still uses it |
+//! | `GET /api/v1/report?by=&from=&to=&include_bots=` | what `query report --format json` prints |
+//! | `GET /api/v1/conversions?from=&to=&campaign=` | what `query conversions` prints (NDJSON) |
+//!
+//! `{kind}` is `traffic_sources`, `affiliate_networks`, `offers`, `landing_pages` or
+//! `campaigns`; objects are JSON with the config file's keys. Every answer but a 401 needs
+//! `Authorization: Bearer TOKEN`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State as AxumState};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use catalog::file::{
+    CampaignConfig, LandingPageConfig, NetworkConfig, OfferConfig, Sections, TrafficSourceConfig,
+};
+use catalog::store::{CatalogError, CatalogStore, Change, Kind, State};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::feed::FeedRequest;
+use crate::names::Names;
+use crate::report::ReportRequest;
+use crate::{DateRange, QueryError, Session, SessionOptions, dims, output};
+
+/// What `query serve` was started with.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub store: String,
+    pub listen: SocketAddr,
+    pub token: String,
+    /// Where visitors reach the edges (`http://track.example.com`): the campaign and
+    /// postback URLs the console shows start with it.
+    pub edge_url: String,
+    pub session: SessionOptions,
+}
+
+struct App {
+    cs: CatalogStore,
+    /// The newest version read; brought up to date before every answer.
+    state: Mutex<State>,
+    opts: Options,
+}
+
+type Shared = Arc<App>;
+
+/// An error answer: `{"error": …, "field": …}`.
+struct Failure {
+    status: StatusCode,
+    error: String,
+    field: Option<String>,
+}
+
+impl Failure {
+    fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        Failure {
+            status,
+            error: error.into(),
+            field: None,
+        }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.error });
+        if let Some(f) = self.field {
+            body["field"] = Value::String(f);
+        }
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<CatalogError> for Failure {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::Invalid(catalog::ConfigError::Invalid { key, msg }) => Failure {
+                status: StatusCode::BAD_REQUEST,
+                error: format!("{key}: {msg}"),
+                field: Some(key),
+            },
+            CatalogError::Invalid(other) => {
+                Failure::new(StatusCode::BAD_REQUEST, other.to_string())
+            }
+            e @ CatalogError::NotFound { .. } => Failure::new(StatusCode::NOT_FOUND, e.to_string()),
+            e @ (CatalogError::Referenced { .. } | CatalogError::Conflict { .. }) => {
+                Failure::new(StatusCode::CONFLICT, e.to_string())
+            }
+            e @ (CatalogError::Store(_) | CatalogError::Damaged { .. }) => {
+                eprintln!("query serve: catalog: {e}");
+                Failure::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+        }
+    }
+}
+
+impl From<QueryError> for Failure {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::BadDate { .. }
+            | QueryError::EmptyRange { .. }
+            | QueryError::UnknownDimension { .. } => {
+                Failure::new(StatusCode::BAD_REQUEST, e.to_string())
+            }
+            QueryError::Catalog(c) => c.into(),
+            other => {
+                eprintln!("query serve: {other}");
+                Failure::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string())
+            }
+        }
+    }
+}
+
+/// Serves until the process is stopped.
+pub async fn serve(opts: Options) -> crate::Result<()> {
+    let cs = CatalogStore::new(crate::session::open_store(&opts.store)?);
+    let state = cs.load().await?;
+    let listener = tokio::net::TcpListener::bind(opts.listen).await?;
+    eprintln!(
+        "query: serving http://{}/api/v1/ over {} (catalog version {})",
+        listener.local_addr()?,
+        opts.store,
+        state.version
+    );
+    let app = Arc::new(App {
+        cs,
+        state: Mutex::new(state),
+        opts,
+    });
+    axum::serve(listener, router(app)).await?;
+    Ok(())
+}
+
+fn router(app: Shared) -> Router {
+    Router::new()
+        .route("/api/v1/report", get(report))
+        .route("/api/v1/conversions", get(conversions))
+        .route("/api/v1/{kind}", get(list))
+        .route(
+            "/api/v1/{kind}/{id}",
+            get(get_one).put(put_one).delete(delete_one),
+        )
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), auth))
+        .with_state(app)
+}
+
+/// Bearer-token check, in constant time.
+async fn auth(AxumState(app): AxumState<Shared>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let want = app.opts.token.as_bytes();
+    let same = given.len() == want.len()
+        && given
+            .bytes()
+            .zip(want)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        let mut r = Failure::new(
+            StatusCode::UNAUTHORIZED,
+            "an Authorization: Bearer token is needed",
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    next.run(req).await
+}
+
+fn kind(s: &str) -> Result<Kind, Failure> {
+    Kind::parse(s).ok_or_else(|| {
+        Failure::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no such kind {s:?}: traffic_sources, affiliate_networks, offers, landing_pages or campaigns"
+            ),
+        )
+    })
+}
+
+/// The newest version of the catalog, read now.
+async fn fresh(app: &App) -> Result<tokio::sync::MutexGuard<'_, State>, Failure> {
+    let mut state = app.state.lock().await;
+    app.cs.catch_up(&mut state).await?;
+    Ok(state)
+}
+
+/// An object as JSON, with what the user pastes elsewhere.
+fn object(app: &App, state: &State, kind: Kind, id: &str) -> Option<Value> {
+    let mut v = match kind {
+        Kind::TrafficSources => serde_json::to_value(state.traffic_sources.get(id)?),
+        Kind::AffiliateNetworks => serde_json::to_value(state.affiliate_networks.get(id)?),
+        Kind::Offers => serde_json::to_value(state.offers.get(id)?),
+        Kind::LandingPages => serde_json::to_value(state.landing_pages.get(id)?),
+        Kind::Campaigns => serde_json::to_value(state.campaigns.get(id)?),
+    }
+    .ok()?;
+    let edge = app.opts.edge_url.trim_end_matches('/');
+    match kind {
+        Kind::Campaigns => {
+            let c = &state.campaigns[id];
+            v["campaign_url"] = Value::String(campaign_url(edge, c, state));
+        }
+        Kind::AffiliateNetworks => {
+            let n = &state.affiliate_networks[id];
+            v["postback_url"] = Value::String(postback_url(edge, n));
+        }
+        _ => {}
+    }
+    Some(v)
+}
+
+/// The URL to paste into the traffic source: the campaign's, with each parameter the source
+/// remaps asking for the source's own macro (`{zone}` stands for whatever the source calls it).
+fn campaign_url(edge: &str, c: &CampaignConfig, state: &State) -> String {
+    let mut url = format!("{edge}/c/{}", c.id);
+    if let Some(ts) = state.traffic_sources.get(&c.traffic_source) {
+        let mut sep = '?';
+        for (name, param) in &ts.params {
+            url.push_str(&format!("{sep}{param}={{{name}}}"));
+            sep = '&';
+        }
+        if let Some(p) = &ts.cost_param {
+            url.push_str(&format!("{sep}{p}={{cost}}"));
+        }
+    }
+    url
+}
+
+/// The URL to paste into the affiliate network: its macros for the click id and the payout,
+/// and its token.
+fn postback_url(edge: &str, n: &NetworkConfig) -> String {
+    let click = n.click_id_macro.as_deref().unwrap_or("{aff_sub}");
+    let payout = n.payout_macro.as_deref().unwrap_or("{payout}");
+    let mut url = format!(
+        "{edge}/postback?cid={click}&payout={payout}&network={}",
+        n.id
+    );
+    if !n.postback_token.is_empty() {
+        url.push_str(&format!("&token={}", n.postback_token));
+    }
+    url
+}
+
+async fn list(
+    AxumState(app): AxumState<Shared>,
+    Path(k): Path<String>,
+) -> Result<Response, Failure> {
+    let kind = kind(&k)?;
+    let state = fresh(&app).await?;
+    let ids: Vec<&String> = match kind {
+        Kind::TrafficSources => state.traffic_sources.keys().collect(),
+        Kind::AffiliateNetworks => state.affiliate_networks.keys().collect(),
+        Kind::Offers => state.offers.keys().collect(),
+        Kind::LandingPages => state.landing_pages.keys().collect(),
+        Kind::Campaigns => state.campaigns.keys().collect(),
+    };
+    let items: Vec<Value> = ids
+        .into_iter()
+        .filter_map(|id| object(&app, &state, kind, id))
+        .collect();
+    Ok(axum::Json(json!({ "version": state.version, "items": items })).into_response())
+}
+
+async fn get_one(
+    AxumState(app): AxumState<Shared>,
+    Path((k, id)): Path<(String, String)>,
+) -> Result<Response, Failure> {
+    let kind = kind(&k)?;
+    let state = fresh(&app).await?;
+    object(&app, &state, kind, &id)
+        .map(|v| axum::Json(v).into_response())
+        .ok_or_else(|| CatalogError::NotFound { kind, id }.into())
+}
+
+/// Reads the body as an object of `kind` whose id is the path's.
+fn parse_object(kind: Kind, id: &str, body: &[u8]) -> Result<Sections, Failure> {
+    let mut v: Value = serde_json::from_slice(body)
+        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("not JSON: {e}")))?;
+    let Some(obj) = v.as_object_mut() else {
+        return Err(Failure::new(StatusCode::BAD_REQUEST, "not a JSON object"));
+    };
+    match obj.get("id") {
+        Some(Value::String(s)) if s != id => {
+            return Err(Failure {
+                status: StatusCode::BAD_REQUEST,
+                error: format!("id {s:?} is not the path's {id:?}"),
+                field: Some("id".into()),
+            });
+        }
+        _ => {
+            obj.insert("id".into(), Value::String(id.to_owned()));
+        }
+    }
+    // What the console adds to an object is not part of it.
+    obj.remove("campaign_url");
+    obj.remove("postback_url");
+    let bad = |e: serde_json::Error| {
+        let msg = e.to_string();
+        // serde names the key: "unknown field `payuot`", "missing field `url`".
+        let field = msg
+            .split('`')
+            .nth(1)
+            .filter(|_| msg.contains("field"))
+            .map(|f| format!("{kind}/{id}.{f}"));
+        Failure {
+            status: StatusCode::BAD_REQUEST,
+            error: format!("{kind}/{id}: {msg}"),
+            field,
+        }
+    };
+    let mut put = Sections::default();
+    match kind {
+        Kind::TrafficSources => put
+            .traffic_sources
+            .push(serde_json::from_value::<TrafficSourceConfig>(v).map_err(bad)?),
+        Kind::AffiliateNetworks => put
+            .affiliate_networks
+            .push(serde_json::from_value::<NetworkConfig>(v).map_err(bad)?),
+        Kind::Offers => put
+            .offers
+            .push(serde_json::from_value::<OfferConfig>(v).map_err(bad)?),
+        Kind::LandingPages => put
+            .landing_pages
+            .push(serde_json::from_value::<LandingPageConfig>(v).map_err(bad)?),
+        Kind::Campaigns => put
+            .campaigns
+            .push(serde_json::from_value::<CampaignConfig>(v).map_err(bad)?),
+    }
+    Ok(put)
+}
+
+async fn put_one(
+    AxumState(app): AxumState<Shared>,
+    Path((k, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, Failure> {
+    let kind = kind(&k)?;
+    let put = parse_object(kind, &id, &body)?;
+    let mut state = app.state.lock().await;
+    let created = {
+        app.cs.catch_up(&mut state).await?;
+        !state.contains(kind, &id)
+    };
+    let change = Change {
+        put,
+        ..Change::default()
+    };
+    app.cs.change(&mut state, change, "api").await?;
+    let v = object(&app, &state, kind, &id).unwrap_or(Value::Null);
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(v)).into_response())
+}
+
+async fn delete_one(
+    AxumState(app): AxumState<Shared>,
+    Path((k, id)): Path<(String, String)>,
+) -> Result<Response, Failure> {
+    let kind = kind(&k)?;
+    let mut change = Change::default();
+    change.delete.of_mut(kind).push(id);
+    let mut state = app.state.lock().await;
+    app.cs.change(&mut state, change, "api").await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn range(q: &HashMap<String, String>) -> Result<DateRange, Failure> {
+    Ok(DateRange::parse(
+        q.get("from").map(String::as_str).filter(|s| !s.is_empty()),
+        q.get("to").map(String::as_str).filter(|s| !s.is_empty()),
+    )?)
+}
+
+/// The session and the names a report or the feed runs with.
+async fn session(app: &App) -> Result<(Session, Option<Names>), Failure> {
+    let names = {
+        let state = fresh(app).await?;
+        Names::from_store(&state)?
+    };
+    let session = Session::open(&app.opts.store, &app.opts.session).await?;
+    Ok((session, names))
+}
+
+async fn report(
+    AxumState(app): AxumState<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let dims = dims::parse(q.get("by").map_or("campaign", String::as_str))?;
+    if dims.is_empty() {
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            "by needs at least one dimension",
+        ));
+    }
+    let req = ReportRequest {
+        range: range(&q)?,
+        dims,
+        include_bots: q
+            .get("include_bots")
+            .is_some_and(|v| v == "true" || v == "1"),
+    };
+    let (session, names) = session(&app).await?;
+    let r = crate::report::run(&session, &req, names.as_ref()).await?;
+    let mut out = Vec::new();
+    output::report(&r, output::Format::Json, &mut out).map_err(Failure::from)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
+}
+
+async fn conversions(
+    AxumState(app): AxumState<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let req = FeedRequest {
+        range: range(&q)?,
+        campaign: q.get("campaign").filter(|c| !c.is_empty()).cloned(),
+    };
+    let (session, names) = session(&app).await?;
+    let mut out = Vec::new();
+    crate::feed::run(&session, &req, names.as_ref(), &mut out).await?;
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from(out))
+        .expect("a response"))
+}

@@ -1,0 +1,283 @@
+//! The console's API end to end: `query serve` over a store that two edges with
+//! `catalog = "store"` follow. Objects created through the API answer on both edges within
+//! seconds; bad objects are refused naming the field; nothing is answered without the token;
+//! traffic and a postback go through an edge, and the report through the API is what
+//! `query report` prints.
+
+use systest as common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Edge, TempDir};
+
+const TOKEN: &str = "console-test-token-0123456789";
+
+/// `query serve` on a free port; killed on drop.
+struct Console {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Console {
+    fn start(store: &str) -> Console {
+        let mut child = Command::new(common::query_bin())
+            .args(["serve", "--store", store, "--listen", "127.0.0.1:0"])
+            .args(["--edge-url", "http://track.example"])
+            .env("QUERY_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start query serve");
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        let Some(rest) = line.split("serving http://").nth(1) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("query serve did not start: {line}");
+        };
+        let addr = rest.split('/').next().unwrap().to_owned();
+        Console { child, addr }
+    }
+
+    /// One request; the status and the body.
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: c\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let raw = String::from_utf8(raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let status = head[9..12].parse().unwrap();
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        (status, body)
+    }
+
+    fn api(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let (status, body) = self.call(method, path, Some(TOKEN), body);
+        let v = if body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body))
+        };
+        (status, v)
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = s.split_once("\r\n").unwrap();
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+}
+
+fn until(e: &Edge, target: &str, status: u16) -> Duration {
+    let t = Instant::now();
+    while e.get(target).status != status {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{target} never {status}:\n{}",
+            e.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t.elapsed()
+}
+
+#[test]
+fn the_console_api_runs_a_campaign_end_to_end() {
+    let dir = TempDir::new("console");
+    let lake = dir.path().join("lake");
+    std::fs::create_dir_all(&lake).unwrap();
+    let store = format!("file://{}", lake.display());
+    let console = Console::start(&store);
+
+    // No token, or a wrong one: nothing.
+    let (st, _) = console.call("GET", "/api/v1/campaigns", None, "");
+    assert_eq!(st, 401);
+    let (st, _) = console.call("GET", "/api/v1/campaigns", Some("wrong"), "");
+    assert_eq!(st, 401);
+    let (st, _) = console.call("PUT", "/api/v1/offers/o1", None, "{}");
+    assert_eq!(st, 401);
+
+    let edges: Vec<Edge> = [1u16, 2]
+        .into_iter()
+        .map(|node| {
+            let cfg = dir.write(
+                &format!("edge{node}.toml"),
+                &format!(
+                    "[server]\nnode_id = {node}\ncatalog = \"store\"\ncatalog_poll_ms = 200\n"
+                ),
+            );
+            Edge::start_with(
+                &["--workers", "1", "--config", cfg.to_str().unwrap()],
+                &dir.path().join(format!("data{node}")),
+                &store,
+                &[],
+            )
+        })
+        .collect();
+
+    let put = |path: &str, body: serde_json::Value| console.api("PUT", path, &body.to_string());
+    let (st, ts) = put(
+        "/api/v1/traffic_sources/ts",
+        serde_json::json!({"name": "Push", "params": {"zone": "zoneid"}, "cost_param": "cpc"}),
+    );
+    assert_eq!(st, 201, "{ts}");
+    let (st, net) = put(
+        "/api/v1/affiliate_networks/net",
+        serde_json::json!({"name": "Network", "postback_token": "s3cret-token"}),
+    );
+    assert_eq!(st, 201, "{net}");
+    assert_eq!(
+        net["postback_url"],
+        "http://track.example/postback?cid={aff_sub}&payout={payout}&network=net&token=s3cret-token"
+    );
+    let (st, offer) = put(
+        "/api/v1/offers/o1",
+        serde_json::json!({"name": "Offer", "network": "net", "url": "https://offer.example/?sub={click_id}", "payout": 4.5}),
+    );
+    assert_eq!(st, 201, "{offer}");
+
+    // Bad objects are refused naming the field, and change nothing.
+    let (st, e) = put(
+        "/api/v1/offers/o2",
+        serde_json::json!({"url": "https://x.example/", "payuot": 1}),
+    );
+    assert_eq!(
+        (st, e["field"].as_str()),
+        (400, Some("offers/o2.payuot")),
+        "{e}"
+    );
+    let (st, e) = put(
+        "/api/v1/campaigns/c1",
+        serde_json::json!({"traffic_source": "ts", "paths": [{"offers": [{"offer": "nope"}]}]}),
+    );
+    assert_eq!(
+        (st, e["field"].as_str()),
+        (400, Some("campaigns/c1.paths[0].offers[0].offer")),
+        "{e}"
+    );
+    let (st, e) = put(
+        "/api/v1/campaigns/c1",
+        serde_json::json!({"id": "other", "traffic_source": "ts"}),
+    );
+    assert_eq!((st, e["field"].as_str()), (400, Some("id")), "{e}");
+    let (st, _) = console.api("GET", "/api/v1/campaigns/c1", "");
+    assert_eq!(st, 404);
+    let (st, _) = console.api("GET", "/api/v1/widgets", "");
+    assert_eq!(st, 404);
+
+    let created = Instant::now();
+    let (st, camp) = put(
+        "/api/v1/campaigns/c1",
+        serde_json::json!({"name": "Campaign one", "traffic_source": "ts", "cost": 0.02,
+                           "paths": [{"offers": [{"offer": "o1"}]}]}),
+    );
+    assert_eq!(st, 201, "{camp}");
+    assert_eq!(
+        camp["campaign_url"],
+        "http://track.example/c/c1?zoneid={zone}&cpc={cost}"
+    );
+    for e in &edges {
+        until(e, "/c/c1", 302);
+    }
+    assert!(created.elapsed() < Duration::from_secs(5));
+    let (st, list) = console.api("GET", "/api/v1/campaigns", "");
+    assert_eq!(st, 200);
+    assert_eq!(list["items"][0]["name"], "Campaign one");
+
+    // Still used: 409, and it stays.
+    let (st, e) = console.api("DELETE", "/api/v1/offers/o1", "");
+    assert_eq!(st, 409, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("campaigns/c1"), "{e}");
+
+    // Traffic: two visits on each edge, one postback with the network's token.
+    let mut clicks = Vec::new();
+    for e in &edges {
+        for _ in 0..2 {
+            let r = e.get("/c/c1?zoneid=9");
+            assert_eq!(r.status, 302);
+            let loc = r.header("location").unwrap().to_owned();
+            clicks.push(loc.split("sub=").nth(1).unwrap().to_owned());
+        }
+    }
+    let r = edges[1].get(&format!(
+        "/postback?cid={}&txid=t1&network=net&token=s3cret-token",
+        clicks[0]
+    ));
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    for mut e in edges {
+        e.signal("TERM");
+        assert!(e.wait(Duration::from_secs(20)).success(), "{}", e.log());
+    }
+
+    // The report through the API is what `query report` prints, names and default payout
+    // from the store's catalog.
+    let (st, report) = console.call("GET", "/api/v1/report?by=campaign", Some(TOKEN), "");
+    assert_eq!(st, 200, "{report}");
+    let cli = Command::new(common::query_bin())
+        .args(["report", "--store", &store, "--format", "json", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert_eq!(report, String::from_utf8(cli.stdout).unwrap());
+    let v: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let row = &v["rows"][0];
+    assert_eq!(
+        (
+            &row["campaign"],
+            &row["campaign_name"],
+            &row["visits"],
+            &row["conversions"],
+            &row["revenue"]
+        ),
+        (
+            &"c1".into(),
+            &"Campaign one".into(),
+            // Four visits, and the one on each edge that showed the campaign was live.
+            &6.into(),
+            &1.into(),
+            &4.5.into()
+        )
+    );
+    let (st, feed) = console.call("GET", "/api/v1/conversions", Some(TOKEN), "");
+    assert_eq!(st, 200);
+    assert_eq!(feed.lines().count(), 1, "{feed}");
+    let (st, e) = console.api("GET", "/api/v1/report?by=nonsense", "");
+    assert_eq!(st, 400, "{e}");
+}
