@@ -39,22 +39,6 @@ fn check_id(id: &str, key: impl std::fmt::Display) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Builds an id → index map, rejecting bad and duplicate ids.
-fn index_ids<'a>(
-    ids: impl Iterator<Item = &'a str>,
-    section: &str,
-) -> Result<AHashMap<&'a str, u32>, ConfigError> {
-    let mut map = AHashMap::new();
-    for (i, id) in ids.enumerate() {
-        let key = format!("{section}[{i}].id");
-        check_id(id, &key)?;
-        if map.insert(id, i as u32).is_some() {
-            return Err(ConfigError::invalid(key, format!("duplicate id {id:?}")));
-        }
-    }
-    Ok(map)
-}
-
 /// Looks references up while compiling: the file's own indexes, or a running edge's.
 pub trait Resolve {
     fn source(&self, id: &str) -> Option<u32>;
@@ -379,37 +363,6 @@ pub fn landing_page(
     })
 }
 
-/// A file's own indexes, and its offers and landing pages once compiled.
-struct FileIds<'a> {
-    sources: AHashMap<&'a str, u32>,
-    networks: AHashMap<&'a str, u32>,
-    offers: AHashMap<&'a str, u32>,
-    landing_pages: AHashMap<&'a str, u32>,
-    offer_needs: Vec<Needs>,
-    landing_page_needs: Vec<Needs>,
-}
-
-impl Resolve for FileIds<'_> {
-    fn source(&self, id: &str) -> Option<u32> {
-        self.sources.get(id).copied()
-    }
-    fn network(&self, id: &str) -> Option<u32> {
-        self.networks.get(id).copied()
-    }
-    fn offer(&self, id: &str) -> Option<u32> {
-        self.offers.get(id).copied()
-    }
-    fn landing_page(&self, id: &str) -> Option<u32> {
-        self.landing_pages.get(id).copied()
-    }
-    fn offer_needs(&self, i: u32) -> Needs {
-        self.offer_needs[i as usize]
-    }
-    fn landing_page_needs(&self, i: u32) -> Needs {
-        self.landing_page_needs[i as usize]
-    }
-}
-
 /// Warnings for the tokens of `t` (in `what`) that are neither built in nor remapped by any
 /// traffic source: they will be empty.
 pub fn unknown_params<'a>(
@@ -426,110 +379,7 @@ pub fn unknown_params<'a>(
     })
 }
 
-impl Catalog {
-    /// Validates the catalog of `cfg` and compiles it.
-    pub fn compile<S>(cfg: &File<S>) -> Result<Catalog, ConfigError> {
-        Catalog::compile_with(cfg, cfg.campaigns.iter())
-    }
-
-    /// As [`Catalog::compile`], taking the file: each campaign's config is let go as soon
-    /// as it is compiled, so a catalog of a million campaigns is never held twice.
-    pub fn compile_owned<S>(mut cfg: File<S>) -> Result<Catalog, ConfigError> {
-        let campaigns = std::mem::take(&mut cfg.campaigns);
-        Catalog::compile_with(&cfg, campaigns.into_iter())
-    }
-
-    fn compile_with<S, C: std::borrow::Borrow<CampaignConfig>>(
-        cfg: &File<S>,
-        campaigns: impl ExactSizeIterator<Item = C>,
-    ) -> Result<Catalog, ConfigError> {
-        let mut names = ParamNames::default();
-        let mut ids = FileIds {
-            sources: index_ids(
-                cfg.traffic_sources.iter().map(|s| s.id.as_str()),
-                "traffic_sources",
-            )?,
-            networks: index_ids(
-                cfg.affiliate_networks.iter().map(|n| n.id.as_str()),
-                "affiliate_networks",
-            )?,
-            offers: index_ids(cfg.offers.iter().map(|o| o.id.as_str()), "offers")?,
-            landing_pages: index_ids(
-                cfg.landing_pages.iter().map(|l| l.id.as_str()),
-                "landing_pages",
-            )?,
-            offer_needs: Vec::new(),
-            landing_page_needs: Vec::new(),
-        };
-
-        let sources = cfg
-            .traffic_sources
-            .iter()
-            .enumerate()
-            .map(|(i, s)| source(&format!("traffic_sources[{i}]"), s, &mut names))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut networks: Vec<Network> = Vec::with_capacity(cfg.affiliate_networks.len());
-        for (i, n) in cfg.affiliate_networks.iter().enumerate() {
-            let compiled = network(&format!("affiliate_networks[{i}]"), n, &networks)?;
-            networks.push(compiled);
-        }
-        let offers = cfg
-            .offers
-            .iter()
-            .enumerate()
-            .map(|(i, o)| offer(&format!("offers[{i}]"), o, &ids, &mut names))
-            .collect::<Result<Vec<_>, _>>()?;
-        let landing_pages = cfg
-            .landing_pages
-            .iter()
-            .enumerate()
-            .map(|(i, l)| landing_page(&format!("landing_pages[{i}]"), l, &mut names))
-            .collect::<Result<Vec<_>, _>>()?;
-        ids.offer_needs = offers.iter().map(|o| o.needs).collect();
-        ids.landing_page_needs = landing_pages
-            .iter()
-            .map(|l| Needs::of_template(&l.url))
-            .collect();
-        let mut compiled = Vec::with_capacity(campaigns.len());
-        let section = Key::Root("campaigns");
-        for (i, c) in campaigns.enumerate() {
-            compiled.push(campaign(&section.index(i), c.borrow(), &ids)?);
-        }
-        index_ids(compiled.iter().map(|c| &*c.id), "campaigns")?;
-        let campaigns = compiled;
-        let mut catalog = Catalog {
-            campaigns,
-            sources,
-            networks,
-            offers,
-            landing_pages,
-            params: names,
-            warnings: Vec::new(),
-        };
-        catalog.warnings = catalog.collect_warnings();
-        Ok(catalog)
-    }
-
-    fn collect_warnings(&self) -> Vec<String> {
-        let mut w = Vec::new();
-        let templates = self
-            .offers
-            .iter()
-            .map(|o| (format!("offer {:?}", o.id), &o.url))
-            .chain(
-                self.landing_pages
-                    .iter()
-                    .map(|l| (format!("landing page {:?}", l.id), &l.url)),
-            );
-        for (what, t) in templates {
-            w.extend(unknown_params(&what, t, &self.params));
-        }
-        if self.campaigns.is_empty() {
-            w.push("no campaigns: every /c/ request will be answered 404".into());
-        }
-        w
-    }
-}
+mod whole;
 
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sink::model::ct_eq;
 use sink::EventId;
 use sink::visitors::huge::HugeSlice;
 
@@ -107,12 +108,6 @@ impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Signer(..)")
     }
-}
-
-/// Compares secrets (cookie signatures, postback tokens) in time that does not depend on where
-/// they differ.
-pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Signer {

@@ -17,7 +17,7 @@ use catalog::template::{ParamNames, Template};
 use catalog::{Catalog, ConfigError};
 use sink::model::event::Auth;
 
-use crate::clicks::ct_eq;
+use sink::model::ct_eq;
 use crate::config::{ConfigFile, ServerConfig};
 
 mod apply;

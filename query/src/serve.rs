@@ -167,14 +167,7 @@ async fn auth(AxumState(app): AxumState<Shared>, req: Request, next: Next) -> Re
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let want = app.opts.token.as_bytes();
-    let same = given.len() == want.len()
-        && given
-            .bytes()
-            .zip(want)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if !same {
+    if !sink::model::ct_eq(given.as_bytes(), app.opts.token.as_bytes()) {
         let mut r = Failure::new(
             StatusCode::UNAUTHORIZED,
             "an Authorization: Bearer token is needed",

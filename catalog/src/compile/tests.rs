@@ -1,5 +1,6 @@
 use serde::de::IgnoredAny;
 
+use super::whole::FileIds;
 use super::*;
 use crate::file::OfferRefConfig;
 use crate::model::{Visitor, accepts_language};
