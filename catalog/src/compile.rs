@@ -1,11 +1,11 @@
-//! Validation: a config file's catalog compiled into [`Catalog`], every dangling reference
+//! Validation: a config file's catalog compiled into [`Catalog`](crate::Catalog), every dangling reference
 //! or bad value an error naming its key.
 
-use ahash::AHashMap;
 use sink::model::event::{NetworkPolicy, Pixels};
 
+use crate::ConfigError;
 use crate::file::{
-    CampaignConfig, File, LandingPageConfig, NetworkConfig, OfferConfig, PathConfig, RuleConfig,
+    CampaignConfig, LandingPageConfig, NetworkConfig, OfferConfig, PathConfig, RuleConfig,
     TrafficSourceConfig,
 };
 use crate::key::Key;
@@ -14,7 +14,6 @@ use crate::model::{
 };
 use crate::money::micros;
 use crate::template::{ParamNames, Template, Token};
-use crate::{Catalog, ConfigError};
 
 /// Longest id: ids go into URLs, cookie names and click state.
 const MAX_ID: usize = 128;
@@ -27,6 +26,7 @@ fn check_id(id: &str, key: impl std::fmt::Display) -> Result<(), ConfigError> {
         ));
     }
     if id.is_empty()
+        || id.bytes().all(|c| c == b'.')
         || !id
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'~'))

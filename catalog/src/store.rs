@@ -28,9 +28,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
-use crate::file::{
-    CampaignConfig, LandingPageConfig, NetworkConfig, OfferConfig, Sections, TrafficSourceConfig,
-};
+use crate::file::Sections;
 
 mod check;
 mod state;
@@ -290,9 +288,7 @@ impl CatalogStore {
         let hint: Option<LastCheckpoint> =
             self.get_json(&ObjectPath::from(LAST_CHECKPOINT)).await?;
         if let Some(h) = hint
-            && let Some(cp) = self
-                .get_json::<Checkpoint>(&checkpoint_path(h.version))
-                .await?
+            && let Some(cp) = self.checkpoint_at(h.version).await?
         {
             return Ok(Some(cp));
         }
@@ -312,8 +308,31 @@ impl CatalogStore {
             )
             .await?;
         match newest {
-            Some(v) => self.get_json(&checkpoint_path(v)).await,
+            Some(v) => self.checkpoint_at(v).await,
             None => Ok(None),
+        }
+    }
+
+    async fn checkpoint_at(&self, version: u64) -> Result<Option<Checkpoint>, CatalogError> {
+        let path = checkpoint_path(version);
+        match self.get_json::<Checkpoint>(&path).await? {
+            Some(cp) if cp.version != version => Err(CatalogError::Damaged {
+                path: path.to_string(),
+                reason: format!("holds version {}", cp.version),
+            }),
+            other => Ok(other),
+        }
+    }
+
+    /// Where a reader starts: the newest checkpoint, or the empty catalog when there is none
+    /// or it cannot be read (the log, never rewritten, then replays from version 1).
+    async fn start(&self) -> Result<Option<Checkpoint>, CatalogError> {
+        match self.latest_checkpoint().await {
+            Err(e @ CatalogError::Damaged { .. }) => {
+                tracing::warn!("{e}; reading the catalog's log from its first version instead");
+                Ok(None)
+            }
+            other => other,
         }
     }
 
@@ -333,7 +352,7 @@ impl CatalogStore {
     /// The newest version: the newest checkpoint and every commit after it.
     pub async fn load(&self) -> Result<State, CatalogError> {
         let mut state = self
-            .latest_checkpoint()
+            .start()
             .await?
             .map(State::from_checkpoint)
             .unwrap_or_default();
@@ -346,7 +365,7 @@ impl CatalogStore {
     /// are moved, not copied. Returns the version with them.
     pub async fn load_sections(&self) -> Result<(u64, Sections), CatalogError> {
         let (mut version, mut sections) = self
-            .latest_checkpoint()
+            .start()
             .await?
             .map_or((0, Sections::default()), |c| (c.version, c.catalog));
         while let Some(c) = self.commit_at(version + 1).await? {

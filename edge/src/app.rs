@@ -402,9 +402,11 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
         match sig {
             SIGHUP if follower.is_some() => {
                 tracing::info!("SIGHUP: loading the store's whole catalog");
-                let rt = follow::runtime()?;
-                let cs = CatalogStore::new(sink::storage::store::open(&settings.store)?);
-                match follow::load(&rt, &cs, &limits) {
+                let loaded = follow::runtime().and_then(|rt| {
+                    let cs = CatalogStore::new(sink::storage::store::open(&settings.store)?);
+                    follow::load(&rt, &cs, &limits)
+                });
+                match loaded {
                     Ok(r) => follow::install(&routing, r, &metrics),
                     Err(e) => tracing::error!("SIGHUP: {e}; the running campaigns stay"),
                 }

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sink::model::ct_eq;
 use sink::EventId;
+use sink::model::ct_eq;
 use sink::visitors::huge::HugeSlice;
 
 /// Slots in each worker's ring (a power of two).

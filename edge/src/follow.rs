@@ -177,6 +177,12 @@ impl Follow {
                     Ok(Some(commit)) => match cur.apply(&commit) {
                         Ok(next) => Ok(Some(next)),
                         Err(e) => match load(rt, cs, limits) {
+                            // A whole load that gets no further would be tried again at once.
+                            Ok(next) if next.version <= cur.version => Err(anyhow::anyhow!(
+                                "catalog version {}: {e} (the whole catalog reads as version {})",
+                                commit.version,
+                                next.version
+                            )),
                             Ok(next) => {
                                 tracing::warn!(
                                     "catalog version {}: {e}; loaded the whole catalog instead",

@@ -17,8 +17,8 @@ use catalog::template::{ParamNames, Template};
 use catalog::{Catalog, ConfigError};
 use sink::model::event::Auth;
 
-use sink::model::ct_eq;
 use crate::config::{ConfigFile, ServerConfig};
+use sink::model::ct_eq;
 
 mod apply;
 
@@ -201,6 +201,28 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// A warning when offer `id`'s default payout is above `server.max_payout`.
+    pub fn payout_warning(&self, id: &str, micros: i64) -> Option<String> {
+        (micros > self.max_payout_micros).then(|| {
+            format!(
+                "offer {id:?}: its payout {} is above server.max_payout {}",
+                micros as f64 / 1e6,
+                self.max_payout_micros as f64 / 1e6
+            )
+        })
+    }
+
+    /// A warning when campaign `id`'s cost is above `server.max_cost`.
+    pub fn cost_warning(&self, id: &str, micros: i64) -> Option<String> {
+        (micros > self.max_cost_micros).then(|| {
+            format!(
+                "campaign {id:?}: its cost {} is above server.max_cost {}",
+                micros as f64 / 1e6,
+                self.max_cost_micros as f64 / 1e6
+            )
+        })
+    }
+
     pub fn of(server: &ServerConfig) -> Result<Limits, ConfigError> {
         Ok(Limits {
             max_cost_micros: micros(server.max_cost, "server.max_cost")?,
@@ -239,6 +261,12 @@ impl Routing {
     }
 
     /// The routing of a compiled catalog under `limits`.
+    ///
+    /// An offer's payout above `server.max_payout` or a campaign's cost above
+    /// `server.max_cost` refuses a config file (version 0), which its author fixes before
+    /// starting; in the store's catalog (a version from 1) it is a warning instead, since the
+    /// writer cannot know every edge's limits and an edge must never stop following the
+    /// catalog for it (the limits still bound what requests may claim).
     pub fn build(cat: Catalog, limits: &Limits, version: u64) -> Result<Routing, ConfigError> {
         let Catalog {
             campaigns,
@@ -247,9 +275,21 @@ impl Routing {
             offers,
             landing_pages,
             mut params,
-            warnings,
+            mut warnings,
         } = cat;
-        if let Some((i, o)) = offers
+        if version > 0 {
+            warnings.extend(
+                offers
+                    .iter()
+                    .filter_map(|o| limits.payout_warning(&o.id, o.payout_micros))
+                    .chain(
+                        campaigns
+                            .iter()
+                            .filter_map(|c| limits.cost_warning(&c.id, c.cost_micros)),
+                    )
+                    .take(20),
+            );
+        } else if let Some((i, o)) = offers
             .iter()
             .enumerate()
             .find(|(_, o)| o.payout_micros > limits.max_payout_micros)
@@ -266,7 +306,7 @@ impl Routing {
         if let Some((i, camp)) = campaigns
             .iter()
             .enumerate()
-            .find(|(_, camp)| camp.cost_micros > limits.max_cost_micros)
+            .find(|(_, camp)| version == 0 && camp.cost_micros > limits.max_cost_micros)
         {
             return Err(ConfigError::invalid(
                 format!("campaigns[{i}].cost"),

@@ -170,7 +170,24 @@ impl Names {
         if state.version == 0 {
             return Ok(None);
         }
-        let mut names = Self::from_catalog(&Catalog::compile(&state.sections())?);
+        // Read straight from the state (its writers checked every object): a million
+        // campaigns' names are a map insert each, not a compile.
+        let pairs = |it: &mut dyn Iterator<Item = (&String, &String)>| {
+            it.map(|(id, name)| (id.clone(), name.clone())).collect()
+        };
+        let mut names = Names {
+            campaigns: pairs(&mut state.campaigns.iter().map(|(id, c)| (id, &c.name))),
+            traffic_sources: pairs(&mut state.traffic_sources.iter().map(|(id, t)| (id, &t.name))),
+            networks: pairs(&mut state.affiliate_networks.iter().map(|(id, n)| (id, &n.name))),
+            offers: pairs(&mut state.offers.iter().map(|(id, o)| (id, &o.name))),
+            landing_pages: pairs(&mut state.landing_pages.iter().map(|(id, l)| (id, &l.name))),
+            default_payouts: Vec::new(),
+            remapped: state
+                .traffic_sources
+                .values()
+                .flat_map(|t| t.params.keys().cloned())
+                .collect(),
+        };
         // Deleted objects keep their names for the events they left.
         for (key, name) in &state.retired {
             let Some((kind, id)) = key.split_once('/') else {

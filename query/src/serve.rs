@@ -54,6 +54,8 @@ struct App {
     cs: CatalogStore,
     /// The newest version read; brought up to date before every answer.
     state: Mutex<State>,
+    /// Names and payouts for reports, built once per version.
+    names: std::sync::Mutex<Option<(u64, Option<Arc<Names>>)>>,
     opts: Options,
 }
 
@@ -140,6 +142,7 @@ pub async fn serve(opts: Options) -> crate::Result<()> {
     let app = Arc::new(App {
         cs,
         state: Mutex::new(state),
+        names: std::sync::Mutex::new(None),
         opts,
     });
     axum::serve(listener, router(app)).await?;
@@ -165,7 +168,12 @@ async fn auth(AxumState(app): AxumState<Shared>, req: Request, next: Next) -> Re
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        })
         .unwrap_or_default();
     if !sink::model::ct_eq(given.as_bytes(), app.opts.token.as_bytes()) {
         let mut r = Failure::new(
@@ -389,10 +397,18 @@ fn range(q: &HashMap<String, String>) -> Result<DateRange, Failure> {
 }
 
 /// The session and the names a report or the feed runs with.
-async fn session(app: &App) -> Result<(Session, Option<Names>), Failure> {
+async fn session(app: &App) -> Result<(Session, Option<Arc<Names>>), Failure> {
     let names = {
         let state = fresh(app).await?;
-        Names::from_store(&state)?
+        let cached = app.names.lock().expect("not poisoned").clone();
+        match cached {
+            Some((v, names)) if v == state.version => names,
+            _ => {
+                let names = Names::from_store(&state)?.map(Arc::new);
+                *app.names.lock().expect("not poisoned") = Some((state.version, names.clone()));
+                names
+            }
+        }
     };
     let session = Session::open(&app.opts.store, &app.opts.session).await?;
     Ok((session, names))
@@ -417,7 +433,7 @@ async fn report(
             .is_some_and(|v| v == "true" || v == "1"),
     };
     let (session, names) = session(&app).await?;
-    let r = crate::report::run(&session, &req, names.as_ref()).await?;
+    let r = crate::report::run(&session, &req, names.as_deref()).await?;
     let mut out = Vec::new();
     output::report(&r, output::Format::Json, &mut out).map_err(Failure::from)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
@@ -433,7 +449,7 @@ async fn conversions(
     };
     let (session, names) = session(&app).await?;
     let mut out = Vec::new();
-    crate::feed::run(&session, &req, names.as_ref(), &mut out).await?;
+    crate::feed::run(&session, &req, names.as_deref(), &mut out).await?;
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::from(out))

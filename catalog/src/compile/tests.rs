@@ -1,9 +1,12 @@
 use serde::de::IgnoredAny;
 
+use ahash::AHashMap;
+
 use super::whole::FileIds;
 use super::*;
 use crate::file::OfferRefConfig;
 use crate::model::{Visitor, accepts_language};
+use crate::{Catalog, File};
 
 fn compile(text: &str) -> Result<Catalog, String> {
     let cfg = File::<IgnoredAny>::parse(text).map_err(|e| e.to_string())?;

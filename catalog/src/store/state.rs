@@ -166,8 +166,10 @@ impl State {
         for o in &p.offers {
             let history = self.payouts.entry(o.id.clone()).or_default();
             if history.last().is_none_or(|h| h.payout != o.payout) {
+                // Writers' clocks may disagree: the history stays in order whatever they say.
+                let since_ms = history.last().map_or(c.ts_ms, |h| h.since_ms.max(c.ts_ms));
                 history.push(PayoutSince {
-                    since_ms: c.ts_ms,
+                    since_ms,
                     payout: o.payout,
                 });
             }
@@ -201,4 +203,3 @@ impl State {
         Ok(commit)
     }
 }
-

@@ -324,3 +324,24 @@ fn a_change_that_contradicts_itself_is_refused() {
     block_on(cs.change(&mut s, moved, "api")).unwrap();
     assert!(!s.offers.contains_key("o1"));
 }
+
+#[test]
+fn a_damaged_checkpoint_is_read_around_from_the_log() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let cs = CatalogStore::new(Arc::clone(&store));
+    let mut s = block_on(cs.load()).unwrap();
+    block_on(cs.change(&mut s, import(CATALOG), "import")).unwrap();
+    let c2 = put_campaign(
+        "[[campaigns]]\nid = \"c2\"\ntraffic_source = \"ts\"\n[[campaigns.paths]]\noffers = [ { offer = \"o2\" } ]\n",
+    );
+    block_on(cs.change(&mut s, c2, "api")).unwrap();
+    for bad in [
+        &b"{\"version\": 1, \"ts"[..],
+        b"{\"version\": 9, \"ts_ms\": 0, \"catalog\": {}}",
+    ] {
+        block_on(store.put(&checkpoint_path(1), PutPayload::from(bad.to_vec()))).unwrap();
+        assert_eq!(block_on(cs.load()).unwrap(), s);
+        let (v, sections) = block_on(cs.load_sections()).unwrap();
+        assert_eq!((v, sections.campaigns.len()), (2, 2));
+    }
+}

@@ -49,6 +49,11 @@ impl Routing {
             };
             return Routing::build(Catalog::compile(&commit.put)?, &limits, commit.version);
         }
+        let limits = Limits {
+            max_cost_micros: self.max_cost_micros,
+            max_payout_micros: self.max_payout_micros,
+            fallback_url: String::new(),
+        };
         let mut next = self.clone();
         next.version = commit.version;
         next.warnings.clear();
@@ -83,13 +88,27 @@ impl Routing {
             let compiled = compile::source(&format!("traffic_sources/{}", s.id), s, names)?;
             next.sources.put(&s.id, compiled);
         }
-        for n in &put.affiliate_networks {
-            let compiled = compile::network(
-                &format!("affiliate_networks/{}", n.id),
-                n,
-                next.networks.iter(),
-            )?;
-            next.networks.put(&n.id, compiled);
+        if !put.affiliate_networks.is_empty() {
+            // Tokens are unique among the networks after the commit: the ones it leaves, and
+            // those it puts (two may swap tokens in one commit).
+            let putting: std::collections::HashSet<&str> = put
+                .affiliate_networks
+                .iter()
+                .map(|n| n.id.as_str())
+                .collect();
+            let mut compiled = Vec::with_capacity(putting.len());
+            for n in &put.affiliate_networks {
+                let others = next
+                    .networks
+                    .iter()
+                    .filter(|o| !putting.contains(&*o.id))
+                    .chain(&compiled);
+                let c = compile::network(&format!("affiliate_networks/{}", n.id), n, others)?;
+                compiled.push(c);
+            }
+            for (n, c) in put.affiliate_networks.iter().zip(compiled) {
+                next.networks.put(&n.id, c);
+            }
         }
         // Offers and landing pages whose URLs ask other visitor facts than before: the
         // campaigns that use them look those facts up first, so their needs are redone.
@@ -98,12 +117,8 @@ impl Routing {
             let key = format!("offers/{}", o.id);
             let names = names.as_mut().expect("cloned for a put");
             let compiled = compile::offer(&key, o, &Ids(&next), names)?;
-            if compiled.payout_micros > self.max_payout_micros {
-                return Err(ConfigError::invalid(
-                    format!("{key}.payout"),
-                    format!("{} is above server.max_payout", o.payout),
-                ));
-            }
+            next.warnings
+                .extend(limits.payout_warning(&o.id, compiled.payout_micros));
             let old = next.offers.by_id(&o.id).map(|old| old.needs);
             let needs = compiled.needs;
             let i = next.offers.put(&o.id, compiled);
@@ -125,12 +140,8 @@ impl Routing {
         for c in &put.campaigns {
             let key = format!("campaigns/{}", c.id);
             let compiled = compile::campaign(&catalog::key::Key::Root(&key), c, &Ids(&next))?;
-            if compiled.cost_micros > self.max_cost_micros {
-                return Err(ConfigError::invalid(
-                    format!("{key}.cost"),
-                    format!("{} is above server.max_cost", c.cost),
-                ));
-            }
+            next.warnings
+                .extend(limits.cost_warning(&c.id, compiled.cost_micros));
             next.campaigns.put(compiled);
         }
         if !needs_changed.0.is_empty() || !needs_changed.1.is_empty() {
