@@ -263,24 +263,78 @@ fn postback_url(edge: &str, n: &NetworkConfig) -> String {
     url
 }
 
+/// Objects a list answers at most, and by default.
+const LIST_MAX: usize = 10_000;
+const LIST_DEFAULT: usize = 1_000;
+
+/// A page of objects in id order: `limit` of them (default 1 000, at most 10 000) after the
+/// id `after`; `next` is the `after` of the following page, absent on the last.
 async fn list(
     AxumState(app): AxumState<Shared>,
     Path(k): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, Failure> {
     let kind = kind(&k)?;
-    let state = fresh(&app).await?;
-    let ids: Vec<&String> = match kind {
-        Kind::TrafficSources => state.traffic_sources.keys().collect(),
-        Kind::AffiliateNetworks => state.affiliate_networks.keys().collect(),
-        Kind::Offers => state.offers.keys().collect(),
-        Kind::LandingPages => state.landing_pages.keys().collect(),
-        Kind::Campaigns => state.campaigns.keys().collect(),
+    let limit = match q.get("limit") {
+        None => LIST_DEFAULT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=LIST_MAX).contains(&n) => n,
+            _ => {
+                return Err(Failure {
+                    status: StatusCode::BAD_REQUEST,
+                    error: format!("limit {l:?}: a number from 1 to {LIST_MAX}"),
+                    field: Some("limit".into()),
+                });
+            }
+        },
     };
-    let items: Vec<Value> = ids
-        .into_iter()
+    let after = q.get("after").cloned().unwrap_or_default();
+    let state = fresh(&app).await?;
+    let from = std::ops::Bound::Excluded(after.as_str());
+    let range = (from, std::ops::Bound::Unbounded);
+    let ids: Vec<&String> = match kind {
+        Kind::TrafficSources => state
+            .traffic_sources
+            .range::<str, _>(range)
+            .map(|(k, _)| k)
+            .take(limit + 1)
+            .collect(),
+        Kind::AffiliateNetworks => state
+            .affiliate_networks
+            .range::<str, _>(range)
+            .map(|(k, _)| k)
+            .take(limit + 1)
+            .collect(),
+        Kind::Offers => state
+            .offers
+            .range::<str, _>(range)
+            .map(|(k, _)| k)
+            .take(limit + 1)
+            .collect(),
+        Kind::LandingPages => state
+            .landing_pages
+            .range::<str, _>(range)
+            .map(|(k, _)| k)
+            .take(limit + 1)
+            .collect(),
+        Kind::Campaigns => state
+            .campaigns
+            .range::<str, _>(range)
+            .map(|(k, _)| k)
+            .take(limit + 1)
+            .collect(),
+    };
+    let more = ids.len() > limit;
+    let page = &ids[..ids.len().min(limit)];
+    let items: Vec<Value> = page
+        .iter()
         .filter_map(|id| object(&app, &state, kind, id))
         .collect();
-    Ok(axum::Json(json!({ "version": state.version, "items": items })).into_response())
+    let mut body = json!({ "version": state.version, "total": state.len(kind), "items": items });
+    if more && let Some(last) = page.last() {
+        body["next"] = Value::String((*last).clone());
+    }
+    Ok(axum::Json(body).into_response())
 }
 
 async fn get_one(

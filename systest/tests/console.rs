@@ -216,6 +216,17 @@ fn the_console_api_runs_a_campaign_end_to_end() {
     let (st, list) = console.api("GET", "/api/v1/campaigns", "");
     assert_eq!(st, 200);
     assert_eq!(list["items"][0]["name"], "Campaign one");
+    // Pages: one object each, in id order, then none.
+    let (_, first) = console.api("GET", "/api/v1/offers?limit=1", "");
+    assert_eq!(
+        (&first["total"], &first["items"][0]["id"]),
+        (&1.into(), &"o1".into())
+    );
+    assert!(first.get("next").is_none(), "{first}");
+    let (_, sources) = console.api("GET", "/api/v1/traffic_sources?limit=1&after=ts", "");
+    assert_eq!(sources["items"], serde_json::json!([]));
+    let (st, _) = console.api("GET", "/api/v1/offers?limit=0", "");
+    assert_eq!(st, 400);
 
     // Still used: 409, and it stays.
     let (st, e) = console.api("DELETE", "/api/v1/offers/o1", "");
