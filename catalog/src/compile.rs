@@ -257,6 +257,15 @@ pub fn source(
                 "the query parameter name is empty",
             ));
         }
+        if names.full_for(name) {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "more than {} distinct remapped names",
+                    crate::template::MAX_PARAM_NAMES
+                ),
+            ));
+        }
         params.push((names.define(name), query_key.as_bytes().into()));
     }
     let cost_param = match s.cost_param.as_deref() {

@@ -70,7 +70,16 @@ impl Default for ParamNames {
     }
 }
 
+/// Distinct remapped names a catalog may use: indexes are 16 bits, and an edge keeps every
+/// name it has seen while it follows the store's catalog.
+pub const MAX_PARAM_NAMES: usize = 4096;
+
 impl ParamNames {
+    /// Whether `name` is new and there is no room for it.
+    pub fn full_for(&self, name: &str) -> bool {
+        self.names.len() >= MAX_PARAM_NAMES && self.lookup(name).is_none()
+    }
+
     /// The index of `name`, if it has been interned.
     pub fn lookup(&self, name: &str) -> Option<u16> {
         self.names
@@ -180,8 +189,15 @@ impl Template {
                     if !lit.is_empty() {
                         parts.push(Part::Lit(std::mem::take(&mut lit).into()));
                     }
-                    let tok =
-                        Token::builtin(name).unwrap_or_else(|| Token::Param(names.intern(name)));
+                    let tok = match Token::builtin(name) {
+                        Some(t) => t,
+                        None if names.full_for(name) => {
+                            return Err(bad(format!(
+                                "{{{name}}}: more than {MAX_PARAM_NAMES} distinct parameter names"
+                            )));
+                        }
+                        None => Token::Param(names.intern(name)),
+                    };
                     parts.push(Part::Tok(tok));
                     for _ in 0..close {
                         bytes.next();
@@ -324,5 +340,18 @@ mod tests {
         t.render(&mut Fixed, &mut out);
         assert_eq!(out, b"http://127.0.0.1:9/landing");
         assert_eq!(t.as_str(), "http://127.0.0.1:9/landing");
+    }
+
+    #[test]
+    fn parameter_names_are_bounded() {
+        let mut names = ParamNames::default();
+        for i in names.len()..MAX_PARAM_NAMES {
+            names.intern(&format!("p{i}"));
+        }
+        assert!(Template::parse("https://x.example/?a={p20}", "k", &mut names).is_ok());
+        let e = Template::parse("https://x.example/?a={one_more}", "k", &mut names)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("distinct parameter names"), "{e}");
     }
 }
