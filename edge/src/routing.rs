@@ -31,12 +31,15 @@ pub enum TokenError {
 
 /// Objects of one kind at stable indexes: an object keeps its index for as long as it
 /// lives, so what refers to it by index (a campaign's offers, an offer's network) stays
-/// valid when others change. A deleted object leaves the id map; its slot stays until the
-/// next whole build (the catalog refuses to delete what is still used).
+/// valid when others change. A deleted object leaves the id map and its slot goes to the
+/// next object created (the catalog refuses to delete what is still used, so nothing refers
+/// to a free slot): however long an edge follows a churning catalog, it holds no more slots
+/// than objects have lived at once.
 #[derive(Debug)]
 pub struct Slots<T> {
     items: Arc<Vec<Arc<T>>>,
     ids: Arc<AHashMap<Box<str>, u32>>,
+    free: Arc<Vec<u32>>,
 }
 
 impl<T> Clone for Slots<T> {
@@ -44,6 +47,7 @@ impl<T> Clone for Slots<T> {
         Slots {
             items: Arc::clone(&self.items),
             ids: Arc::clone(&self.ids),
+            free: Arc::clone(&self.free),
         }
     }
 }
@@ -65,6 +69,7 @@ impl<T> Slots<T> {
         Slots {
             items: Arc::new(items.into_iter().map(Arc::new).collect()),
             ids: Arc::new(ids),
+            free: Arc::new(Vec::new()),
         }
     }
 
@@ -91,7 +96,7 @@ impl<T> Slots<T> {
         self.ids.values().map(|&i| &*self.items[i as usize])
     }
 
-    /// Puts `item` as `id`: in its slot when it lives, else in a new one.
+    /// Puts `item` as `id`: in its slot when it lives, else in a free one or a new one.
     fn put(&mut self, id: &str, item: T) -> u32 {
         let items = Arc::make_mut(&mut self.items);
         match self.ids.get(id) {
@@ -100,8 +105,16 @@ impl<T> Slots<T> {
                 i
             }
             None => {
-                let i = items.len() as u32;
-                items.push(Arc::new(item));
+                let i = match Arc::make_mut(&mut self.free).pop() {
+                    Some(i) => {
+                        items[i as usize] = Arc::new(item);
+                        i
+                    }
+                    None => {
+                        items.push(Arc::new(item));
+                        (items.len() - 1) as u32
+                    }
+                };
                 Arc::make_mut(&mut self.ids).insert(id.into(), i);
                 i
             }
@@ -109,9 +122,14 @@ impl<T> Slots<T> {
     }
 
     fn remove(&mut self, id: &str) {
-        if self.ids.contains_key(id) {
-            Arc::make_mut(&mut self.ids).remove(id);
+        if let Some(i) = Arc::make_mut(&mut self.ids).remove(id) {
+            Arc::make_mut(&mut self.free).push(i);
         }
+    }
+
+    /// Slots held, live or free.
+    pub fn slots(&self) -> usize {
+        self.items.len()
     }
 }
 

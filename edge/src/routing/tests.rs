@@ -438,3 +438,26 @@ fn commits_applied_one_by_one_serve_what_a_whole_compile_does() {
         assert_eq!(served(&running), served(&whole), "step {i}");
     }
 }
+
+#[test]
+fn a_churning_catalog_reuses_the_slots_of_deleted_objects() {
+    let mut r = compile(BASE).unwrap();
+    let held = r.offers.slots();
+    for v in 2..50u64 {
+        // Each version: a new offer, and the one before deleted.
+        let put = format!("[[offers]]\nid = \"x{v}\"\nurl = \"https://x.example/{v}\"\n");
+        let old = format!("x{}", v - 1);
+        let delete: Vec<(&str, &str)> = if v > 2 {
+            vec![("offers", &old)]
+        } else {
+            vec![]
+        };
+        r = r.apply(&commit(v, &put, &delete)).unwrap();
+        assert_eq!(
+            r.offers.by_id(&format!("x{v}")).unwrap().url.as_str(),
+            format!("https://x.example/{v}")
+        );
+    }
+    assert_eq!(r.offers.len(), 3);
+    assert!(r.offers.slots() <= held + 2, "{} slots", r.offers.slots());
+}
