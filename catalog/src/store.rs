@@ -396,18 +396,23 @@ impl CatalogStore {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        match self
+        let put = self
             .store
             .put_opts(&log_path(commit.version), PutPayload::from(body), opts)
-            .await
-        {
-            Ok(_) => {}
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                return Err(CatalogError::Conflict {
-                    version: commit.version,
-                });
+            .await;
+        if let Err(e) = put {
+            // A put whose answer was lost may have been made, and a client retry of it then
+            // finds the object there: if what is there is this very commit, it is written.
+            let ours = matches!(self.commit_at(commit.version).await, Ok(Some(c)) if c == commit);
+            match e {
+                _ if ours => {}
+                object_store::Error::AlreadyExists { .. } => {
+                    return Err(CatalogError::Conflict {
+                        version: commit.version,
+                    });
+                }
+                e => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
         state.apply(&commit);
         if (commit.replace || state.version.is_multiple_of(CHECKPOINT_EVERY))

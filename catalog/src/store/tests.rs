@@ -345,3 +345,23 @@ fn a_damaged_checkpoint_is_read_around_from_the_log() {
         assert_eq!((v, sections.campaigns.len()), (2, 2));
     }
 }
+
+#[test]
+fn a_commit_found_already_written_is_the_writers_own_when_it_is_the_same() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let cs = CatalogStore::new(Arc::clone(&store));
+    let mut a = block_on(cs.load()).unwrap();
+    let commit = a.prepare(import(CATALOG), "a", 5).unwrap();
+    // The put was made, but its answer lost: the same commit is already there.
+    let body = serde_json::to_vec(&commit).unwrap();
+    block_on(store.put(&log_path(1), PutPayload::from(body))).unwrap();
+    block_on(cs.write(&mut a, commit)).unwrap();
+    assert_eq!(a.version, 1);
+    // Another writer's commit there is a conflict.
+    let mut b = State::default();
+    let other = b.prepare(import(CATALOG), "b", 6).unwrap();
+    assert!(matches!(
+        block_on(cs.write(&mut b, other)),
+        Err(CatalogError::Conflict { version: 1 })
+    ));
+}
