@@ -174,28 +174,31 @@ impl Follow {
                     }
                 };
                 let next = match step {
-                    Ok(Some(commit)) => match cur.apply(&commit) {
-                        Ok(next) => Ok(Some(next)),
-                        Err(e) => match load(rt, cs, limits) {
-                            // A whole load that gets no further would be tried again at once.
-                            Ok(next) if next.version <= cur.version => Err(anyhow::anyhow!(
-                                "catalog version {}: {e} (the whole catalog reads as version {})",
-                                commit.version,
-                                next.version
-                            )),
-                            Ok(next) => {
-                                tracing::warn!(
-                                    "catalog version {}: {e}; loaded the whole catalog instead",
-                                    commit.version
-                                );
-                                Ok(Some(next))
-                            }
-                            Err(whole) => Err(anyhow::anyhow!(
-                                "catalog version {}: {e} (and the whole catalog: {whole})",
-                                commit.version
-                            )),
-                        },
-                    },
+                    Ok(Some(commit)) => {
+                        let version = commit.version;
+                        match cur.apply(commit) {
+                            Ok(next) => Ok(Some(next)),
+                            Err(e) => match load(rt, cs, limits) {
+                                // A whole load that gets no further would be tried again at once.
+                                Ok(next) if next.version <= cur.version => Err(anyhow::anyhow!(
+                                    "catalog version {}: {e} (the whole catalog reads as version {})",
+                                    version,
+                                    next.version
+                                )),
+                                Ok(next) => {
+                                    tracing::warn!(
+                                        "catalog version {}: {e}; loaded the whole catalog instead",
+                                        version
+                                    );
+                                    Ok(Some(next))
+                                }
+                                Err(whole) => Err(anyhow::anyhow!(
+                                    "catalog version {}: {e} (and the whole catalog: {whole})",
+                                    version
+                                )),
+                            },
+                        }
+                    }
                     Ok(None) => Ok(None),
                     Err(e) => Err(e),
                 };

@@ -36,7 +36,10 @@ impl Routing {
     /// The routing after `commit`, the next version of the store's catalog. A commit that
     /// replaces the catalog is compiled whole; any other compiles only what it puts. Errors
     /// name the object (`offers/ID.payout`); the running routing is left as it was.
-    pub fn apply(&self, commit: &Commit) -> Result<Routing, ConfigError> {
+    /// A replacing commit is compiled from the commit itself, each campaign let go as it is
+    /// compiled (a re-import of a million campaigns must not hold them twice beside the
+    /// running routing).
+    pub fn apply(&self, commit: Commit) -> Result<Routing, ConfigError> {
         if commit.replace {
             // The fallback URL is parsed again: its tokens index the new parameter names.
             let limits = Limits {
@@ -47,7 +50,8 @@ impl Routing {
                     .as_ref()
                     .map_or(String::new(), |t| t.as_str().to_owned()),
             };
-            return Routing::build(Catalog::compile(&commit.put)?, &limits, commit.version);
+            let version = commit.version;
+            return Routing::build(Catalog::compile_owned(commit.put)?, &limits, version);
         }
         let limits = Limits {
             max_cost_micros: self.max_cost_micros,

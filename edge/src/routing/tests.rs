@@ -151,7 +151,7 @@ fn commit(version: u64, put: &str, delete: &[(&str, &str)]) -> catalog::store::C
 fn a_commit_compiles_only_what_it_names_and_shares_the_rest() {
     let t = compile(BASE).unwrap();
     let next = t
-        .apply(&commit(
+        .apply(commit(
             2,
             "[[campaigns]]\nid = \"new\"\ntraffic_source = \"ts\"\n[[campaigns.paths]]\noffers = [ { offer = \"o2\" } ]\n",
             &[],
@@ -178,7 +178,7 @@ fn a_commit_compiles_only_what_it_names_and_shares_the_rest() {
     // Replaced in place: the offer keeps its index, so the campaign sees the new URL.
     let o1 = t.offers.index_of("o1").unwrap();
     let next = next
-        .apply(&commit(
+        .apply(commit(
             3,
             "[[offers]]\nid = \"o1\"\nnetwork = \"net\"\nurl = \"https://new.example.com/?s={click_id}\"\n",
             &[("campaigns", "new")],
@@ -198,7 +198,7 @@ fn a_commit_is_refused_naming_the_object_and_this_edges_limits_only_warn() {
     let t = compile(&format!("[server]\nmax_payout = 10\nmax_cost = 1\n{BASE}")).unwrap();
     // Limits the writer cannot know: the edge follows the catalog anyway, and says so.
     let next = t
-        .apply(&commit(
+        .apply(commit(
             2,
             "[[offers]]\nid = \"o9\"\nurl = \"https://x.example/\"\npayout = 11\n[[campaigns]]\nid = \"c8\"\ntraffic_source = \"ts\"\ncost = 2\n[[campaigns.paths]]\noffers = [ { offer = \"o9\" } ]\n",
             &[],
@@ -216,7 +216,7 @@ fn a_commit_is_refused_naming_the_object_and_this_edges_limits_only_warn() {
     );
     // A config file is still refused for them (tested with the file's own checks above).
     let e = t
-        .apply(&commit(
+        .apply(commit(
             2,
             "[[campaigns]]\nid = \"c9\"\ntraffic_source = \"nope\"\n[[campaigns.paths]]\noffers = [ { offer = \"o1\" } ]\n",
             &[],
@@ -226,7 +226,7 @@ fn a_commit_is_refused_naming_the_object_and_this_edges_limits_only_warn() {
     assert!(e.starts_with("campaigns/c9.traffic_source:"), "{e}");
     // A token another network holds.
     let e = t
-        .apply(&commit(
+        .apply(commit(
             2,
             "[[affiliate_networks]]\nid = \"n2\"\npostback_token = \"s3cret\"\n",
             &[],
@@ -239,14 +239,14 @@ fn a_commit_is_refused_naming_the_object_and_this_edges_limits_only_warn() {
     );
     // Two networks swapping tokens in one commit is fine.
     let two = t
-        .apply(&commit(
+        .apply(commit(
             2,
             "[[affiliate_networks]]\nid = \"n2\"\npostback_token = \"other\"\n",
             &[],
         ))
         .unwrap();
     let swapped = two
-        .apply(&commit(
+        .apply(commit(
             3,
             "[[affiliate_networks]]\nid = \"net\"\npostback_token = \"other\"\n[[affiliate_networks]]\nid = \"n2\"\npostback_token = \"s3cret\"\n",
             &[],
@@ -266,7 +266,7 @@ fn networks_and_tokens_follow_commits() {
     assert!(t.any_postback_token());
     // The network's token removed: postbacks are open; the network deleted: unknown.
     let open = t
-        .apply(&commit(2, "[[affiliate_networks]]\nid = \"net\"\n", &[]))
+        .apply(commit(2, "[[affiliate_networks]]\nid = \"net\"\n", &[]))
         .unwrap();
     assert!(!open.any_postback_token());
     assert_eq!(
@@ -275,7 +275,7 @@ fn networks_and_tokens_follow_commits() {
         Ok(Auth::Open)
     );
     let gone = open
-        .apply(&commit(
+        .apply(commit(
             3,
             "[[offers]]\nid = \"o1\"\nurl = \"https://a.example.com/?s={click_id}\"\n",
             &[("affiliate_networks", "net")],
@@ -293,7 +293,7 @@ fn an_offer_that_asks_more_of_the_visitor_updates_its_campaigns_needs() {
     let t = compile(BASE).unwrap();
     assert!(!t.campaign(b"camp").unwrap().needs.country);
     let next = t
-        .apply(&commit(
+        .apply(commit(
             2,
             "[[offers]]\nid = \"o2\"\nurl = \"https://b.example.com/?s={click_id}&c={country}\"\n",
             &[],
@@ -315,7 +315,7 @@ fn a_replacing_commit_rebuilds_everything_and_keeps_the_fallback() {
         &[],
     );
     c.replace = true;
-    let next = t.apply(&c).unwrap();
+    let next = t.apply(c).unwrap();
     assert_eq!((next.campaigns.len(), next.offers.len()), (1, 1));
     assert!(next.campaign(b"camp").is_none());
     let fallback = next.fallback.as_ref().unwrap();
@@ -423,7 +423,7 @@ fn commits_applied_one_by_one_serve_what_a_whole_compile_does() {
         let c = commit(i as u64 + 2, put, &delete);
         state.apply(&c);
         running = running
-            .apply(&c)
+            .apply(c.clone())
             .unwrap_or_else(|e| panic!("step {i}: {e}"));
         let s = state.sections();
         let whole = Routing::compile(&ConfigFile {
@@ -452,7 +452,7 @@ fn a_churning_catalog_reuses_the_slots_of_deleted_objects() {
         } else {
             vec![]
         };
-        r = r.apply(&commit(v, &put, &delete)).unwrap();
+        r = r.apply(commit(v, &put, &delete)).unwrap();
         assert_eq!(
             r.offers.by_id(&format!("x{v}")).unwrap().url.as_str(),
             format!("https://x.example/{v}")
