@@ -290,40 +290,7 @@ async fn list(
     };
     let after = q.get("after").cloned().unwrap_or_default();
     let state = fresh(&app).await?;
-    let from = std::ops::Bound::Excluded(after.as_str());
-    let range = (from, std::ops::Bound::Unbounded);
-    let ids: Vec<&String> = match kind {
-        Kind::TrafficSources => state
-            .traffic_sources
-            .range::<str, _>(range)
-            .map(|(k, _)| k)
-            .take(limit + 1)
-            .collect(),
-        Kind::AffiliateNetworks => state
-            .affiliate_networks
-            .range::<str, _>(range)
-            .map(|(k, _)| k)
-            .take(limit + 1)
-            .collect(),
-        Kind::Offers => state
-            .offers
-            .range::<str, _>(range)
-            .map(|(k, _)| k)
-            .take(limit + 1)
-            .collect(),
-        Kind::LandingPages => state
-            .landing_pages
-            .range::<str, _>(range)
-            .map(|(k, _)| k)
-            .take(limit + 1)
-            .collect(),
-        Kind::Campaigns => state
-            .campaigns
-            .range::<str, _>(range)
-            .map(|(k, _)| k)
-            .take(limit + 1)
-            .collect(),
-    };
+    let ids = state.ids_after(kind, &after, limit + 1);
     let more = ids.len() > limit;
     let page = &ids[..ids.len().min(limit)];
     let items: Vec<Value> = page

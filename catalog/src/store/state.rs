@@ -79,6 +79,24 @@ impl State {
         }
     }
 
+    /// Up to `n` ids of `kind` after `after` (`""`: from the first), in id order.
+    pub fn ids_after(&self, kind: Kind, after: &str, n: usize) -> Vec<&String> {
+        fn page<'a, T>(m: &'a BTreeMap<String, T>, after: &str, n: usize) -> Vec<&'a String> {
+            use std::ops::Bound::{Excluded, Unbounded};
+            m.range::<str, _>((Excluded(after), Unbounded))
+                .map(|(k, _)| k)
+                .take(n)
+                .collect()
+        }
+        match kind {
+            Kind::TrafficSources => page(&self.traffic_sources, after, n),
+            Kind::AffiliateNetworks => page(&self.affiliate_networks, after, n),
+            Kind::Offers => page(&self.offers, after, n),
+            Kind::LandingPages => page(&self.landing_pages, after, n),
+            Kind::Campaigns => page(&self.campaigns, after, n),
+        }
+    }
+
     pub fn len(&self, kind: Kind) -> usize {
         match kind {
             Kind::TrafficSources => self.traffic_sources.len(),
@@ -119,13 +137,7 @@ impl State {
         for kind in Kind::ALL {
             if c.replace {
                 let kept: std::collections::HashSet<&str> = put_ids(kind).into_iter().collect();
-                let live: Vec<&String> = match kind {
-                    Kind::TrafficSources => self.traffic_sources.keys().collect(),
-                    Kind::AffiliateNetworks => self.affiliate_networks.keys().collect(),
-                    Kind::Offers => self.offers.keys().collect(),
-                    Kind::LandingPages => self.landing_pages.keys().collect(),
-                    Kind::Campaigns => self.campaigns.keys().collect(),
-                };
+                let live = self.ids_after(kind, "", usize::MAX);
                 deleted.extend(
                     live.into_iter()
                         .filter(|id| !kept.contains(id.as_str()))
