@@ -96,6 +96,18 @@ pub fn parse(list: &str) -> Result<Vec<Dimension>, QueryError> {
     Ok(out)
 }
 
+/// Parses a drill-down filter, `campaign=c1`: a dimension as [`parse`] takes it and the value
+/// (everything after the first `=`).
+pub fn parse_filter(text: &str) -> Result<(Dimension, String), QueryError> {
+    let bad = || QueryError::BadFilter(text.to_owned());
+    let (name, value) = text.split_once('=').ok_or_else(bad)?;
+    let mut d = parse(name)?;
+    if d.len() != 1 {
+        return Err(bad());
+    }
+    Ok((d.remove(0), value.to_owned()))
+}
+
 /// A remapped name as traffic sources define them.
 fn is_param_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
@@ -145,6 +157,28 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn filters_name_one_dimension_and_a_value() {
+        assert_eq!(
+            parse_filter("campaign=c=1").unwrap(),
+            (Dimension::Campaign, "c=1".to_owned())
+        );
+        assert_eq!(
+            parse_filter("zone=").unwrap(),
+            (Dimension::Remapped("zone".into()), String::new())
+        );
+        for bad in ["campaign", "=c1", "campaign,offer=c1"] {
+            assert!(
+                parse_filter(bad)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("bad filter"),
+                "{bad}"
+            );
+        }
+        assert!(parse_filter("camp'aign=x").is_err());
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub enum QueryError {
     EmptyRange { from: NaiveDate, to: NaiveDate },
     #[error("unknown dimension {name:?}; valid dimensions: {valid}")]
     UnknownDimension { name: String, valid: String },
+    #[error("bad filter {0:?}: expected DIMENSION=VALUE, such as campaign=c1")]
+    BadFilter(String),
     #[error("no store at {0}: the directory does not exist (is the path right, has the edge run?)")]
     NoStore(String),
     #[error(transparent)]

@@ -40,6 +40,10 @@ enum Command {
         /// path, country, os, browser, device, date, hour, or a remapped name (source, var_2, …).
         #[arg(long, default_value = "campaign")]
         by: String,
+        /// Only rows where a dimension has a value (a drill-down), such as `campaign=c1`;
+        /// repeat for more.
+        #[arg(long, value_name = "DIMENSION=VALUE")]
+        filter: Vec<String>,
         /// Count visits flagged as bots too.
         #[arg(long)]
         include_bots: bool,
@@ -208,6 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             common,
             range,
             by,
+            filter,
             include_bots,
             format,
         } => {
@@ -222,6 +227,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 range: DateRange::parse(range.from.as_deref(), range.to.as_deref())?,
                 dims,
                 include_bots,
+                filters: filter
+                    .iter()
+                    .map(|f| dims::parse_filter(f))
+                    .collect::<Result<_, _>>()?,
             };
             let (session, names) = open(&common, true).await?;
             let report = {

@@ -26,6 +26,21 @@ pub struct ReportRequest {
     pub dims: Vec<Dimension>,
     /// Count visits flagged as bots (left out by default).
     pub include_bots: bool,
+    /// Only rows whose dimension has this value (a drill-down: `campaign = c1`, then by offer).
+    pub filters: Vec<(Dimension, String)>,
+}
+
+impl ReportRequest {
+    /// The dimensions the SQL groups by: the asked ones, then each filtered one not among them.
+    fn grouped(&self) -> Vec<Dimension> {
+        let mut all = self.dims.clone();
+        for (d, _) in &self.filters {
+            if !all.contains(d) {
+                all.push(d.clone());
+            }
+        }
+        all
+    }
 }
 
 /// The summed figures of one row (visits, clicks, conversions, revenue, cost; profit, ROI,
@@ -131,18 +146,29 @@ pub(crate) fn latest_clicks(filter: &str) -> String {
 /// times faster than `last_value(… ORDER BY event_id)`.
 pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
     let r = &req.range;
+    let grouped = req.grouped();
     let priced_offers = names.is_some_and(|n| !n.default_payouts.is_empty());
     // A landing-page visit gets its offer at the click-through: such a visit (and its
     // conversions) goes to the offer of its latest click.
     let by_click = |d: &Dimension| matches!(d, Dimension::Offer | Dimension::Network);
-    let visits_by_click = req.dims.iter().any(by_click);
+    let visits_by_click = grouped.iter().any(by_click);
     let click_of = |d: &Dimension| match d {
         Dimension::Offer => "c_offer",
         _ => "c_network",
     };
-    let keys: String = (0..req.dims.len()).map(|i| format!(", d{i}")).collect();
+    let keys: String = (0..grouped.len()).map(|i| format!(", d{i}")).collect();
+    // The output's: the filtered-only dimensions are grouped by, then summed over.
+    let out_keys: String = (0..req.dims.len()).map(|i| format!(", d{i}")).collect();
+    let filter: String = req
+        .filters
+        .iter()
+        .map(|(d, value)| {
+            let i = grouped.iter().position(|g| g == d).unwrap_or_default();
+            format!(" AND d{i} = {}", crate::sql_literal(value))
+        })
+        .collect();
     let dims_as = |f: &dyn Fn(usize, &Dimension) -> String| -> String {
-        req.dims
+        grouped
             .iter()
             .enumerate()
             .map(|(i, d)| format!("{} AS d{i}, ", f(i, d)))
@@ -235,7 +261,7 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
             WHERE substr(last, {f}, 1) = '0'
             GROUP BY unknown_click{keys}
         )
-        SELECT unknown_click{keys},
+        SELECT unknown_click{out_keys},
                sum(visits) AS visits, sum(clicks) AS clicks,
                sum(conversions) AS conversions, sum(revenue_micros) AS revenue_micros,
                sum(cost_micros) AS cost_micros
@@ -251,7 +277,8 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
                    conversions, revenue_micros, CAST(0 AS BIGINT)
             FROM c
         )
-        GROUP BY unknown_click{keys}",
+        WHERE true{filter}
+        GROUP BY unknown_click{out_keys}",
         clicked = latest_clicks(&clicks_in_range),
         visits = r.rows(),
         conv_parts = r.conversions_of_clicks(),
@@ -266,9 +293,8 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
 /// Runs the report.
 pub async fn run(session: &Session, req: &ReportRequest, names: Option<&Names>) -> Result<Report> {
     if let Some(n) = names {
-        check_remapped(req, &n.remapped.iter().cloned().collect::<Vec<_>>(), |_| {
-            true
-        })?;
+        let known: Vec<String> = n.remapped.iter().cloned().collect();
+        check_remapped(&req.grouped(), &known, |_| true)?;
     }
     let batches = session.ctx.sql(&sql(req, names)).await?.collect().await?;
     let mut rows = Vec::new();
@@ -287,7 +313,7 @@ pub async fn run(session: &Session, req: &ReportRequest, names: Option<&Names>) 
                 .any(|(i, d)| matches!(d, Dimension::Remapped(_)) && empty(i))
         {
             let known = remapped_names(session, &req.range).await?;
-            check_remapped(req, &known, empty)?;
+            check_remapped(&req.dims, &known, empty)?;
         }
     }
     sort(&req.dims, &mut rows);
@@ -325,11 +351,11 @@ pub async fn run(session: &Session, req: &ReportRequest, names: Option<&Names>) 
 /// Refuses a remapped dimension that is not in `known` (when `suspect` says its column may
 /// be unknown), listing the valid names.
 fn check_remapped(
-    req: &ReportRequest,
+    asked: &[Dimension],
     known: &[String],
     suspect: impl Fn(usize) -> bool,
 ) -> Result<()> {
-    for (i, d) in req.dims.iter().enumerate() {
+    for (i, d) in asked.iter().enumerate() {
         if let Dimension::Remapped(n) = d
             && suspect(i)
             && !known.iter().any(|k| k == n)

@@ -8,12 +8,16 @@
 //! | `GET /api/v1/{kind}/{id}` | the object, with what the user pastes elsewhere |
 //! | `PUT /api/v1/{kind}/{id}` | creates or replaces it: 200 with the object, or 400 naming the field |
 //! | `DELETE /api/v1/{kind}/{id}` | 204; 404 when absent; 409 when something still uses it |
-//! | `GET /api/v1/report?by=&from=&to=&include_bots=` | what `query report --format json` prints |
+//! | `GET /api/v1/report?by=&from=&to=&include_bots=&filter=` | what `query report --format json` prints |
 //! | `GET /api/v1/conversions?from=&to=&campaign=` | what `query conversions` prints (NDJSON) |
+//! | `GET /api/v1/dimensions` | `{"dimensions": […]}`: what `by` and `filter` take |
+//! | `GET /` | the dashboard (its files need no token; its requests do) |
 //!
 //! `{kind}` is `traffic_sources`, `affiliate_networks`, `offers`, `landing_pages` or
-//! `campaigns`; objects are JSON with the config file's keys. Every answer but a 401 needs
-//! `Authorization: Bearer TOKEN`.
+//! `campaigns`; objects are JSON with the config file's keys. Every API answer but a 401 needs
+//! `Authorization: Bearer TOKEN`. `filter` is `DIMENSION=VALUE` and may repeat (a drill-down).
+
+mod assets;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -116,9 +120,8 @@ impl From<QueryError> for Failure {
         match e {
             QueryError::BadDate { .. }
             | QueryError::EmptyRange { .. }
-            | QueryError::UnknownDimension { .. } => {
-                Failure::new(StatusCode::BAD_REQUEST, e.to_string())
-            }
+            | QueryError::UnknownDimension { .. }
+            | QueryError::BadFilter(_) => Failure::new(StatusCode::BAD_REQUEST, e.to_string()),
             QueryError::Catalog(c) => c.into(),
             other => {
                 eprintln!("query serve: {other}");
@@ -151,6 +154,7 @@ pub async fn serve(opts: Options) -> crate::Result<()> {
 
 fn router(app: Shared) -> Router {
     Router::new()
+        .route("/api/v1/dimensions", get(dimensions))
         .route("/api/v1/report", get(report))
         .route("/api/v1/conversions", get(conversions))
         .route("/api/v1/{kind}", get(list))
@@ -160,6 +164,7 @@ fn router(app: Shared) -> Router {
         )
         .layer(middleware::from_fn_with_state(Arc::clone(&app), auth))
         .with_state(app)
+        .merge(assets::routes())
 }
 
 /// Bearer-token check, in constant time.
@@ -185,7 +190,10 @@ async fn auth(AxumState(app): AxumState<Shared>, req: Request, next: Next) -> Re
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     }
-    next.run(req).await
+    let mut r = next.run(req).await;
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 fn kind(s: &str) -> Result<Kind, Failure> {
@@ -410,6 +418,21 @@ async fn delete_one(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// What a report can be broken down by: the fixed dimensions, then the remapped names the
+/// traffic sources define.
+async fn dimensions(AxumState(app): AxumState<Shared>) -> Result<Response, Failure> {
+    let state = fresh(&app).await?;
+    let mut all: Vec<&str> = dims::FIXED.iter().map(|(n, _)| *n).collect();
+    let remapped: std::collections::BTreeSet<&str> = state
+        .traffic_sources
+        .values()
+        .flat_map(|t| t.params.keys().map(String::as_str))
+        .filter(|n| !all.contains(n))
+        .collect();
+    all.extend(remapped);
+    Ok(axum::Json(json!({ "dimensions": all })).into_response())
+}
+
 fn range(q: &HashMap<String, String>) -> Result<DateRange, Failure> {
     Ok(DateRange::parse(
         q.get("from").map(String::as_str).filter(|s| !s.is_empty()),
@@ -437,8 +460,14 @@ async fn session(app: &App) -> Result<(Session, Option<Arc<Names>>), Failure> {
 
 async fn report(
     AxumState(app): AxumState<Shared>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, Failure> {
+    let filters = pairs
+        .iter()
+        .filter(|(k, _)| k == "filter")
+        .map(|(_, f)| dims::parse_filter(f))
+        .collect::<Result<_, _>>()?;
+    let q: HashMap<String, String> = pairs.into_iter().collect();
     let dims = dims::parse(q.get("by").map_or("campaign", String::as_str))?;
     if dims.is_empty() {
         return Err(Failure::new(
@@ -452,6 +481,7 @@ async fn report(
         include_bots: q
             .get("include_bots")
             .is_some_and(|v| v == "true" || v == "1"),
+        filters,
     };
     let (session, names) = session(&app).await?;
     let r = crate::report::run(&session, &req, names.as_deref()).await?;

@@ -14,7 +14,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod console;
 mod readers;
+
+pub use console::{Console, ensure_browser};
 
 pub use readers::{
     ensure_python_readers, ints, python, read_parquet_file, read_parquet_tree, strings,

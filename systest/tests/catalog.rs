@@ -162,6 +162,7 @@ fn edges_sharing_a_store_follow_its_catalog() {
         range: DateRange::parse(None, None).unwrap(),
         dims: dims::parse("campaign").unwrap(),
         include_bots: true,
+        ..Default::default()
     };
     let report = block_on(query::report::run(&session, &req, Some(&names))).unwrap();
     let got: BTreeMap<String, (i64, i64)> = report

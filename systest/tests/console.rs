@@ -6,100 +6,12 @@
 
 use systest as common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Edge, TempDir};
+use common::{Console, Edge, TempDir};
 
 const TOKEN: &str = "console-test-token-0123456789";
-
-/// `query serve` on a free port; killed on drop.
-struct Console {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Console {
-    fn start(store: &str) -> Console {
-        let mut child = Command::new(common::query_bin())
-            .args(["serve", "--store", store, "--listen", "127.0.0.1:0"])
-            .args(["--edge-url", "http://track.example"])
-            .env("QUERY_TOKEN", TOKEN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start query serve");
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        err.read_line(&mut line).unwrap();
-        let Some(rest) = line.split("serving http://").nth(1) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("query serve did not start: {line}");
-        };
-        let addr = rest.split('/').next().unwrap().to_owned();
-        Console { child, addr }
-    }
-
-    /// One request; the status and the body.
-    fn call(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(&self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: c\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).unwrap();
-        let raw = String::from_utf8(raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-        let status = head[9..12].parse().unwrap();
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        };
-        (status, body)
-    }
-
-    fn api(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-        let (status, body) = self.call(method, path, Some(TOKEN), body);
-        let v = if body.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body))
-        };
-        (status, v)
-    }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = s.split_once("\r\n").unwrap();
-        let n = usize::from_str_radix(size.trim(), 16).unwrap();
-        if n == 0 {
-            return out;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-}
 
 fn until(e: &Edge, target: &str, status: u16) -> Duration {
     let t = Instant::now();
@@ -120,7 +32,7 @@ fn the_console_api_runs_a_campaign_end_to_end() {
     let lake = dir.path().join("lake");
     std::fs::create_dir_all(&lake).unwrap();
     let store = format!("file://{}", lake.display());
-    let console = Console::start(&store);
+    let console = Console::start(&store, TOKEN, "http://track.example");
 
     // No token, or a wrong one: nothing.
     let (st, _) = console.call("GET", "/api/v1/campaigns", None, "");
@@ -291,4 +203,65 @@ fn the_console_api_runs_a_campaign_end_to_end() {
     assert_eq!(feed.lines().count(), 1, "{feed}");
     let (st, e) = console.api("GET", "/api/v1/report?by=nonsense", "");
     assert_eq!(st, 400, "{e}");
+
+    // A drill-down: one campaign's offers, through the API and the CLI alike.
+    let (st, drill) = console.call(
+        "GET",
+        "/api/v1/report?by=offer&filter=campaign%3Dc1",
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(st, 200, "{drill}");
+    let cli = Command::new(common::query_bin())
+        .args(["report", "--store", &store, "--format", "json", "--quiet"])
+        .args(["--by", "offer", "--filter", "campaign=c1"])
+        .output()
+        .unwrap();
+    assert_eq!(drill, String::from_utf8(cli.stdout).unwrap());
+    let v: serde_json::Value = serde_json::from_str(&drill).unwrap();
+    assert_eq!(
+        (&v["rows"][0]["offer"], &v["totals"]["visits"]),
+        (&"o1".into(), &6.into())
+    );
+    let (_, none) = console.api("GET", "/api/v1/report?by=offer&filter=campaign%3Dnope", "");
+    assert_eq!(none["rows"], serde_json::json!([]), "{none}");
+    let (st, quoted) = console.api(
+        "GET",
+        "/api/v1/report?filter=campaign%3Dx%27%20OR%20%271",
+        "",
+    );
+    assert_eq!(
+        (st, &quoted["rows"]),
+        (200, &serde_json::json!([])),
+        "{quoted}"
+    );
+    let (st, e) = console.api("GET", "/api/v1/report?filter=campaign", "");
+    assert_eq!(
+        (
+            st,
+            e["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("bad filter"))
+        ),
+        (400, true),
+        "{e}"
+    );
+    let (st, dims) = console.api("GET", "/api/v1/dimensions", "");
+    assert_eq!(st, 200);
+    assert!(
+        dims["dimensions"]
+            .as_array()
+            .unwrap()
+            .contains(&"zone".into()),
+        "{dims}"
+    );
+    let (st, _) = console.call("GET", "/api/v1/dimensions", None, "");
+    assert_eq!(st, 401);
+    // The dashboard's files need no token, and load nothing from elsewhere.
+    let (st, page) = console.call("GET", "/", None, "");
+    assert_eq!(st, 200);
+    assert!(
+        page.contains("/assets/app.js") && !page.contains("//cdn"),
+        "{page}"
+    );
 }

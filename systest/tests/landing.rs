@@ -289,6 +289,7 @@ fn rules_route_visitors_and_landing_page_chains_are_counted() {
             range: DateRange::default(),
             dims: dims::parse(by).unwrap(),
             include_bots: false,
+            ..Default::default()
         };
         let r = block_on(query::report::run(&session, &req, Some(&names))).unwrap();
         r.rows
@@ -320,6 +321,7 @@ fn rules_route_visitors_and_landing_page_chains_are_counted() {
         range: DateRange::default(),
         dims: dims::parse("offer").unwrap(),
         include_bots: true,
+        ..Default::default()
     };
     let r = block_on(query::report::run(&session, &with_bots, Some(&names))).unwrap();
     assert_eq!(r.totals.visits, 9, "the two bot visits, when asked for");

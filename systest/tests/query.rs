@@ -259,6 +259,7 @@ fn reports_and_the_feed_match_the_traffic_sent_to_the_cent() {
         range,
         dims: dims::parse(by).unwrap(),
         include_bots: false,
+        ..Default::default()
     };
     let report = block_on(query::report::run(
         &session,

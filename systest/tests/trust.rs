@@ -113,6 +113,7 @@ fn report(session: &Session, names: &Names, by: &str) -> BTreeMap<String, Figure
         range: DateRange::default(),
         dims: dims::parse(by).unwrap(),
         include_bots: true,
+        ..Default::default()
     };
     let r = block_on(query::report::run(session, &req, Some(names))).unwrap();
     let mut out: BTreeMap<String, Figures> = r

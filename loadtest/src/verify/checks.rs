@@ -250,6 +250,7 @@ pub(super) async fn report(
         range,
         dims: vec![Dimension::Campaign],
         include_bots: true,
+        ..Default::default()
     };
     let report = run_report(session, &req, None).await?;
     let mut got = Totals::default();
