@@ -71,8 +71,10 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body, token) {
-  const headers = { Authorization: 'Bearer ' + (token || auth.get() || '') };
+/// One API request; its JSON, or with `full` `{ json, etag }`. `token` signs in with another
+/// token than the stored one (and a 401 then does not sign out); `headers` adds headers.
+async function api(method, path, body, { token, headers: extra, full } = {}) {
+  const headers = { Authorization: 'Bearer ' + (token || auth.get() || ''), ...extra };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let r;
   try {
@@ -99,7 +101,7 @@ async function api(method, path, body, token) {
     signIn('Your session has ended: sign in again.');
   }
   if (!r.ok) throw new ApiError(r.status, json);
-  return json;
+  return full ? { json, etag: r.headers.get('ETag') } : json;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -202,7 +204,7 @@ const DIM_KIND = {
 };
 const DRILL_ORDER = ['campaign', 'offer', 'landing_page', 'country', 'device', 'os', 'browser',
   'traffic_source', 'network', 'path'];
-const dimLabel = (d) => DIM_LABELS[d] || d;
+const dimLabel = (d) => (Object.hasOwn(DIM_LABELS, d) ? DIM_LABELS[d] : d);
 
 const intFmt = new Intl.NumberFormat('en-US');
 const moneyFmt = new Intl.NumberFormat('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 });
@@ -263,7 +265,7 @@ function daysBetween(from, to) {
   const out = [];
   const d = new Date(from + 'T00:00:00Z');
   const end = new Date(to + 'T00:00:00Z');
-  while (d <= end && out.length < 400) {
+  while (d <= end && out.length < 3700) {
     out.push(isoDay(d));
     d.setUTCDate(d.getUTCDate() + 1);
   }
@@ -290,7 +292,7 @@ function signIn(message) {
       button.disabled = true;
       error.textContent = '';
       try {
-        await api('GET', 'dimensions', undefined, token.value.trim());
+        await api('GET', 'dimensions', undefined, { token: token.value.trim() });
         auth.set(token.value.trim(), keep.checked);
         if (!location.hash || location.hash === '#/signin') location.hash = '#/report';
         route();
@@ -328,7 +330,14 @@ function shell(active) {
       h('nav', { class: 'nav', 'aria-label': 'Sections' },
         link('#/report', 'Reports', 'report'),
         NAV.map((k) => link('#/' + k, KINDS[k].label, k))),
-      h('button', { class: 'ghost signout', onclick() { auth.clear(); location.hash = '#/signin'; signIn('Signed out.'); } }, 'Sign out')),
+      h('button', {
+        class: 'ghost signout',
+        onclick() {
+          auth.clear();
+          history.replaceState(null, '', '#/signin');
+          signIn('Signed out.');
+        },
+      }, 'Sign out')),
     view);
   return view;
 }
@@ -347,14 +356,15 @@ function route() {
     parts = ['?'];
   }
   const section = parts[0] === 'new' ? parts[1] : parts[0] || 'report';
+  const isKind = (k) => Object.hasOwn(KINDS, k || '');
   const view = shell(section);
   const done = (p) => p.catch((e) => {
     if (gen === generation && e.status !== 401) clear(view, banner(e.message));
   });
   if (!parts.length || parts[0] === 'report' || parts[0] === 'signin') return done(reportView(view, params, gen));
-  if (parts[0] === 'new' && KINDS[parts[1]]) return done(editView(view, parts[1], null, gen));
-  if (KINDS[parts[0]] && parts.length === 1) return done(listView(view, parts[0], params, gen));
-  if (KINDS[parts[0]] && parts.length === 2) return done(editView(view, parts[0], parts[1], gen));
+  if (parts[0] === 'new' && isKind(parts[1])) return done(editView(view, parts[1], null, gen));
+  if (isKind(parts[0]) && parts.length === 1) return done(listView(view, parts[0], params, gen));
+  if (isKind(parts[0]) && parts.length === 2) return done(editView(view, parts[0], parts[1], gen));
   clear(view, banner('There is no page at ' + hash + '.'));
 }
 
@@ -523,8 +533,8 @@ function toolbar(st, all) {
     },
   }, list.map(([k, label]) => h('option', { value: k }, label)), h('option', { value: 'custom' }, 'Custom range'));
   preset.value = current ? current[0] : 'custom';
-  const from = h('input', { type: 'date', id: 'from', value: st.from, max: daysAgo(0), 'aria-label': 'From', onchange(e) { if (e.target.value) go({ ...st, from: e.target.value, to: st.to < e.target.value ? e.target.value : st.to }); } });
-  const to = h('input', { type: 'date', id: 'to', value: st.to, 'aria-label': 'To', onchange(e) { if (e.target.value) go({ ...st, to: e.target.value, from: st.from > e.target.value ? e.target.value : st.from }); } });
+  const from = dateInput('from', st.from, (v) => go({ ...st, from: v, to: st.to < v ? v : st.to }));
+  const to = dateInput('to', st.to, (v) => go({ ...st, to: v, from: st.from > v ? v : st.from }));
   const byOptions = all.filter((d) => !st.filters.some(([f]) => f === d));
   const by = h('select', {
     id: 'by', 'aria-label': 'Group by',
@@ -538,6 +548,26 @@ function toolbar(st, all) {
     h('div', { class: 'field dates' }, h('label', { for: 'to' }, 'To'), to),
     h('div', { class: 'field' }, h('label', { for: 'by' }, 'Group by'), by),
     h('label', { class: 'check' }, bots, 'Include bots'));
+}
+
+/// A date field that applies its value once the user has stopped typing (a date typed digit by
+/// digit is complete, and valid, several times on the way), on Enter, or when it loses focus;
+/// a year before 2000 is a date still being typed.
+function dateInput(id, value, apply) {
+  let timer;
+  const input = h('input', { type: 'date', id, value, min: '2000-01-01', 'aria-label': id === 'from' ? 'From' : 'To' });
+  const commit = () => {
+    clearTimeout(timer);
+    const v = input.value;
+    if (/^\d{4}-\d{2}-\d{2}$/.test(v) && v >= '2000-01-01' && v !== value) apply(v);
+  };
+  input.addEventListener('change', () => {
+    clearTimeout(timer);
+    timer = setTimeout(commit, 900);
+  });
+  input.addEventListener('blur', commit);
+  input.addEventListener('keydown', (e) => { if (e.key === 'Enter') commit(); });
+  return input;
 }
 
 function kpis(t) {
@@ -611,7 +641,7 @@ function drawChart(el, points, col) {
     svg.append(s('path', { d: `${line}L${x(points.length - 1).toFixed(1)},${y(0)}L${x(0).toFixed(1)},${y(0)}Z`, class: 'area' }));
     svg.append(s('path', { d: line, class: 'line' }));
   }
-  points.forEach((p, i) => {
+  if (points.length <= 120) points.forEach((p, i) => {
     svg.append(s('circle', { cx: x(i), cy: y(p.value), r: points.length > 60 ? 2 : 3.5, class: 'dot' },
       s('title', {}, `${p.full || p.label}: ${col.fmt(p.value)}`)));
   });
@@ -797,10 +827,16 @@ function field(spec, value, refs) {
         el: wrap(input),
         get(path, seen) {
           seen.set(path, input);
+          // The browser empties a number field it cannot read ("1.5e"): that is not "unset".
+          if (input.validity.badInput) {
+            seen.errors.push([path, `${spec.label}: not a number`]);
+            return undefined;
+          }
           const raw = input.value.trim();
           if (raw === '') return undefined;
           const n = Number(raw);
-          return Number.isFinite(n) ? n : raw;
+          if (spec.type === 'int' && !Number.isInteger(n)) seen.errors.push([path, `${spec.label}: a whole number`]);
+          return n;
         },
       };
     }
@@ -964,10 +1000,13 @@ async function editView(view, kind, id, gen) {
   const K = KINDS[kind];
   const isNew = id == null;
   document.title = (isNew ? 'New ' + K.one : id) + ' · Clicktracker';
-  const [obj, refs] = await Promise.all([
-    isNew ? Promise.resolve({}) : api('GET', `${kind}/${enc(id)}`),
+  const [got, refs] = await Promise.all([
+    isNew ? Promise.resolve({ json: {}, etag: null }) : api('GET', `${kind}/${enc(id)}`, undefined, { full: true }),
     refOptions(kind),
   ]);
+  const obj = got.json;
+  // Create only what does not exist yet; change only the version shown here.
+  const precondition = isNew ? { 'If-None-Match': '*' } : got.etag ? { 'If-Match': got.etag } : {};
   if (gen !== generation) return;
   if (isNew && kind === 'campaigns') obj.paths = [{ offers: [{}] }];
   const form = fieldsOf(K, obj, refs);
@@ -985,17 +1024,22 @@ async function editView(view, kind, id, gen) {
     for (const m of view.querySelectorAll('.field-error')) m.remove();
     error.classList.add('hidden');
     const seen = new Map([['id', idInput]]);
+    seen.errors = [];
     const body = { ...obj };
     for (const f of K.fields) delete body[f.key];
     delete body.campaign_url;
     delete body.postback_url;
     Object.assign(body, form.get('', seen));
+    if (seen.errors.length) {
+      const [path, message] = seen.errors[0];
+      return showError({ message, field: path }, seen);
+    }
     const newId = idInput.value.trim();
     if (!newId) return showError({ message: 'Give it an id: letters, digits, dashes.', field: 'id' }, seen);
     body.id = newId;
     save.disabled = true;
     try {
-      await api('PUT', `${kind}/${enc(newId)}`, body);
+      await api('PUT', `${kind}/${enc(newId)}`, body, { headers: precondition });
       toast(isNew ? `Created ${K.one} ${newId}: live on the edges within seconds.` : `Saved: live on the edges within seconds.`);
       const target = `#/${kind}/${enc(newId)}`;
       if (location.hash === target) route();
@@ -1023,7 +1067,7 @@ async function editView(view, kind, id, gen) {
     async onclick() {
       if (!confirm(`Delete ${K.one} ${id}? Edges stop answering for it within seconds.`)) return;
       try {
-        await api('DELETE', `${kind}/${enc(id)}`);
+        await api('DELETE', `${kind}/${enc(id)}`, undefined, { headers: precondition });
         toast(`Deleted ${K.one} ${id}.`);
         location.hash = '#/' + kind;
       } catch (err) {

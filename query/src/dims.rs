@@ -97,7 +97,7 @@ pub fn parse(list: &str) -> Result<Vec<Dimension>, QueryError> {
 }
 
 /// Parses a drill-down filter, `campaign=c1`: a dimension as [`parse`] takes it and the value
-/// (everything after the first `=`).
+/// (everything after the first `=`). A filter matches only rows that have a value.
 pub fn parse_filter(text: &str) -> Result<(Dimension, String), QueryError> {
     let bad = || QueryError::BadFilter(text.to_owned());
     let (name, value) = text.split_once('=').ok_or_else(bad)?;
@@ -105,7 +105,15 @@ pub fn parse_filter(text: &str) -> Result<(Dimension, String), QueryError> {
     if d.len() != 1 {
         return Err(bad());
     }
-    Ok((d.remove(0), value.to_owned()))
+    let d = d.remove(0);
+    // Hours are stored without a leading zero: `hour=07` is hour 7.
+    if d == Dimension::Hour {
+        return match value.parse::<u8>() {
+            Ok(h) if h < 24 => Ok((d, h.to_string())),
+            _ => Err(bad()),
+        };
+    }
+    Ok((d, value.to_owned()))
 }
 
 /// A remapped name as traffic sources define them.
@@ -169,7 +177,11 @@ mod tests {
             parse_filter("zone=").unwrap(),
             (Dimension::Remapped("zone".into()), String::new())
         );
-        for bad in ["campaign", "=c1", "campaign,offer=c1"] {
+        assert_eq!(
+            parse_filter("hour=07").unwrap(),
+            (Dimension::Hour, "7".to_owned())
+        );
+        for bad in ["campaign", "=c1", "campaign,offer=c1", "hour=24", "hour=x"] {
             assert!(
                 parse_filter(bad)
                     .unwrap_err()

@@ -156,9 +156,9 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
         Dimension::Offer => "c_offer",
         _ => "c_network",
     };
-    let keys: String = (0..grouped.len()).map(|i| format!(", d{i}")).collect();
-    // The output's: the filtered-only dimensions are grouped by, then summed over.
-    let out_keys: String = (0..req.dims.len()).map(|i| format!(", d{i}")).collect();
+    // The output's dimensions lead `grouped`; the filtered-only ones after them are computed
+    // only to be filtered on, where each visit and each conversion gets its values.
+    let keys: String = (0..req.dims.len()).map(|i| format!(", d{i}")).collect();
     let filter: String = req
         .filters
         .iter()
@@ -224,8 +224,10 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
     };
     format!(
         "WITH {clicked}v AS (
-            SELECT {v_dims}kind, CASE WHEN kind = 'visit' THEN cost_micros END AS cost
-            FROM visits{v_join} WHERE {visits} AND {keep}
+            SELECT * FROM (
+                SELECT {v_dims}kind, CASE WHEN kind = 'visit' THEN cost_micros END AS cost
+                FROM visits{v_join} WHERE {visits} AND {keep}
+            ) WHERE true{filter}
         ),
         r AS (
             SELECT click_id, txid, event_id, status, payout_micros, method, auth, auth_network_id
@@ -238,12 +240,14 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
             FROM visits WHERE kind = 'visit' AND {visits}
         ),
         j AS (
-            SELECT {j_dims}visit_key IS NULL AS unknown_click,
-                   coalesce(x_offer, c_offer) AS offer, click_id, txid, event_id, status,
-                   {payout} AS payout, auth
-            FROM r LEFT JOIN vx ON visit_key = click_id
-                   LEFT JOIN clicked ON click_of = click_id
-            WHERE coalesce(keep, true) AND {refusal} IS NULL
+            SELECT * FROM (
+                SELECT {j_dims}visit_key IS NULL AS unknown_click,
+                       coalesce(x_offer, c_offer) AS offer, click_id, txid, event_id, status,
+                       {payout} AS payout, auth
+                FROM r LEFT JOIN vx ON visit_key = click_id
+                       LEFT JOIN clicked ON click_of = click_id
+                WHERE coalesce(keep, true) AND {refusal} IS NULL
+            ) WHERE true{filter}
         ),
         latest AS (
             SELECT unknown_click{keys}, offer,
@@ -261,7 +265,7 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
             WHERE substr(last, {f}, 1) = '0'
             GROUP BY unknown_click{keys}
         )
-        SELECT unknown_click{out_keys},
+        SELECT unknown_click{keys},
                sum(visits) AS visits, sum(clicks) AS clicks,
                sum(conversions) AS conversions, sum(revenue_micros) AS revenue_micros,
                sum(cost_micros) AS cost_micros
@@ -277,8 +281,7 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
                    conversions, revenue_micros, CAST(0 AS BIGINT)
             FROM c
         )
-        WHERE true{filter}
-        GROUP BY unknown_click{out_keys}",
+        GROUP BY unknown_click{keys}",
         clicked = latest_clicks(&clicks_in_range),
         visits = r.rows(),
         conv_parts = r.conversions_of_clicks(),
@@ -314,6 +317,14 @@ pub async fn run(session: &Session, req: &ReportRequest, names: Option<&Names>) 
         {
             let known = remapped_names(session, &req.range).await?;
             check_remapped(&req.dims, &known, empty)?;
+        }
+        // A filter on a misspelt name would match nothing rather than say so.
+        let filtered: Vec<Dimension> = req.filters.iter().map(|(d, _)| d.clone()).collect();
+        if rows.is_empty() && filtered.iter().any(|d| matches!(d, Dimension::Remapped(_))) {
+            let known = remapped_names(session, &req.range).await?;
+            if !known.is_empty() {
+                check_remapped(&filtered, &known, |_| true)?;
+            }
         }
     }
     sort(&req.dims, &mut rows);

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `GET /api/v1/{kind}` | `{"version": N, "items": [object, …]}` |
 //! | `GET /api/v1/{kind}/{id}` | the object, with what the user pastes elsewhere |
-//! | `PUT /api/v1/{kind}/{id}` | creates or replaces it: 200 with the object, or 400 naming the field |
+//! | `PUT /api/v1/{kind}/{id}` | creates (201) or replaces (200) it, or 400 naming the field; `If-None-Match: *` / `If-Match: ETAG` make it 412 when it exists / has changed |
 //! | `DELETE /api/v1/{kind}/{id}` | 204; 404 when absent; 409 when something still uses it |
 //! | `GET /api/v1/report?by=&from=&to=&include_bots=&filter=` | what `query report --format json` prints |
 //! | `GET /api/v1/conversions?from=&to=&campaign=` | what `query conversions` prints (NDJSON) |
@@ -18,6 +18,7 @@
 //! `Authorization: Bearer TOKEN`. `filter` is `DIMENSION=VALUE` and may repeat (a drill-down).
 
 mod assets;
+mod objects;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,13 +27,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State as AxumState};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use catalog::file::{
-    CampaignConfig, LandingPageConfig, NetworkConfig, OfferConfig, Sections, TrafficSourceConfig,
-};
 use catalog::store::{CatalogError, CatalogStore, Change, Kind, State};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -214,63 +212,6 @@ async fn fresh(app: &App) -> Result<tokio::sync::MutexGuard<'_, State>, Failure>
     Ok(state)
 }
 
-/// An object as JSON, with what the user pastes elsewhere.
-fn object(app: &App, state: &State, kind: Kind, id: &str) -> Option<Value> {
-    let mut v = match kind {
-        Kind::TrafficSources => serde_json::to_value(state.traffic_sources.get(id)?),
-        Kind::AffiliateNetworks => serde_json::to_value(state.affiliate_networks.get(id)?),
-        Kind::Offers => serde_json::to_value(state.offers.get(id)?),
-        Kind::LandingPages => serde_json::to_value(state.landing_pages.get(id)?),
-        Kind::Campaigns => serde_json::to_value(state.campaigns.get(id)?),
-    }
-    .ok()?;
-    let edge = app.opts.edge_url.trim_end_matches('/');
-    match kind {
-        Kind::Campaigns => {
-            let c = &state.campaigns[id];
-            v["campaign_url"] = Value::String(campaign_url(edge, c, state));
-        }
-        Kind::AffiliateNetworks => {
-            let n = &state.affiliate_networks[id];
-            v["postback_url"] = Value::String(postback_url(edge, n));
-        }
-        _ => {}
-    }
-    Some(v)
-}
-
-/// The URL to paste into the traffic source: the campaign's, with each parameter the source
-/// remaps asking for the source's own macro (`{zone}` stands for whatever the source calls it).
-fn campaign_url(edge: &str, c: &CampaignConfig, state: &State) -> String {
-    let mut url = format!("{edge}/c/{}", c.id);
-    if let Some(ts) = state.traffic_sources.get(&c.traffic_source) {
-        let mut sep = '?';
-        for (name, param) in &ts.params {
-            url.push_str(&format!("{sep}{param}={{{name}}}"));
-            sep = '&';
-        }
-        if let Some(p) = &ts.cost_param {
-            url.push_str(&format!("{sep}{p}={{cost}}"));
-        }
-    }
-    url
-}
-
-/// The URL to paste into the affiliate network: its macros for the click id and the payout,
-/// and its token.
-fn postback_url(edge: &str, n: &NetworkConfig) -> String {
-    let click = n.click_id_macro.as_deref().unwrap_or("{aff_sub}");
-    let payout = n.payout_macro.as_deref().unwrap_or("{payout}");
-    let mut url = format!(
-        "{edge}/postback?cid={click}&payout={payout}&network={}",
-        n.id
-    );
-    if !n.postback_token.is_empty() {
-        url.push_str(&format!("&token={}", n.postback_token));
-    }
-    url
-}
-
 /// Objects a list answers at most, and by default.
 const LIST_MAX: usize = 10_000;
 const LIST_DEFAULT: usize = 1_000;
@@ -303,7 +244,7 @@ async fn list(
     let page = &ids[..ids.len().min(limit)];
     let items: Vec<Value> = page
         .iter()
-        .filter_map(|id| object(&app, &state, kind, id))
+        .filter_map(|id| objects::object(&app, &state, kind, id))
         .collect();
     let mut body = json!({ "version": state.version, "total": state.len(kind), "items": items });
     if more && let Some(last) = page.last() {
@@ -318,102 +259,88 @@ async fn get_one(
 ) -> Result<Response, Failure> {
     let kind = kind(&k)?;
     let state = fresh(&app).await?;
-    object(&app, &state, kind, &id)
-        .map(|v| axum::Json(v).into_response())
-        .ok_or_else(|| CatalogError::NotFound { kind, id }.into())
+    let v = objects::object(&app, &state, kind, &id).ok_or_else(|| {
+        Failure::from(CatalogError::NotFound {
+            kind,
+            id: id.clone(),
+        })
+    })?;
+    Ok(tagged(v, objects::tag(&state, kind, &id)).into_response())
 }
 
-/// Reads the body as an object of `kind` whose id is the path's.
-fn parse_object(kind: Kind, id: &str, body: &[u8]) -> Result<Sections, Failure> {
-    let mut v: Value = serde_json::from_slice(body)
-        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("not JSON: {e}")))?;
-    let Some(obj) = v.as_object_mut() else {
-        return Err(Failure::new(StatusCode::BAD_REQUEST, "not a JSON object"));
-    };
-    match obj.get("id") {
-        Some(Value::String(s)) if s != id => {
-            return Err(Failure {
-                status: StatusCode::BAD_REQUEST,
-                error: format!("id {s:?} is not the path's {id:?}"),
-                field: Some("id".into()),
-            });
-        }
-        _ => {
-            obj.insert("id".into(), Value::String(id.to_owned()));
+/// An object's answer, with its entity tag.
+fn tagged(v: Value, tag: Option<String>) -> Response {
+    let mut r = axum::Json(v).into_response();
+    if let Some(t) = tag.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        r.headers_mut().insert(header::ETAG, t);
+    }
+    r
+}
+
+/// `If-None-Match: *` (create only) and `If-Match: TAG` (change only the version read): a
+/// `412` when the object in the newest catalog does not meet them.
+fn preconditions(h: &HeaderMap, state: &State, kind: Kind, id: &str) -> Result<(), Failure> {
+    let header = |name| h.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let current = objects::tag(state, kind, id);
+    if header(header::IF_NONE_MATCH).is_some_and(|v| v.trim() == "*") && current.is_some() {
+        return Err(Failure {
+            status: StatusCode::PRECONDITION_FAILED,
+            error: format!("{kind}/{id} already exists"),
+            field: Some("id".into()),
+        });
+    }
+    if let Some(want) = header(header::IF_MATCH) {
+        let ok = current
+            .as_deref()
+            .is_some_and(|cur| want.split(',').any(|t| t.trim() == "*" || t.trim() == cur));
+        if !ok {
+            return Err(Failure::new(
+                StatusCode::PRECONDITION_FAILED,
+                format!("{kind}/{id} has changed since it was read: read it again"),
+            ));
         }
     }
-    // What the console adds to an object is not part of it.
-    obj.remove("campaign_url");
-    obj.remove("postback_url");
-    let bad = |e: serde_json::Error| {
-        let msg = e.to_string();
-        // serde names the key: "unknown field `payuot`", "missing field `url`".
-        let field = msg
-            .split('`')
-            .nth(1)
-            .filter(|_| msg.contains("field"))
-            .map(|f| format!("{kind}/{id}.{f}"));
-        Failure {
-            status: StatusCode::BAD_REQUEST,
-            error: format!("{kind}/{id}: {msg}"),
-            field,
-        }
-    };
-    let mut put = Sections::default();
-    match kind {
-        Kind::TrafficSources => put
-            .traffic_sources
-            .push(serde_json::from_value::<TrafficSourceConfig>(v).map_err(bad)?),
-        Kind::AffiliateNetworks => put
-            .affiliate_networks
-            .push(serde_json::from_value::<NetworkConfig>(v).map_err(bad)?),
-        Kind::Offers => put
-            .offers
-            .push(serde_json::from_value::<OfferConfig>(v).map_err(bad)?),
-        Kind::LandingPages => put
-            .landing_pages
-            .push(serde_json::from_value::<LandingPageConfig>(v).map_err(bad)?),
-        Kind::Campaigns => put
-            .campaigns
-            .push(serde_json::from_value::<CampaignConfig>(v).map_err(bad)?),
-    }
-    Ok(put)
+    Ok(())
 }
 
 async fn put_one(
     AxumState(app): AxumState<Shared>,
     Path((k, id)): Path<(String, String)>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, Failure> {
     let kind = kind(&k)?;
-    let put = parse_object(kind, &id, &body)?;
+    let put = objects::parse(kind, &id, &body)?;
     let mut state = app.state.lock().await;
-    let created = {
-        app.cs.catch_up(&mut state).await?;
-        !state.contains(kind, &id)
-    };
+    app.cs.catch_up(&mut state).await?;
+    preconditions(&headers, &state, kind, &id)?;
+    let created = !state.contains(kind, &id);
     let change = Change {
         put,
         ..Change::default()
     };
     app.cs.change(&mut state, change, "api").await?;
-    let v = object(&app, &state, kind, &id).unwrap_or(Value::Null);
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, axum::Json(v)).into_response())
+    let v = objects::object(&app, &state, kind, &id).unwrap_or(Value::Null);
+    let mut r = tagged(v, objects::tag(&state, kind, &id));
+    if created {
+        *r.status_mut() = StatusCode::CREATED;
+    }
+    Ok(r)
 }
 
 async fn delete_one(
     AxumState(app): AxumState<Shared>,
     Path((k, id)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, Failure> {
     let kind = kind(&k)?;
+    let mut state = app.state.lock().await;
+    app.cs.catch_up(&mut state).await?;
+    if state.contains(kind, &id) {
+        preconditions(&headers, &state, kind, &id)?;
+    }
     let mut change = Change::default();
     change.delete.of_mut(kind).push(id);
-    let mut state = app.state.lock().await;
     app.cs.change(&mut state, change, "api").await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -113,6 +113,12 @@ def main():
         invalid = d.find_element(By.CSS_SELECTOR, "select.invalid")
         shot("validation")
         Select(invalid).select_by_value("ts")
+        # A weight that is not a whole number is caught before it is sent.
+        weight = css("[data-key=paths] .item [data-key=weight] input")
+        weight.send_keys("1.5")
+        css("#save").click()
+        text_in(".field-error", "whole number")
+        weight.clear()
         css("#save").click()
 
         # The saved campaign shows the URL to paste into the traffic source, with a copy button.

@@ -48,14 +48,41 @@ impl Console {
         }
     }
 
+    /// A request with the token and extra header lines; the status and the body as JSON.
+    pub fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+        let (status, body) = self.raw(method, path, Some(&self.token), &extra, body);
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+        )
+    }
+
     /// One request; the status and the body.
     pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+        self.raw(method, path, token, "", body)
+    }
+
+    fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        extra: &str,
+        body: &str,
+    ) -> (u16, String) {
         let mut s = TcpStream::connect(&self.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: c\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: c\r\n{auth}{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
         .unwrap();

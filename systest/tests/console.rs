@@ -125,6 +125,30 @@ fn the_console_api_runs_a_campaign_end_to_end() {
         until(e, "/c/c1", 302);
     }
     assert!(created.elapsed() < Duration::from_secs(5));
+    // Conditional requests: create only what does not exist, replace only what was read.
+    let (st, e) = console.call_with(
+        "PUT",
+        "/api/v1/offers/o1",
+        &["If-None-Match: *"],
+        &serde_json::json!({"url": "https://elsewhere.example/"}).to_string(),
+    );
+    assert_eq!((st, e["field"].as_str()), (412, Some("id")), "{e}");
+    let (st, e) = console.call_with(
+        "PUT",
+        "/api/v1/offers/o1",
+        &["If-Match: \"0000000000000000\""],
+        &serde_json::json!({"url": "https://elsewhere.example/"}).to_string(),
+    );
+    assert_eq!(st, 412, "{e}");
+    let (_, offer_now) = console.api("GET", "/api/v1/offers/o1", "");
+    assert_eq!(offer_now, offer, "a refused change changes nothing");
+    let (st, again) = console.call_with(
+        "PUT",
+        "/api/v1/offers/o1",
+        &["If-Match: *"],
+        &offer.to_string(),
+    );
+    assert_eq!((st, &again), (200, &offer));
     let (st, list) = console.api("GET", "/api/v1/campaigns", "");
     assert_eq!(st, 200);
     assert_eq!(list["items"][0]["name"], "Campaign one");
