@@ -118,7 +118,7 @@ pub(super) fn parse(kind: Kind, id: &str, body: &[u8]) -> Result<Sections, Failu
 /// `v` as a `T`, or a 400 naming where it is wrong: `campaigns/c1.paths[0].weight`.
 fn typed<T: DeserializeOwned>(kind: Kind, id: &str, v: Value) -> Result<T, Failure> {
     serde_path_to_error::deserialize(v).map_err(|e| {
-        let msg = e.inner().to_string();
+        let mut msg = e.inner().to_string();
         let mut path = e.path().to_string();
         if path == "." {
             path.clear();
@@ -132,6 +132,7 @@ fn typed<T: DeserializeOwned>(kind: Kind, id: &str, v: Value) -> Result<T, Failu
                 path.push('.');
             }
             path.push_str(key);
+            msg = "missing, and required".into();
         }
         let at = if path.is_empty() {
             format!("{kind}/{id}")
