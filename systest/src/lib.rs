@@ -75,6 +75,22 @@ pub fn query_bin() -> &'static str {
     BIN.get_or_init(|| built("query", "QUERY_BIN"))
 }
 
+/// `query report --store STORE --format json --quiet ARGS…`: what it prints; a failure
+/// fails the test with its message.
+pub fn query_report(store: &str, args: &[&str]) -> String {
+    let out = Command::new(query_bin())
+        .args(["report", "--store", store, "--format", "json", "--quiet"])
+        .args(args)
+        .output()
+        .expect("query runs");
+    assert!(
+        out.status.success(),
+        "query report {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
 fn built(name: &str, var: &str) -> String {
     if let Some(bin) = std::env::var_os(var) {
         return bin.to_string_lossy().into_owned();

@@ -6,7 +6,6 @@
 
 use systest as common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Console, Edge, TempDir};
@@ -193,16 +192,7 @@ fn the_console_api_runs_a_campaign_end_to_end() {
     // from the store's catalog.
     let (st, report) = console.call("GET", "/api/v1/report?by=campaign", Some(TOKEN), "");
     assert_eq!(st, 200, "{report}");
-    let cli = Command::new(common::query_bin())
-        .args(["report", "--store", &store, "--format", "json", "--quiet"])
-        .output()
-        .unwrap();
-    assert!(
-        cli.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cli.stderr)
-    );
-    assert_eq!(report, String::from_utf8(cli.stdout).unwrap());
+    assert_eq!(report, common::query_report(&store, &[]));
     let v: serde_json::Value = serde_json::from_str(&report).unwrap();
     let row = &v["rows"][0];
     assert_eq!(
@@ -236,12 +226,10 @@ fn the_console_api_runs_a_campaign_end_to_end() {
         "",
     );
     assert_eq!(st, 200, "{drill}");
-    let cli = Command::new(common::query_bin())
-        .args(["report", "--store", &store, "--format", "json", "--quiet"])
-        .args(["--by", "offer", "--filter", "campaign=c1"])
-        .output()
-        .unwrap();
-    assert_eq!(drill, String::from_utf8(cli.stdout).unwrap());
+    assert_eq!(
+        drill,
+        common::query_report(&store, &["--by", "offer", "--filter", "campaign=c1"])
+    );
     let v: serde_json::Value = serde_json::from_str(&drill).unwrap();
     assert_eq!(
         (&v["rows"][0]["offer"], &v["totals"]["visits"]),

@@ -102,16 +102,7 @@ fn the_dashboard_runs_a_campaign_in_a_real_browser() {
     eprintln!("screenshots: {}", out_dir.display());
 
     // What the browser showed is what `query report` prints.
-    let cli = Command::new(common::query_bin())
-        .args(["report", "--store", &store, "--format", "json", "--quiet"])
-        .output()
-        .unwrap();
-    assert!(
-        cli.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cli.stderr)
-    );
-    let report: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    let report: Value = serde_json::from_str(&common::query_report(&store, &[])).unwrap();
     let row = report["rows"]
         .as_array()
         .unwrap()

@@ -9,49 +9,45 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-struct Asset {
-    body: &'static str,
-    content_type: &'static str,
-}
-
-const INDEX: Asset = Asset {
-    body: include_str!("../../console/index.html"),
-    content_type: "text/html; charset=utf-8",
-};
-const SCRIPT: Asset = Asset {
-    body: include_str!("../../console/app.js"),
-    content_type: "text/javascript; charset=utf-8",
-};
-const STYLE: Asset = Asset {
-    body: include_str!("../../console/app.css"),
-    content_type: "text/css; charset=utf-8",
-};
-const ICON: Asset = Asset {
-    body: include_str!("../../console/icon.svg"),
-    content_type: "image/svg+xml",
-};
+/// Each file: where it is served, its text and its type.
+const ASSETS: [(&str, &str, &str); 4] = [
+    (
+        "/",
+        include_str!("../../console/index.html"),
+        "text/html; charset=utf-8",
+    ),
+    (
+        "/assets/app.js",
+        include_str!("../../console/app.js"),
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "/assets/app.css",
+        include_str!("../../console/app.css"),
+        "text/css; charset=utf-8",
+    ),
+    (
+        "/assets/icon.svg",
+        include_str!("../../console/icon.svg"),
+        "image/svg+xml",
+    ),
+];
 
 /// Scripts, styles and requests from this server only; no framing (clickjacking), no
 /// referrer (the URL carries report filters).
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                       connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-/// `/`, `/assets/app.js`, `/assets/app.css`, `/assets/icon.svg`.
+/// A route for each of [`ASSETS`].
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/", get(|h: HeaderMap| async move { send(&INDEX, &h) }))
-        .route(
-            "/assets/app.js",
-            get(|h: HeaderMap| async move { send(&SCRIPT, &h) }),
-        )
-        .route(
-            "/assets/app.css",
-            get(|h: HeaderMap| async move { send(&STYLE, &h) }),
-        )
-        .route(
-            "/assets/icon.svg",
-            get(|h: HeaderMap| async move { send(&ICON, &h) }),
-        )
+    ASSETS
+        .iter()
+        .fold(Router::new(), |router, &(path, body, kind)| {
+            router.route(
+                path,
+                get(move |h: HeaderMap| async move { send(body, kind, &h) }),
+            )
+        })
 }
 
 /// The files' version: a new binary's files are fetched again, the same ones are not.
@@ -60,14 +56,14 @@ fn etag() -> &'static str {
     TAG.get_or_init(|| {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        for a in [&INDEX, &SCRIPT, &STYLE, &ICON] {
-            a.body.hash(&mut h);
+        for (_, body, _) in ASSETS {
+            body.hash(&mut h);
         }
         format!("\"{:016x}\"", h.finish())
     })
 }
 
-fn send(asset: &Asset, req: &HeaderMap) -> Response {
+fn send(body: &'static str, content_type: &'static str, req: &HeaderMap) -> Response {
     let tag = etag();
     let fresh = req
         .get(header::IF_NONE_MATCH)
@@ -76,13 +72,10 @@ fn send(asset: &Asset, req: &HeaderMap) -> Response {
     let mut r = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        asset.body.into_response()
+        body.into_response()
     };
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(asset.content_type),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(header::ETAG, HeaderValue::from_str(tag).expect("hex"));
     h.insert(
