@@ -316,6 +316,8 @@ pub fn network<'a>(
             )
         })?,
     };
+    let lifecycle =
+        crate::lifecycle::Lifecycle::compile(key, &n.status_map, n.duplicates.as_deref())?;
     Ok(Network {
         id: n.id.as_str().into(),
         name: n.name.as_str().into(),
@@ -324,6 +326,7 @@ pub fn network<'a>(
             token: !token.is_empty(),
             pixels,
         },
+        lifecycle,
     })
 }
 

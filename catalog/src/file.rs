@@ -100,6 +100,14 @@ pub struct NetworkConfig {
     /// The network's macro for the payout (default `{payout}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payout_macro: Option<String>,
+    /// What the network sends as `status` → a canonical status (`lead`, `sale`, `pending` or
+    /// `hold`, `rejected`, `chargeback`, `rebill`), compared without case: `{ "1" = "sale" }`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub status_map: BTreeMap<String, String>,
+    /// How repeated reports of one conversion count: `once`, `every`, `replace` (the
+    /// default) or `add`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -9,6 +9,7 @@
 //! | [`file`](mod@file) | the config file's sections as written, with their defaults (serde) |
 //! | [`compile`] | validation: [`Catalog::compile`], every error naming its key |
 //! | [`key`] | config keys as errors name them, formatted only when one is reported |
+//! | [`lifecycle`] | conversion statuses, their order, and how repeated reports count |
 //! | [`model`] | the validated catalog: campaigns, paths, rules, weights, offers, networks |
 //! | [`template`] | URL templates (`{click_id}`, remapped names) pre-split at load time |
 //! | [`money`] | the one place a config amount becomes micro-units |
@@ -19,6 +20,7 @@ pub mod compile;
 pub mod error;
 pub mod file;
 pub mod key;
+pub mod lifecycle;
 pub mod model;
 pub mod money;
 #[cfg(feature = "store")]

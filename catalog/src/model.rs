@@ -24,6 +24,8 @@ pub struct Network {
     pub postback_token: Option<Box<[u8]>>,
     /// How it takes conversions; stored with each visit sent to one of its offers.
     pub policy: NetworkPolicy,
+    /// Its statuses and duplicate policy, which reports apply.
+    pub lifecycle: crate::lifecycle::Lifecycle,
 }
 
 #[derive(Debug)]

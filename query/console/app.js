@@ -223,6 +223,12 @@ const COLS = [
   { key: 'epc', label: 'EPC', fmt: (v) => epcFmt.format(v) },
 ];
 
+/// Conversions by final status (docs/query.md "Statuses"), shown on request.
+const STATUS_COLS = [
+  ['leads', 'Leads'], ['sales', 'Sales'], ['pending', 'Pending'], ['rebills', 'Rebills'],
+  ['rejected', 'Rejected'], ['chargebacks', 'Chargebacks'],
+].map(([key, label]) => ({ key, label, fmt: (v) => intFmt.format(v) }));
+
 function figure(col, v) {
   if (v == null) return h('span', { class: 'muted' }, '\u2014');
   const cls = col.signed ? (v > 0 ? 'pos' : v < 0 ? 'neg' : '') : '';
@@ -445,6 +451,7 @@ function reportState(p) {
     metric: p.get('metric') || 'visits',
     bots: p.get('bots') === '1',
     drill: p.get('drill') || '',
+    statuses: p.get('statuses') === '1',
   };
 }
 
@@ -461,6 +468,7 @@ function reportHash(st) {
   if (st.metric !== 'visits') q.set('metric', st.metric);
   if (st.bots) q.set('bots', '1');
   if (st.drill) q.set('drill', st.drill);
+  if (st.statuses) q.set('statuses', '1');
   return '#/report?' + q.toString();
 }
 
@@ -676,6 +684,7 @@ function tableCard(st, report, all, drill) {
   }, all.filter((d) => d !== st.by && !st.filters.some(([f]) => f === d)).map((d) => h('option', { value: d }, dimLabel(d))));
   drillSelect.value = drill;
   const rows = sortRows(report.rows, st);
+  const cols = st.statuses ? [...COLS, ...STATUS_COLS] : COLS;
   const body = rows.map((r) => {
     const value = r[st.by];
     const name = r[st.by + '_name'];
@@ -689,19 +698,23 @@ function tableCard(st, report, all, drill) {
           name ? h('span', { class: 'id' }, value) : null,
           DIM_KIND[st.by] ? h('a', { class: 'edit-link', href: `#/${DIM_KIND[st.by]}/${enc(value)}` }, 'Edit') : null)
         : null);
-    return h('tr', { class: r.unknown_click ? 'unknown' : null, 'data-value': value == null ? '' : value }, cell, COLS.map((c) => h('td', { class: 'num' }, figure(c, r[c.key]))));
+    return h('tr', { class: r.unknown_click ? 'unknown' : null, 'data-value': value == null ? '' : value }, cell, cols.map((c) => h('td', { class: 'num' }, figure(c, r[c.key]))));
   });
   const empty = rows.length === 0
-    ? h('tr', {}, h('td', { colspan: COLS.length + 1, class: 'empty' }, 'No traffic in these dates. Paste a campaign\u2019s URL into a traffic source, or change the dates.'))
+    ? h('tr', {}, h('td', { colspan: cols.length + 1, class: 'empty' }, 'No traffic in these dates. Paste a campaign\u2019s URL into a traffic source, or change the dates.'))
     : null;
-  const foot = h('tr', {}, h('td', { class: 'dim' }, 'Total'), COLS.map((c) => h('td', { class: 'num' }, figure(c, report.totals[c.key]))));
+  const foot = h('tr', {}, h('td', { class: 'dim' }, 'Total'), cols.map((c) => h('td', { class: 'num' }, figure(c, report.totals[c.key]))));
   return h('section', { class: 'card table-card' },
     h('div', { class: 'card-head' },
       h('h2', {}, 'By ' + dimLabel(st.by).toLowerCase(), h('span', { class: 'count' }, intFmt.format(report.rows.length))),
-      drill ? h('div', { class: 'field inline' }, h('label', { for: 'drill' }, 'Drill down by'), drillSelect) : null),
+      h('div', { class: 'card-tools' },
+        h('label', { class: 'check' },
+          h('input', { type: 'checkbox', id: 'statuses', checked: st.statuses, onchange(e) { go({ ...st, statuses: e.target.checked }); } }),
+          'Statuses'),
+        drill ? h('div', { class: 'field inline' }, h('label', { for: 'drill' }, 'Drill down by'), drillSelect) : null)),
     h('div', { class: 'table-wrap' },
       h('table', { class: 'report', id: 'report' },
-        h('thead', {}, h('tr', {}, header('_dim', dimLabel(st.by), false), COLS.map((c) => header(c.key, c.short || c.label, true)))),
+        h('thead', {}, h('tr', {}, header('_dim', dimLabel(st.by), false), cols.map((c) => header(c.key, c.short || c.label, true)))),
         h('tbody', {}, body, empty),
         h('tfoot', {}, foot))));
 }

@@ -12,6 +12,9 @@ use chrono::Days;
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
+use catalog::lifecycle::Status;
+
+use crate::lifecycle::{Reported, settle};
 use crate::names::Names;
 use crate::output::cents;
 use crate::session::Session;
@@ -27,10 +30,10 @@ pub struct FeedRequest {
     pub campaign: Option<String>,
 }
 
-/// The feed's SQL: every conversion counted once (the latest report for a click and txid
-/// that counts, as in reports), joined to its visit, in time order; and every refused report
+/// The feed's SQL: every conversion once (the report that decides it, as in reports, with
+/// the history of its reports), joined to its visit, in time order; and every refused report
 /// (docs/query.md "Trust"), marked with why.
-pub fn sql(req: &FeedRequest) -> String {
+pub fn sql(req: &FeedRequest, names: Option<&Names>) -> String {
     let r = &req.range;
     // A later report of the same conversion can only be in a later partition, so duplicates
     // are resolved over everything from the range's start on; visits precede their
@@ -57,9 +60,30 @@ pub fn sql(req: &FeedRequest) -> String {
         clicked_networks: "k.c_networks",
     };
     let refusal = trust.refusal();
+    // A report's statuses and policy are those of the network whose token it carried, else
+    // its click's network's (as in reports).
+    let reporting = format!("coalesce(c.auth_network_id, {})", trust.network);
+    let status = crate::lifecycle::status_sql(names, &reporting, "c.status");
+    let duplicates = crate::lifecycle::duplicates_sql(names, &reporting);
+    let early: Vec<String> = Status::ALL
+        .into_iter()
+        .filter(|s| s.stage() == 1)
+        .map(|s| format!("'{}'", s.code()))
+        .collect();
+    let payout = trust.payout("c.payout_micros");
+    let reported = crate::lifecycle::reported_sql(
+        "c.event_id",
+        "c.auth",
+        &status,
+        &duplicates,
+        &payout,
+        "c.status",
+    );
+    let conversion = format!("c.click_id, coalesce(c.txid, ''), ({refusal}) IS NULL");
     format!(
         "WITH {clicked}c AS (
-            SELECT * FROM conversions WHERE {from_parts}
+            SELECT * FROM conversions
+            WHERE click_id IN (SELECT click_id FROM conversions WHERE {from_parts})
         ),
         j AS (
             SELECT c.event_id, c.ts, c.click_id, c.conversion_type, c.txid, c.status,
@@ -76,9 +100,10 @@ pub fn sql(req: &FeedRequest) -> String {
                    v.device_family, v.device_brand, v.device_model, v.mobile, v.bot,
                    v.country, v.geoname_id, v.tz,
                    {refusal} AS refused,
-                   row_number() OVER (PARTITION BY c.click_id, coalesce(c.txid, ''),
-                                                   ({refusal}) IS NULL
+                   array_agg({reported}) OVER (PARTITION BY {conversion}) AS history,
+                   row_number() OVER (PARTITION BY {conversion}
                                       ORDER BY coalesce(c.auth, '') = 'token' DESC,
+                                               ({status}) NOT IN ({early}) DESC,
                                                c.event_id DESC) AS nth
             FROM c LEFT JOIN visits v
               ON v.event_id = c.click_id AND v.kind = 'visit' AND {visit_parts}
@@ -93,7 +118,7 @@ pub fn sql(req: &FeedRequest) -> String {
             "click_id IN (SELECT click_id FROM conversions WHERE {})",
             DateRange { to: None, ..*r }.partitions()
         )),
-        payout = trust.payout("c.payout_micros"),
+        early = early.join(", "),
         times = r.times("ts"),
     )
 }
@@ -105,7 +130,12 @@ pub async fn run<W: Write + ?Sized>(
     names: Option<&Names>,
     out: &mut W,
 ) -> Result<u64> {
-    let mut stream = session.ctx.sql(&sql(req)).await?.execute_stream().await?;
+    let mut stream = session
+        .ctx
+        .sql(&sql(req, names))
+        .await?
+        .execute_stream()
+        .await?;
     let mut n = 0;
     let empty = Names::default();
     let names = names.unwrap_or(&empty);
@@ -246,6 +276,28 @@ impl<'a> Columns<'a> {
         o
     }
 
+    /// The reports of the row's conversion.
+    fn history(&self, row: usize) -> Vec<Reported> {
+        let Some(list) = column(self.batch, "history")
+            .ok()
+            .and_then(|a| a.as_list_opt::<i32>())
+        else {
+            return Vec::new();
+        };
+        if list.is_null(row) {
+            return Vec::new();
+        }
+        let Ok(entries) = cast(&list.value(row), &DataType::Utf8) else {
+            return Vec::new();
+        };
+        entries
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .filter_map(Reported::parse)
+            .collect()
+    }
+
     /// `{"id": …, "name": …}` for an id, or null when there is none.
     fn named<'n>(&self, col: &str, row: usize, name: impl Fn(&str) -> Option<&'n str>) -> Value {
         match self.s(col, row) {
@@ -259,10 +311,21 @@ impl<'a> Columns<'a> {
         let refused = self.s("refused", row);
         let click_id = self.str_value("click_id", row);
         let cost = self.int("cost_micros", row).unwrap_or(0);
-        let payout = self.int("payout_micros", row).unwrap_or_else(|| {
-            let offer = self.s("offer_id", row).unwrap_or_default();
-            names.default_payout(offer, self.s("event_id", row).unwrap_or_default())
-        });
+        let offer = self.s("offer_id", row).unwrap_or_default();
+        let default_payout = |event_id: &str| names.default_payout(offer, event_id);
+        let mut payout = self
+            .int("payout_micros", row)
+            .unwrap_or_else(|| default_payout(self.s("event_id", row).unwrap_or_default()));
+        // What its reports make of the conversion (a refused report stands alone).
+        let mut history = self.history(row);
+        let mut settled = None;
+        if refused.is_none() {
+            settled = settle(&mut history, default_payout);
+            if let Some(x) = settled {
+                // A rejected or charged-back conversion earns nothing.
+                payout = if x.status.counts() { x.revenue } else { 0 };
+            }
+        }
         let visit = if known {
             let mut remapped = Map::new();
             remapped.insert("event_id".into(), click_id.clone());
@@ -359,6 +422,23 @@ impl<'a> Columns<'a> {
             data["original_status"] = self.str_value("status", row);
             data["refused"] = Value::String(why.to_owned());
         }
+        if let Some(x) = settled {
+            let data = &mut conversion["payload"]["data"];
+            data["final_status"] = x.status.name().into();
+            data["counts"] = if x.status.counts() { x.count } else { 0 }.into();
+            conversion["history"] = history
+                .iter()
+                .map(|r| {
+                    json!({
+                        "id": r.event_id,
+                        "status": r.sent,
+                        "final_status": r.status.name(),
+                        "payout": r.payout.map(units),
+                        "created_at": id_time(&r.event_id),
+                    })
+                })
+                .collect();
+        }
         conversion
     }
 }
@@ -387,6 +467,16 @@ fn map_entries(m: &MapArray, row: usize) -> Vec<(String, Option<String>)> {
             (keys.value(i).to_owned(), v)
         })
         .collect()
+}
+
+/// The time an event id carries (its first 12 hex digits are Unix milliseconds).
+fn id_time(id: &str) -> Value {
+    id.get(..12)
+        .and_then(|ms| i64::from_str_radix(ms, 16).ok())
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or(Value::Null, |t| {
+            Value::String(t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        })
 }
 
 /// Micro-units as a JSON number of currency units (exact for up to six decimals).

@@ -10,6 +10,7 @@
 
 pub mod dims;
 pub mod feed;
+pub mod lifecycle;
 pub mod names;
 pub mod output;
 pub mod progress;

@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
+use catalog::lifecycle::Lifecycle;
 use catalog::{Catalog, File};
 use serde::de::IgnoredAny;
 
@@ -25,6 +26,8 @@ pub struct Names {
     pub default_payouts: Vec<(String, Vec<(u64, i64)>)>,
     /// Every remapped name any traffic source defines.
     pub remapped: BTreeSet<String>,
+    /// Each network's statuses and duplicate policy (those with the defaults left out).
+    pub lifecycles: Vec<(String, Lifecycle)>,
 }
 
 impl Names {
@@ -69,6 +72,12 @@ impl Names {
                         .iter()
                         .map(|&(name, _)| cat.params.name(name).to_owned())
                 })
+                .collect(),
+            lifecycles: cat
+                .networks
+                .iter()
+                .filter(|n| n.lifecycle != Lifecycle::default())
+                .map(|n| (n.id.to_string(), n.lifecycle.clone()))
                 .collect(),
         }
     }
@@ -187,7 +196,18 @@ impl Names {
                 .values()
                 .flat_map(|t| t.params.keys().cloned())
                 .collect(),
+            lifecycles: Vec::new(),
         };
+        for (id, n) in &state.affiliate_networks {
+            let l = Lifecycle::compile(
+                &format!("affiliate_networks/{id}"),
+                &n.status_map,
+                n.duplicates.as_deref(),
+            )?;
+            if l != Lifecycle::default() {
+                names.lifecycles.push((id.clone(), l));
+            }
+        }
         // Deleted objects keep their names for the events they left.
         for (key, name) in &state.retired {
             let Some((kind, id)) = key.split_once('/') else {

@@ -8,7 +8,7 @@ use arrow::array::RecordBatch;
 use serde_json::{Map, Value, json};
 
 use crate::Result;
-use crate::report::{Figures, Report, Row};
+use crate::report::{Figures, Report, Row, STATUS_COLUMNS, StatusCounts};
 
 /// The label of the unknown-click row in each dimension column (table and CSV).
 pub const UNKNOWN_CLICK: &str = "(unknown click)";
@@ -114,8 +114,10 @@ pub fn report(report: &Report, format: Format, out: &mut dyn Write) -> Result<()
     let header: Vec<String> = dim_header(report)
         .into_iter()
         .chain(METRICS.iter().map(|m| (*m).to_owned()))
+        .chain(STATUS_COLUMNS.iter().map(|(name, _)| (*name).to_owned()))
         .collect();
-    let dim_columns = header.len() - METRICS.len();
+    let dim_columns = header.len() - METRICS.len() - STATUS_COLUMNS.len();
+    let status_cells = |s: &StatusCounts| s.0.map(|n| n.to_string());
     let mut body: Vec<Vec<String>> = report
         .rows
         .iter()
@@ -123,6 +125,7 @@ pub fn report(report: &Report, format: Format, out: &mut dyn Write) -> Result<()
             dim_cells(report, r)
                 .into_iter()
                 .chain(metric_cells(&r.figures))
+                .chain(status_cells(&r.statuses))
                 .collect()
         })
         .collect();
@@ -131,6 +134,7 @@ pub fn report(report: &Report, format: Format, out: &mut dyn Write) -> Result<()
         *first = TOTAL.to_owned();
     }
     total.extend(metric_cells(&report.totals));
+    total.extend(status_cells(&report.status_totals));
     match format {
         Format::Table => table(&header, &body, Some(&total), dim_columns, out)?,
         Format::Csv => {
@@ -141,12 +145,12 @@ pub fn report(report: &Report, format: Format, out: &mut dyn Write) -> Result<()
             let rows: Vec<Value> = report
                 .rows
                 .iter()
-                .map(|r| json_row(report, Some(r), &r.figures))
+                .map(|r| json_row(report, Some(r), &r.figures, &r.statuses))
                 .collect();
             let v = json!({
                 "dimensions": report.dims.iter().map(|d| d.name()).collect::<Vec<_>>(),
                 "rows": rows,
-                "totals": json_row(report, None, &report.totals),
+                "totals": json_row(report, None, &report.totals, &report.status_totals),
             });
             serde_json::to_writer_pretty(&mut *out, &v).map_err(std::io::Error::from)?;
             writeln!(out)?;
@@ -155,7 +159,7 @@ pub fn report(report: &Report, format: Format, out: &mut dyn Write) -> Result<()
     Ok(())
 }
 
-fn json_row(report: &Report, row: Option<&Row>, m: &Figures) -> Value {
+fn json_row(report: &Report, row: Option<&Row>, m: &Figures, st: &StatusCounts) -> Value {
     let mut o = Map::new();
     if let Some(r) = row {
         for (i, (d, v)) in report.dims.iter().zip(&r.dims).enumerate() {
@@ -195,6 +199,9 @@ fn json_row(report: &Report, row: Option<&Row>, m: &Figures) -> Value {
     o.insert("revenue_micros".into(), m.revenue_micros.into());
     o.insert("cost_micros".into(), m.cost_micros.into());
     o.insert("profit_micros".into(), m.profit_micros().into());
+    for ((name, _), n) in STATUS_COLUMNS.iter().zip(st.0) {
+        o.insert((*name).into(), n.into());
+    }
     Value::Object(o)
 }
 

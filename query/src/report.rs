@@ -7,17 +7,33 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type};
 
+use catalog::lifecycle::Status;
+
 use crate::dims::{self, Dimension};
 use crate::names::Names;
 use crate::session::Session;
 use crate::trust::Rules;
 use crate::{DateRange, Result};
 
-/// Statuses that take a conversion out of the counts and the revenue (compared without case).
-pub const REVERSED_STATUSES: [&str; 3] = ["declined", "rejected", "chargeback"];
+/// The report's conversion counts by final status, as their output columns name them.
+pub const STATUS_COLUMNS: [(&str, Status); 6] = [
+    ("leads", Status::Lead),
+    ("sales", Status::Sale),
+    ("pending", Status::Pending),
+    ("rebills", Status::Rebill),
+    ("rejected", Status::Rejected),
+    ("chargebacks", Status::Chargeback),
+];
 
-/// Characters of an event id in text (see `sink::model::id`).
-const ID_LEN: usize = 24;
+/// The SQL list of the status codes `keep` selects: `'L', 'P'`.
+fn codes(keep: impl Fn(Status) -> bool) -> String {
+    Status::ALL
+        .into_iter()
+        .filter(|&s| keep(s))
+        .map(|s| format!("'{}'", s.code()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// What to report on.
 #[derive(Debug, Clone, Default)]
@@ -84,6 +100,27 @@ impl Figures {
     }
 }
 
+/// Conversions by final status, in [`STATUS_COLUMNS`]' order: leads, sales, pending and
+/// rebills are among the row's `conversions`; rejected ones and chargebacks are not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusCounts(pub [i64; 6]);
+
+impl StatusCounts {
+    fn add(&mut self, o: &StatusCounts) {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a += b;
+        }
+    }
+
+    /// The count of conversions whose final status is `st`.
+    pub fn of(&self, st: Status) -> i64 {
+        STATUS_COLUMNS
+            .iter()
+            .position(|&(_, s)| s == st)
+            .map_or(0, |i| self.0[i])
+    }
+}
+
 /// One row: its dimension values (none where the visit had no value) and metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -91,6 +128,7 @@ pub struct Row {
     /// The row of conversions whose click id matches no visit in the store.
     pub unknown_click: bool,
     pub figures: Figures,
+    pub statuses: StatusCounts,
     /// The catalog's name for each dimension value that has one (campaigns, sources,
     /// networks, offers, landing pages), when the report was given names.
     pub names: Vec<Option<String>>,
@@ -102,6 +140,7 @@ pub struct Report {
     pub dims: Vec<Dimension>,
     pub rows: Vec<Row>,
     pub totals: Figures,
+    pub status_totals: StatusCounts,
     /// Which dimensions carry names (`{dim}_name` columns in the output).
     pub named: Vec<bool>,
 }
@@ -138,12 +177,13 @@ pub(crate) fn latest_clicks(filter: &str) -> String {
 /// (`v`). Conversion reports (a few % of the visits) are joined to their click's visit in a
 /// second (`j`): they are the hash join's build side, shared by every probing thread (see
 /// `session`), and the visits' scan only materialises the rows that match. Each report is
-/// judged there against its click's network, before the latest report of each conversion
-/// is chosen, so a refused report can never replace one that counts. The latest report is
-/// the max of `authenticated-flag || event_id || reversed-flag || payout`: an authenticated
-/// report outranks the others, ids are fixed-width, time-ordered and unique, so the max
-/// string is the latest (authenticated) report's, and a max over strings runs several
-/// times faster than `last_value(… ORDER BY event_id)`.
+/// judged there against its click's network, before the reports of each conversion are
+/// settled (docs/query.md "Statuses"), so a refused report can never replace one that
+/// counts. Each conversion's reports are gathered by one aggregate and settled by
+/// [`crate::lifecycle::settle`] (`ct_settle`, which the session registers), the code the
+/// feed settles with too. Not window functions nor `array_agg`: they keep slices of the
+/// joined batches, which share the visits' buffers and are accounted many times their
+/// size; and not CTEs read twice, which are planned twice, the visits' join with them.
 pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
     let r = &req.range;
     let grouped = req.grouped();
@@ -200,7 +240,6 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
     } else {
         "bot IS NOT TRUE"
     };
-    let reversed = REVERSED_STATUSES.map(|s| format!("'{s}'")).join(", ");
     let trust = Rules {
         known: "visit_key IS NOT NULL",
         method: "method",
@@ -211,9 +250,12 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
         pixels: "CASE WHEN click_of IS NULL THEN x_pixels ELSE c_pixels END",
         clicked_networks: "c_networks",
     };
+    // A report's statuses and policy are those of the network whose token it carried, else
+    // its click's network's.
+    let reporting = format!("coalesce(auth_network_id, {})", trust.network);
     // Without default payouts a conversion without one earns 0.
     let default_payout = match names.filter(|_| priced_offers) {
-        Some(n) => n.default_payout_sql("offer", "substr(last, 2, 24)"),
+        Some(n) => n.default_payout_sql("offer", "event_id"),
         None => "0".to_owned(),
     };
     let clicks_in_range = format!("{} AND {}", r.conversions_of_clicks(), r.ids("click_id"));
@@ -242,43 +284,45 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
         j AS (
             SELECT * FROM (
                 SELECT {j_dims}visit_key IS NULL AS unknown_click,
-                       coalesce(x_offer, c_offer) AS offer, click_id, txid, event_id, status,
-                       {payout} AS payout, auth
+                       coalesce(x_offer, c_offer) AS offer, click_id, txid, event_id,
+                       {payout} AS payout, auth, {status} AS st, {duplicates} AS dup
                 FROM r LEFT JOIN vx ON visit_key = click_id
                        LEFT JOIN clicked ON click_of = click_id
                 WHERE coalesce(keep, true) AND {refusal} IS NULL
             ) WHERE true{filter}
         ),
-        latest AS (
-            SELECT unknown_click{keys}, offer,
-                   max(concat(CASE WHEN auth = 'token' THEN '1' ELSE '0' END, event_id,
-                              CASE WHEN lower(status) IN ({reversed}) THEN '1' ELSE '0' END,
-                              CAST(payout AS VARCHAR))) AS last
+        per AS (
+            SELECT unknown_click{keys}, {settle}({entry}) AS settled
             FROM j
-            GROUP BY click_id, txid, unknown_click{keys}, offer
+            GROUP BY click_id, coalesce(txid, ''), unknown_click{keys}, offer
+        ),
+        fin AS (
+            SELECT unknown_click{keys}, {fst} AS fst, CAST({n} AS BIGINT) AS n,
+                   CAST({revenue} AS BIGINT) AS revenue, {by_status}
+            FROM per
         ),
         c AS (
-            SELECT unknown_click{keys}, count(*) AS conversions,
-                   sum(coalesce(CAST(NULLIF(substr(last, {p}), '') AS BIGINT),
-                                {default_payout})) AS revenue_micros
-            FROM latest
-            WHERE substr(last, {f}, 1) = '0'
+            SELECT unknown_click{keys},
+                   sum(CASE WHEN fst IN ({counted}) THEN n ELSE 0 END) AS conversions,
+                   sum(CASE WHEN fst IN ({counted}) THEN revenue ELSE 0 END) AS revenue_micros,
+                   {sum_by_status}
+            FROM fin
             GROUP BY unknown_click{keys}
         )
         SELECT unknown_click{keys},
                sum(visits) AS visits, sum(clicks) AS clicks,
                sum(conversions) AS conversions, sum(revenue_micros) AS revenue_micros,
-               sum(cost_micros) AS cost_micros
+               sum(cost_micros) AS cost_micros{sum_statuses}
         FROM (
             SELECT false AS unknown_click{keys},
                    sum(CASE WHEN kind = 'visit' THEN 1 ELSE 0 END) AS visits,
                    sum(CASE WHEN kind = 'click' THEN 1 ELSE 0 END) AS clicks,
                    CAST(0 AS BIGINT) AS conversions, CAST(0 AS BIGINT) AS revenue_micros,
-                   coalesce(sum(cost), 0) AS cost_micros
+                   coalesce(sum(cost), 0) AS cost_micros{zero_statuses}
             FROM v GROUP BY 1{keys}
             UNION ALL
             SELECT unknown_click{keys}, CAST(0 AS BIGINT), CAST(0 AS BIGINT),
-                   conversions, revenue_micros, CAST(0 AS BIGINT)
+                   conversions, revenue_micros, CAST(0 AS BIGINT){statuses}
             FROM c
         )
         GROUP BY unknown_click{keys}",
@@ -288,8 +332,37 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
         conv_ids = r.ids("click_id"),
         refusal = trust.refusal(),
         payout = trust.payout("payout_micros"),
-        f = ID_LEN + 2,
-        p = ID_LEN + 3,
+        status = crate::lifecycle::status_sql(names, &reporting, "status"),
+        duplicates = crate::lifecycle::duplicates_sql(names, &reporting),
+        counted = codes(Status::counts),
+        settle = crate::lifecycle::SETTLE,
+        entry = crate::lifecycle::reported_sql(
+            "event_id",
+            "auth",
+            "st",
+            "dup",
+            &format!("coalesce(payout, {default_payout})"),
+            "''"
+        ),
+        fst = crate::lifecycle::settled_part("settled", 1),
+        n = crate::lifecycle::settled_part("settled", 2),
+        revenue = crate::lifecycle::settled_part("settled", 3),
+        by_status = STATUS_COLUMNS
+            .map(|(name, st)| format!(
+                "CAST({} AS BIGINT) AS {name}",
+                crate::lifecycle::settled_part("settled", crate::lifecycle::settled_count_part(st))
+            ))
+            .join(", "),
+        sum_by_status = STATUS_COLUMNS
+            .map(|(name, _)| format!("sum({name}) AS {name}"))
+            .join(", "),
+        statuses = STATUS_COLUMNS.map(|(name, _)| format!(", {name}")).concat(),
+        zero_statuses = STATUS_COLUMNS
+            .map(|(name, _)| format!(", CAST(0 AS BIGINT) AS {name}"))
+            .concat(),
+        sum_statuses = STATUS_COLUMNS
+            .map(|(name, _)| format!(", sum({name}) AS {name}"))
+            .concat(),
     )
 }
 
@@ -348,13 +421,16 @@ pub async fn run(session: &Session, req: &ReportRequest, names: Option<&Names>) 
         }
     }
     let mut totals = Figures::default();
+    let mut status_totals = StatusCounts::default();
     for r in &rows {
         totals.add(&r.figures);
+        status_totals.add(&r.statuses);
     }
     Ok(Report {
         dims: req.dims.clone(),
         rows,
         totals,
+        status_totals,
         named,
     })
 }
@@ -399,7 +475,9 @@ fn read_rows(b: &RecordBatch, ndims: usize, out: &mut Vec<Row>) -> Result<()> {
         .map(|i| cast(b.column(1 + i), &DataType::Utf8))
         .collect::<Result<_, _>>()?;
     let metric = |i: usize| cast(b.column(1 + ndims + i), &DataType::Int64);
-    let m: Vec<_> = (0..5).map(metric).collect::<Result<_, _>>()?;
+    let m: Vec<_> = (0..5 + STATUS_COLUMNS.len())
+        .map(metric)
+        .collect::<Result<_, _>>()?;
     let m: Vec<_> = m.iter().map(|a| a.as_primitive::<Int64Type>()).collect();
     for row in 0..b.num_rows() {
         let value = |a: &arrow::array::PrimitiveArray<Int64Type>| {
@@ -422,6 +500,7 @@ fn read_rows(b: &RecordBatch, ndims: usize, out: &mut Vec<Row>) -> Result<()> {
                 revenue_micros: value(m[3]),
                 cost_micros: value(m[4]),
             },
+            statuses: StatusCounts(std::array::from_fn(|i| value(m[5 + i]))),
         });
     }
     Ok(())

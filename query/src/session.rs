@@ -158,6 +158,10 @@ impl Session {
             runtime = runtime.with_memory_limit(opts.memory_limit, 1.0);
         }
         let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+        // Reports settle each conversion's reports with the feed's code.
+        ctx.register_udaf(datafusion::logical_expr::AggregateUDF::from(
+            crate::lifecycle::SettleUdaf::default(),
+        ));
         let lake = url::Url::parse(STORE_URL).map_err(|e| {
             QueryError::DataFusion(datafusion::error::DataFusionError::External(Box::new(e)))
         })?;

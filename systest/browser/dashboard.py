@@ -181,6 +181,15 @@ def main():
         wait.until(EC.url_contains("sort=visits"))
         css("th[aria-sort='descending']")
 
+        # Conversions by status, on request: both postbacks were sales.
+        css("#statuses").click()
+        wait.until(EC.url_contains("statuses=1"))
+        cells = [c.text for c in css(row_sel).find_elements(By.CSS_SELECTOR, "td")]
+        assert cells[10:12] == ["0", str(CONVERSIONS)], cells
+        shown["statuses"] = cells[10:]
+        css("#statuses").click()
+        wait.until(lambda _: "statuses=1" not in d.current_url)
+
         # Drill down: the campaign's row leads to its offers, with a breadcrumb back.
         css(row_sel + " a.drill").click()
         wait.until(EC.url_contains("filter=campaign"))

@@ -135,4 +135,16 @@ fn the_dashboard_runs_a_campaign_in_a_real_browser() {
         "{shown}"
     );
     assert_eq!(row["conversions"], 2, "{report}");
+    let statuses: Vec<String> = [
+        "leads",
+        "sales",
+        "pending",
+        "rebills",
+        "rejected",
+        "chargebacks",
+    ]
+    .iter()
+    .map(|k| row[k].to_string())
+    .collect();
+    assert_eq!(cells("statuses"), statuses, "{shown}");
 }

@@ -108,6 +108,8 @@ fn catalog(campaigns: usize) -> Sections {
                 pixels: None,
                 click_id_macro: None,
                 payout_macro: None,
+                status_map: Default::default(),
+                duplicates: None,
             })
             .collect(),
         offers: (0..1000)
