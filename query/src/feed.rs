@@ -3,6 +3,7 @@
 //! attributed to (query, remapped parameters, cost), where the visit was sent, who the
 //! visitor was, and the payout.
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use arrow::array::{Array, ArrayRef, AsArray, MapArray, RecordBatch};
@@ -30,61 +31,17 @@ pub struct FeedRequest {
     pub campaign: Option<String>,
 }
 
-/// The feed's SQL: every conversion once (the report that decides it, as in reports, with
-/// the history of its reports), joined to its visit, in time order; and every refused report
-/// (docs/query.md "Trust"), marked with why.
+/// The feed's SQL: every conversion once (the report that decides it, as in reports),
+/// joined to its visit, in time order; and every refused report (docs/query.md "Trust"),
+/// marked with why. [`history_sql`] gives each conversion's reports.
 pub fn sql(req: &FeedRequest, names: Option<&Names>) -> String {
-    let r = &req.range;
-    // A later report of the same conversion can only be in a later partition, so duplicates
-    // are resolved over everything from the range's start on; visits precede their
-    // conversions (allowing a day of clock difference between nodes).
-    let visit_parts = match r.to {
-        Some(t) => format!(
-            "v.dt <= '{}'",
-            t.checked_add_days(Days::new(1)).unwrap_or(t)
-        ),
-        None => "true".to_owned(),
-    };
+    let q = Parts::new(req, names);
     let campaign = req.campaign.as_deref().map_or_else(
         || "true".to_owned(),
         |c| format!("campaign_id = {}", crate::sql_literal(c)),
     );
-    let trust = Rules {
-        known: "v.event_id IS NOT NULL",
-        method: "c.method",
-        auth: "c.auth",
-        auth_network: "c.auth_network_id",
-        network: "CASE WHEN k.click_of IS NULL THEN v.network_id ELSE k.c_network END",
-        token: "CASE WHEN k.click_of IS NULL THEN v.network_token ELSE k.c_token END",
-        pixels: "CASE WHEN k.click_of IS NULL THEN v.network_pixels ELSE k.c_pixels END",
-        clicked_networks: "k.c_networks",
-    };
-    let refusal = trust.refusal();
-    // A report's statuses and policy are those of the network whose token it carried, else
-    // its click's network's (as in reports).
-    let reporting = format!("coalesce(c.auth_network_id, {})", trust.network);
-    let status = crate::lifecycle::status_sql(names, &reporting, "c.status");
-    let duplicates = crate::lifecycle::duplicates_sql(names, &reporting);
-    let early: Vec<String> = Status::ALL
-        .into_iter()
-        .filter(|s| s.stage() == 1)
-        .map(|s| format!("'{}'", s.code()))
-        .collect();
-    let payout = trust.payout("c.payout_micros");
-    let reported = crate::lifecycle::reported_sql(
-        "c.event_id",
-        "c.auth",
-        &status,
-        &duplicates,
-        &payout,
-        "c.status",
-    );
-    let conversion = format!("c.click_id, coalesce(c.txid, ''), ({refusal}) IS NULL");
     format!(
-        "WITH {clicked}c AS (
-            SELECT * FROM conversions
-            WHERE click_id IN (SELECT click_id FROM conversions WHERE {from_parts})
-        ),
+        "{with}
         j AS (
             SELECT c.event_id, c.ts, c.click_id, c.conversion_type, c.txid, c.status,
                    {payout} AS payout_micros, c.http_method, c.url, c.host, c.referer,
@@ -100,27 +57,119 @@ pub fn sql(req: &FeedRequest, names: Option<&Names>) -> String {
                    v.device_family, v.device_brand, v.device_model, v.mobile, v.bot,
                    v.country, v.geoname_id, v.tz,
                    {refusal} AS refused,
-                   array_agg({reported}) OVER (PARTITION BY {conversion}) AS history,
-                   row_number() OVER (PARTITION BY {conversion}
+                   row_number() OVER (PARTITION BY c.click_id, coalesce(c.txid, ''),
+                                                   ({refusal}) IS NULL
                                       ORDER BY coalesce(c.auth, '') = 'token' DESC,
                                                ({status}) NOT IN ({early}) DESC,
                                                c.event_id DESC) AS nth
-            FROM c LEFT JOIN visits v
-              ON v.event_id = c.click_id AND v.kind = 'visit' AND {visit_parts}
-            LEFT JOIN clicked k ON k.click_of = c.click_id
+            {from}
         )
         SELECT * FROM j
         WHERE (nth = 1 OR refused IS NOT NULL) AND {times} AND {campaign}
         ORDER BY ts, event_id",
-        from_parts = DateRange { to: None, ..*r }.partitions(),
-        // A landing-page visit's offer (and network) is its latest click's, whenever it was.
-        clicked = crate::report::latest_clicks(&format!(
-            "click_id IN (SELECT click_id FROM conversions WHERE {})",
-            DateRange { to: None, ..*r }.partitions()
-        )),
-        early = early.join(", "),
-        times = r.times("ts"),
+        with = q.with,
+        from = q.from,
+        payout = q.payout,
+        refusal = q.refusal,
+        status = q.status,
+        early = Status::ALL
+            .into_iter()
+            .filter(|s| s.stage() == 1)
+            .map(|s| format!("'{}'", s.code()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        times = req.range.times("ts"),
     )
+}
+
+/// Each conversion's reports that count (not the refused ones), as [`Reported`] entries a
+/// line each: `click_id`, `tx` (its txid, or empty), `history`. An aggregate, not a window
+/// function over the feed's rows: those would keep slices of the visits' batches.
+pub fn history_sql(req: &FeedRequest, names: Option<&Names>) -> String {
+    let q = Parts::new(req, names);
+    let entry = crate::lifecycle::reported_sql(
+        "c.event_id",
+        "c.auth",
+        &q.status,
+        &q.duplicates,
+        &q.payout,
+        "replace(c.status, chr(10), ' ')",
+    );
+    format!(
+        "{with}
+        h AS (
+            SELECT c.click_id, coalesce(c.txid, '') AS tx, {entry} AS entry
+            {from}
+            WHERE ({refusal}) IS NULL
+        )
+        SELECT click_id, tx, string_agg(entry, chr(10)) AS history FROM h GROUP BY click_id, tx",
+        with = q.with,
+        from = q.from,
+        refusal = q.refusal,
+    )
+}
+
+/// What the feed's two queries share: the reports of every conversion with a report in
+/// range (`c`, all of them, whenever they came), each joined to its click's visit (`v`) and
+/// latest click-through (`k`), and the rules that read them.
+struct Parts {
+    with: String,
+    from: String,
+    refusal: String,
+    status: String,
+    duplicates: String,
+    payout: String,
+}
+
+impl Parts {
+    fn new(req: &FeedRequest, names: Option<&Names>) -> Parts {
+        let r = &req.range;
+        // Visits precede their conversions (allowing a day of clock difference between
+        // nodes).
+        let visit_parts = match r.to {
+            Some(t) => format!(
+                "v.dt <= '{}'",
+                t.checked_add_days(Days::new(1)).unwrap_or(t)
+            ),
+            None => "true".to_owned(),
+        };
+        let trust = Rules {
+            known: "v.event_id IS NOT NULL",
+            method: "c.method",
+            auth: "c.auth",
+            auth_network: "c.auth_network_id",
+            network: "CASE WHEN k.click_of IS NULL THEN v.network_id ELSE k.c_network END",
+            token: "CASE WHEN k.click_of IS NULL THEN v.network_token ELSE k.c_token END",
+            pixels: "CASE WHEN k.click_of IS NULL THEN v.network_pixels ELSE k.c_pixels END",
+            clicked_networks: "k.c_networks",
+        };
+        // A report's statuses and policy are those of the network whose token it carried,
+        // else its click's network's (as in reports).
+        let reporting = format!("coalesce(c.auth_network_id, {})", trust.network);
+        let from_parts = DateRange { to: None, ..*r }.partitions();
+        Parts {
+            with: format!(
+                "WITH {clicked}c AS (
+                    SELECT * FROM conversions
+                    WHERE click_id IN (SELECT click_id FROM conversions WHERE {from_parts})
+                ),",
+                // A landing-page visit's offer (and network) is its latest click's,
+                // whenever it was.
+                clicked = crate::report::latest_clicks(&format!(
+                    "click_id IN (SELECT click_id FROM conversions WHERE {from_parts})"
+                )),
+            ),
+            from: format!(
+                "FROM c LEFT JOIN visits v
+                   ON v.event_id = c.click_id AND v.kind = 'visit' AND {visit_parts}
+                 LEFT JOIN clicked k ON k.click_of = c.click_id"
+            ),
+            refusal: trust.refusal(),
+            status: crate::lifecycle::status_sql(names, &reporting, "c.status"),
+            duplicates: crate::lifecycle::duplicates_sql(names, &reporting),
+            payout: trust.payout("c.payout_micros"),
+        }
+    }
 }
 
 /// Streams the feed to `out` as NDJSON; returns the number of conversions written.
@@ -130,6 +179,7 @@ pub async fn run<W: Write + ?Sized>(
     names: Option<&Names>,
     out: &mut W,
 ) -> Result<u64> {
+    let histories = histories(session, req, names).await?;
     let mut stream = session
         .ctx
         .sql(&sql(req, names))
@@ -143,7 +193,7 @@ pub async fn run<W: Write + ?Sized>(
         let batch = batch?;
         let cols = Columns::new(&batch)?;
         for row in 0..batch.num_rows() {
-            serde_json::to_writer(&mut *out, &cols.object(row, names))
+            serde_json::to_writer(&mut *out, &cols.object(row, names, &histories))
                 .map_err(std::io::Error::from)?;
             out.write_all(b"\n")?;
             n += 1;
@@ -151,6 +201,39 @@ pub async fn run<W: Write + ?Sized>(
     }
     out.flush()?;
     Ok(n)
+}
+
+/// Each conversion's reports (by click id and txid, or empty), from [`history_sql`].
+type Histories = HashMap<(String, String), String>;
+
+async fn histories(
+    session: &Session,
+    req: &FeedRequest,
+    names: Option<&Names>,
+) -> Result<Histories> {
+    let batches = session
+        .ctx
+        .sql(&history_sql(req, names))
+        .await?
+        .collect()
+        .await?;
+    let mut out = HashMap::new();
+    for b in &batches {
+        let col = |i: usize| cast(b.column(i), &DataType::Utf8);
+        let (click, tx, history) = (col(0)?, col(1)?, col(2)?);
+        let (click, tx, history) = (
+            click.as_string::<i32>(),
+            tx.as_string::<i32>(),
+            history.as_string::<i32>(),
+        );
+        for i in 0..b.num_rows() {
+            out.insert(
+                (click.value(i).to_owned(), tx.value(i).to_owned()),
+                history.value(i).to_owned(),
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// The batch's columns, cast once to the types the writer reads.
@@ -276,28 +359,6 @@ impl<'a> Columns<'a> {
         o
     }
 
-    /// The reports of the row's conversion.
-    fn history(&self, row: usize) -> Vec<Reported> {
-        let Some(list) = column(self.batch, "history")
-            .ok()
-            .and_then(|a| a.as_list_opt::<i32>())
-        else {
-            return Vec::new();
-        };
-        if list.is_null(row) {
-            return Vec::new();
-        }
-        let Ok(entries) = cast(&list.value(row), &DataType::Utf8) else {
-            return Vec::new();
-        };
-        entries
-            .as_string::<i32>()
-            .iter()
-            .flatten()
-            .filter_map(Reported::parse)
-            .collect()
-    }
-
     /// `{"id": …, "name": …}` for an id, or null when there is none.
     fn named<'n>(&self, col: &str, row: usize, name: impl Fn(&str) -> Option<&'n str>) -> Value {
         match self.s(col, row) {
@@ -306,7 +367,7 @@ impl<'a> Columns<'a> {
         }
     }
 
-    fn object(&self, row: usize, names: &Names) -> Value {
+    fn object(&self, row: usize, names: &Names, histories: &Histories) -> Value {
         let known = self.s("visit_id", row).is_some();
         let refused = self.s("refused", row);
         let click_id = self.str_value("click_id", row);
@@ -317,7 +378,14 @@ impl<'a> Columns<'a> {
             .int("payout_micros", row)
             .unwrap_or_else(|| default_payout(self.s("event_id", row).unwrap_or_default()));
         // What its reports make of the conversion (a refused report stands alone).
-        let mut history = self.history(row);
+        let key = (
+            self.s("click_id", row).unwrap_or_default().to_owned(),
+            self.s("txid", row).unwrap_or_default().to_owned(),
+        );
+        let mut history: Vec<Reported> = histories
+            .get(&key)
+            .map(|h| h.split('\n').filter_map(Reported::parse).collect())
+            .unwrap_or_default();
         let mut settled = None;
         if refused.is_none() {
             settled = settle(&mut history, default_payout);
