@@ -220,7 +220,7 @@ pub fn settle(reports: &mut [Reported], default_payout: impl Fn(&str) -> i64) ->
 
 impl Settled {
     /// As the report's SQL reads it: `code|count|revenue|` then the counts by status.
-    fn encode(&self) -> String {
+    pub fn encode(&self) -> String {
         let mut s = format!("{}|{}|{}", self.status.code(), self.count, self.revenue);
         for n in self.by_status {
             s.push_str(&format!("|{n}"));
