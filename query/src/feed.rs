@@ -83,7 +83,7 @@ pub fn sql(req: &FeedRequest, names: Option<&Names>) -> String {
     )
 }
 
-/// Each conversion's reports that count (not the refused ones), as [`Reported`] entries a
+/// Each conversion's reports that count (not the refused ones), as [`Reported`](crate::lifecycle::Reported) entries a
 /// line each: `click_id`, `tx` (its txid, or empty), `history`. An aggregate, not a window
 /// function over the feed's rows: those would keep slices of the visits' batches.
 pub fn history_sql(req: &FeedRequest, names: Option<&Names>) -> String {
