@@ -12,8 +12,6 @@ use arrow::datatypes::DataType;
 use chrono::Days;
 use futures::StreamExt;
 
-use catalog::lifecycle::Status;
-
 use crate::names::Names;
 use crate::session::Session;
 use crate::trust::Rules;
@@ -73,12 +71,7 @@ pub fn sql(req: &FeedRequest, names: Option<&Names>) -> String {
         payout = q.payout,
         refusal = q.refusal,
         status = q.status,
-        early = Status::ALL
-            .into_iter()
-            .filter(|s| s.stage() == 1)
-            .map(|s| format!("'{}'", s.code()))
-            .collect::<Vec<_>>()
-            .join(", "),
+        early = crate::lifecycle::codes_sql(|s| s.stage() == 1),
         times = req.range.times("ts"),
     )
 }
@@ -144,9 +137,7 @@ impl Parts {
             pixels: "CASE WHEN k.click_of IS NULL THEN v.network_pixels ELSE k.c_pixels END",
             clicked_networks: "k.c_networks",
         };
-        // A report's statuses and policy are those of the network whose token it carried,
-        // else its click's network's (as in reports).
-        let reporting = format!("coalesce(c.auth_network_id, {})", trust.network);
+        let reporting = crate::lifecycle::reporting_network("c.auth_network_id", trust.network);
         let from_parts = DateRange { to: None, ..*r }.partitions();
         Parts {
             with: format!(

@@ -13,6 +13,22 @@ mod aggregate;
 
 pub use aggregate::{SETTLE, SettleUdaf};
 
+/// The network whose statuses and policy a report follows: the one whose postback token it
+/// carried (`auth_network`), else its click's (`network`).
+pub fn reporting_network(auth_network: &str, network: &str) -> String {
+    format!("coalesce({auth_network}, {network})")
+}
+
+/// The SQL list of the status codes `keep` selects: `'L', 'P'`.
+pub fn codes_sql(keep: impl Fn(Status) -> bool) -> String {
+    Status::ALL
+        .into_iter()
+        .filter(|&s| keep(s))
+        .map(|s| format!("'{}'", s.code()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The status code of a report whose network is `network` and which sent `raw`.
 pub fn status_sql(names: Option<&Names>, network: &str, raw: &str) -> String {
     let sent = format!("lower(trim(coalesce({raw}, '')))");

@@ -27,16 +27,6 @@ pub const STATUS_COLUMNS: [(&str, Status); 6] = [
     ("chargebacks", Status::Chargeback),
 ];
 
-/// The SQL list of the status codes `keep` selects: `'L', 'P'`.
-fn codes(keep: impl Fn(Status) -> bool) -> String {
-    Status::ALL
-        .into_iter()
-        .filter(|&s| keep(s))
-        .map(|s| format!("'{}'", s.code()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// What to report on.
 #[derive(Debug, Clone, Default)]
 pub struct ReportRequest {
@@ -112,14 +102,6 @@ impl StatusCounts {
         for (a, b) in self.0.iter_mut().zip(o.0) {
             *a += b;
         }
-    }
-
-    /// The count of conversions whose final status is `st`.
-    pub fn of(&self, st: Status) -> i64 {
-        STATUS_COLUMNS
-            .iter()
-            .position(|&(_, s)| s == st)
-            .map_or(0, |i| self.0[i])
     }
 }
 
@@ -252,9 +234,7 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
         pixels: "CASE WHEN click_of IS NULL THEN x_pixels ELSE c_pixels END",
         clicked_networks: "c_networks",
     };
-    // A report's statuses and policy are those of the network whose token it carried, else
-    // its click's network's.
-    let reporting = format!("coalesce(auth_network_id, {})", trust.network);
+    let reporting = crate::lifecycle::reporting_network("auth_network_id", trust.network);
     // Without default payouts a conversion without one earns 0.
     let default_payout = match names.filter(|_| priced_offers) {
         Some(n) => n.default_payout_sql("offer", "event_id"),
@@ -336,7 +316,7 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
         payout = trust.payout("payout_micros"),
         status = crate::lifecycle::status_sql(names, &reporting, "status"),
         duplicates = crate::lifecycle::duplicates_sql(names, &reporting),
-        counted = codes(Status::counts),
+        counted = crate::lifecycle::codes_sql(Status::counts),
         settle = crate::lifecycle::SETTLE,
         entry = crate::lifecycle::reported_sql(
             "event_id",

@@ -151,10 +151,7 @@ impl GroupsAccumulator for SettlingGroups {
         let out: StringArray = self
             .take(emit_to)
             .iter()
-            .map(|reports| {
-                let text: Vec<String> = reports.iter().map(Reported::encode).collect();
-                Some(text.join("\n"))
-            })
+            .map(|reports| Some(encoded(reports)))
             .collect();
         Ok(vec![Arc::new(out)])
     }
@@ -185,62 +182,91 @@ impl GroupsAccumulator for SettlingGroups {
     }
 }
 
-/// One conversion's reports, gathered.
+/// One conversion's reports, gathered: the groups' accumulator with a single group, for
+/// where DataFusion wants a plain [`Accumulator`] (no `GROUP BY`).
 #[derive(Debug, Default)]
-struct Settling {
-    reports: Vec<Reported>,
-    /// Bytes the reports' strings hold.
-    text: usize,
-}
+struct Settling(SettlingGroups);
 
 impl Settling {
-    fn add(&mut self, entry: &str) -> datafusion::error::Result<()> {
-        let r = Reported::parse(entry).ok_or_else(|| {
-            DataFusionError::Execution(format!("{SETTLE}: not a report entry: {entry:?}"))
-        })?;
-        self.text += r.event_id.capacity() + r.sent.capacity();
-        self.reports.push(r);
-        Ok(())
+    /// Its one group.
+    fn reports(&mut self) -> &mut Vec<Reported> {
+        self.0.groups.resize_with(1, Vec::new);
+        &mut self.0.groups[0]
     }
 }
 
 impl Accumulator for Settling {
     fn update_batch(&mut self, values: &[ArrayRef]) -> datafusion::error::Result<()> {
-        let Some(a) = values.first() else {
-            return Ok(());
-        };
-        for entry in a.as_string::<i32>().iter().flatten() {
-            self.add(entry)?;
-        }
-        Ok(())
+        let rows = values.first().map_or(0, |a| a.len());
+        self.0.update_batch(values, &vec![0; rows], None, 1)
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> datafusion::error::Result<()> {
-        let Some(a) = states.first() else {
-            return Ok(());
-        };
-        for state in a.as_string::<i32>().iter().flatten() {
-            for entry in state.split('\n').filter(|e| !e.is_empty()) {
-                self.add(entry)?;
-            }
-        }
-        Ok(())
+        let rows = states.first().map_or(0, |a| a.len());
+        self.0.merge_batch(states, &vec![0; rows], 1)
     }
 
     fn state(&mut self) -> datafusion::error::Result<Vec<ScalarValue>> {
-        let text: Vec<String> = self.reports.iter().map(Reported::encode).collect();
-        Ok(vec![ScalarValue::Utf8(Some(text.join("\n")))])
+        Ok(vec![ScalarValue::Utf8(Some(encoded(self.reports())))])
     }
 
     fn evaluate(&mut self) -> datafusion::error::Result<ScalarValue> {
         Ok(ScalarValue::Utf8(
-            settle(&mut self.reports, |_| 0).map(|x| x.encode()),
+            settle(self.reports(), |_| 0).map(|x| x.encode()),
         ))
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self)
-            + self.reports.capacity() * std::mem::size_of::<Reported>()
-            + self.text
+        std::mem::size_of_val(self) + self.0.size()
+    }
+}
+
+/// A group's state: its reports' entries, a line each.
+fn encoded(reports: &[Reported]) -> String {
+    let text: Vec<String> = reports.iter().map(Reported::encode).collect();
+    text.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::logical_expr::AggregateUDF;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    /// The one-group accumulator (no `GROUP BY`) and the groups' one settle alike.
+    #[tokio::test]
+    async fn both_accumulators_settle_the_same() {
+        let ctx = SessionContext::new();
+        ctx.register_udaf(AggregateUDF::from(SettleUdaf::default()));
+        let rows = "(VALUES ('c1', '01|0|S|a|10|'), ('c1', '02|0|B|a|30|'), \
+                    ('c2', '03|0|L|r|2|'), ('c2', '04|0|R|r||'))";
+        let answer = |sql: String| {
+            let ctx = ctx.clone();
+            async move {
+                let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+                let mut out: Vec<String> = batches
+                    .iter()
+                    .flat_map(|b| {
+                        let a = arrow::compute::cast(b.column(0), &DataType::Utf8).unwrap();
+                        (0..a.len())
+                            .map(|i| a.as_string::<i32>().value(i).to_owned())
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                out.sort();
+                out
+            }
+        };
+        let one = answer(format!(
+            "SELECT {SETTLE}(e) FROM {rows} AS t(k, e) WHERE k = 'c1'"
+        ))
+        .await;
+        let grouped = answer(format!(
+            "SELECT {SETTLE}(e) FROM {rows} AS t(k, e) GROUP BY k"
+        ))
+        .await;
+        assert_eq!(one, ["B|1|40|0|0|0|1|0|0"]);
+        assert_eq!(grouped, ["B|1|40|0|0|0|1|0|0", "R|1|0|0|0|0|0|1|0"]);
     }
 }
