@@ -9,10 +9,12 @@ use crate::file::{
     TrafficSourceConfig,
 };
 use crate::key::Key;
+use crate::lifecycle::Status;
 use crate::model::{
     Campaign, Device, LandingPage, Needs, Network, Offer, Path, Rule, TrafficSource, Weighted,
 };
 use crate::money::micros;
+use crate::postback::{PostbackUrl, SourcePostback};
 use crate::template::{ParamNames, Template, Token};
 
 /// Longest id: ids go into URLs, cookie names and click state.
@@ -232,6 +234,8 @@ pub fn source(
     names: &mut ParamNames,
 ) -> Result<TrafficSource, ConfigError> {
     check_id(&s.id, format_args!("{key}.id"))?;
+    let own_postback_url = s.postback_url.is_some();
+    let (s, _) = &crate::presets::resolve_source(s, key)?;
     let mut params = Vec::with_capacity(s.params.len());
     for (name, query_key) in &s.params {
         let key = format!("{key}.params.{name}");
@@ -277,12 +281,98 @@ pub fn source(
         }
         other => other.map(|p| p.as_bytes().into()),
     };
+    let external_id_param = match s.external_id_param.as_deref() {
+        Some("") => {
+            return Err(ConfigError::invalid(
+                format!("{key}.external_id_param"),
+                "is empty; leave it out instead",
+            ));
+        }
+        other => other.map(Box::<str>::from),
+    };
+    let (postback, postback_off) = source_postback(key, s, own_postback_url)?;
     Ok(TrafficSource {
         id: s.id.as_str().into(),
         name: s.name.as_str().into(),
         params,
         cost_param,
+        external_id_param,
+        postback,
+        postback_off,
     })
+}
+
+/// A source's postback: `None` without a `postback_url`, or with a template's URL that still
+/// needs a value of the user's account (then also why it is off).
+fn source_postback(
+    key: &str,
+    s: &TrafficSourceConfig,
+    own_url: bool,
+) -> Result<(Option<SourcePostback>, Option<String>), ConfigError> {
+    let Some(url) = s.postback_url.as_deref() else {
+        return Ok((None, None));
+    };
+    if !own_url && let Some(p) = crate::postback::placeholder(url) {
+        return Ok((
+            None,
+            Some(format!(
+                "{key}: postbacks are off until postback_url is set: the template's URL needs {p}, a value of your account ({url})"
+            )),
+        ));
+    }
+    let remapped: Vec<&str> = s.params.keys().map(String::as_str).collect();
+    let url = PostbackUrl::parse(url, &remapped, &format!("{key}.postback_url"))?;
+    let statuses = match &s.postback_statuses {
+        None => crate::postback::DEFAULT_STATUSES.to_vec(),
+        Some(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for (i, name) in list.iter().enumerate() {
+                let st = Status::parse(name).ok_or_else(|| {
+                    ConfigError::invalid(
+                        format!("{key}.postback_statuses[{i}]"),
+                        format!(
+                            "{name:?} is not a status: lead, sale, pending, rebill, rejected or chargeback"
+                        ),
+                    )
+                })?;
+                if !out.contains(&st) {
+                    out.push(st);
+                }
+            }
+            out
+        }
+    };
+    if s.external_id_param.is_none()
+        && url
+            .tokens()
+            .any(|t| *t == crate::postback::PostbackToken::ExternalId)
+    {
+        return Err(ConfigError::invalid(
+            format!("{key}.postback_url"),
+            "uses {external_id}, which needs external_id_param (the query parameter holding the source's click id)",
+        ));
+    }
+    Ok((
+        Some(SourcePostback {
+            url,
+            statuses,
+            types: s
+                .postback_types
+                .iter()
+                .map(|t| t.trim().to_ascii_lowercase().into())
+                .collect(),
+            payout_share_ppm: crate::postback::share(
+                s.postback_payout_share,
+                &format!("{key}.postback_payout_share"),
+            )?,
+            send_share_ppm: crate::postback::share(
+                s.postback_send_share,
+                &format!("{key}.postback_send_share"),
+            )?,
+            first_only: s.postback_first_only,
+        }),
+        None,
+    ))
 }
 
 /// Compiles one affiliate network. Postback tokens are unique: a token names the network a
@@ -293,6 +383,7 @@ pub fn network<'a>(
     others: impl IntoIterator<Item = &'a Network>,
 ) -> Result<Network, ConfigError> {
     check_id(&n.id, format_args!("{key}.id"))?;
+    let n = &crate::presets::resolve_network(n, key)?;
     let token = n.postback_token.as_bytes();
     if let Some(other) = others
         .into_iter()

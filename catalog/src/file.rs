@@ -65,7 +65,7 @@ impl<S: DeserializeOwned + Default> File<S> {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficSourceConfig {
     pub id: String,
@@ -77,9 +77,36 @@ pub struct TrafficSourceConfig {
     /// Query parameter carrying the click's cost, overriding the campaign's CPC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_param: Option<String>,
+    /// A built-in preset (`zeropark`, `propellerads`, …: [`crate::presets`]) whose values the
+    /// keys left out take; `params` adds to the preset's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The query parameter holding the source's own click id, which its postback needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id_param: Option<String>,
+    /// The source's conversion postback, a URL template (`{external_id}`, `{payout}`, …:
+    /// [`crate::postback`]). Without one, the source is told nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postback_url: Option<String>,
+    /// Which canonical statuses fire the postback (default `["lead", "sale"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postback_statuses: Option<Vec<String>>,
+    /// Which conversion types fire it (`type=`; empty: every type).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub postback_types: Vec<String>,
+    /// The share of the payout the source is told (0..1, default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postback_payout_share: Option<f64>,
+    /// The share of conversions the source is told about (0..1, default 1), chosen by a hash
+    /// of the conversion so a retry or a rerun chooses the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postback_send_share: Option<f64>,
+    /// Tell the source about a click's first conversion only (no upsells).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub postback_first_only: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkConfig {
     pub id: String,
@@ -108,6 +135,16 @@ pub struct NetworkConfig {
     /// default) or `add`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicates: Option<String>,
+    /// A built-in preset (`everflow`, `cake`, …: [`crate::presets`]) whose macros and status
+    /// map the keys left out take; `status_map` adds to the preset's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The network's macro for its transaction id, and for its status (for the postback
+    /// URL the console prints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txid_macro: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_macro: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

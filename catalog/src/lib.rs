@@ -13,6 +13,8 @@
 //! | [`model`] | the validated catalog: campaigns, paths, rules, weights, offers, networks |
 //! | [`template`] | URL templates (`{click_id}`, remapped names) pre-split at load time |
 //! | [`money`] | the one place a config amount becomes micro-units |
+//! | [`postback`] | a traffic source's conversion postback: its URL template and what fires it |
+//! | [`presets`] | built-in traffic-source and network templates (`template = "zeropark"`) |
 //! | [`error`] | [`ConfigError`] |
 //! | [`store`] | (feature `store`) the catalog kept in the object store: a log of commits, checkpoints, conditional puts |
 
@@ -23,6 +25,8 @@ pub mod key;
 pub mod lifecycle;
 pub mod model;
 pub mod money;
+pub mod postback;
+pub mod presets;
 #[cfg(feature = "store")]
 pub mod store;
 pub mod template;

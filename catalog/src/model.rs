@@ -15,6 +15,12 @@ pub struct TrafficSource {
     /// The remapped names, in the order they are written to events: (name index, query key).
     pub params: Vec<(u16, Box<[u8]>)>,
     pub cost_param: Option<Box<[u8]>>,
+    /// The query parameter holding the source's own click id.
+    pub external_id_param: Option<Box<str>>,
+    /// Its conversion postback, when it has one.
+    pub postback: Option<crate::postback::SourcePostback>,
+    /// Why a template's postback is off (a warning), when it is.
+    pub postback_off: Option<String>,
 }
 
 #[derive(Debug)]

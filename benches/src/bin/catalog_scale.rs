@@ -98,6 +98,7 @@ fn catalog(campaigns: usize) -> Sections {
                 name: format!("Source {i}"),
                 params: [("zone".to_owned(), "zoneid".to_owned())].into(),
                 cost_param: Some("cpc".into()),
+                ..Default::default()
             })
             .collect(),
         affiliate_networks: (0..10)
@@ -110,6 +111,7 @@ fn catalog(campaigns: usize) -> Sections {
                 payout_macro: None,
                 status_map: Default::default(),
                 duplicates: None,
+                ..Default::default()
             })
             .collect(),
         offers: (0..1000)

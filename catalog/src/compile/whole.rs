@@ -156,6 +156,7 @@ impl Catalog {
         for (what, t) in templates {
             w.extend(unknown_params(&what, t, &self.params));
         }
+        w.extend(self.sources.iter().filter_map(|s| s.postback_off.clone()));
         if self.campaigns.is_empty() {
             w.push("no campaigns: every /c/ request will be answered 404".into());
         }
