@@ -175,6 +175,9 @@ const KINDS = {
       { key: 'pixels', label: 'Pixel conversions', type: 'select', options: [['', 'Default (off with a token)'], ['off', 'Do not count'], ['default_payout', 'Count with the offer\u2019s payout'], ['payout', 'Count with their own payout']] },
       { key: 'click_id_macro', label: 'Network\u2019s click id macro', type: 'text', placeholder: '{aff_sub}' },
       { key: 'payout_macro', label: 'Network\u2019s payout macro', type: 'text', placeholder: '{payout}' },
+      { key: 'txid_macro', label: 'Network\u2019s transaction id macro', type: 'text', placeholder: '{transaction_id}' },
+      { key: 'status_macro', label: 'Network\u2019s status macro', type: 'text', placeholder: '{status}' },
+      { key: 'template', label: 'Template', type: 'text', placeholder: 'everflow', hint: 'A built-in preset (query templates lists them)' },
     ],
   },
   traffic_sources: {
@@ -184,6 +187,14 @@ const KINDS = {
       { key: 'name', label: 'Name', type: 'text' },
       { key: 'params', label: 'Parameters', type: 'map', keyLabel: 'Name in reports', valueLabel: 'Parameter in the URL', hint: 'e.g. zone \u2192 zoneid' },
       { key: 'cost_param', label: 'Cost parameter', type: 'text', placeholder: 'cpc', hint: 'A URL parameter carrying each visit\u2019s cost' },
+      { key: 'template', label: 'Template', type: 'text', placeholder: 'zeropark', hint: 'A built-in preset (query templates lists them); the keys left empty take its values' },
+      { key: 'external_id_param', label: 'Source\u2019s click id parameter', type: 'text', placeholder: 'cid', hint: 'The URL parameter holding the source\u2019s own click id, for its postback' },
+      { key: 'postback_url', label: 'Postback URL', type: 'text', wide: true, placeholder: 'https://source.example/pb?cid={external_id}&payout={payout}', hint: 'Tokens: {external_id}, {payout}, {status}, {txid}, {type}, {campaign_id}, {click_id}, {idempotency_key}, \u2026' },
+      { key: 'postback_statuses', label: 'Statuses that fire it', type: 'csv', placeholder: 'lead, sale' },
+      { key: 'postback_types', label: 'Conversion types that fire it', type: 'csv', placeholder: 'all' },
+      { key: 'postback_payout_share', label: 'Payout share', type: 'number', placeholder: '1', hint: 'The share of the payout the source is told, 0 to 1' },
+      { key: 'postback_send_share', label: 'Send share', type: 'number', placeholder: '1', hint: 'The share of conversions the source is told about, 0 to 1' },
+      { key: 'postback_first_only', label: 'Which conversions of a click', type: 'tristate', options: [['', 'Every conversion (upsells too)'], ['true', 'The first only']] },
     ],
   },
 };
@@ -1040,8 +1051,10 @@ async function editView(view, kind, id, gen) {
     seen.errors = [];
     const body = { ...obj };
     for (const f of K.fields) delete body[f.key];
-    delete body.campaign_url;
-    delete body.postback_url;
+    // What the API adds to an object for pasting elsewhere (a traffic source's own
+    // postback_url is a field).
+    if (kind === 'campaigns') delete body.campaign_url;
+    if (kind === 'affiliate_networks') delete body.postback_url;
     Object.assign(body, form.get('', seen));
     if (seen.errors.length) {
       const [path, message] = seen.errors[0];
@@ -1091,7 +1104,7 @@ async function editView(view, kind, id, gen) {
 
   const paste = [];
   if (obj.campaign_url) paste.push(copyField('Campaign URL \u2014 paste into the traffic source', obj.campaign_url, 'campaign-url'));
-  if (obj.postback_url) paste.push(copyField('Postback URL \u2014 paste into the affiliate network', obj.postback_url, 'postback-url'));
+  if (obj.postback_url && kind === 'affiliate_networks') paste.push(copyField('Postback URL \u2014 paste into the affiliate network', obj.postback_url, 'postback-url'));
 
   clear(view,
     h('div', { class: 'page-head' },

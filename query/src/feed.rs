@@ -28,6 +28,9 @@ pub struct FeedRequest {
     pub range: DateRange,
     /// Only conversions attributed to a visit of this campaign.
     pub campaign: Option<String>,
+    /// Only the conversions of these clicks (valid click ids), whenever they came: the
+    /// postback dispatcher's question. The visits are read from the hours the ids name.
+    pub clicks: Option<Vec<String>>,
 }
 
 /// The feed's SQL: every conversion once (the report that decides it, as in reports),
@@ -138,18 +141,30 @@ impl Parts {
             clicked_networks: "k.c_networks",
         };
         let reporting = crate::lifecycle::reporting_network("c.auth_network_id", trust.network);
-        let from_parts = DateRange { to: None, ..*r }.partitions();
+        let (chosen, visit_parts) = match &req.clicks {
+            // Conversions and click-throughs come after their visit.
+            Some(clicks) => (
+                format!(
+                    "click_id IN ({}) AND dt >= '{}'",
+                    in_list(clicks),
+                    first_day(clicks)
+                ),
+                click_hours(clicks),
+            ),
+            None => (
+                format!(
+                    "click_id IN (SELECT click_id FROM conversions WHERE {})",
+                    DateRange { to: None, ..*r }.partitions()
+                ),
+                visit_parts,
+            ),
+        };
         Parts {
             with: format!(
-                "WITH {clicked}c AS (
-                    SELECT * FROM conversions
-                    WHERE click_id IN (SELECT click_id FROM conversions WHERE {from_parts})
-                ),",
+                "WITH {clicked}c AS (SELECT * FROM conversions WHERE {chosen}),",
                 // A landing-page visit's offer (and network) is its latest click's,
                 // whenever it was.
-                clicked = crate::report::latest_clicks(&format!(
-                    "click_id IN (SELECT click_id FROM conversions WHERE {from_parts})"
-                )),
+                clicked = crate::report::latest_clicks(&chosen),
             ),
             from: format!(
                 "FROM c LEFT JOIN visits v
@@ -162,6 +177,56 @@ impl Parts {
             payout: trust.payout("c.payout_micros"),
         }
     }
+}
+
+/// SQL list items for click ids.
+fn in_list(clicks: &[String]) -> String {
+    if clicks.is_empty() {
+        return "NULL".to_owned();
+    }
+    clicks
+        .iter()
+        .map(|c| crate::sql_literal(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The day before the earliest of these click ids' (a day of clock difference between nodes
+/// allowed, as for visits).
+fn first_day(clicks: &[String]) -> String {
+    clicks
+        .iter()
+        .filter_map(|c| i64::from_str_radix(c.get(..12)?, 16).ok())
+        .min()
+        .map(|ms| ms - 86_400_000)
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || "9999-12-31".to_owned(),
+            |t| t.format("%Y-%m-%d").to_string(),
+        )
+}
+
+/// A predicate on the visits' partitions naming the hours these click ids were made in (an
+/// id starts with its Unix milliseconds), so a lookup reads those hours only.
+fn click_hours(clicks: &[String]) -> String {
+    let mut hours: Vec<(String, String)> = clicks
+        .iter()
+        .filter_map(|c| {
+            let ms = i64::from_str_radix(c.get(..12)?, 16).ok()?;
+            let t = chrono::DateTime::from_timestamp_millis(ms)?;
+            Some((t.format("%Y-%m-%d").to_string(), t.format("%H").to_string()))
+        })
+        .collect();
+    hours.sort();
+    hours.dedup();
+    if hours.is_empty() {
+        return "false".to_owned();
+    }
+    let terms: Vec<String> = hours
+        .iter()
+        .map(|(d, h)| format!("(v.dt = '{d}' AND v.hour = '{h}')"))
+        .collect();
+    format!("({})", terms.join(" OR "))
 }
 
 /// Streams the feed to `out` as NDJSON; returns the number of conversions written.

@@ -13,12 +13,14 @@ pub mod feed;
 pub mod lifecycle;
 pub mod names;
 pub mod output;
+pub mod postbacks;
 pub mod progress;
 pub mod range;
 pub mod report;
 pub mod serve;
 pub mod session;
 pub mod stored;
+pub mod templates;
 pub mod trust;
 
 pub use datafusion;
@@ -60,6 +62,14 @@ pub enum QueryError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("cannot write the output: {0}")]
     Io(#[from] std::io::Error),
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("parquet: {0}")]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    #[error("postbacks: {0}")]
+    Postbacks(String),
+    #[error("no template is called {0:?}; `query templates` lists them")]
+    UnknownTemplate(String),
 }
 
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;

@@ -83,6 +83,24 @@ enum Command {
         #[arg(long)]
         memory_limit: Option<String>,
     },
+    /// Outgoing postbacks to traffic sources: the dispatcher and its outbox
+    /// (docs/postbacks.md).
+    Postbacks {
+        #[command(subcommand)]
+        action: PostbacksAction,
+    },
+    /// The built-in traffic-source and affiliate-network templates (`template = "NAME"`), and
+    /// the URLs to paste into each.
+    Templates {
+        /// A template's name: print its details, config and URLs.
+        name: Option<String>,
+        /// Where visitors reach the edges (the URLs printed start with it).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        edge_url: String,
+        /// The campaign id for a source's campaign URL.
+        #[arg(long, default_value = "CAMPAIGN_ID")]
+        campaign: String,
+    },
     /// Any SQL over the tables `visits` and `conversions`.
     Sql {
         #[command(flatten)]
@@ -110,7 +128,69 @@ enum CatalogAction {
     },
 }
 
+#[derive(Subcommand)]
+enum PostbacksAction {
+    /// Follow the store's conversions and send the postbacks they fire, until stopped.
+    Run {
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: String,
+        /// The outbox directory, on local disk (one dispatcher per outbox).
+        #[arg(long, default_value = DEFAULT_OUTBOX)]
+        outbox: PathBuf,
+        /// Take the catalog from this config file (default: the store's catalog).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// How often to look for new conversions, in milliseconds.
+        #[arg(long, default_value_t = 2_000)]
+        poll_ms: u64,
+        /// How long a conversion waits for its visit to reach the store, in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        visit_wait_s: u64,
+        /// How long delivered and abandoned postbacks stay listed, in days.
+        #[arg(long, default_value_t = 7)]
+        keep_days: u64,
+        /// Requests in flight to one host.
+        #[arg(long, default_value_t = 4)]
+        per_host: usize,
+        /// Requests a second to one host.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Each attempt's timeout, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+        /// The first retry's delay in milliseconds (doubled after each failure, with jitter).
+        #[arg(long, default_value_t = 2_000)]
+        retry_base_ms: u64,
+        /// The longest delay between retries, in milliseconds.
+        #[arg(long, default_value_t = 600_000)]
+        retry_max_ms: u64,
+        /// Attempts before a postback is given up.
+        #[arg(long, default_value_t = 30)]
+        max_attempts: u32,
+        /// One pass and one attempt for each due postback, then exit (for cron).
+        #[arg(long)]
+        once: bool,
+        /// Serve /metrics (Prometheus) and /healthz here, e.g. 127.0.0.1:9464.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Memory the dispatcher's queries may use (e.g. 1G; default: half the machine's).
+        #[arg(long)]
+        memory_limit: Option<String>,
+    },
+    /// The outbox's postbacks: target, status, attempts, last answer and latency.
+    List {
+        #[arg(long, default_value = DEFAULT_OUTBOX)]
+        outbox: PathBuf,
+        /// Only those not delivered or given up yet.
+        #[arg(long)]
+        pending: bool,
+        #[arg(long, default_value = "table", value_parser = parse_format)]
+        format: Format,
+    },
+}
+
 const DEFAULT_STORE: &str = "file://./data/lake";
+const DEFAULT_OUTBOX: &str = "./data/postbacks";
 
 #[derive(Args)]
 struct Common {
@@ -160,9 +240,21 @@ fn main() -> ExitCode {
         Command::Report { common, .. }
         | Command::Conversions { common, .. }
         | Command::Sql { common, .. } => common.threads,
-        Command::Catalog { .. } => 1,
-        Command::Serve { .. } => 0,
+        Command::Catalog { .. } | Command::Templates { .. } => 1,
+        Command::Serve { .. } | Command::Postbacks { .. } => 0,
     };
+    if matches!(cli.command, Command::Postbacks { .. }) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
+    }
+    // Postbacks go out over HTTPS with rustls; its crypto is ring's (object_store's too).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // As many workers as scan threads (see `session::runtime`).
     let rt = match session::runtime(threads) {
         Ok((rt, _)) => rt,
@@ -247,6 +339,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let req = FeedRequest {
                 range: DateRange::parse(range.from.as_deref(), range.to.as_deref())?,
                 campaign,
+                clicks: None,
             };
             let (session, names) = open(&common, true).await?;
             query::feed::run(&session, &req, names.as_ref(), &mut out).await?;
@@ -288,6 +381,74 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             })
             .await?;
+        }
+        Command::Postbacks { action } => match action {
+            PostbacksAction::Run {
+                store,
+                outbox,
+                config,
+                poll_ms,
+                visit_wait_s,
+                keep_days,
+                per_host,
+                rate,
+                timeout_ms,
+                retry_base_ms,
+                retry_max_ms,
+                max_attempts,
+                once,
+                listen,
+                memory_limit,
+            } => {
+                use std::time::Duration;
+                if !(rate > 0.0 && rate.is_finite()) {
+                    anyhow::bail!("--rate must be a positive number of requests a second");
+                }
+                let memory_limit = match &memory_limit {
+                    Some(s) => session::parse_size(s)?,
+                    None => session::default_memory_limit(),
+                };
+                query::postbacks::run(query::postbacks::Options {
+                    store,
+                    outbox,
+                    config,
+                    poll: Duration::from_millis(poll_ms.max(100)),
+                    visit_wait: Duration::from_secs(visit_wait_s),
+                    keep: Duration::from_secs(keep_days * 86_400),
+                    send: query::postbacks::send::SendOptions {
+                        per_host: per_host.max(1),
+                        rate,
+                        timeout: Duration::from_millis(timeout_ms.max(1)),
+                        retry_base: Duration::from_millis(retry_base_ms.max(1)),
+                        retry_max: Duration::from_millis(retry_max_ms.max(retry_base_ms).max(1)),
+                        max_attempts: max_attempts.max(1),
+                    },
+                    once,
+                    listen,
+                    session: SessionOptions {
+                        memory_limit,
+                        threads: 0,
+                    },
+                })
+                .await?;
+            }
+            PostbacksAction::List {
+                outbox,
+                pending,
+                format,
+            } => {
+                let jobs = query::postbacks::list(&outbox, pending)?;
+                output::batches(&[query::postbacks::table(&jobs)?], format, &mut out)?;
+            }
+        },
+        Command::Templates {
+            name,
+            edge_url,
+            campaign,
+        } => {
+            out.write_all(
+                query::templates::describe(name.as_deref(), &edge_url, &campaign)?.as_bytes(),
+            )?;
         }
         Command::Catalog { action } => match action {
             CatalogAction::Import { file, store } => {

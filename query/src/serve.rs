@@ -424,6 +424,7 @@ async fn conversions(
     let req = FeedRequest {
         range: range(&q)?,
         campaign: q.get("campaign").filter(|c| !c.is_empty()).cloned(),
+        clicks: None,
     };
     let (session, names) = session(&app).await?;
     let mut out = Vec::new();

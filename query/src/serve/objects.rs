@@ -50,36 +50,22 @@ pub(super) fn object(app: &App, state: &State, kind: Kind, id: &str) -> Option<V
     Some(v)
 }
 
-/// The URL to paste into the traffic source: the campaign's, with each parameter the source
-/// remaps asking for the source's own macro (`{zone}` stands for whatever the source calls it).
+/// The URL to paste into the traffic source: the campaign's, with the source's macros.
 fn campaign_url(edge: &str, c: &CampaignConfig, state: &State) -> String {
-    let mut url = format!("{edge}/c/{}", c.id);
-    if let Some(ts) = state.traffic_sources.get(&c.traffic_source) {
-        let mut sep = '?';
-        for (name, param) in &ts.params {
-            url.push_str(&format!("{sep}{param}={{{name}}}"));
-            sep = '&';
-        }
-        if let Some(p) = &ts.cost_param {
-            url.push_str(&format!("{sep}{p}={{cost}}"));
-        }
+    match state
+        .traffic_sources
+        .get(&c.traffic_source)
+        .and_then(|ts| catalog::presets::resolve_source(ts, "").ok())
+    {
+        Some((ts, _)) => catalog::presets::campaign_url(edge, &c.id, &ts),
+        None => format!("{edge}/c/{}", c.id),
     }
-    url
 }
 
-/// The URL to paste into the affiliate network: its macros for the click id and the payout,
-/// and its token.
+/// The URL to paste into the affiliate network: its macros, and its token.
 fn postback_url(edge: &str, n: &NetworkConfig) -> String {
-    let click = n.click_id_macro.as_deref().unwrap_or("{aff_sub}");
-    let payout = n.payout_macro.as_deref().unwrap_or("{payout}");
-    let mut url = format!(
-        "{edge}/postback?cid={click}&payout={payout}&network={}",
-        n.id
-    );
-    if !n.postback_token.is_empty() {
-        url.push_str(&format!("&token={}", n.postback_token));
-    }
-    url
+    let n = catalog::presets::resolve_network(n, "").unwrap_or_else(|_| n.clone());
+    catalog::presets::network_postback_url(edge, &n)
 }
 
 /// Reads the body as an object of `kind` whose id is the path's.
@@ -101,9 +87,13 @@ pub(super) fn parse(kind: Kind, id: &str, body: &[u8]) -> Result<Sections, Failu
             obj.insert("id".into(), Value::String(id.to_owned()));
         }
     }
-    // What the console adds to an object is not part of it.
-    obj.remove("campaign_url");
-    obj.remove("postback_url");
+    // What the console adds to an object is not part of it (a traffic source's own
+    // `postback_url` is).
+    match kind {
+        Kind::Campaigns => drop(obj.remove("campaign_url")),
+        Kind::AffiliateNetworks => drop(obj.remove("postback_url")),
+        _ => {}
+    }
     let mut put = Sections::default();
     match kind {
         Kind::TrafficSources => put.traffic_sources.push(typed(kind, id, v)?),

@@ -1,0 +1,214 @@
+//! Sending postbacks: at most `per_host` requests in flight and `rate` a second to one host,
+//! retries with exponential backoff and full jitter, and a timeout on each attempt.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use super::outbox::{Attempt, Job, Outcome};
+
+/// How to send.
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    /// Requests in flight to one host.
+    pub per_host: usize,
+    /// Requests a second to one host.
+    pub rate: f64,
+    /// Each attempt's timeout.
+    pub timeout: Duration,
+    /// The first retry's delay, doubled after each failure up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Attempts before giving up on a postback.
+    pub max_attempts: u32,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        SendOptions {
+            per_host: 4,
+            rate: 20.0,
+            timeout: Duration::from_secs(10),
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(600),
+            max_attempts: 30,
+        }
+    }
+}
+
+/// The delay before attempt `n + 1` after `n` failed ones: uniformly random between half and
+/// all of `base × 2^(n-1)`, capped at `max` ("full jitter" keeps retries from many
+/// dispatchers from arriving together).
+pub fn backoff(opts: &SendOptions, failed: u32) -> Duration {
+    let exp = opts
+        .retry_base
+        .saturating_mul(1u32 << failed.saturating_sub(1).min(20));
+    let d = exp.min(opts.retry_max);
+    let half = d / 2;
+    half + Duration::from_nanos(fastrand::u64(
+        0..=half.as_nanos().min(u128::from(u64::MAX)) as u64,
+    ))
+}
+
+/// Per-host limits.
+#[derive(Default)]
+pub struct Hosts {
+    hosts: HashMap<String, Host>,
+}
+
+struct Host {
+    slots: Arc<Semaphore>,
+    /// The earliest time the next request may start.
+    next: Instant,
+}
+
+impl Hosts {
+    /// Waits for the host's rate and takes one of its slots.
+    pub async fn acquire(
+        &mut self,
+        host: &str,
+        opts: &SendOptions,
+    ) -> tokio::sync::OwnedSemaphorePermit {
+        let h = self.hosts.entry(host.to_owned()).or_insert_with(|| Host {
+            slots: Arc::new(Semaphore::new(opts.per_host.max(1))),
+            next: Instant::now(),
+        });
+        let now = Instant::now();
+        if h.next > now {
+            tokio::time::sleep(h.next - now).await;
+        }
+        let gap = Duration::from_secs_f64(1.0 / opts.rate.max(0.001));
+        h.next = h.next.max(now) + gap;
+        h.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    /// One of the host's slots now, if its rate and concurrency allow; else the time (Unix
+    /// ms) to try again.
+    pub fn try_take(
+        &mut self,
+        host: &str,
+        opts: &SendOptions,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, i64> {
+        let h = self.hosts.entry(host.to_owned()).or_insert_with(|| Host {
+            slots: Arc::new(Semaphore::new(opts.per_host.max(1))),
+            next: Instant::now(),
+        });
+        let now = Instant::now();
+        if h.next > now {
+            return Err(now_ms() + (h.next - now).as_millis() as i64 + 1);
+        }
+        let permit = h
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| now_ms() + 20)?;
+        h.next = h.next.max(now) + Duration::from_secs_f64(1.0 / opts.rate.max(0.001));
+        Ok(permit)
+    }
+}
+
+/// The host a URL goes to ("" when it has none).
+pub fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0)))
+        })
+        .unwrap_or_default()
+}
+
+/// Sends one postback; `attempts` is how many came before. The attempt says whether this
+/// was the last.
+pub async fn attempt(
+    client: &reqwest::Client,
+    job: &Job,
+    attempts: u32,
+    opts: &SendOptions,
+) -> Attempt {
+    let started = Instant::now();
+    let sent = client
+        .get(&job.url)
+        .header("Idempotency-Key", &job.key)
+        .timeout(opts.timeout)
+        .send()
+        .await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    let (code, error) = match sent {
+        Ok(resp) => {
+            let code = resp.status();
+            // Read (and drop) the body so the connection can be reused.
+            let _ = resp.bytes().await;
+            let error = (!code.is_success()).then(|| format!("answered {code}"));
+            (Some(code.as_u16()), error)
+        }
+        Err(e) => (None, Some(error_chain(&e))),
+    };
+    let last = attempts + 1 >= opts.max_attempts;
+    let outcome = match code {
+        Some(c) if (200..300).contains(&c) => Some(Outcome::Delivered),
+        // The receiver refuses this postback: sending it again will not change its mind
+        // (408 and 429 ask for a retry).
+        Some(c) if (400..500).contains(&c) && c != 408 && c != 429 => Some(Outcome::GaveUp),
+        _ if last => Some(Outcome::GaveUp),
+        _ => None,
+    };
+    Attempt {
+        key: job.key.clone(),
+        at_ms: now_ms(),
+        code,
+        latency_ms,
+        error,
+        outcome,
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let o = SendOptions {
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_millis(1000),
+            ..Default::default()
+        };
+        for _ in 0..100 {
+            let d1 = backoff(&o, 1);
+            assert!((50..=100).contains(&d1.as_millis()), "{d1:?}");
+            let d3 = backoff(&o, 3);
+            assert!((200..=400).contains(&d3.as_millis()), "{d3:?}");
+            let d9 = backoff(&o, 40);
+            assert!((500..=1000).contains(&d9.as_millis()), "{d9:?}");
+        }
+        assert_eq!(
+            host_of("https://pb.example.com/x?y=1"),
+            "pb.example.com:443"
+        );
+        assert_eq!(host_of("http://127.0.0.1:9000/"), "127.0.0.1:9000");
+    }
+}
