@@ -331,6 +331,7 @@ fn rules_route_visitors_and_landing_page_chains_are_counted() {
     let feed = query::feed::FeedRequest {
         range: DateRange::default(),
         campaign: None,
+        clicks: None,
     };
     block_on(query::feed::run(&session, &feed, Some(&names), &mut out)).unwrap();
     let text = String::from_utf8(out).unwrap();

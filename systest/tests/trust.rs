@@ -312,6 +312,7 @@ fn forged_conversions_are_stored_for_audit_and_never_counted() {
     let feed = query::feed::FeedRequest {
         range: DateRange::default(),
         campaign: None,
+        clicks: None,
     };
     block_on(query::feed::run(&session, &feed, Some(&names), &mut out)).unwrap();
     let text = String::from_utf8(out).unwrap();
