@@ -11,7 +11,8 @@ use crate::file::{
 use crate::key::Key;
 use crate::lifecycle::Status;
 use crate::model::{
-    Campaign, Device, LandingPage, Needs, Network, Offer, Path, Rule, TrafficSource, Weighted,
+    Campaign, ConversionCost, Device, LandingPage, Needs, Network, Offer, Path, Rule,
+    TrafficSource, Weighted,
 };
 use crate::money::micros;
 use crate::postback::{PostbackUrl, SourcePostback};
@@ -84,11 +85,14 @@ pub fn campaign(
         .enumerate()
         .map(|(j, r)| compile_rule(r, &rules_key.index(j), ids, &mut paths_seen))
         .collect::<Result<_, _>>()?;
+    let (cost_micros, conversion_cost) =
+        ConversionCost::of(c.cost_model.as_deref(), c.cost, &key.to_string())?;
     let mut campaign = Campaign {
         id: c.id.as_str().into(),
         name: c.name.as_str().into(),
         source,
-        cost_micros: micros(c.cost, key.field("cost"))?,
+        cost_micros,
+        conversion_cost,
         paths,
         rules,
         needs: Needs::default(),

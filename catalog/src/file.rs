@@ -177,9 +177,14 @@ pub struct CampaignConfig {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     pub traffic_source: String,
-    /// CPC cost per visit unless the traffic source's `cost_param` overrides it.
+    /// What the campaign pays, by `cost_model`: per visit (CPC, unless the traffic source's
+    /// `cost_param` overrides it), per thousand visits (CPM), per conversion (CPA), or a
+    /// share of the revenue (RevShare, 0..1).
     #[serde(default)]
     pub cost: f64,
+    /// `cpc` (the default), `cpm`, `cpa` or `revshare`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_model: Option<String>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub paths: Vec<PathConfig>,
     #[serde(default, skip_serializing_if = "is_default")]

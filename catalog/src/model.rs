@@ -228,12 +228,54 @@ pub fn accepts_language(header: &[u8], wanted: &[Box<str>]) -> bool {
     })
 }
 
+/// What a campaign pays for besides its visits: a conversion (CPA) or a share of the
+/// revenue (RevShare). Reports add it to the visits' cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConversionCost {
+    /// Micro-units per conversion that counts.
+    Cpa(i64),
+    /// Millionths of the revenue.
+    RevShare(i64),
+}
+
+impl ConversionCost {
+    /// The cost model (`cost_model`) and amount (`cost`) of a campaign: its cost per visit in
+    /// micro-units and what it pays per conversion; `key` names the campaign in errors.
+    pub fn of(
+        model: Option<&str>,
+        cost: f64,
+        key: &str,
+    ) -> Result<(i64, Option<ConversionCost>), ConfigError> {
+        let amount = crate::money::micros(cost, format_args!("{key}.cost"))?;
+        match model.map(str::trim).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("cpc") => Ok((amount, None)),
+            // Per visit: a thousandth, rounded to the micro-unit.
+            Some("cpm") => Ok(((amount + 500) / 1000, None)),
+            Some("cpa") => Ok((0, Some(ConversionCost::Cpa(amount)))),
+            Some("revshare") if (0..=1_000_000).contains(&amount) => {
+                Ok((0, Some(ConversionCost::RevShare(amount))))
+            }
+            Some("revshare") => Err(ConfigError::invalid(
+                format!("{key}.cost"),
+                format!("{cost} is not a revenue share between 0 and 1 (0.3 = 30 %)"),
+            )),
+            Some(other) => Err(ConfigError::invalid(
+                format!("{key}.cost_model"),
+                format!("{other:?} is not a cost model: cpc, cpm, cpa or revshare"),
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Campaign {
     pub id: Box<str>,
     pub name: Box<str>,
     pub source: u32,
+    /// The cost of a visit (CPC, or CPM ÷ 1000; 0 for CPA and RevShare).
     pub cost_micros: i64,
+    /// What it pays per conversion (CPA) or of the revenue (RevShare).
+    pub conversion_cost: Option<ConversionCost>,
     pub paths: Weighted<Path>,
     pub rules: Vec<Rule>,
     /// What a visit to it must find out about the visitor: for its rules, and for the URLs
@@ -266,5 +308,30 @@ impl Campaign {
             .iter()
             .find(|r| r.matches(v))
             .map_or(&self.paths, |r| &r.paths)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_models_price_visits_and_conversions() {
+        let of = |m: Option<&str>, c: f64| ConversionCost::of(m, c, "campaigns[0]");
+        assert_eq!(of(None, 0.05).unwrap(), (50_000, None));
+        assert_eq!(of(Some("CPC"), 0.05).unwrap(), (50_000, None));
+        assert_eq!(of(Some("cpm"), 2.5).unwrap(), (2_500, None));
+        assert_eq!(
+            of(Some("cpa"), 4.0).unwrap(),
+            (0, Some(ConversionCost::Cpa(4_000_000)))
+        );
+        assert_eq!(
+            of(Some("revshare"), 0.3).unwrap(),
+            (0, Some(ConversionCost::RevShare(300_000)))
+        );
+        let e = of(Some("revshare"), 30.0).unwrap_err().to_string();
+        assert!(e.contains("campaigns[0].cost"), "{e}");
+        let e = of(Some("cpv"), 1.0).unwrap_err().to_string();
+        assert!(e.contains("campaigns[0].cost_model"), "{e}");
     }
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use catalog::lifecycle::Lifecycle;
+use catalog::model::ConversionCost;
 use catalog::{Catalog, File};
 use serde::de::IgnoredAny;
 
@@ -28,6 +29,9 @@ pub struct Names {
     pub remapped: BTreeSet<String>,
     /// Each network's statuses and duplicate policy (those with the defaults left out).
     pub lifecycles: Vec<(String, Lifecycle)>,
+    /// What campaigns with a CPA or RevShare cost model pay per conversion (as the catalog
+    /// is now).
+    pub conversion_costs: Vec<(String, ConversionCost)>,
 }
 
 impl Names {
@@ -72,6 +76,11 @@ impl Names {
                         .iter()
                         .map(|&(name, _)| cat.params.name(name).to_owned())
                 })
+                .collect(),
+            conversion_costs: cat
+                .campaigns
+                .iter()
+                .filter_map(|c| Some((c.id.to_string(), c.conversion_cost?)))
                 .collect(),
             lifecycles: cat
                 .networks
@@ -173,6 +182,24 @@ impl Names {
             .map_or(0, |&(_, p)| p)
     }
 
+    /// SQL for what a conversion costs its campaign (`campaign`, a column) beyond its visit,
+    /// given its count `n` and revenue `revenue` (micro-units): CPA and RevShare campaigns'.
+    pub fn conversion_cost_sql(&self, campaign: &str, n: &str, revenue: &str) -> String {
+        if self.conversion_costs.is_empty() {
+            return "0".to_owned();
+        }
+        let mut s = format!("CASE {campaign}");
+        for (id, cost) in &self.conversion_costs {
+            let then = match cost {
+                ConversionCost::Cpa(micros) => format!("{n} * {micros}"),
+                ConversionCost::RevShare(ppm) => format!("{revenue} * {ppm} / 1000000"),
+            };
+            s.push_str(&format!(" WHEN {} THEN {then}", crate::sql_literal(id)));
+        }
+        s.push_str(" ELSE 0 END");
+        s
+    }
+
     /// Names and payout histories from the catalog the store keeps; `None` when the store
     /// holds no catalog.
     pub fn from_store(state: &catalog::store::State) -> Result<Option<Self>> {
@@ -197,7 +224,20 @@ impl Names {
                 .flat_map(|t| t.params.keys().cloned())
                 .collect(),
             lifecycles: Vec::new(),
+            conversion_costs: Vec::new(),
         };
+        for (id, c) in &state.campaigns {
+            if c.cost_model.is_some() {
+                let (_, cost) = ConversionCost::of(
+                    c.cost_model.as_deref(),
+                    c.cost,
+                    &format!("campaigns/{id}"),
+                )?;
+                if let Some(cost) = cost {
+                    names.conversion_costs.push((id.clone(), cost));
+                }
+            }
+        }
         for (id, n) in &state.affiliate_networks {
             let l = Lifecycle::compile(
                 &format!("affiliate_networks/{id}"),

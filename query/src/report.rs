@@ -240,6 +240,9 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
         Some(n) => n.default_payout_sql("offer", "event_id"),
         None => "0".to_owned(),
     };
+    // CPA and RevShare campaigns cost per conversion: the conversions then keep their
+    // visit's campaign.
+    let priced_conversions = names.is_some_and(|n| !n.conversion_costs.is_empty());
     let clicks_in_range = format!("{} AND {}", r.conversions_of_clicks(), r.ids("click_id"));
     let v_join = if visits_by_click {
         " LEFT JOIN clicked ON click_of = event_id"
@@ -259,13 +262,13 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
             WHERE {conv_parts} AND {conv_ids}
         ),
         vx AS (
-            SELECT event_id AS visit_key, {x_dims}offer_id AS x_offer, network_id AS x_network,
+            SELECT event_id AS visit_key, {x_dims}{x_campaign}offer_id AS x_offer, network_id AS x_network,
                    network_token AS x_token, network_pixels AS x_pixels, {keep} AS keep
             FROM visits WHERE kind = 'visit' AND {visits}
         ),
         j AS (
             SELECT * FROM (
-                SELECT {j_dims}visit_key IS NULL AS unknown_click,
+                SELECT {j_dims}{j_campaign}visit_key IS NULL AS unknown_click,
                        coalesce(x_offer, c_offer) AS offer, click_id, txid, event_id,
                        {payout} AS payout, auth, {status} AS st, {duplicates} AS dup
                 FROM r LEFT JOIN vx ON visit_key = click_id
@@ -274,12 +277,12 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
             ) WHERE true{filter}
         ),
         per AS (
-            SELECT unknown_click{keys}, {settle}({entry}) AS settled
+            SELECT unknown_click{keys}{campaign}, {settle}({entry}) AS settled
             FROM j
-            GROUP BY click_id, coalesce(txid, ''), unknown_click{keys}, offer
+            GROUP BY click_id, coalesce(txid, ''), unknown_click{keys}{campaign}, offer
         ),
         fin AS (
-            SELECT unknown_click{keys}, {fst} AS fst, CAST({n} AS BIGINT) AS n,
+            SELECT unknown_click{keys}{campaign}, {fst} AS fst, CAST({n} AS BIGINT) AS n,
                    CAST({revenue} AS BIGINT) AS revenue, {by_status}
             FROM per
         ),
@@ -287,6 +290,8 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
             SELECT unknown_click{keys},
                    sum(CASE WHEN fst IN ({counted}) THEN n ELSE 0 END) AS conversions,
                    sum(CASE WHEN fst IN ({counted}) THEN revenue ELSE 0 END) AS revenue_micros,
+                   sum(CASE WHEN fst IN ({counted}) THEN {conversion_cost} ELSE 0 END)
+                       AS cost_micros,
                    {sum_by_status}
             FROM fin
             GROUP BY unknown_click{keys}
@@ -304,11 +309,18 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
             FROM v GROUP BY 1{keys}
             UNION ALL
             SELECT unknown_click{keys}, CAST(0 AS BIGINT), CAST(0 AS BIGINT),
-                   conversions, revenue_micros, CAST(0 AS BIGINT){statuses}
+                   conversions, revenue_micros, CAST(cost_micros AS BIGINT){statuses}
             FROM c
         )
         GROUP BY unknown_click{keys}",
         clicked = latest_clicks(&clicks_in_range),
+        x_campaign = if priced_conversions { "campaign_id AS x_campaign, " } else { "" },
+        j_campaign = if priced_conversions { "x_campaign AS campaign, " } else { "" },
+        campaign = if priced_conversions { ", campaign" } else { "" },
+        conversion_cost = names.map_or_else(
+            || "0".to_owned(),
+            |n| n.conversion_cost_sql("campaign", "n", "revenue")
+        ),
         visits = r.rows(),
         conv_parts = r.conversions_of_clicks(),
         conv_ids = r.ids("click_id"),
