@@ -89,6 +89,12 @@ enum Command {
         #[command(subcommand)]
         action: PostbacksAction,
     },
+    /// Cost updates after the fact: what a campaign really cost over a time range, which
+    /// reports spread over its visits there (docs/query.md "Cost updates").
+    Costs {
+        #[command(subcommand)]
+        action: CostsAction,
+    },
     /// The built-in traffic-source and affiliate-network templates (`template = "NAME"`), and
     /// the URLs to paste into each.
     Templates {
@@ -123,6 +129,32 @@ enum CatalogAction {
     },
     /// Print the store's catalog as a config file's sections (TOML).
     Export {
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CostsAction {
+    /// Record that the campaign's visits from --from to --to (UTC, the end excluded) cost
+    /// --cost in all.
+    Set {
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: String,
+        #[arg(long)]
+        campaign: String,
+        /// YYYY-MM-DD[THH:MM[:SS]], UTC.
+        #[arg(long)]
+        from: String,
+        /// YYYY-MM-DD[THH:MM[:SS]], UTC; excluded.
+        #[arg(long)]
+        to: String,
+        /// The total, in the currency's units (e.g. 125.50).
+        #[arg(long)]
+        cost: String,
+    },
+    /// Every cost update, oldest first (later ones win where they overlap).
+    List {
         #[arg(long, default_value = DEFAULT_STORE)]
         store: String,
     },
@@ -240,7 +272,7 @@ fn main() -> ExitCode {
         Command::Report { common, .. }
         | Command::Conversions { common, .. }
         | Command::Sql { common, .. } => common.threads,
-        Command::Catalog { .. } | Command::Templates { .. } => 1,
+        Command::Catalog { .. } | Command::Templates { .. } | Command::Costs { .. } => 1,
         Command::Serve { .. } | Command::Postbacks { .. } => 0,
     };
     if matches!(cli.command, Command::Postbacks { .. }) {
@@ -439,6 +471,51 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } => {
                 let jobs = query::postbacks::list(&outbox, pending)?;
                 output::batches(&[query::postbacks::table(&jobs)?], format, &mut out)?;
+            }
+        },
+        Command::Costs { action } => match action {
+            CostsAction::Set {
+                store,
+                campaign,
+                from,
+                to,
+                cost,
+            } => {
+                let cost_micros =
+                    sink::model::money::parse_micros(cost.as_bytes()).map_err(|_| {
+                        anyhow::anyhow!("bad --cost {cost:?}: expected an amount like 125.50")
+                    })?;
+                let u = query::costs::CostUpdate {
+                    campaign,
+                    from_ms: query::costs::parse_time("--from", &from)?,
+                    to_ms: query::costs::parse_time("--to", &to)?,
+                    cost_micros,
+                    at_ms: query::postbacks::send::now_ms(),
+                };
+                query::costs::set(&session::open_store(&store)?, &u).await?;
+                eprintln!(
+                    "query: recorded: campaign {} cost {} from {from} to {to}",
+                    u.campaign,
+                    output::money(cost_micros)
+                );
+            }
+            CostsAction::List { store } => {
+                for u in query::costs::load(&session::open_store(&store)?).await? {
+                    let t = |ms: i64| {
+                        chrono::DateTime::from_timestamp_millis(ms).map_or_else(String::new, |t| {
+                            t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+                        })
+                    };
+                    writeln!(
+                        out,
+                        "{}\t{}\t{}\t{}\trecorded {}",
+                        u.campaign,
+                        t(u.from_ms),
+                        t(u.to_ms),
+                        output::money(u.cost_micros),
+                        t(u.at_ms)
+                    )?;
+                }
             }
         },
         Command::Templates {

@@ -169,6 +169,12 @@ pub(crate) fn latest_clicks(filter: &str) -> String {
 /// joined batches, which share the visits' buffers and are accounted many times their
 /// size; and not CTEs read twice, which are planned twice, the visits' join with them.
 pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
+    sql_with(req, names, "cost_micros")
+}
+
+/// [`sql`] with `visit_cost` as a visit's cost (an expression over the visits' columns:
+/// [`crate::costs::visit_cost_sql`] applies cost updates).
+pub fn sql_with(req: &ReportRequest, names: Option<&Names>, visit_cost: &str) -> String {
     let r = &req.range;
     let grouped = req.grouped();
     let priced_offers = names.is_some_and(|n| !n.default_payouts.is_empty());
@@ -252,7 +258,7 @@ pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
     format!(
         "WITH {clicked}v AS (
             SELECT * FROM (
-                SELECT {v_dims}kind, CASE WHEN kind = 'visit' THEN cost_micros END AS cost
+                SELECT {v_dims}kind, CASE WHEN kind = 'visit' THEN {visit_cost} END AS cost
                 FROM visits{v_join} WHERE {visits} AND {keep}
             ) WHERE true{filter}
         ),
@@ -366,7 +372,16 @@ pub async fn run(session: &Session, req: &ReportRequest, names: Option<&Names>) 
         let known: Vec<String> = n.remapped.iter().cloned().collect();
         check_remapped(&req.grouped(), &known, |_| true)?;
     }
-    let batches = session.ctx.sql(&sql(req, names)).await?.collect().await?;
+    let updates = crate::costs::load(&session.store).await?;
+    let visit_cost = crate::costs::visit_cost_sql(session, &updates)
+        .await?
+        .unwrap_or_else(|| "cost_micros".to_owned());
+    let batches = session
+        .ctx
+        .sql(&sql_with(req, names, &visit_cost))
+        .await?
+        .collect()
+        .await?;
     let mut rows = Vec::new();
     for b in &batches {
         read_rows(b, req.dims.len(), &mut rows)?;

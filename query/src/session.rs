@@ -101,6 +101,8 @@ pub fn parse_size(s: &str) -> Result<usize> {
 /// A session with `visits` and `conversions` registered.
 pub struct Session {
     pub ctx: SessionContext,
+    /// The store itself, for what is not a table (cost updates).
+    pub store: Arc<dyn ObjectStore>,
     /// Bytes read from the store so far (for progress).
     pub read: Arc<AtomicU64>,
 }
@@ -120,7 +122,8 @@ pub fn open_store(url: &str) -> Result<Arc<dyn ObjectStore>> {
 impl Session {
     /// Opens the store at `url` and registers its tables.
     pub async fn open(url: &str, opts: &SessionOptions) -> Result<Self> {
-        let store = Counted::new(open_store(url)?);
+        let raw = open_store(url)?;
+        let store = Counted::new(raw.clone());
         let read = store.counter();
         let threads = if opts.threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -169,7 +172,11 @@ impl Session {
         for table in [TableKind::Visits, TableKind::Conversions] {
             register(&ctx, table, views).await?;
         }
-        Ok(Session { ctx, read })
+        Ok(Session {
+            ctx,
+            store: raw,
+            read,
+        })
     }
 }
 

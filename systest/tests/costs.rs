@@ -1,6 +1,7 @@
 //! Cost models end to end (docs/query.md "Cost"): CPC, CPM (a thousandth per visit), CPA (per
 //! conversion that counts) and RevShare (a share of the revenue) through the real edge, and
-//! the cost, profit and ROI `query report` makes of them.
+//! the cost, profit and ROI `query report` makes of them; cost updates after the fact
+//! (`query costs set`), which reports recompute from.
 
 use systest as common;
 
@@ -152,4 +153,92 @@ fn each_cost_model_shows_in_cost_profit_and_roi() {
         .unwrap_or_else(|| panic!("{json}"));
     assert_eq!(cpa["cost"], 8.0, "{json}");
     assert_eq!(cpa["profit"], 12.0, "{json}");
+
+    // The source reports later that the CPC campaign's visits cost 30.00 in all, and then
+    // that the last hour's (all of them, here) cost 40.00: the later update wins, spread
+    // over the visits, and the report recomputes.
+    let costs = |args: &[&str]| {
+        let out = std::process::Command::new(common::query_bin())
+            .args(["costs"])
+            .args(args)
+            .args(["--store", &store])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let next = (chrono::Utc::now() + chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    costs(&[
+        "set",
+        "--campaign",
+        "cpc",
+        "--from",
+        &day,
+        "--to",
+        &next,
+        "--cost",
+        "30",
+    ]);
+    let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    let soon = (chrono::Utc::now() + chrono::Duration::minutes(5))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    costs(&[
+        "set",
+        "--campaign",
+        "cpc",
+        "--from",
+        &hour_ago,
+        "--to",
+        &soon,
+        "--cost",
+        "40",
+    ]);
+    assert_eq!(costs(&["list"]).lines().count(), 2);
+    let report = block_on(query::report::run(&session, &req, Some(&names))).unwrap();
+    let cpc = report
+        .rows
+        .iter()
+        .find(|r| r.dims[0].as_deref() == Some("cpc"))
+        .unwrap()
+        .figures;
+    assert_eq!(cpc.cost_micros, 40_000_000);
+    assert_eq!(cpc.profit_micros(), -20_000_000);
+    assert_eq!(cpc.roi(), Some(-50.0));
+    // Other campaigns keep their cost.
+    let cpm = report
+        .rows
+        .iter()
+        .find(|r| r.dims[0].as_deref() == Some("cpm"))
+        .unwrap()
+        .figures;
+    assert_eq!(cpm.cost_micros, 2_500_000);
+    // A bad range is refused, naming the flag.
+    let out = std::process::Command::new(common::query_bin())
+        .args([
+            "costs",
+            "set",
+            "--campaign",
+            "cpc",
+            "--from",
+            "soon",
+            "--to",
+            &next,
+            "--cost",
+            "1",
+        ])
+        .args(["--store", &store])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--from"));
 }
