@@ -160,6 +160,8 @@ enum CostsAction {
     },
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum PostbacksAction {
     /// Follow the store's conversions and send the postbacks they fire, until stopped.
@@ -197,8 +199,18 @@ enum PostbacksAction {
         #[arg(long, default_value_t = 600_000)]
         retry_max_ms: u64,
         /// Attempts before a postback is given up.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 1_000)]
         max_attempts: u32,
+        /// Hours after which a postback not yet delivered is given up.
+        #[arg(long, default_value_t = 72)]
+        give_up_after_h: u64,
+        /// Conversions of clicks older than this many days fire nothing.
+        #[arg(long, default_value_t = 90)]
+        max_click_age_days: u64,
+        /// For a new outbox: tell sources of conversions uploaded from this time on
+        /// (YYYY-MM-DD[THH:MM[:SS]] UTC, or `all` for everything in the store). Default: now.
+        #[arg(long)]
+        since: Option<String>,
         /// One pass and one attempt for each due postback, then exit (for cron).
         #[arg(long)]
         once: bool,
@@ -428,10 +440,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 retry_base_ms,
                 retry_max_ms,
                 max_attempts,
+                give_up_after_h,
+                max_click_age_days,
+                since,
                 once,
                 listen,
                 memory_limit,
             } => {
+                let since_ms = match since.as_deref() {
+                    None => query::postbacks::send::now_ms(),
+                    Some("all") => i64::MIN,
+                    Some(t) => query::costs::parse_time("--since", t)?,
+                };
                 use std::time::Duration;
                 if !(rate > 0.0 && rate.is_finite()) {
                     anyhow::bail!("--rate must be a positive number of requests a second");
@@ -447,6 +467,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     poll: Duration::from_millis(poll_ms.max(100)),
                     visit_wait: Duration::from_secs(visit_wait_s),
                     keep: Duration::from_secs(keep_days * 86_400),
+                    max_click_age: Duration::from_secs(max_click_age_days.max(1) * 86_400),
+                    since_ms,
                     send: query::postbacks::send::SendOptions {
                         per_host: per_host.max(1),
                         rate,
@@ -454,6 +476,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         retry_base: Duration::from_millis(retry_base_ms.max(1)),
                         retry_max: Duration::from_millis(retry_max_ms.max(retry_base_ms).max(1)),
                         max_attempts: max_attempts.max(1),
+                        give_up_after: Duration::from_secs(give_up_after_h.max(1) * 3600),
                     },
                     once,
                     listen,

@@ -58,6 +58,10 @@ pub struct Options {
     pub visit_wait: Duration,
     /// How long delivered and abandoned postbacks stay listed.
     pub keep: Duration,
+    /// Conversions of clicks older than this fire nothing (the attribution window).
+    pub max_click_age: Duration,
+    /// For a new outbox: conversion objects uploaded before this (Unix ms) fire nothing.
+    pub since_ms: i64,
     pub send: SendOptions,
     /// One pass and one attempt for each due postback, then exit (for cron).
     pub once: bool,
@@ -83,6 +87,7 @@ pub struct Metrics {
     pub outbox_errors: AtomicU64,
     pub objects_decided: AtomicU64,
     pub objects_waiting: AtomicU64,
+    pub object_errors: AtomicU64,
 }
 
 impl Metrics {
@@ -173,6 +178,12 @@ impl Metrics {
             "Conversion objects waiting for their visits.",
             g(&self.objects_waiting).to_string(),
         );
+        line(
+            "postbacks_object_errors_total",
+            "counter",
+            "Conversion objects that could not be read (tried again later).",
+            g(&self.object_errors).to_string(),
+        );
         s
     }
 }
@@ -184,7 +195,7 @@ const CLICKS_PER_QUERY: usize = 5_000;
 
 /// Runs the dispatcher until a signal (or, with `once`, one round).
 pub async fn run(opts: Options) -> Result<()> {
-    let outbox = Outbox::open(&opts.outbox)?;
+    let outbox = Outbox::open(&opts.outbox, opts.since_ms)?;
     let metrics = Arc::new(Metrics::default());
     metrics
         .pending
@@ -213,16 +224,20 @@ pub async fn run(opts: Options) -> Result<()> {
             "clicktracker-postbacks/",
             env!("CARGO_PKG_VERSION")
         ))
-        .redirect(reqwest::redirect::Policy::limited(3))
+        // A redirect could go anywhere: it is an answer, not followed.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| QueryError::Postbacks(format!("HTTP client: {e}")))?;
     if opts.once {
         let fresh = scanner.pass(&outbox, &metrics).await?;
         let _ = fresh;
+        // Only what is due: a job keeps its backoff from run to run.
+        let now = now_ms();
         let due: Vec<(Job, u32)> = {
             let o = outbox.lock().await;
             o.state
                 .pending()
+                .filter(|j| j.next_ms.is_none_or(|t| t <= now))
                 .map(|j| (j.job.clone(), j.attempts))
                 .collect()
         };
@@ -231,7 +246,15 @@ pub async fn run(opts: Options) -> Result<()> {
         for (job, attempts) in due {
             let host = send::host_of(&job.url);
             let _permit = hosts.acquire(&host, &opts.send).await;
-            let a = send::attempt(&client, &job, attempts, &opts.send).await;
+            let mut a = send::attempt(&client, &job, attempts, &opts.send).await;
+            if a.outcome.is_none() {
+                if now - job.created_ms > opts.send.give_up_after.as_millis() as i64 {
+                    a.outcome = Some(Outcome::GaveUp);
+                } else {
+                    a.next_ms =
+                        Some(now_ms() + send::backoff(&opts.send, attempts + 1).as_millis() as i64);
+                }
+            }
             count_attempt(&metrics, &a);
             results.push(a);
         }
@@ -300,7 +323,12 @@ fn count_attempt(m: &Metrics, a: &Attempt) {
     }
 }
 
-/// Sends pending jobs as they fall due, and logs each attempt.
+/// One host's postbacks waiting for an attempt, by due time (Unix ms) and key.
+type HostQueue = std::collections::BTreeSet<(i64, String)>;
+
+/// Sends pending jobs as they fall due, and logs each attempt. Each host has its own queue,
+/// so a slow or dead host holds up only its own postbacks, and within a host first attempts
+/// and retries go in due order.
 async fn sender(
     outbox: Arc<Mutex<Outbox>>,
     client: reqwest::Client,
@@ -308,14 +336,19 @@ async fn sender(
     mut new_rx: mpsc::UnboundedReceiver<Job>,
     metrics: Arc<Metrics>,
 ) {
-    // Due time (ms) and key of each pending job; the job and its attempts so far.
-    let mut due: std::collections::BTreeSet<(i64, String)> = Default::default();
+    let mut queues: HashMap<String, HostQueue> = HashMap::new();
+    // Each pending job and its attempts so far.
     let mut jobs: HashMap<String, (Job, u32)> = HashMap::new();
     {
         let o = outbox.lock().await;
         let now = now_ms();
         for j in o.state.pending() {
-            due.insert((now, j.job.key.clone()));
+            // A restart keeps each job's backoff.
+            let due = j.next_ms.unwrap_or(now).max(now);
+            queues
+                .entry(send::host_of(&j.job.url))
+                .or_default()
+                .insert((due, j.job.key.clone()));
             jobs.insert(j.job.key.clone(), (j.job.clone(), j.attempts));
         }
     }
@@ -324,56 +357,42 @@ async fn sender(
     let client = Arc::new(client);
     loop {
         let now = now_ms();
-        // Start every due job whose host has room, in due order; a host without room keeps
-        // its jobs where they are (so first attempts are not starved by retries) and says
-        // when to look again.
-        let mut blocked: HashMap<String, i64> = HashMap::new();
-        let ready: Vec<(i64, String)> = due
-            .iter()
-            .take_while(|(t, _)| *t <= now)
-            .take(10_000)
-            .cloned()
-            .collect();
-        for (t, key) in ready {
-            let Some((job, attempts)) = jobs.get(&key).cloned() else {
-                due.remove(&(t, key));
-                continue;
-            };
-            let host = send::host_of(&job.url);
-            if blocked.contains_key(&host) {
-                continue;
-            }
-            match hosts.try_take(&host, &opts) {
-                Ok(permit) => {
-                    due.remove(&(t, key));
-                    let (client, opts, tx) = (client.clone(), opts.clone(), res_tx.clone());
-                    tokio::spawn(async move {
-                        let a = send::attempt(&client, &job, attempts, &opts).await;
-                        drop(permit);
-                        let _ = tx.send(a);
-                    });
+        // Start what each host has room for; note when each can take more.
+        let mut wake_at = now + 1_000;
+        for (host, queue) in &mut queues {
+            while let Some((t, key)) = queue.first().cloned() {
+                if t > now {
+                    wake_at = wake_at.min(t);
+                    break;
                 }
-                Err(next) => {
-                    blocked.insert(host, next);
+                let Some((job, attempts)) = jobs.get(&key).cloned() else {
+                    queue.pop_first();
+                    continue;
+                };
+                match hosts.try_take(host, &opts) {
+                    Ok(permit) => {
+                        queue.pop_first();
+                        let (client, opts, tx) = (client.clone(), opts.clone(), res_tx.clone());
+                        tokio::spawn(async move {
+                            let a = send::attempt(&client, &job, attempts, &opts).await;
+                            drop(permit);
+                            let _ = tx.send(a);
+                        });
+                    }
+                    Err(next) => {
+                        wake_at = wake_at.min(next);
+                        break;
+                    }
                 }
             }
         }
-        let next_due = due
-            .range((now + 1, String::new())..)
-            .next()
-            .map(|(t, _)| *t);
-        let wake = blocked
-            .values()
-            .copied()
-            .chain(next_due)
-            .min()
-            .map_or(1_000, |t| (t - now_ms()).clamp(5, 1_000));
+        queues.retain(|_, q| !q.is_empty());
+        let wake = (wake_at - now_ms()).clamp(5, 1_000);
         tokio::select! {
             Some(job) = new_rx.recv() => {
-                let key = job.key.clone();
-                if !jobs.contains_key(&key) {
-                    jobs.insert(key.clone(), (job, 0));
-                    due.insert((now_ms(), key));
+                if let std::collections::hash_map::Entry::Vacant(slot) = jobs.entry(job.key.clone()) {
+                    queues.entry(send::host_of(&job.url)).or_default().insert((now_ms(), job.key.clone()));
+                    slot.insert((job, 0));
                 }
             }
             Some(first) = res_rx.recv() => {
@@ -381,16 +400,25 @@ async fn sender(
                 while let Ok(a) = res_rx.try_recv() {
                     results.push(a);
                 }
-                for a in &results {
-                    count_attempt(&metrics, a);
-                    let Some((_, attempts)) = jobs.get_mut(&a.key) else { continue };
+                for a in &mut results {
+                    let Some((job, attempts)) = jobs.get_mut(&a.key) else { continue };
                     *attempts += 1;
+                    if a.outcome.is_none() && now_ms() - job.created_ms > opts.give_up_after.as_millis() as i64 {
+                        a.outcome = Some(Outcome::GaveUp);
+                        a.error = Some(format!(
+                            "{}; given up after {} h",
+                            a.error.as_deref().unwrap_or("failed"),
+                            opts.give_up_after.as_secs() / 3600
+                        ));
+                    }
                     if a.outcome.is_some() {
                         jobs.remove(&a.key);
                     } else {
-                        let delay = send::backoff(&opts, *attempts);
-                        due.insert((now_ms() + delay.as_millis() as i64, a.key.clone()));
+                        let next = now_ms() + send::backoff(&opts, *attempts).as_millis() as i64;
+                        a.next_ms = Some(next);
+                        queues.entry(send::host_of(&job.url)).or_default().insert((next, a.key.clone()));
                     }
+                    count_attempt(&metrics, a);
                 }
                 if let Err(e) = outbox.lock().await.attempted(results) {
                     // Not logged: a delivered postback may be sent again after a restart
@@ -408,27 +436,36 @@ async fn sender(
 /// Follows the store's conversion objects.
 struct Scanner {
     store: Arc<dyn ObjectStore>,
-    session: Session,
+    /// Where the store is and how to query it: a session per pass, as a session keeps the
+    /// listing of the files it has read.
+    store_url: String,
+    session_options: SessionOptions,
     config: Option<PathBuf>,
     catalog_store: catalog::store::CatalogStore,
     visit_wait_ms: i64,
     keep_ms: i64,
-    /// Objects waiting for their visits: when to look again, and the delay after that.
+    /// Objects waiting for their visits (or to be readable): when to look again, and the
+    /// delay after that.
     waiting: HashMap<String, (i64, i64)>,
     passes: u64,
+    last_forget_ms: i64,
+    max_click_age_ms: i64,
 }
 
 impl Scanner {
     async fn new(opts: &Options) -> Result<Scanner> {
         Ok(Scanner {
             store: crate::session::open_store(&opts.store)?,
-            session: Session::open(&opts.store, &opts.session).await?,
+            store_url: opts.store.clone(),
+            session_options: opts.session.clone(),
             config: opts.config.clone(),
             catalog_store: crate::stored::open(&opts.store)?,
             visit_wait_ms: opts.visit_wait.as_millis() as i64,
             keep_ms: opts.keep.as_millis() as i64,
             waiting: HashMap::new(),
             passes: 0,
+            last_forget_ms: 0,
+            max_click_age_ms: opts.max_click_age.as_millis() as i64,
         })
     }
 
@@ -493,65 +530,88 @@ impl Scanner {
         metrics
             .objects_waiting
             .store(self.waiting.len() as u64, Ordering::Relaxed);
-        if todo.is_empty() {
-            if self.passes % 100 == 1 {
-                let names: HashSet<String> =
-                    listed.iter().map(|m| m.location.to_string()).collect();
-                let mut o = outbox.lock().await;
-                o.forget(&names, now, self.keep_ms);
-                o.rewrite()?;
+        if now - self.last_forget_ms > 600_000 {
+            // Decided objects no longer in the store, and finished postbacks past --keep-days,
+            // leave the outbox's state (and its file at the next rewrite).
+            self.last_forget_ms = now;
+            let names: HashSet<String> = listed.iter().map(|m| m.location.to_string()).collect();
+            let mut o = outbox.lock().await;
+            o.forget(&names, now, self.keep_ms);
+            if let Err(e) = o.rewrite() {
+                tracing::warn!(error = %e, "could not rewrite the outbox");
             }
+        }
+        if todo.is_empty() {
             return Ok(Vec::new());
         }
-        // The click ids of each object.
+        let since = outbox.lock().await.state.since_ms.unwrap_or(i64::MIN);
+        // The click ids and report ids of each object. An object that cannot be read now
+        // (gone since the listing, damaged, a store error) is tried again later, with
+        // backoff, and does not hold up the others.
         let mut by_object: Vec<(String, i64, Vec<String>)> = Vec::new();
+        let mut fresh_reports = HashSet::new();
+        let mut decided = Vec::new();
         for m in &todo {
-            let clicks = match self.click_ids(&m.location).await {
-                Ok(c) => c,
-                // Gone since the listing (replaced by a compaction): nothing to decide.
-                Err(QueryError::ObjectStore(object_store::Error::NotFound { .. })) => Vec::new(),
-                Err(e) => return Err(e),
-            };
-            by_object.push((
-                m.location.to_string(),
-                m.last_modified.timestamp_millis(),
-                clicks,
-            ));
+            let object = m.location.to_string();
+            let modified = m.last_modified.timestamp_millis();
+            if modified < since {
+                // Uploaded before this outbox began (`--since`): not ours to tell.
+                decided.push(object);
+                continue;
+            }
+            match self.ids(&m.location).await {
+                Ok((clicks, reports)) => {
+                    fresh_reports.extend(reports);
+                    by_object.push((object, modified, clicks));
+                }
+                Err(e) => {
+                    metrics.object_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(object = %object, error = %e, "cannot read a conversion object; trying again later");
+                    self.later(object);
+                }
+            }
         }
+        // Click ids a conversion can claim: made within the attribution window, not in the
+        // future (a forged id from 1970 would make the feed read every partition).
+        let (oldest, newest) = (now - self.max_click_age_ms, now + 86_400_000);
         let mut clicks: Vec<String> = by_object
             .iter()
-            .flat_map(|(_, _, c)| c.iter().cloned())
+            .flat_map(|(_, _, c)| c.iter())
+            .filter(|c| {
+                i64::from_str_radix(&c[..12], 16).is_ok_and(|t| (oldest..=newest).contains(&t))
+            })
+            .cloned()
             .collect();
         clicks.sort();
         clicks.dedup();
         let mut jobs = Vec::new();
         let mut unresolved = HashSet::new();
+        let session = match clicks.is_empty() {
+            true => None,
+            false => Some(Session::open(&self.store_url, &self.session_options).await?),
+        };
         for chunk in clicks.chunks(CLICKS_PER_QUERY) {
+            let Some(session) = &session else { break };
             let req = FeedRequest {
                 clicks: Some(chunk.to_vec()),
                 ..Default::default()
             };
             let mut buf = Vec::new();
-            crate::feed::run(&self.session, &req, Some(&names), &mut buf).await?;
+            crate::feed::run(session, &req, Some(&names), &mut buf).await?;
             let feed: Vec<Value> = buf
                 .split(|&b| b == b'\n')
                 .filter(|l| !l.is_empty())
                 .map(serde_json::from_slice)
                 .collect::<std::result::Result<_, _>>()
                 .map_err(|e| QueryError::Postbacks(format!("reading the feed: {e}")))?;
-            let d = decide::decide(&feed, &catalog, &names, now);
+            let d = decide::decide(&feed, &fresh_reports, &catalog, &names, now);
             jobs.extend(d.jobs);
             unresolved.extend(d.unresolved);
         }
-        let mut decided = Vec::new();
         for (object, modified, clicks) in by_object {
             let waiting = clicks.iter().any(|c| unresolved.contains(c));
             if waiting && now - modified < self.visit_wait_ms {
-                let delay = self
-                    .waiting
-                    .get(&object)
-                    .map_or(2_000, |(_, d)| (d * 2).min(300_000));
-                self.waiting.insert(object, (now + delay, delay));
+                self.later(object);
             } else {
                 self.waiting.remove(&object);
                 decided.push(object);
@@ -576,33 +636,49 @@ impl Scanner {
         Ok(sendable)
     }
 
-    /// The valid click ids in one conversion object.
-    async fn click_ids(&self, location: &object_store::path::Path) -> Result<Vec<String>> {
+    /// Looks at `object` again later: after 2 s, then twice as long each time, up to 5 min.
+    fn later(&mut self, object: String) {
+        let now = now_ms();
+        let delay = self
+            .waiting
+            .get(&object)
+            .map_or(2_000, |(_, d)| (d * 2).min(300_000));
+        self.waiting.insert(object, (now + delay, delay));
+    }
+
+    /// The valid click ids in one conversion object, and its reports' event ids.
+    async fn ids(&self, location: &object_store::path::Path) -> Result<(Vec<String>, Vec<String>)> {
         use arrow::array::AsArray;
         use datafusion::parquet::arrow::ProjectionMask;
         use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
         let bytes = self.store.get(location).await?.bytes().await?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-        let Some(index) = builder
-            .schema()
-            .fields()
-            .iter()
-            .position(|f| f.name() == "click_id")
-        else {
-            return Ok(Vec::new());
+        let position = |name: &str| {
+            builder
+                .schema()
+                .fields()
+                .iter()
+                .position(|f| f.name() == name)
         };
-        let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
-        let mut out = Vec::new();
+        let (Some(click), Some(event)) = (position("click_id"), position("event_id")) else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let mask = ProjectionMask::roots(builder.parquet_schema(), [click, event]);
+        let (click, event) = if click < event { (0, 1) } else { (1, 0) };
+        let (mut clicks, mut reports) = (Vec::new(), Vec::new());
         for batch in builder.with_projection(mask).build()? {
             let batch = batch?;
-            let col = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
-            for v in col.as_string::<i32>().iter().flatten() {
+            let utf8 =
+                |i: usize| arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8);
+            let (c, e) = (utf8(click)?, utf8(event)?);
+            for v in c.as_string::<i32>().iter().flatten() {
                 if sink::EventId::parse(v.as_bytes()).is_ok() {
-                    out.push(v.to_owned());
+                    clicks.push(v.to_owned());
                 }
             }
+            reports.extend(e.as_string::<i32>().iter().flatten().map(str::to_owned));
         }
-        Ok(out)
+        Ok((clicks, reports))
     }
 }
 

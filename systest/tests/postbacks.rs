@@ -224,6 +224,8 @@ impl Dispatcher {
             .arg("--config")
             .arg(config)
             .args([
+                "--since",
+                "all",
                 "--poll-ms",
                 "200",
                 "--retry-base-ms",
@@ -429,20 +431,36 @@ fn conversions_fire_as_configured_through_failing_attempts() {
     );
     assert!(listed(outbox.path(), true).is_empty());
 
+    // A later report (a rebill on T2) fires once, and nothing decided before fires again
+    // (the feed gives every report of the conversion; only the new one is news).
+    postback(&e, &format!("cid={a}&txid=T2&status=9&payout=5"));
+    wait_until(
+        "the late rebill",
+        Duration::from_secs(60),
+        || rx.delivered().len() > want.len(),
+        || format!("{}\n{:?}", disp.log(), rx.got()),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let late: Vec<String> = rx
+        .delivered()
+        .values()
+        .map(|t| strip(t))
+        .filter(|t| !want.contains(t))
+        .collect();
+    assert_eq!(
+        late,
+        ["/zppostback/acct?cid=ZP-A&payout=4&status=rebill&tx=T2&zone=zone%201"],
+        "{:?}",
+        rx.got()
+    );
+    let want_n = want.len() as u64 + 1;
+
     let m = http_get(&metrics, "/metrics");
-    assert_eq!(
-        metric(&m, "postbacks_delivered_total"),
-        want.len() as u64,
-        "{m}"
-    );
-    assert_eq!(
-        metric(&m, "postbacks_attempts_total"),
-        3 * want.len() as u64,
-        "{m}"
-    );
+    assert_eq!(metric(&m, "postbacks_delivered_total"), want_n, "{m}");
+    assert_eq!(metric(&m, "postbacks_attempts_total"), 3 * want_n, "{m}");
     assert_eq!(
         metric(&m, "postbacks_failed_attempts_total"),
-        2 * want.len() as u64,
+        2 * want_n,
         "{m}"
     );
     assert_eq!(metric(&m, "postbacks_skipped_total"), 1, "{m}");
@@ -499,5 +517,23 @@ fn nothing_is_lost_across_an_outage_and_a_kill_9() {
     let keys: BTreeSet<String> = rx.got().iter().map(|g| g.key.clone()).collect();
     assert_eq!(keys.len(), 20, "{:?}", rx.got());
     assert!(listed(outbox.path(), true).is_empty());
+
+    // A new outbox begins now: the store's past conversions are not sent again (unless
+    // `--since` says from when).
+    let fresh = TempDir::new("outbox2");
+    let out = Command::new(common::query_bin())
+        .args(["postbacks", "run", "--once", "--store", &store, "--config"])
+        .arg(&cfg)
+        .arg("--outbox")
+        .arg(fresh.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(listed(fresh.path(), false).is_empty());
+    assert_eq!(rx.got().iter().filter(|g| g.code == 200).count(), 20);
     rx.stop();
 }

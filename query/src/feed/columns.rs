@@ -276,6 +276,7 @@ impl<'a> Columns<'a> {
                         "id": r.event_id,
                         "status": r.sent,
                         "final_status": r.status.name(),
+                        "authenticated": r.authenticated,
                         "payout": r.payout.map(units),
                         "created_at": id_time(&r.event_id),
                     })

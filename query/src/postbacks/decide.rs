@@ -2,7 +2,7 @@
 //! conversion feed, so the trust rules, the network's status map and the lifecycle are the
 //! reports' own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use catalog::Catalog;
 use catalog::lifecycle::{Duplicates, Status};
@@ -19,6 +19,17 @@ struct Report {
     sent: String,
     status: Status,
     payout: Option<i64>,
+    authenticated: bool,
+}
+
+/// A stable 64-bit hash (FNV-1a) as hex: a txid, which may hold anything, in a key.
+fn hash_hex(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// What the feed says of the conversions of some clicks.
@@ -37,9 +48,17 @@ fn micros(v: &Value) -> Option<i64> {
     v.as_f64().map(|x| (x * 1e6).round() as i64)
 }
 
-/// The jobs the feed's conversions `feed` (its NDJSON objects) fire, with `catalog`'s
-/// sources and networks; `now_ms` stamps them.
-pub fn decide(feed: &[Value], catalog: &Catalog, names: &Names, now_ms: i64) -> Decided {
+/// The jobs the reports `fresh` (event ids: those of the conversion objects being decided)
+/// fire, from the feed's conversions `feed` (its NDJSON objects, every report of their
+/// conversions: the others are context), with `catalog`'s sources and networks; `now_ms`
+/// stamps them.
+pub fn decide(
+    feed: &[Value],
+    fresh: &HashSet<String>,
+    catalog: &Catalog,
+    names: &Names,
+    now_ms: i64,
+) -> Decided {
     let mut out = Decided::default();
     // A click's first conversion: the one with the earliest report.
     let mut first: HashMap<&str, &str> = HashMap::new();
@@ -86,6 +105,7 @@ pub fn decide(feed: &[Value], catalog: &Catalog, names: &Names, now_ms: i64) -> 
                     sent: h["status"].as_str().unwrap_or_default().to_owned(),
                     status: Status::parse(h["final_status"].as_str()?)?,
                     payout: micros(&h["payout"]),
+                    authenticated: h["authenticated"].as_bool().unwrap_or(false),
                 })
             })
             .collect();
@@ -114,9 +134,15 @@ pub fn decide(feed: &[Value], catalog: &Catalog, names: &Names, now_ms: i64) -> 
             .and_then(|p| query.get(p))
             .and_then(Value::as_str)
             .filter(|v| !v.is_empty());
+        // An authenticated report outranks the others (as it does in reports): once a
+        // conversion has one, only authenticated reports fire.
+        let any_authenticated = reports.iter().any(|r| r.authenticated);
         for (i, r) in reports.iter().enumerate() {
             let before = &reports[..i];
-            if !pb.fires_for(r.status, kind) {
+            if !fresh.contains(&r.id)
+                || !pb.fires_for(r.status, kind)
+                || (any_authenticated && !r.authenticated)
+            {
                 continue;
             }
             // A lead after the sale changes nothing; a repeat fires only when the network's
@@ -133,7 +159,21 @@ pub fn decide(feed: &[Value], catalog: &Catalog, names: &Names, now_ms: i64) -> 
                 .payout
                 .unwrap_or_else(|| offer.map_or(0, |off| names.default_payout(off, &r.id)));
             let told = pb.share_of(payout);
-            let key = format!("{}-{}", r.id, source.id);
+            // The key names what the source is told, so the same news reported twice (by two
+            // edges, in either order) is one postback: a conversion's status, or the click's
+            // first conversion's; each report only where repeats count.
+            let key = if repeats_count || r.status == Status::Rebill {
+                format!("{}-{}", r.id, source.id)
+            } else if pb.first_only {
+                format!("{click}-first-{}-{}", r.status.name(), source.id)
+            } else {
+                format!(
+                    "{click}-{}-{}-{}",
+                    hash_hex(txid),
+                    r.status.name(),
+                    source.id
+                )
+            };
             let payout_text = decimal(told);
             let url = pb.url.fill(|t| match t {
                 PostbackToken::ExternalId => external,
@@ -171,4 +211,109 @@ pub fn decide(feed: &[Value], catalog: &Catalog, names: &Names, now_ms: i64) -> 
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const CONFIG: &str = r#"
+[[traffic_sources]]
+id = "s"
+external_id_param = "ext"
+postback_url = "https://pb.example/?c={external_id}&s={status}&p={payout}"
+postback_statuses = ["lead", "sale", "rebill"]
+[[affiliate_networks]]
+id = "n"
+[[offers]]
+id = "o"
+network = "n"
+url = "https://o.example/"
+[[campaigns]]
+id = "c"
+traffic_source = "s"
+  [[campaigns.paths]]
+  offers = [ { offer = "o" } ]
+"#;
+
+    /// A feed object: click `k`, txid `T`, with these reports (id, status, authenticated).
+    fn conversion(reports: &[(&str, &str, bool)]) -> Value {
+        let history: Vec<Value> = reports
+            .iter()
+            .map(|(id, st, auth)| {
+                json!({"id": id, "status": st, "final_status": st, "authenticated": auth, "payout": 2.0})
+            })
+            .collect();
+        json!({
+            "visitEvent": {"id": "k", "payload": {"query": {"ext": "E1"}, "remaped": {}}},
+            "destination": {"trafficSource": {"id": "s"}, "affiliateNetwork": {"id": "n"},
+                            "campaign": {"id": "c"}, "offer": {"id": "o"}},
+            "payload": {"data": {"conversion_id": "T", "conversion_type": null, "refused": null}},
+            "geo": {"country": "US"},
+            "history": history,
+        })
+    }
+
+    fn run(feed: &[Value], fresh: &[&str]) -> Vec<(String, String)> {
+        let catalog =
+            Catalog::compile(&catalog::File::<serde::de::IgnoredAny>::parse(CONFIG).unwrap())
+                .unwrap();
+        let names = Names::from_catalog(&catalog);
+        let fresh = fresh.iter().map(|s| s.to_string()).collect();
+        decide(feed, &fresh, &catalog, &names, 0)
+            .jobs
+            .into_iter()
+            .map(|j| (j.key, j.url))
+            .collect()
+    }
+
+    #[test]
+    fn news_fires_once_whatever_order_reports_arrive_in() {
+        // Lead then sale: both news the first time.
+        let both = run(
+            &[conversion(&[("r1", "lead", false), ("r2", "sale", false)])],
+            &["r1", "r2"],
+        );
+        assert_eq!(both.len(), 2, "{both:?}");
+        assert!(both[1].1.ends_with("c=E1&s=sale&p=2"), "{both:?}");
+        // A repeat sale decided later (another edge's) has the first sale's key: one
+        // postback.
+        let repeat = run(
+            &[conversion(&[
+                ("r1", "lead", false),
+                ("r0", "sale", false),
+                ("r2", "sale", false),
+            ])],
+            &["r0"],
+        );
+        assert_eq!(repeat.len(), 1);
+        assert_eq!(repeat[0].0, both[1].0);
+        // Old reports are context, not news.
+        assert!(
+            run(
+                &[conversion(&[("r1", "lead", false), ("r2", "sale", false)])],
+                &[]
+            )
+            .is_empty()
+        );
+        // A lead after the sale changes nothing; each rebill is news.
+        let late = run(
+            &[conversion(&[
+                ("r2", "sale", false),
+                ("r3", "lead", false),
+                ("r4", "rebill", false),
+                ("r5", "rebill", false),
+            ])],
+            &["r3", "r4", "r5"],
+        );
+        assert_eq!(late.len(), 2, "{late:?}");
+        // Once a report carried the token, unauthenticated ones (a pixel anyone can send)
+        // fire nothing.
+        let forged = run(
+            &[conversion(&[("r1", "sale", true), ("r6", "rebill", false)])],
+            &["r6"],
+        );
+        assert!(forged.is_empty(), "{forged:?}");
+    }
 }

@@ -49,6 +49,9 @@ pub struct Attempt {
     pub error: Option<String>,
     /// The last attempt: delivered, or given up.
     pub outcome: Option<Outcome>,
+    /// When to try again (Unix ms), when it is not the last.
+    #[serde(default)]
+    pub next_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +72,10 @@ enum Record {
     Attempt(Attempt),
     /// A job's whole state (what a rewrite keeps of its attempts).
     State(JobState),
+    /// Objects uploaded before this (Unix ms) are not decided: the outbox began then.
+    Since {
+        ms: i64,
+    },
 }
 
 /// A job and what its attempts came to.
@@ -81,6 +88,9 @@ pub struct JobState {
     pub last_error: Option<String>,
     pub last_latency_ms: Option<f64>,
     pub last_ms: Option<i64>,
+    /// When the next attempt is due (Unix ms).
+    #[serde(default)]
+    pub next_ms: Option<i64>,
 }
 
 impl JobState {
@@ -94,6 +104,7 @@ impl JobState {
             last_error: None,
             last_latency_ms: None,
             last_ms: None,
+            next_ms: None,
         }
     }
 
@@ -103,6 +114,7 @@ impl JobState {
         self.last_error = a.error.clone();
         self.last_latency_ms = Some(a.latency_ms);
         self.last_ms = Some(a.at_ms);
+        self.next_ms = a.next_ms;
         if a.outcome.is_some() {
             self.outcome = a.outcome;
         }
@@ -114,6 +126,8 @@ impl JobState {
 pub struct State {
     pub seen: HashSet<String>,
     pub jobs: BTreeMap<String, JobState>,
+    /// Conversion objects uploaded before this (Unix ms) fire nothing.
+    pub since_ms: Option<i64>,
     /// Records in the file (to decide when to rewrite it).
     records: usize,
 }
@@ -138,6 +152,7 @@ impl State {
             Record::State(s) => {
                 self.jobs.insert(s.job.key.clone(), s);
             }
+            Record::Since { ms } => self.since_ms = Some(ms),
         }
     }
 
@@ -179,8 +194,9 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Opens (or creates) the outbox in `dir`; fails when another dispatcher holds it.
-    pub fn open(dir: &Path) -> std::io::Result<Outbox> {
+    /// Opens (or creates) the outbox in `dir`; fails when another dispatcher holds it. A new
+    /// outbox begins at `since_ms`: conversion objects uploaded before it fire nothing.
+    pub fn open(dir: &Path, since_ms: i64) -> std::io::Result<Outbox> {
         std::fs::create_dir_all(dir)?;
         let lock = OpenOptions::new()
             .create(true)
@@ -224,6 +240,9 @@ impl Outbox {
             // Start from a clean file, so the torn line cannot swallow the next record.
             outbox.rewrite()?;
         }
+        if outbox.state.since_ms.is_none() {
+            outbox.append(vec![Record::Since { ms: since_ms }])?;
+        }
         Ok(outbox)
     }
 
@@ -233,7 +252,9 @@ impl Outbox {
         if records.is_empty() {
             return Ok(());
         }
-        let mut buf = Vec::with_capacity(records.len() * 256);
+        // Each batch starts on a line of its own, whatever a failed write left behind.
+        let mut buf = Vec::with_capacity(records.len() * 256 + 1);
+        buf.push(b'\n');
         for r in &records {
             serde_json::to_writer(&mut buf, r)?;
             buf.push(b'\n');
@@ -303,6 +324,11 @@ impl Outbox {
         let tmp = self.dir.join(format!("{LOG}.tmp"));
         let mut out = std::io::BufWriter::new(File::create(&tmp)?);
         let mut n = 0;
+        if let Some(ms) = self.state.since_ms {
+            serde_json::to_writer(&mut out, &Record::Since { ms })?;
+            out.write_all(b"\n")?;
+            n += 1;
+        }
         for object in &self.state.seen {
             serde_json::to_writer(
                 &mut out,
@@ -321,9 +347,10 @@ impl Outbox {
         let f = out.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         std::fs::rename(&tmp, self.dir.join(LOG))?;
-        File::open(&self.dir)?.sync_all()?;
+        // Append to the new file from now on, before anything else can fail.
         self.file = OpenOptions::new().append(true).open(self.dir.join(LOG))?;
         self.state.records = n;
+        File::open(&self.dir)?.sync_all()?;
         Ok(())
     }
 }
@@ -350,9 +377,9 @@ mod tests {
     fn jobs_survive_a_reopen_and_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut o = Outbox::open(dir.path()).unwrap();
+            let mut o = Outbox::open(dir.path(), 0).unwrap();
             // A second dispatcher is refused while the first holds it.
-            assert!(Outbox::open(dir.path()).is_err());
+            assert!(Outbox::open(dir.path(), 0).is_err());
             let fresh = o
                 .decide(
                     vec![job("a"), job("b"), job("a")],
@@ -368,6 +395,7 @@ mod tests {
                 latency_ms: 1.5,
                 error: None,
                 outcome: Some(Outcome::Delivered),
+                next_ms: None,
             }])
             .unwrap();
         }
@@ -378,7 +406,9 @@ mod tests {
             .unwrap();
         f.write_all(b"{\"t\":\"job\",\"key\":\"c").unwrap();
         drop(f);
-        let mut o = Outbox::open(dir.path()).unwrap();
+        let mut o = Outbox::open(dir.path(), 5).unwrap();
+        // The outbox began when it was first opened.
+        assert_eq!(o.state.since_ms, Some(0));
         assert!(o.state.seen.contains("conversions/x.parquet"));
         let pending: Vec<&str> = o.state.pending().map(|j| j.job.key.as_str()).collect();
         assert_eq!(pending, ["b"]);

@@ -23,6 +23,8 @@ pub struct SendOptions {
     pub retry_max: Duration,
     /// Attempts before giving up on a postback.
     pub max_attempts: u32,
+    /// Give up on a postback this long after it was decided.
+    pub give_up_after: Duration,
 }
 
 impl Default for SendOptions {
@@ -33,14 +35,15 @@ impl Default for SendOptions {
             timeout: Duration::from_secs(10),
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(600),
-            max_attempts: 30,
+            max_attempts: 1_000,
+            give_up_after: Duration::from_secs(72 * 3600),
         }
     }
 }
 
 /// The delay before attempt `n + 1` after `n` failed ones: uniformly random between half and
-/// all of `base × 2^(n-1)`, capped at `max` ("full jitter" keeps retries from many
-/// dispatchers from arriving together).
+/// all of `base × 2^(n-1)`, capped at `max` ("equal jitter": retries of many postbacks do not
+/// arrive together, and none comes back sooner than half its delay).
 pub fn backoff(opts: &SendOptions, failed: u32) -> Duration {
     let exp = opts
         .retry_base
@@ -141,11 +144,29 @@ pub async fn attempt(
         .await;
     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
     let (code, error) = match sent {
-        Ok(resp) => {
+        Ok(mut resp) => {
             let code = resp.status();
-            // Read (and drop) the body so the connection can be reused.
-            let _ = resp.bytes().await;
-            let error = (!code.is_success()).then(|| format!("answered {code}"));
+            let error = if code.is_redirection() {
+                let to = resp
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .unwrap_or("?");
+                Some(format!(
+                    "answered {code}, a redirect to {to} (not followed: fix postback_url)"
+                ))
+            } else {
+                (!code.is_success()).then(|| format!("answered {code}"))
+            };
+            // Read (and drop) up to 64 KiB of the body so the connection can be reused; a
+            // larger body is not read.
+            let mut read = 0usize;
+            while read < 64 * 1024 {
+                match resp.chunk().await {
+                    Ok(Some(c)) => read += c.len(),
+                    _ => break,
+                }
+            }
             (Some(code.as_u16()), error)
         }
         Err(e) => (None, Some(error_chain(&e))),
@@ -153,6 +174,8 @@ pub async fn attempt(
     let last = attempts + 1 >= opts.max_attempts;
     let outcome = match code {
         Some(c) if (200..300).contains(&c) => Some(Outcome::Delivered),
+        // A redirect will redirect again.
+        Some(c) if (300..400).contains(&c) => Some(Outcome::GaveUp),
         // The receiver refuses this postback: sending it again will not change its mind
         // (408 and 429 ask for a retry).
         Some(c) if (400..500).contains(&c) && c != 408 && c != 429 => Some(Outcome::GaveUp),
@@ -166,6 +189,7 @@ pub async fn attempt(
         latency_ms,
         error,
         outcome,
+        next_ms: None,
     }
 }
 
