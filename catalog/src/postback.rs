@@ -113,22 +113,7 @@ impl PostbackUrl {
                 "{p} stands for a value of your account with the source: write it in"
             )));
         }
-        let rest = text
-            .strip_prefix("https://")
-            .or_else(|| text.strip_prefix("http://"))
-            .ok_or_else(|| bad(format!("{text:?} must start with http:// or https://")))?;
-        let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let host = &rest[..host_end];
-        if host.is_empty() {
-            return Err(bad(format!("{text:?} has no host")));
-        }
-        if let Some(c) = host.chars().find(|&c| {
-            !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']'))
-        }) {
-            return Err(bad(format!(
-                "{text:?}: the host holds {c:?}; tokens and other characters are not allowed there"
-            )));
-        }
+        crate::template::check_literal_host(text, key)?;
         if text.chars().any(|c| c.is_ascii_control() || c == ' ') {
             return Err(bad(format!(
                 "{text:?} holds a space or a control character"

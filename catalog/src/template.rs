@@ -143,30 +143,38 @@ fn host_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b':' | b'[' | b']')
 }
 
+/// Checks that the URL template `text` starts with `http://` or `https://` and a literal host
+/// (no token, nothing but host characters), so no value filled in can change where it goes.
+pub(crate) fn check_literal_host(text: &str, key: &str) -> Result<(), ConfigError> {
+    let bad = |msg: String| ConfigError::invalid(key, msg);
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or_else(|| bad(format!("{text:?} must start with http:// or https://")))?;
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = &rest[..host_end];
+    if host.is_empty() {
+        return Err(bad(format!("{text:?} has no host")));
+    }
+    if host.contains(['{', '}']) {
+        return Err(bad(format!(
+            "{text:?}: tokens are not allowed in the scheme or host, only in the path and query"
+        )));
+    }
+    if let Some(c) = host.bytes().find(|&c| !host_byte(c)) {
+        return Err(bad(format!(
+            "{text:?}: the host holds {:?}, which is not allowed there",
+            c as char
+        )));
+    }
+    Ok(())
+}
+
 impl Template {
     /// Parses `text`; `key` names the config key in errors.
     pub fn parse(text: &str, key: &str, names: &mut ParamNames) -> Result<Self, ConfigError> {
         let bad = |msg: String| ConfigError::invalid(key, msg);
-        let rest = text
-            .strip_prefix("https://")
-            .or_else(|| text.strip_prefix("http://"))
-            .ok_or_else(|| bad(format!("{text:?} must start with http:// or https://")))?;
-        let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let host = &rest[..host_end];
-        if host.is_empty() {
-            return Err(bad(format!("{text:?} has no host")));
-        }
-        if host.contains(['{', '}']) {
-            return Err(bad(format!(
-                "{text:?}: tokens are not allowed in the scheme or host, only in the path and query"
-            )));
-        }
-        if let Some(c) = host.bytes().find(|&c| !host_byte(c)) {
-            return Err(bad(format!(
-                "{text:?}: the host holds {:?}, which is not allowed there",
-                c as char
-            )));
-        }
+        check_literal_host(text, key)?;
         let mut parts = Vec::new();
         let mut lit = Vec::new();
         let mut bytes = text.bytes().enumerate();
