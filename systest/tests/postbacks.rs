@@ -203,11 +203,13 @@ fn visit(e: &Edge, campaign: &str, query: &str) -> String {
     loc[loc.len() - 24..].to_owned()
 }
 
-fn postback(e: &Edge, q: &str) {
-    let r = e.get(&format!(
-        "/postback?{q}&network=net&token=tok-0123456789abcdef"
+/// A postback on `c`: one connection is served by one worker, so its reports' ids follow the
+/// order they were sent in (ids from two workers within a millisecond do not).
+fn postback(c: &mut common::Conn, q: &str) {
+    c.send(&format!(
+        "GET /postback?{q}&network=net&token=tok-0123456789abcdef HTTP/1.1\r\nHost: t\r\n\r\n"
     ));
-    assert_eq!(r.status, 200, "{q}");
+    assert_eq!(c.response().status, 200, "{q}");
 }
 
 struct Dispatcher {
@@ -343,37 +345,47 @@ fn conversions_fire_as_configured_through_failing_attempts() {
     let rx = Receiver::new(2);
     rx.start();
     let e = Edge::with_config("legacy", &config(rx.port));
+    let mut pc = e.connect();
     let store = format!("file://{}", e.data.join("lake").display());
     let outbox = TempDir::new("outbox");
     let cfg = outbox.write("edge.toml", &config(rx.port));
 
     // Zeropark: lead → sale → chargeback, a repeated sale, an upsell, a rebill.
     let a = visit(&e, "zp-camp", "cid=ZP-A&target=zone%201&cost=0.01");
-    postback(&e, &format!("cid={a}&txid=T1&status=1&payout=5"));
-    postback(&e, &format!("cid={a}&txid=T1&status=2&payout=10"));
-    postback(&e, &format!("cid={a}&txid=T1&status=2&payout=10"));
-    postback(&e, &format!("cid={a}&txid=T1&status=3"));
-    postback(&e, &format!("cid={a}&txid=T2&status=2&payout=20"));
-    postback(&e, &format!("cid={a}&txid=T2&status=9&payout=7.5"));
+    postback(&mut pc, &format!("cid={a}&txid=T1&status=1&payout=5"));
+    postback(&mut pc, &format!("cid={a}&txid=T1&status=2&payout=10"));
+    postback(&mut pc, &format!("cid={a}&txid=T1&status=2&payout=10"));
+    postback(&mut pc, &format!("cid={a}&txid=T1&status=3"));
+    postback(&mut pc, &format!("cid={a}&txid=T2&status=2&payout=20"));
+    postback(&mut pc, &format!("cid={a}&txid=T2&status=9&payout=7.5"));
     // A visit without the source's click id: decided, not sendable.
     let b = visit(&e, "zp-camp", "target=z2");
-    postback(&e, &format!("cid={b}&txid=B1&status=2&payout=1"));
+    postback(&mut pc, &format!("cid={b}&txid=B1&status=2&payout=1"));
     // Picky: a lead (not its status), a sale of type install (not its type), a sale, and an
     // upsell (not the click's first conversion).
     let c = visit(&e, "picky-camp", "clickid=PK-C");
-    postback(&e, &format!("cid={c}&txid=C0&status=1&payout=1&type=sale"));
+    postback(
+        &mut pc,
+        &format!("cid={c}&txid=C0&status=1&payout=1&type=sale"),
+    );
     let d = visit(&e, "picky-camp", "clickid=PK-D");
     postback(
-        &e,
+        &mut pc,
         &format!("cid={d}&txid=D1&status=2&payout=3&type=install"),
     );
     let f = visit(&e, "picky-camp", "clickid=PK-F");
-    postback(&e, &format!("cid={f}&txid=F1&status=2&payout=4&type=sale"));
-    postback(&e, &format!("cid={f}&txid=F2&status=2&payout=6&type=sale"));
+    postback(
+        &mut pc,
+        &format!("cid={f}&txid=F1&status=2&payout=4&type=sale"),
+    );
+    postback(
+        &mut pc,
+        &format!("cid={f}&txid=F2&status=2&payout=6&type=sale"),
+    );
     // A source without a postback; a pixel for a Zeropark click, which the network (it has a
     // token) does not take: stored, refused, never told.
     let g = visit(&e, "silent-camp", "");
-    postback(&e, &format!("cid={g}&txid=G1&status=2&payout=1"));
+    postback(&mut pc, &format!("cid={g}&txid=G1&status=2&payout=1"));
     let r = e.get(&format!("/p.gif?cid={a}&payout=999"));
     assert_eq!(r.status, 200);
 
@@ -433,7 +445,7 @@ fn conversions_fire_as_configured_through_failing_attempts() {
 
     // A later report (a rebill on T2) fires once, and nothing decided before fires again
     // (the feed gives every report of the conversion; only the new one is news).
-    postback(&e, &format!("cid={a}&txid=T2&status=9&payout=5"));
+    postback(&mut pc, &format!("cid={a}&txid=T2&status=9&payout=5"));
     wait_until(
         "the late rebill",
         Duration::from_secs(60),
@@ -473,13 +485,14 @@ fn conversions_fire_as_configured_through_failing_attempts() {
 fn nothing_is_lost_across_an_outage_and_a_kill_9() {
     let rx = Receiver::new(0);
     let e = Edge::with_config("legacy", &config(rx.port));
+    let mut pc = e.connect();
     let store = format!("file://{}", e.data.join("lake").display());
     let outbox = TempDir::new("outbox");
     let cfg = outbox.write("edge.toml", &config(rx.port));
     let mut want = BTreeSet::new();
     for i in 0..20 {
         let click = visit(&e, "zp-camp", &format!("cid=EXT-{i}&target=t"));
-        postback(&e, &format!("cid={click}&txid=X{i}&status=2&payout=1"));
+        postback(&mut pc, &format!("cid={click}&txid=X{i}&status=2&payout=1"));
         want.insert(format!("EXT-{i}"));
     }
     // The receiver is down: attempts fail, postbacks stay pending.
