@@ -115,8 +115,9 @@ pub fn report(report: &Report, format: Format, out: &mut dyn Write) -> Result<()
         .into_iter()
         .chain(METRICS.iter().map(|m| (*m).to_owned()))
         .chain(STATUS_COLUMNS.iter().map(|(name, _)| (*name).to_owned()))
+        .chain(report.types.iter().map(|t| format!("type:{t}")))
         .collect();
-    let dim_columns = header.len() - METRICS.len() - STATUS_COLUMNS.len();
+    let dim_columns = header.len() - METRICS.len() - STATUS_COLUMNS.len() - report.types.len();
     let status_cells = |s: &StatusCounts| s.0.map(|n| n.to_string());
     let mut body: Vec<Vec<String>> = report
         .rows
@@ -126,6 +127,7 @@ pub fn report(report: &Report, format: Format, out: &mut dyn Write) -> Result<()
                 .into_iter()
                 .chain(metric_cells(&r.figures))
                 .chain(status_cells(&r.statuses))
+                .chain(r.types.iter().map(i64::to_string))
                 .collect()
         })
         .collect();
@@ -135,6 +137,7 @@ pub fn report(report: &Report, format: Format, out: &mut dyn Write) -> Result<()
     }
     total.extend(metric_cells(&report.totals));
     total.extend(status_cells(&report.status_totals));
+    total.extend(report.type_totals.iter().map(i64::to_string));
     match format {
         Format::Table => table(&header, &body, Some(&total), dim_columns, out)?,
         Format::Csv => {
@@ -145,12 +148,18 @@ pub fn report(report: &Report, format: Format, out: &mut dyn Write) -> Result<()
             let rows: Vec<Value> = report
                 .rows
                 .iter()
-                .map(|r| json_row(report, Some(r), &r.figures, &r.statuses))
+                .map(|r| json_row(report, Some(r), &r.figures, &r.statuses, &r.types))
                 .collect();
             let v = json!({
                 "dimensions": report.dims.iter().map(|d| d.name()).collect::<Vec<_>>(),
                 "rows": rows,
-                "totals": json_row(report, None, &report.totals, &report.status_totals),
+                "totals": json_row(
+                    report,
+                    None,
+                    &report.totals,
+                    &report.status_totals,
+                    &report.type_totals,
+                ),
             });
             serde_json::to_writer_pretty(&mut *out, &v).map_err(std::io::Error::from)?;
             writeln!(out)?;
@@ -159,7 +168,13 @@ pub fn report(report: &Report, format: Format, out: &mut dyn Write) -> Result<()
     Ok(())
 }
 
-fn json_row(report: &Report, row: Option<&Row>, m: &Figures, st: &StatusCounts) -> Value {
+fn json_row(
+    report: &Report,
+    row: Option<&Row>,
+    m: &Figures,
+    st: &StatusCounts,
+    types: &[i64],
+) -> Value {
     let mut o = Map::new();
     if let Some(r) = row {
         for (i, (d, v)) in report.dims.iter().zip(&r.dims).enumerate() {
@@ -202,6 +217,14 @@ fn json_row(report: &Report, row: Option<&Row>, m: &Figures, st: &StatusCounts) 
     for ((name, _), n) in STATUS_COLUMNS.iter().zip(st.0) {
         o.insert((*name).into(), n.into());
     }
+    // Conversions by type, as an object: the types are the data's, not a fixed set.
+    let by_type: Map<String, Value> = report
+        .types
+        .iter()
+        .zip(types)
+        .map(|(t, &n)| (t.clone(), n.into()))
+        .collect();
+    o.insert("types".into(), Value::Object(by_type));
     Value::Object(o)
 }
 

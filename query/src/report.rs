@@ -113,6 +113,8 @@ pub struct Row {
     pub unknown_click: bool,
     pub figures: Figures,
     pub statuses: StatusCounts,
+    /// Conversions of each of the report's `types`.
+    pub types: Vec<i64>,
     /// The catalog's name for each dimension value that has one (campaigns, sources,
     /// networks, offers, landing pages), when the report was given names.
     pub names: Vec<Option<String>>,
@@ -127,6 +129,9 @@ pub struct Report {
     pub status_totals: StatusCounts,
     /// Which dimensions carry names (`{dim}_name` columns in the output).
     pub named: Vec<bool>,
+    /// The conversion types with a column (`type:{name}`), and their totals.
+    pub types: Vec<String>,
+    pub type_totals: Vec<i64>,
 }
 
 /// A `clicked` CTE (and its trailing comma): for each visit with click-throughs among the
@@ -169,12 +174,18 @@ pub(crate) fn latest_clicks(filter: &str) -> String {
 /// joined batches, which share the visits' buffers and are accounted many times their
 /// size; and not CTEs read twice, which are planned twice, the visits' join with them.
 pub fn sql(req: &ReportRequest, names: Option<&Names>) -> String {
-    sql_with(req, names, "cost_micros")
+    sql_with(req, names, "cost_micros", &[])
 }
 
 /// [`sql`] with `visit_cost` as a visit's cost (an expression over the visits' columns:
-/// [`crate::costs::visit_cost_sql`] applies cost updates).
-pub fn sql_with(req: &ReportRequest, names: Option<&Names>, visit_cost: &str) -> String {
+/// [`crate::costs::visit_cost_sql`] applies cost updates), and a column counting the
+/// conversions of each of `types` (lower case), after the status columns.
+pub fn sql_with(
+    req: &ReportRequest,
+    names: Option<&Names>,
+    visit_cost: &str,
+    types: &[String],
+) -> String {
     let r = &req.range;
     let grouped = req.grouped();
     let priced_offers = names.is_some_and(|n| !n.default_payouts.is_empty());
@@ -263,7 +274,7 @@ pub fn sql_with(req: &ReportRequest, names: Option<&Names>, visit_cost: &str) ->
             ) WHERE true{filter}
         ),
         r AS (
-            SELECT click_id, txid, event_id, status, payout_micros, method, auth, auth_network_id
+            SELECT click_id, txid, event_id, status, payout_micros, method, auth, auth_network_id{r_type}
             FROM conversions
             WHERE {conv_parts} AND {conv_ids}
         ),
@@ -275,7 +286,7 @@ pub fn sql_with(req: &ReportRequest, names: Option<&Names>, visit_cost: &str) ->
         j AS (
             SELECT * FROM (
                 SELECT {j_dims}{j_campaign}visit_key IS NULL AS unknown_click,
-                       coalesce(x_offer, c_offer) AS offer, click_id, txid, event_id,
+                       coalesce(x_offer, c_offer) AS offer, click_id, txid, event_id,{j_type}
                        {payout} AS payout, auth, {status} AS st, {duplicates} AS dup
                 FROM r LEFT JOIN vx ON visit_key = click_id
                        LEFT JOIN clicked ON click_of = click_id
@@ -283,12 +294,12 @@ pub fn sql_with(req: &ReportRequest, names: Option<&Names>, visit_cost: &str) ->
             ) WHERE true{filter}
         ),
         per AS (
-            SELECT unknown_click{keys}{campaign}, {settle}({entry}) AS settled
+            SELECT unknown_click{keys}{campaign}, {settle}({entry}) AS settled{per_type}
             FROM j
             GROUP BY click_id, coalesce(txid, ''), unknown_click{keys}{campaign}, offer
         ),
         fin AS (
-            SELECT unknown_click{keys}{campaign}, {fst} AS fst, CAST({n} AS BIGINT) AS n,
+            SELECT unknown_click{keys}{campaign}{fin_type}, {fst} AS fst, CAST({n} AS BIGINT) AS n,
                    CAST({revenue} AS BIGINT) AS revenue, {by_status}
             FROM per
         ),
@@ -320,6 +331,15 @@ pub fn sql_with(req: &ReportRequest, names: Option<&Names>, visit_cost: &str) ->
         )
         GROUP BY unknown_click{keys}",
         clicked = latest_clicks(&clicks_in_range),
+        // Each conversion's type, only when some are columns.
+        r_type = if types.is_empty() { "" } else { ", conversion_type" },
+        j_type = if types.is_empty() {
+            ""
+        } else {
+            " lower(trim(coalesce(conversion_type, ''))) AS ctype,"
+        },
+        per_type = if types.is_empty() { "" } else { ", max(ctype) AS ctype" },
+        fin_type = if types.is_empty() { "" } else { ", ctype" },
         x_campaign = if priced_conversions { "campaign_id AS x_campaign, " } else { "" },
         j_campaign = if priced_conversions { "x_campaign AS campaign, " } else { "" },
         campaign = if priced_conversions { ", campaign" } else { "" },
@@ -355,14 +375,28 @@ pub fn sql_with(req: &ReportRequest, names: Option<&Names>, visit_cost: &str) ->
             .join(", "),
         sum_by_status = STATUS_COLUMNS
             .map(|(name, _)| format!("sum({name}) AS {name}"))
-            .join(", "),
-        statuses = STATUS_COLUMNS.map(|(name, _)| format!(", {name}")).concat(),
+            .join(", ")
+            + &(0..types.len())
+                .map(|i| format!(
+                    ", sum(CASE WHEN fst IN ({counted}) AND ctype = {} THEN n ELSE 0 END) AS t{i}",
+                    crate::sql_literal(&types[i]),
+                    counted = crate::lifecycle::codes_sql(Status::counts),
+                ))
+                .collect::<String>(),
+        statuses = STATUS_COLUMNS.map(|(name, _)| format!(", {name}")).concat()
+            + &(0..types.len()).map(|i| format!(", t{i}")).collect::<String>(),
         zero_statuses = STATUS_COLUMNS
             .map(|(name, _)| format!(", CAST(0 AS BIGINT) AS {name}"))
-            .concat(),
+            .concat()
+            + &(0..types.len())
+                .map(|i| format!(", CAST(0 AS BIGINT) AS t{i}"))
+                .collect::<String>(),
         sum_statuses = STATUS_COLUMNS
             .map(|(name, _)| format!(", sum({name}) AS {name}"))
-            .concat(),
+            .concat()
+            + &(0..types.len())
+                .map(|i| format!(", sum(t{i}) AS t{i}"))
+                .collect::<String>(),
     )
 }
 
@@ -373,18 +407,19 @@ pub async fn run(session: &Session, req: &ReportRequest, names: Option<&Names>) 
         check_remapped(&req.grouped(), &known, |_| true)?;
     }
     let updates = crate::costs::load(&session.store).await?;
+    let types = conversion_types(session, req).await?;
     let visit_cost = crate::costs::visit_cost_sql(session, &updates)
         .await?
         .unwrap_or_else(|| "cost_micros".to_owned());
     let batches = session
         .ctx
-        .sql(&sql_with(req, names, &visit_cost))
+        .sql(&sql_with(req, names, &visit_cost, &types))
         .await?
         .collect()
         .await?;
     let mut rows = Vec::new();
     for b in &batches {
-        read_rows(b, req.dims.len(), &mut rows)?;
+        read_rows(b, req.dims.len(), types.len(), &mut rows)?;
     }
     if names.is_none() {
         // Without a config, a remapped name is known when some visit carries it. Only when a
@@ -431,9 +466,13 @@ pub async fn run(session: &Session, req: &ReportRequest, names: Option<&Names>) 
     }
     let mut totals = Figures::default();
     let mut status_totals = StatusCounts::default();
+    let mut type_totals = vec![0; types.len()];
     for r in &rows {
         totals.add(&r.figures);
         status_totals.add(&r.statuses);
+        for (t, n) in type_totals.iter_mut().zip(&r.types) {
+            *t += n;
+        }
     }
     Ok(Report {
         dims: req.dims.clone(),
@@ -441,8 +480,32 @@ pub async fn run(session: &Session, req: &ReportRequest, names: Option<&Names>) 
         totals,
         status_totals,
         named,
+        types,
+        type_totals,
     })
 }
+
+/// The conversion types (`type=`, trimmed, lower case) reported in the range, most frequent
+/// first, at most [`MAX_TYPE_COLUMNS`]: each becomes a column.
+async fn conversion_types(session: &Session, req: &ReportRequest) -> Result<Vec<String>> {
+    let sql = format!(
+        "SELECT lower(trim(conversion_type)) AS t, count(*) AS n FROM conversions
+         WHERE {} AND conversion_type IS NOT NULL AND trim(conversion_type) <> ''
+         GROUP BY 1 ORDER BY n DESC, t LIMIT {MAX_TYPE_COLUMNS}",
+        req.range.conversions_of_clicks()
+    );
+    let batches = session.ctx.sql(&sql).await?.collect().await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let t = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+        out.extend(t.as_string::<i32>().iter().flatten().map(str::to_owned));
+    }
+    Ok(out)
+}
+
+/// Conversion types reported as columns at most (the rest count only among `conversions`):
+/// a pixel is public, and any value it sends would otherwise be a column.
+pub const MAX_TYPE_COLUMNS: usize = 20;
 
 /// Refuses a remapped dimension that is not in `known` (when `suspect` says its column may
 /// be unknown), listing the valid names.

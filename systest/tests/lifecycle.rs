@@ -450,3 +450,64 @@ fn an_authenticated_report_outranks_any_stage_of_an_unauthenticated_one() {
     );
     assert_eq!(got, seen(2, 2_00 + 5_00, &[("leads", 1), ("sales", 1)]));
 }
+
+#[test]
+fn custom_conversion_types_are_columns_of_their_own() {
+    let mut e = Edge::with_config("legacy", CONFIG);
+    let mut c = e.connect();
+    // Five conversions on five clicks: two deposits (one written `Deposit`), an install, one
+    // without a type, and a deposit that is rejected (out, as in `conversions`).
+    for (txid, ty, status) in [
+        ("A", Some("deposit"), "sale"),
+        ("B", Some(" Deposit"), "sale"),
+        ("C", Some("install"), "lead"),
+        ("D", None, "sale"),
+        ("E", Some("deposit"), "rejected"),
+    ] {
+        c.send("GET /c/words HTTP/1.1\r\nHost: t\r\n\r\n");
+        let r = c.response();
+        let loc = r.header("Location").unwrap();
+        let click = loc[loc.len() - 24..].to_owned();
+        let ty = ty.map_or(String::new(), |t| {
+            format!("&type={}", t.replace(' ', "%20"))
+        });
+        c.send(&format!(
+            "GET /postback?cid={click}&txid={txid}&status={status}{ty} HTTP/1.1\r\nHost: t\r\n\r\n"
+        ));
+        assert_eq!(c.response().status, 200);
+    }
+    e.signal("TERM");
+    assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
+    let store = format!("file://{}", e.data.join("lake").display());
+    let names = Names::parse(CONFIG).unwrap();
+    let session = block_on(Session::open(&store, &SessionOptions::default())).unwrap();
+    let req = ReportRequest {
+        dims: dims::parse("campaign").unwrap(),
+        ..Default::default()
+    };
+    let report = block_on(query::report::run(&session, &req, Some(&names))).unwrap();
+    // The most frequent type first; a rejected deposit is not a deposit that counts.
+    assert_eq!(report.types, ["deposit", "install"]);
+    assert_eq!(report.rows[0].figures.conversions, 4);
+    assert_eq!(report.rows[0].types, [2, 1]);
+    assert_eq!(report.type_totals, [2, 1]);
+    let json = common::query_report(&store, &["--by", "campaign"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        v["rows"][0]["types"],
+        serde_json::json!({"deposit": 2, "install": 1}),
+        "{json}"
+    );
+    let out = std::process::Command::new(common::query_bin())
+        .args(["report", "--quiet", "--format", "csv", "--store", &store])
+        .output()
+        .unwrap();
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with(",type:deposit,type:install"),
+        "{csv}"
+    );
+}

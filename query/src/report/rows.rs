@@ -10,13 +10,18 @@ use super::{Figures, Row, STATUS_COLUMNS, StatusCounts};
 use crate::Result;
 use crate::dims::Dimension;
 
-pub(super) fn read_rows(b: &RecordBatch, ndims: usize, out: &mut Vec<Row>) -> Result<()> {
+pub(super) fn read_rows(
+    b: &RecordBatch,
+    ndims: usize,
+    ntypes: usize,
+    out: &mut Vec<Row>,
+) -> Result<()> {
     let unknown = b.column(0).as_boolean();
     let dims: Vec<_> = (0..ndims)
         .map(|i| cast(b.column(1 + i), &DataType::Utf8))
         .collect::<Result<_, _>>()?;
     let metric = |i: usize| cast(b.column(1 + ndims + i), &DataType::Int64);
-    let m: Vec<_> = (0..5 + STATUS_COLUMNS.len())
+    let m: Vec<_> = (0..5 + STATUS_COLUMNS.len() + ntypes)
         .map(metric)
         .collect::<Result<_, _>>()?;
     let m: Vec<_> = m.iter().map(|a| a.as_primitive::<Int64Type>()).collect();
@@ -42,6 +47,9 @@ pub(super) fn read_rows(b: &RecordBatch, ndims: usize, out: &mut Vec<Row>) -> Re
                 cost_micros: value(m[4]),
             },
             statuses: StatusCounts(std::array::from_fn(|i| value(m[5 + i]))),
+            types: (0..ntypes)
+                .map(|i| value(m[5 + STATUS_COLUMNS.len() + i]))
+                .collect(),
         });
     }
     Ok(())
