@@ -115,9 +115,15 @@ pub fn report(report: &Report, format: Format, out: &mut dyn Write) -> Result<()
         .into_iter()
         .chain(METRICS.iter().map(|m| (*m).to_owned()))
         .chain(STATUS_COLUMNS.iter().map(|(name, _)| (*name).to_owned()))
+        .chain(
+            STATUS_COLUMNS
+                .iter()
+                .map(|(name, _)| format!("revenue_{name}")),
+        )
         .chain(report.types.iter().map(|t| format!("type:{t}")))
         .collect();
-    let dim_columns = header.len() - METRICS.len() - STATUS_COLUMNS.len() - report.types.len();
+    let dim_columns = header.len() - METRICS.len() - 2 * STATUS_COLUMNS.len() - report.types.len();
+    let revenue_cells = |s: &StatusCounts| s.0.map(money);
     let status_cells = |s: &StatusCounts| s.0.map(|n| n.to_string());
     let mut body: Vec<Vec<String>> = report
         .rows
@@ -127,6 +133,7 @@ pub fn report(report: &Report, format: Format, out: &mut dyn Write) -> Result<()
                 .into_iter()
                 .chain(metric_cells(&r.figures))
                 .chain(status_cells(&r.statuses))
+                .chain(revenue_cells(&r.status_revenue))
                 .chain(r.types.iter().map(i64::to_string))
                 .collect()
         })
@@ -137,6 +144,7 @@ pub fn report(report: &Report, format: Format, out: &mut dyn Write) -> Result<()
     }
     total.extend(metric_cells(&report.totals));
     total.extend(status_cells(&report.status_totals));
+    total.extend(revenue_cells(&report.status_revenue_totals));
     total.extend(report.type_totals.iter().map(i64::to_string));
     match format {
         Format::Table => table(&header, &body, Some(&total), dim_columns, out)?,
@@ -148,7 +156,15 @@ pub fn report(report: &Report, format: Format, out: &mut dyn Write) -> Result<()
             let rows: Vec<Value> = report
                 .rows
                 .iter()
-                .map(|r| json_row(report, Some(r), &r.figures, &r.statuses, &r.types))
+                .map(|r| {
+                    json_row(
+                        report,
+                        Some(r),
+                        &r.figures,
+                        (&r.statuses, &r.status_revenue),
+                        &r.types,
+                    )
+                })
                 .collect();
             let v = json!({
                 "dimensions": report.dims.iter().map(|d| d.name()).collect::<Vec<_>>(),
@@ -157,7 +173,7 @@ pub fn report(report: &Report, format: Format, out: &mut dyn Write) -> Result<()
                     report,
                     None,
                     &report.totals,
-                    &report.status_totals,
+                    (&report.status_totals, &report.status_revenue_totals),
                     &report.type_totals,
                 ),
             });
@@ -172,7 +188,7 @@ fn json_row(
     report: &Report,
     row: Option<&Row>,
     m: &Figures,
-    st: &StatusCounts,
+    (st, st_revenue): (&StatusCounts, &StatusCounts),
     types: &[i64],
 ) -> Value {
     let mut o = Map::new();
@@ -216,6 +232,9 @@ fn json_row(
     o.insert("profit_micros".into(), m.profit_micros().into());
     for ((name, _), n) in STATUS_COLUMNS.iter().zip(st.0) {
         o.insert((*name).into(), n.into());
+    }
+    for ((name, _), micros) in STATUS_COLUMNS.iter().zip(st_revenue.0) {
+        o.insert(format!("revenue_{name}"), money(micros));
     }
     // Conversions by type, as an object: the types are the data's, not a fixed set.
     let by_type: Map<String, Value> = report

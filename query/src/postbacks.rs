@@ -229,8 +229,8 @@ pub async fn run(opts: Options) -> Result<()> {
         .build()
         .map_err(|e| QueryError::Postbacks(format!("HTTP client: {e}")))?;
     if opts.once {
-        let fresh = scanner.pass(&outbox, &metrics).await?;
-        let _ = fresh;
+        // The new jobs are in the outbox with the pending ones.
+        scanner.pass(&outbox, &metrics).await?;
         // Only what is due: a job keeps its backoff from run to run.
         let now = now_ms();
         let due: Vec<(Job, u32)> = {

@@ -113,6 +113,9 @@ pub struct Row {
     pub unknown_click: bool,
     pub figures: Figures,
     pub statuses: StatusCounts,
+    /// The revenue of the conversions of each final status (micro-units; for rejected ones
+    /// and chargebacks, what they would have earned).
+    pub status_revenue: StatusCounts,
     /// Conversions of each of the report's `types`.
     pub types: Vec<i64>,
     /// The catalog's name for each dimension value that has one (campaigns, sources,
@@ -127,6 +130,7 @@ pub struct Report {
     pub rows: Vec<Row>,
     pub totals: Figures,
     pub status_totals: StatusCounts,
+    pub status_revenue_totals: StatusCounts,
     /// Which dimensions carry names (`{dim}_name` columns in the output).
     pub named: Vec<bool>,
     /// The conversion types with a column (`type:{name}`), and their totals.
@@ -376,6 +380,12 @@ pub fn sql_with(
         sum_by_status = STATUS_COLUMNS
             .map(|(name, _)| format!("sum({name}) AS {name}"))
             .join(", ")
+            + &STATUS_COLUMNS
+                .map(|(name, st)| format!(
+                    ", sum(CASE WHEN fst = '{}' THEN revenue ELSE 0 END) AS revenue_{name}",
+                    st.code()
+                ))
+                .concat()
             + &(0..types.len())
                 .map(|i| format!(
                     ", sum(CASE WHEN fst IN ({counted}) AND ctype = {} THEN n ELSE 0 END) AS t{i}",
@@ -384,16 +394,23 @@ pub fn sql_with(
                 ))
                 .collect::<String>(),
         statuses = STATUS_COLUMNS.map(|(name, _)| format!(", {name}")).concat()
+            + &STATUS_COLUMNS.map(|(name, _)| format!(", revenue_{name}")).concat()
             + &(0..types.len()).map(|i| format!(", t{i}")).collect::<String>(),
         zero_statuses = STATUS_COLUMNS
             .map(|(name, _)| format!(", CAST(0 AS BIGINT) AS {name}"))
             .concat()
+            + &STATUS_COLUMNS
+                .map(|(name, _)| format!(", CAST(0 AS BIGINT) AS revenue_{name}"))
+                .concat()
             + &(0..types.len())
                 .map(|i| format!(", CAST(0 AS BIGINT) AS t{i}"))
                 .collect::<String>(),
         sum_statuses = STATUS_COLUMNS
             .map(|(name, _)| format!(", sum({name}) AS {name}"))
             .concat()
+            + &STATUS_COLUMNS
+                .map(|(name, _)| format!(", sum(revenue_{name}) AS revenue_{name}"))
+                .concat()
             + &(0..types.len())
                 .map(|i| format!(", sum(t{i}) AS t{i}"))
                 .collect::<String>(),
@@ -466,10 +483,12 @@ pub async fn run(session: &Session, req: &ReportRequest, names: Option<&Names>) 
     }
     let mut totals = Figures::default();
     let mut status_totals = StatusCounts::default();
+    let mut status_revenue_totals = StatusCounts::default();
     let mut type_totals = vec![0; types.len()];
     for r in &rows {
         totals.add(&r.figures);
         status_totals.add(&r.statuses);
+        status_revenue_totals.add(&r.status_revenue);
         for (t, n) in type_totals.iter_mut().zip(&r.types) {
             *t += n;
         }
@@ -479,6 +498,7 @@ pub async fn run(session: &Session, req: &ReportRequest, names: Option<&Names>) 
         rows,
         totals,
         status_totals,
+        status_revenue_totals,
         named,
         types,
         type_totals,

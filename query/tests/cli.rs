@@ -224,19 +224,20 @@ fn conversions_count_on_the_day_of_their_click() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "date,visits,clicks,conversions,revenue,cost,profit,roi,cr,epc,leads,sales,pending,rebills,rejected,chargebacks"
+        "date,visits,clicks,conversions,revenue,cost,profit,roi,cr,epc,leads,sales,pending,rebills,rejected,chargebacks,\
+         revenue_leads,revenue_sales,revenue_pending,revenue_rebills,revenue_rejected,revenue_chargebacks"
     );
     assert_eq!(
         lines[1],
-        "2026-11-01,3,0,1,40.00,0.75,39.25,5233.33,33.33,13.3333,0,1,0,0,0,0"
+        "2026-11-01,3,0,1,40.00,0.75,39.25,5233.33,33.33,13.3333,0,1,0,0,0,0,0.00,40.00,0.00,0.00,0.00,0.00"
     );
     assert_eq!(
         lines[2],
-        "2026-11-02,1,0,1,3.33,1.00,2.33,233.00,100.00,3.3300,0,1,0,0,0,0"
+        "2026-11-02,1,0,1,3.33,1.00,2.33,233.00,100.00,3.3300,0,1,0,0,0,0,0.00,3.33,0.00,0.00,0.00,0.00"
     );
     assert_eq!(
         lines[3],
-        "(total),4,0,2,43.33,1.75,41.58,2376.00,50.00,10.8325,0,2,0,0,0,0"
+        "(total),4,0,2,43.33,1.75,41.58,2376.00,50.00,10.8325,0,2,0,0,0,0,0.00,43.33,0.00,0.00,0.00,0.00"
     );
     // The feed's range is the conversions' own time: both happened on day 2.
     let feed = stdout(&query(&[

@@ -452,7 +452,7 @@ fn an_authenticated_report_outranks_any_stage_of_an_unauthenticated_one() {
 }
 
 #[test]
-fn custom_conversion_types_are_columns_of_their_own() {
+fn custom_conversion_types_and_revenue_by_status_are_columns_of_their_own() {
     let mut e = Edge::with_config("legacy", CONFIG);
     let mut c = e.connect();
     // Five conversions on five clicks: two deposits (one written `Deposit`), an install, one
@@ -491,12 +491,38 @@ fn custom_conversion_types_are_columns_of_their_own() {
     assert_eq!(report.rows[0].figures.conversions, 4);
     assert_eq!(report.rows[0].types, [2, 1]);
     assert_eq!(report.type_totals, [2, 1]);
-    let json = common::query_report(&store, &["--by", "campaign"]);
+    let dir = common::TempDir::new("types");
+    let cfg = dir.write("edge.toml", CONFIG);
+    let json = common::query_report(
+        &store,
+        &["--by", "campaign", "--config", cfg.to_str().unwrap()],
+    );
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(
         v["rows"][0]["types"],
         serde_json::json!({"deposit": 2, "install": 1}),
         "{json}"
+    );
+    // Revenue by final status (each conversion earns its offer's default 1.00); a rejected
+    // one shows what it would have earned, outside `revenue`.
+    let row = &v["rows"][0];
+    assert_eq!(row["revenue"], 4.0, "{json}");
+    assert_eq!(
+        (
+            &row["revenue_sales"],
+            &row["revenue_leads"],
+            &row["revenue_rejected"]
+        ),
+        (
+            &serde_json::json!(3.0),
+            &serde_json::json!(1.0),
+            &serde_json::json!(1.0)
+        ),
+        "{json}"
+    );
+    assert_eq!(
+        report.rows[0].status_revenue.0,
+        [1_000_000, 3_000_000, 0, 0, 1_000_000, 0]
     );
     let out = std::process::Command::new(common::query_bin())
         .args(["report", "--quiet", "--format", "csv", "--store", &store])

@@ -21,7 +21,7 @@ pub(super) fn read_rows(
         .map(|i| cast(b.column(1 + i), &DataType::Utf8))
         .collect::<Result<_, _>>()?;
     let metric = |i: usize| cast(b.column(1 + ndims + i), &DataType::Int64);
-    let m: Vec<_> = (0..5 + STATUS_COLUMNS.len() + ntypes)
+    let m: Vec<_> = (0..5 + 2 * STATUS_COLUMNS.len() + ntypes)
         .map(metric)
         .collect::<Result<_, _>>()?;
     let m: Vec<_> = m.iter().map(|a| a.as_primitive::<Int64Type>()).collect();
@@ -47,8 +47,11 @@ pub(super) fn read_rows(
                 cost_micros: value(m[4]),
             },
             statuses: StatusCounts(std::array::from_fn(|i| value(m[5 + i]))),
+            status_revenue: StatusCounts(std::array::from_fn(|i| {
+                value(m[5 + STATUS_COLUMNS.len() + i])
+            })),
             types: (0..ntypes)
-                .map(|i| value(m[5 + STATUS_COLUMNS.len() + i]))
+                .map(|i| value(m[5 + 2 * STATUS_COLUMNS.len() + i]))
                 .collect(),
         });
     }
