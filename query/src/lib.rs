@@ -12,6 +12,7 @@ pub mod costs;
 pub mod dims;
 pub mod feed;
 pub mod lifecycle;
+pub mod log;
 pub mod names;
 pub mod output;
 pub mod postbacks;

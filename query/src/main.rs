@@ -60,6 +60,24 @@ enum Command {
         #[arg(long)]
         campaign: Option<String>,
     },
+    /// The click log or the conversion log: the newest events, one row each.
+    Log {
+        /// `clicks` (visits and click-throughs) or `conversions` (each report as it came).
+        #[arg(value_parser = ["clicks", "conversions"])]
+        log: String,
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        range: Range,
+        /// Only this campaign's.
+        #[arg(long)]
+        campaign: Option<String>,
+        /// Rows at most.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long, default_value = "table", value_parser = parse_format)]
+        format: Format,
+    },
     /// The catalog the store keeps (edges with `catalog = "store"` follow it).
     Catalog {
         #[command(subcommand)]
@@ -283,7 +301,8 @@ fn main() -> ExitCode {
     let threads = match &cli.command {
         Command::Report { common, .. }
         | Command::Conversions { common, .. }
-        | Command::Sql { common, .. } => common.threads,
+        | Command::Sql { common, .. }
+        | Command::Log { common, .. } => common.threads,
         Command::Catalog { .. } | Command::Templates { .. } | Command::Costs { .. } => 1,
         Command::Serve { .. } | Command::Postbacks { .. } => 0,
     };
@@ -387,6 +406,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let (session, names) = open(&common, true).await?;
             query::feed::run(&session, &req, names.as_ref(), &mut out).await?;
+        }
+        Command::Log {
+            log,
+            common,
+            range,
+            campaign,
+            limit,
+            format,
+        } => {
+            let req = query::log::LogRequest {
+                log: if log == "clicks" {
+                    query::log::Log::Clicks
+                } else {
+                    query::log::Log::Conversions
+                },
+                range: DateRange::parse(range.from.as_deref(), range.to.as_deref())?,
+                campaign,
+                limit,
+            };
+            let (session, _) = open(&common, false).await?;
+            let batches = {
+                let _s = spinner(&common, "log", &session);
+                query::log::run(&session, &req).await?
+            };
+            output::batches(&batches, format, &mut out)?;
         }
         Command::Sql {
             common,

@@ -222,6 +222,41 @@ fn each_cost_model_shows_in_cost_profit_and_roi() {
         .unwrap()
         .figures;
     assert_eq!(cpm.cost_micros, 2_500_000);
+    // The logs: each report of the CPA campaign as it came (three conversions, one reported
+    // twice), newest first; its last visits.
+    let log = |args: &[&str]| {
+        let out = std::process::Command::new(common::query_bin())
+            .args(["log"])
+            .args(args)
+            .args(["--store", &store, "--quiet", "--format", "csv"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let reports = log(&["conversions", "--campaign", "cpa"]);
+    let lines: Vec<&str> = reports.lines().collect();
+    assert_eq!(lines.len(), 1 + 4, "{reports}");
+    assert!(
+        lines[0].starts_with("ts,event_id,click_id,txid,status"),
+        "{reports}"
+    );
+    assert!(lines[1].contains(",T2,rejected,"), "{reports}");
+    assert!(lines[1..].iter().all(|l| l.contains(",cpa,")), "{reports}");
+    let clicks = log(&["clicks", "--campaign", "cpm", "--limit", "5"]);
+    assert_eq!(clicks.lines().count(), 1 + 5, "{clicks}");
+    assert!(
+        clicks
+            .lines()
+            .skip(1)
+            .all(|l| l.contains(",visit,") && l.contains(",cpm,")),
+        "{clicks}"
+    );
+
     // A bad range is refused, naming the flag.
     let out = std::process::Command::new(common::query_bin())
         .args([
