@@ -93,6 +93,12 @@ pub fn campaign(
         source,
         cost_micros,
         conversion_cost,
+        category: c
+            .category
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(Into::into),
         paths,
         rules,
         needs: Needs::default(),

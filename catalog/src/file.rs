@@ -185,6 +185,9 @@ pub struct CampaignConfig {
     /// `cpc` (the default), `cpm`, `cpa` or `revshare`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_model: Option<String>,
+    /// A label to group campaigns by (`REFERRAL`, `push`, …), shown in the conversion feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub paths: Vec<PathConfig>,
     #[serde(default, skip_serializing_if = "is_default")]

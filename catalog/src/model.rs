@@ -276,6 +276,8 @@ pub struct Campaign {
     pub cost_micros: i64,
     /// What it pays per conversion (CPA) or of the revenue (RevShare).
     pub conversion_cost: Option<ConversionCost>,
+    /// Its category, a label (`category`).
+    pub category: Option<Box<str>>,
     pub paths: Weighted<Path>,
     pub rules: Vec<Rule>,
     /// What a visit to it must find out about the visitor: for its rules, and for the URLs

@@ -143,6 +143,7 @@ const KINDS = {
     fields: [
       { key: 'name', label: 'Name', type: 'text', placeholder: 'Push · US · Sweepstakes' },
       { key: 'traffic_source', label: 'Traffic source', type: 'ref', kind: 'traffic_sources', required: true },
+      { key: 'category', label: 'Category', type: 'text', placeholder: 'REFERRAL', hint: 'A label to group campaigns by; the conversion feed shows it' },
       { key: 'cost_model', label: 'Cost model', type: 'select', options: [['', 'CPC: per visit'], ['cpm', 'CPM: per thousand visits'], ['cpa', 'CPA: per conversion'], ['revshare', 'RevShare: a share of the revenue']] },
       { key: 'cost', label: 'Cost', type: 'number', placeholder: '0.00', hint: 'Per visit, per thousand visits, per conversion, or a share 0 to 1, by the cost model; a source\u2019s cost parameter overrides a per-visit cost' },
       { key: 'paths', label: 'Paths', type: 'list', add: 'Add path', itemLabel: 'Path', item: PATH, fresh: () => ({ offers: [{}] }) },

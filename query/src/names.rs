@@ -32,6 +32,8 @@ pub struct Names {
     /// What campaigns with a CPA or RevShare cost model pay per conversion (as the catalog
     /// is now).
     pub conversion_costs: Vec<(String, ConversionCost)>,
+    /// Each campaign's category, where it has one.
+    categories: HashMap<String, String>,
 }
 
 impl Names {
@@ -77,6 +79,11 @@ impl Names {
                         .map(|&(name, _)| cat.params.name(name).to_owned())
                 })
                 .collect(),
+            categories: cat
+                .campaigns
+                .iter()
+                .filter_map(|c| Some((c.id.to_string(), c.category.as_deref()?.to_owned())))
+                .collect(),
             conversion_costs: cat
                 .campaigns
                 .iter()
@@ -94,6 +101,11 @@ impl Names {
     pub fn campaign(&self, id: &str) -> Option<&str> {
         self.campaigns.get(id).map(String::as_str)
     }
+    /// The category of campaign `id`.
+    pub fn category(&self, id: &str) -> Option<&str> {
+        self.categories.get(id).map(String::as_str)
+    }
+
     pub fn traffic_source(&self, id: &str) -> Option<&str> {
         self.traffic_sources.get(id).map(String::as_str)
     }
@@ -225,6 +237,14 @@ impl Names {
                 .collect(),
             lifecycles: Vec::new(),
             conversion_costs: Vec::new(),
+            categories: state
+                .campaigns
+                .iter()
+                .filter_map(|(id, c)| {
+                    let cat = c.category.as_deref()?.trim();
+                    (!cat.is_empty()).then(|| (id.clone(), cat.to_owned()))
+                })
+                .collect(),
         };
         for (id, c) in &state.campaigns {
             if c.cost_model.is_some() {

@@ -83,6 +83,7 @@ payout = 1.0
 [[campaigns]]
 id = "words"
 traffic_source = "ts"
+category = "REFERRAL"
   [[campaigns.paths]]
   offers = [ { offer = "o-words" } ]
 
@@ -524,6 +525,13 @@ fn custom_conversion_types_and_revenue_by_status_are_columns_of_their_own() {
         report.rows[0].status_revenue.0,
         [1_000_000, 3_000_000, 0, 0, 1_000_000, 0]
     );
+    // The feed names the campaign's category, as the seed's payload does.
+    let mut feed = Vec::new();
+    let all = query::feed::FeedRequest::default();
+    block_on(query::feed::run(&session, &all, Some(&names), &mut feed)).unwrap();
+    let first: serde_json::Value =
+        serde_json::from_slice(feed.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(first["destination"]["category"], "REFERRAL", "{first}");
     let out = std::process::Command::new(common::query_bin())
         .args(["report", "--quiet", "--format", "csv", "--store", &store])
         .output()

@@ -78,6 +78,7 @@ fn campaign(i: usize) -> CampaignConfig {
         traffic_source: format!("ts-{}", i % 10),
         cost: 0.01 * (i % 50) as f64,
         cost_model: None,
+        category: None,
         paths: vec![path(i % 1000, (i + 1) % 1000)],
         rules: if i.is_multiple_of(100) {
             vec![RuleConfig {

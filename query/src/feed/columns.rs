@@ -221,7 +221,10 @@ impl<'a> Columns<'a> {
             "visitEvent": visit,
             "destination": {
                 "campaign": self.named("campaign_id", row, |id| names.campaign(id)),
-                "category": null,
+                "category": self
+                    .s("campaign_id", row)
+                    .and_then(|c| names.category(c))
+                    .map_or(Value::Null, |c| Value::String(c.to_owned())),
                 "url": self.str_value("location", row),
                 "trafficSource": self.named("traffic_source_id", row, |id| names.traffic_source(id)),
                 "affiliateNetwork": self.named("network_id", row, |id| names.network(id)),
