@@ -35,12 +35,12 @@ pub struct CostUpdate {
 /// Records `u` in the store (a new object; an update is never replaced).
 pub async fn set(store: &Arc<dyn ObjectStore>, u: &CostUpdate) -> Result<()> {
     if u.from_ms >= u.to_ms {
-        return Err(QueryError::Postbacks(
+        return Err(QueryError::Invalid(
             "a cost update's --from must be before its --to".into(),
         ));
     }
     if u.cost_micros < 0 {
-        return Err(QueryError::Postbacks("a cost cannot be negative".into()));
+        return Err(QueryError::Invalid("a cost cannot be negative".into()));
     }
     let name = format!(
         "{PREFIX}/{:013}-{}-{:08x}.json",
@@ -74,7 +74,7 @@ pub async fn load(store: &Arc<dyn ObjectStore>) -> Result<Vec<CostUpdate>> {
     for path in metas {
         let bytes = store.get(&path).await?.bytes().await?;
         let u: CostUpdate = serde_json::from_slice(&bytes).map_err(|e| {
-            QueryError::Postbacks(format!("the cost update {path} does not parse: {e}"))
+            QueryError::Invalid(format!("the cost update {path} does not parse: {e}"))
         })?;
         out.push(u);
     }
@@ -163,7 +163,7 @@ pub fn parse_time(flag: &str, s: &str) -> Result<i64> {
                 .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default())
         })
         .map_err(|_| {
-            QueryError::Postbacks(format!(
+            QueryError::Invalid(format!(
                 "bad {flag} {s:?}: expected a UTC time as YYYY-MM-DD[THH:MM[:SS]]"
             ))
         })?;

@@ -70,6 +70,9 @@ pub enum QueryError {
     Parquet(#[from] datafusion::parquet::errors::ParquetError),
     #[error("postbacks: {0}")]
     Postbacks(String),
+    /// A value given on the command line that cannot be used, named in the message.
+    #[error("{0}")]
+    Invalid(String),
     #[error("no template is called {0:?}; `query templates` lists them")]
     UnknownTemplate(String),
 }
