@@ -48,6 +48,20 @@ fn is_default<T: Default + PartialEq>(t: &T) -> bool {
     *t == T::default()
 }
 
+impl<S> File<S> {
+    /// The catalog's sections alone (what the store's catalog holds), its `[server]` left.
+    pub fn into_sections(self) -> Sections {
+        Sections {
+            server: NoServer {},
+            traffic_sources: self.traffic_sources,
+            affiliate_networks: self.affiliate_networks,
+            offers: self.offers,
+            landing_pages: self.landing_pages,
+            campaigns: self.campaigns,
+        }
+    }
+}
+
 impl<S: DeserializeOwned + Default> File<S> {
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string().trim_end().to_owned()))

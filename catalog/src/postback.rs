@@ -220,6 +220,17 @@ pub struct SourcePostback {
     pub first_only: bool,
 }
 
+/// A 64-bit hash of `s` that is the same on every build and platform (FNV-1a), unlike the
+/// std hasher: what chooses the conversions a send share keeps, and names txids in keys.
+pub fn stable_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// The statuses a source hears about when its config names none.
 pub const DEFAULT_STATUSES: [Status; 2] = [Status::Lead, Status::Sale];
 
@@ -245,13 +256,7 @@ impl SourcePostback {
         if self.send_share_ppm >= 1_000_000 {
             return true;
         }
-        // FNV-1a: stable across builds and platforms, unlike the std hasher.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in conversion_key.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        (h % 1_000_000) < u64::from(self.send_share_ppm)
+        (stable_hash(conversion_key) % 1_000_000) < u64::from(self.send_share_ppm)
     }
 }
 

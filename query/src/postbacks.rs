@@ -247,14 +247,7 @@ pub async fn run(opts: Options) -> Result<()> {
             let host = send::host_of(&job.url);
             let _permit = hosts.acquire(&host, &opts.send).await;
             let mut a = send::attempt(&client, &job, attempts, &opts.send).await;
-            if a.outcome.is_none() {
-                if now - job.created_ms > opts.send.give_up_after.as_millis() as i64 {
-                    a.outcome = Some(Outcome::GaveUp);
-                } else {
-                    a.next_ms =
-                        Some(now_ms() + send::backoff(&opts.send, attempts + 1).as_millis() as i64);
-                }
-            }
+            send::schedule(&mut a, job.created_ms, attempts + 1, &opts.send);
             count_attempt(&metrics, &a);
             results.push(a);
         }
@@ -403,20 +396,14 @@ async fn sender(
                 for a in &mut results {
                     let Some((job, attempts)) = jobs.get_mut(&a.key) else { continue };
                     *attempts += 1;
-                    if a.outcome.is_none() && now_ms() - job.created_ms > opts.give_up_after.as_millis() as i64 {
-                        a.outcome = Some(Outcome::GaveUp);
-                        a.error = Some(format!(
-                            "{}; given up after {} h",
-                            a.error.as_deref().unwrap_or("failed"),
-                            opts.give_up_after.as_secs() / 3600
-                        ));
-                    }
-                    if a.outcome.is_some() {
-                        jobs.remove(&a.key);
-                    } else {
-                        let next = now_ms() + send::backoff(&opts, *attempts).as_millis() as i64;
-                        a.next_ms = Some(next);
-                        queues.entry(send::host_of(&job.url)).or_default().insert((next, a.key.clone()));
+                    send::schedule(a, job.created_ms, *attempts, &opts);
+                    match a.next_ms {
+                        Some(next) => {
+                            queues.entry(send::host_of(&job.url)).or_default().insert((next, a.key.clone()));
+                        }
+                        None => {
+                            jobs.remove(&a.key);
+                        }
                     }
                     count_attempt(&metrics, a);
                 }
@@ -472,17 +459,7 @@ impl Scanner {
     /// The catalog as it is now: the config file's, or the store's.
     async fn catalog(&self) -> Result<Catalog> {
         let sections = match &self.config {
-            Some(path) => {
-                let f = catalog::File::<IgnoredAny>::load(path)?;
-                catalog::file::Sections {
-                    server: Default::default(),
-                    traffic_sources: f.traffic_sources,
-                    affiliate_networks: f.affiliate_networks,
-                    offers: f.offers,
-                    landing_pages: f.landing_pages,
-                    campaigns: f.campaigns,
-                }
-            }
+            Some(path) => catalog::File::<IgnoredAny>::load(path)?.into_sections(),
             None => {
                 let (version, sections) = self.catalog_store.load_sections().await?;
                 if version == 0 {

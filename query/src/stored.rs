@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use catalog::File;
-use catalog::file::Sections;
 use catalog::store::{CatalogStore, Change, Deleted, Kind, State};
 use serde::de::IgnoredAny;
 
@@ -56,15 +55,7 @@ impl std::fmt::Display for Imported {
 /// `[server]` is skipped): one commit that replaces everything, checked first like any
 /// change.
 pub async fn import(cs: &CatalogStore, path: &Path) -> Result<Imported> {
-    let file = File::<IgnoredAny>::load(path)?;
-    let sections = Sections {
-        server: Default::default(),
-        traffic_sources: file.traffic_sources,
-        affiliate_networks: file.affiliate_networks,
-        offers: file.offers,
-        landing_pages: file.landing_pages,
-        campaigns: file.campaigns,
-    };
+    let sections = File::<IgnoredAny>::load(path)?.into_sections();
     // Checked as written (a duplicate id is an error, not a replaced object).
     catalog::Catalog::compile(&sections)?;
     let mut state = cs.load().await?;

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use catalog::Catalog;
 use catalog::lifecycle::{Duplicates, Status};
-use catalog::postback::{PostbackToken, decimal};
+use catalog::postback::{PostbackToken, decimal, stable_hash};
 use serde_json::Value;
 
 use super::outbox::Job;
@@ -20,16 +20,6 @@ struct Report {
     status: Status,
     payout: Option<i64>,
     authenticated: bool,
-}
-
-/// A stable 64-bit hash (FNV-1a) as hex: a txid, which may hold anything, in a key.
-fn hash_hex(s: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
 }
 
 /// What the feed says of the conversions of some clicks.
@@ -168,8 +158,8 @@ pub fn decide(
                 format!("{click}-first-{}-{}", r.status.name(), source.id)
             } else {
                 format!(
-                    "{click}-{}-{}-{}",
-                    hash_hex(txid),
+                    "{click}-{:016x}-{}-{}",
+                    stable_hash(txid),
                     r.status.name(),
                     source.id
                 )

@@ -193,6 +193,25 @@ pub async fn attempt(
     }
 }
 
+/// After a failed attempt (`a`, the `failed`-th, of a postback decided at `created_ms`):
+/// gives it up when it has been undelivered for `give_up_after`, else sets when to try again.
+/// A delivered or refused attempt is left as it is.
+pub fn schedule(a: &mut Attempt, created_ms: i64, failed: u32, opts: &SendOptions) {
+    if a.outcome.is_some() {
+        return;
+    }
+    if now_ms() - created_ms > opts.give_up_after.as_millis() as i64 {
+        a.outcome = Some(Outcome::GaveUp);
+        a.error = Some(format!(
+            "{}; given up after {} h",
+            a.error.as_deref().unwrap_or("failed"),
+            opts.give_up_after.as_secs() / 3600
+        ));
+    } else {
+        a.next_ms = Some(now_ms() + backoff(opts, failed).as_millis() as i64);
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
