@@ -11,7 +11,7 @@ use crate::file::{
 use crate::key::Key;
 use crate::lifecycle::Status;
 use crate::model::{
-    Campaign, ConversionCost, Device, LandingPage, Needs, Network, Offer, Path, Rule,
+    Campaign, ConversionCost, Device, LandingPage, Needs, Network, Offer, OfferLink, Path, Rule,
     TrafficSource, Weighted,
 };
 use crate::money::micros;
@@ -451,16 +451,74 @@ pub fn offer(
             )
         })
         .transpose()?;
-    let url = Template::parse(&o.url, &format!("{key}.url"), names)?;
+    let links = match (o.url.is_empty(), o.links.is_empty()) {
+        (false, true) => vec![(
+            OfferLink {
+                id: "".into(),
+                name: "".into(),
+                url: Template::parse(&o.url, &format!("{key}.url"), names)?,
+            },
+            1,
+        )],
+        (true, false) => {
+            if o.links.len() > MAX_OFFER_LINKS {
+                return Err(ConfigError::invalid(
+                    format!("{key}.links"),
+                    format!("has {} links; at most {MAX_OFFER_LINKS}", o.links.len()),
+                ));
+            }
+            let mut seen = std::collections::HashSet::new();
+            let mut links = Vec::with_capacity(o.links.len());
+            for (i, l) in o.links.iter().enumerate() {
+                let lkey = format!("{key}.links[{i}]");
+                check_id(&l.id, format_args!("{lkey}.id"))?;
+                if !seen.insert(l.id.as_str()) {
+                    return Err(ConfigError::invalid(
+                        format!("{lkey}.id"),
+                        format!("{:?} is another link's id in this offer", l.id),
+                    ));
+                }
+                links.push((
+                    OfferLink {
+                        id: l.id.as_str().into(),
+                        name: l.name.as_str().into(),
+                        url: Template::parse(&l.url, &format!("{lkey}.url"), names)?,
+                    },
+                    l.weight,
+                ));
+            }
+            links
+        }
+        (false, false) => {
+            return Err(ConfigError::invalid(
+                format!("{key}.links"),
+                "an offer has a url or links, not both",
+            ));
+        }
+        (true, true) => {
+            return Err(ConfigError::invalid(
+                format!("{key}.url"),
+                "missing: an offer needs a url or links",
+            ));
+        }
+    };
+    let links = Weighted::new(links, format_args!("{key}.links"))?;
+    let needs = links
+        .items()
+        .iter()
+        .fold(Needs::default(), |n, l| n.or(Needs::of_template(&l.url)));
     Ok(Offer {
         id: o.id.as_str().into(),
         name: o.name.as_str().into(),
         network,
-        needs: Needs::of_template(&url),
-        url,
+        needs,
+        links,
         payout_micros: micros(o.payout, format_args!("{key}.payout"))?,
     })
 }
+
+/// Links an offer may have: each is a URL to fill, and a report dimension value.
+pub const MAX_OFFER_LINKS: usize = 64;
 
 /// Compiles one landing page.
 pub fn landing_page(

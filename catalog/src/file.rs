@@ -169,10 +169,29 @@ pub struct OfferConfig {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// The offer's URL; or, instead, its `links`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
     /// Used when a conversion carries no payout.
     #[serde(default)]
     pub payout: f64,
+    /// Several URLs for one offer (its pages, or the network's tracking links), one chosen by
+    /// weight for each visitor sent to the offer; instead of `url`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub links: Vec<OfferLinkConfig>,
+}
+
+/// One of an offer's links.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OfferLinkConfig {
+    /// Unique within its offer; stored with each visit sent to the link.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    pub url: String,
+    #[serde(default = "one")]
+    pub weight: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -39,10 +39,41 @@ pub struct Offer {
     pub id: Box<str>,
     pub name: Box<str>,
     pub network: Option<u32>,
-    pub url: Template,
+    /// Its URLs: one, with an empty id, for an offer with a `url`; else its `links`.
+    pub links: Weighted<OfferLink>,
     pub payout_micros: i64,
-    /// What filling its URL needs to know of the visitor (at a click-through).
+    /// What filling its URLs needs to know of the visitor (at a click-through).
     pub needs: Needs,
+}
+
+impl Offer {
+    /// The link a visitor goes to, for `rand` uniform over u64 (unused with one link).
+    pub fn link(&self, rand: impl FnOnce() -> u64) -> &OfferLink {
+        match self.links.items() {
+            [only] => only,
+            _ => self.links.pick(rand()),
+        }
+    }
+
+    /// Its URL templates, each with what a warning calls it.
+    pub fn templates(&self) -> impl Iterator<Item = (String, &Template)> {
+        self.links.items().iter().map(move |l| {
+            let what = match &*l.id {
+                "" => format!("offer {:?}", self.id),
+                link => format!("offer {:?} link {link:?}", self.id),
+            };
+            (what, &l.url)
+        })
+    }
+}
+
+/// One URL of an offer.
+#[derive(Debug)]
+pub struct OfferLink {
+    /// Empty for an offer's `url`.
+    pub id: Box<str>,
+    pub name: Box<str>,
+    pub url: Template,
 }
 
 #[derive(Debug)]

@@ -71,9 +71,10 @@ class ApiError extends Error {
   }
 }
 
-/// One API request; its JSON, or with `full` `{ json, etag }`. `token` signs in with another
-/// token than the stored one (and a 401 then does not sign out); `headers` adds headers.
-async function api(method, path, body, { token, headers: extra, full } = {}) {
+/// One API request; its JSON, or with `full` `{ json, etag }`, or with `lines` the objects of
+/// its JSON lines. `token` signs in with another token than the stored one (and a 401 then
+/// does not sign out); `headers` adds headers.
+async function api(method, path, body, { token, headers: extra, full, lines } = {}) {
   const headers = { Authorization: 'Bearer ' + (token || auth.get() || ''), ...extra };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let r;
@@ -88,6 +89,7 @@ async function api(method, path, body, { token, headers: extra, full } = {}) {
     throw new ApiError(0, { error: 'The console cannot be reached (' + e.message + ').' });
   }
   const text = await r.text();
+  if (lines && r.ok) return text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
   let json = null;
   if (text) {
     try {
@@ -102,6 +104,66 @@ async function api(method, path, body, { token, headers: extra, full } = {}) {
   }
   if (!r.ok) throw new ApiError(r.status, json);
   return full ? { json, etag: r.headers.get('ETag') } : json;
+}
+
+// ---------------------------------------------------------------------------------------
+// The click and conversion logs: the newest events, one row each
+
+const LOG_COLS = {
+  clicks: [
+    ['ts', 'Time'], ['kind', 'Kind'], ['campaign_id', 'Campaign'], ['offer_id', 'Offer'],
+    ['offer_link_id', 'Offer link'], ['landing_page_id', 'Landing page'], ['country', 'Country'],
+    ['device_type', 'Device'], ['os_family', 'OS'], ['browser_family', 'Browser'], ['cost', 'Cost'],
+    ['ip', 'IP'], ['event_id', 'Event id'], ['click_id', 'Visit'],
+  ],
+  conversions: [
+    ['ts', 'Time'], ['status', 'Status'], ['conversion_type', 'Type'], ['payout', 'Payout'],
+    ['txid', 'Transaction'], ['campaign_id', 'Campaign'], ['offer_id', 'Offer'],
+    ['offer_link_id', 'Offer link'], ['country', 'Country'], ['method', 'Sent as'], ['auth', 'Proof'],
+    ['click_id', 'Click id'], ['event_id', 'Event id'],
+  ],
+};
+const LOG_LIMIT = 200;
+
+async function logView(view, which, p, gen) {
+  if (!Object.hasOwn(LOG_COLS, which)) which = 'clicks';
+  document.title = 'Log \u00b7 Clicktracker';
+  const campaign = p.get('campaign') || '';
+  // Yesterday and today (UTC): the newest rows without reading the whole store.
+  const q = new URLSearchParams({ limit: String(LOG_LIMIT), from: daysAgo(1) });
+  if (campaign) q.set('campaign', campaign);
+  const rows = await api('GET', `log/${which}?` + q.toString(), undefined, { lines: true });
+  if (gen !== generation) return;
+  const cols = LOG_COLS[which];
+  const cell = (key, v) => {
+    if (v == null || v === '') return h('span', { class: 'muted' }, '\u2014');
+    if (key === 'cost' || key === 'payout') return moneyFmt.format(v);
+    if (key === 'ts') return String(v).replace('T', ' ').replace(/(\.\d+)?Z?$/, '');
+    return h('span', { class: /_id$|^ip$/.test(key) ? 'mono' : null }, String(v));
+  };
+  const tab = (w, label) => h('a', { class: 'button ' + (w === which ? 'primary' : 'ghost'), href: '#/log/' + w + (campaign ? '?campaign=' + enc(campaign) : '') }, label);
+  const filter = h('input', { type: 'text', id: 'log-campaign', value: campaign, placeholder: 'campaign id', 'aria-label': 'Campaign' });
+  filter.addEventListener('change', () => {
+    const v = filter.value.trim();
+    location.hash = '#/log/' + which + (v ? '?campaign=' + enc(v) : '');
+  });
+  clear(view,
+    h('div', { class: 'page-head' },
+      h('div', {}, h('h1', {}, 'Log'), h('p', { class: 'muted' }, which === 'clicks'
+        ? `The newest ${LOG_LIMIT} visits and click-throughs of yesterday and today (UTC), as they came.`
+        : `The newest ${LOG_LIMIT} conversion reports of yesterday and today (UTC), as they came (refused ones too; Reports count what the rules let through).`)),
+      h('div', { class: 'head-actions' },
+        tab('clicks', 'Clicks'), tab('conversions', 'Conversions'),
+        h('button', { class: 'ghost', onclick: () => route() }, 'Refresh'))),
+    h('div', { class: 'toolbar card' },
+      h('div', { class: 'field' }, h('label', { for: 'log-campaign' }, 'Campaign'), filter)),
+    h('section', { class: 'card' },
+      h('div', { class: 'table-wrap' },
+        h('table', { class: 'list log', id: 'log' },
+          h('thead', {}, h('tr', {}, cols.map(([, label]) => h('th', {}, label)))),
+          h('tbody', {}, rows.length
+            ? rows.map((r) => h('tr', {}, cols.map(([key]) => h('td', {}, cell(key, r[key])))))
+            : h('tr', {}, h('td', { colspan: cols.length, class: 'empty' }, 'Nothing logged yet.')))))));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -156,8 +218,20 @@ const KINDS = {
     fields: [
       { key: 'name', label: 'Name', type: 'text' },
       { key: 'network', label: 'Affiliate network', type: 'ref', kind: 'affiliate_networks', none: 'None' },
-      { key: 'url', label: 'URL', type: 'text', wide: true, placeholder: 'https://offer.example/?aff_sub={click_id}', hint: 'Macros: {click_id}, {campaign_id}, {country}, and the source\u2019s parameters' },
+      { key: 'url', label: 'URL', type: 'text', wide: true, placeholder: 'https://offer.example/?aff_sub={click_id}', hint: 'Macros: {click_id}, {campaign_id}, {country}, and the source\u2019s parameters; leave empty when the offer has links' },
       { key: 'payout', label: 'Default payout', type: 'number', placeholder: '0.00', hint: 'Counted when a conversion carries no payout' },
+      {
+        key: 'links', label: 'Links', type: 'list', add: 'Add link', itemLabel: 'Link', hint: 'Several URLs for the offer instead of one, each visitor sent to one by weight',
+        item: {
+          fields: [
+            { key: 'id', label: 'Id', type: 'text', placeholder: 'blog' },
+            { key: 'name', label: 'Name', type: 'text' },
+            { key: 'url', label: 'URL', type: 'text', wide: true, placeholder: 'https://offer.example/blog?aff_sub={click_id}' },
+            { key: 'weight', label: 'Weight', type: 'int', min: 1, placeholder: '1' },
+          ],
+        },
+        fresh: () => ({}),
+      },
     ],
   },
   landing_pages: {
@@ -208,14 +282,14 @@ const NAV = ['campaigns', 'offers', 'landing_pages', 'affiliate_networks', 'traf
 
 const DIM_LABELS = {
   campaign: 'Campaign', traffic_source: 'Traffic source', network: 'Network', offer: 'Offer',
-  landing_page: 'Landing page', path: 'Path', country: 'Country', os: 'OS', browser: 'Browser',
+  offer_link: 'Offer link', landing_page: 'Landing page', path: 'Path', country: 'Country', os: 'OS', browser: 'Browser',
   device: 'Device', date: 'Date', hour: 'Hour',
 };
 const DIM_KIND = {
   campaign: 'campaigns', traffic_source: 'traffic_sources', network: 'affiliate_networks',
   offer: 'offers', landing_page: 'landing_pages',
 };
-const DRILL_ORDER = ['campaign', 'offer', 'landing_page', 'country', 'device', 'os', 'browser',
+const DRILL_ORDER = ['campaign', 'offer', 'offer_link', 'landing_page', 'country', 'device', 'os', 'browser',
   'traffic_source', 'network', 'path'];
 const dimLabel = (d) => (Object.hasOwn(DIM_LABELS, d) ? DIM_LABELS[d] : d);
 
@@ -348,6 +422,7 @@ function shell(active) {
       h('a', { class: 'brand', href: '#/report' }, logo(), 'Clicktracker'),
       h('nav', { class: 'nav', 'aria-label': 'Sections' },
         link('#/report', 'Reports', 'report'),
+        link('#/log', 'Log', 'log'),
         NAV.map((k) => link('#/' + k, KINDS[k].label, k))),
       h('button', {
         class: 'ghost signout',
@@ -381,6 +456,7 @@ function route() {
     if (gen === generation && e.status !== 401) clear(view, banner(e.message));
   });
   if (!parts.length || parts[0] === 'report' || parts[0] === 'signin') return done(reportView(view, params, gen));
+  if (parts[0] === 'log' && parts.length <= 2) return done(logView(view, parts[1] || 'clicks', params, gen));
   if (parts[0] === 'new' && isKind(parts[1])) return done(editView(view, parts[1], null, gen));
   if (isKind(parts[0]) && parts.length === 1) return done(listView(view, parts[0], params, gen));
   if (isKind(parts[0]) && parts.length === 2) return done(editView(view, parts[0], parts[1], gen));
@@ -779,7 +855,7 @@ const LIST_COLS = {
   offers: [
     ['Network', (o, l) => (o.network ? l.get(o.network) || o.network : h('span', { class: 'muted' }, '\u2014'))],
     ['Payout', (o) => moneyFmt.format(o.payout || 0)],
-    ['URL', (o) => h('span', { class: 'mono clip' }, o.url)],
+    ['URL', (o) => h('span', { class: 'mono clip' }, o.url || (o.links || []).map((l) => l.url).join(' \u00b7 '))],
   ],
   landing_pages: [['URL', (o) => h('span', { class: 'mono clip' }, o.url)]],
   affiliate_networks: [

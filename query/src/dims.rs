@@ -10,6 +10,8 @@ pub enum Dimension {
     TrafficSource,
     Network,
     Offer,
+    /// The offer's link taken (offers with links), as `offer/link`.
+    OfferLink,
     LandingPage,
     Path,
     Country,
@@ -23,11 +25,12 @@ pub enum Dimension {
 }
 
 /// The fixed dimensions, by the name `--by` takes.
-pub const FIXED: [(&str, Dimension); 12] = [
+pub const FIXED: [(&str, Dimension); 13] = [
     ("campaign", Dimension::Campaign),
     ("traffic_source", Dimension::TrafficSource),
     ("network", Dimension::Network),
     ("offer", Dimension::Offer),
+    ("offer_link", Dimension::OfferLink),
     ("landing_page", Dimension::LandingPage),
     ("path", Dimension::Path),
     ("country", Dimension::Country),
@@ -54,6 +57,8 @@ impl Dimension {
             Dimension::TrafficSource => "traffic_source_id".into(),
             Dimension::Network => "network_id".into(),
             Dimension::Offer => "offer_id".into(),
+            // `offer/link`: a link's id is unique within its offer only.
+            Dimension::OfferLink => OFFER_LINK.into(),
             Dimension::LandingPage => "landing_page_id".into(),
             Dimension::Path => "CAST(path_index AS VARCHAR)".into(),
             Dimension::Country => "country".into(),
@@ -72,6 +77,11 @@ impl Dimension {
         matches!(self, Dimension::Date | Dimension::Hour)
     }
 }
+
+/// The `offer_link` dimension's value over a `visits` row: `{offer_id}/{offer_link_id}` (ids
+/// have no `/`), null for an offer without links.
+const OFFER_LINK: &str =
+    "CASE WHEN offer_link_id IS NOT NULL THEN concat(offer_id, '/', offer_link_id) END";
 
 /// The fixed dimension names, for error messages.
 pub fn fixed_names() -> String {

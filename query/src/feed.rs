@@ -53,6 +53,8 @@ pub fn sql(req: &FeedRequest, names: Option<&Names>) -> String {
                    v.campaign_id, v.traffic_source_id,
                    coalesce(v.network_id, k.c_network) AS network_id,
                    coalesce(v.offer_id, k.c_offer) AS offer_id,
+                   CASE WHEN v.offer_id IS NULL THEN k.c_offer_link ELSE v.offer_link_id END
+                       AS offer_link_id,
                    v.landing_page_id, v.location, v.ip, v.forwarded_for, v.ua, v.lang,
                    v.browser_family, v.browser_major, v.browser_minor, v.browser_patch,
                    v.os_family, v.os_major, v.os_minor, v.os_patch, v.os_patch_minor,

@@ -3,6 +3,7 @@
 //! came in rather than at sums.
 
 use arrow::record_batch::RecordBatch;
+use chrono::Days;
 
 use crate::session::Session;
 use crate::{DateRange, Result};
@@ -14,6 +15,17 @@ pub enum Log {
     Clicks,
     /// Conversion reports.
     Conversions,
+}
+
+impl Log {
+    /// `clicks` or `conversions`.
+    pub fn parse(s: &str) -> Option<Log> {
+        match s {
+            "clicks" => Some(Log::Clicks),
+            "conversions" => Some(Log::Conversions),
+            _ => None,
+        }
+    }
 }
 
 /// What to list.
@@ -39,7 +51,7 @@ pub fn sql(req: &LogRequest) -> String {
     match req.log {
         Log::Clicks => format!(
             "SELECT ts, event_id, kind, click_id, campaign_id, traffic_source_id, landing_page_id,
-                    offer_id, network_id, CAST(cost_micros AS DOUBLE) / 1e6 AS cost, country,
+                    offer_id, offer_link_id, network_id, CAST(cost_micros AS DOUBLE) / 1e6 AS cost, country,
                     device_type, os_family, browser_family, bot, ip
              FROM visits
              WHERE {} AND {} AND {}
@@ -56,12 +68,18 @@ pub fn sql(req: &LogRequest) -> String {
             "SELECT c.ts, c.event_id, c.click_id, c.txid, c.status, c.conversion_type,
                     CAST(c.payout_micros AS DOUBLE) / 1e6 AS payout, c.method, c.auth,
                     c.auth_network_id, v.campaign_id, v.traffic_source_id, v.offer_id,
-                    v.country
+                    v.offer_link_id, v.country
              FROM conversions c
-             LEFT JOIN visits v ON v.event_id = c.click_id AND v.kind = 'visit'
+             LEFT JOIN visits v ON v.event_id = c.click_id AND v.kind = 'visit' AND {}
              WHERE {} AND {} AND {}
              ORDER BY c.ts DESC, c.event_id DESC
              LIMIT {}",
+            // A visit precedes its conversions (a day of clock difference between nodes
+            // allowed).
+            r.to.map_or_else(
+                || "true".to_owned(),
+                |t| format!("v.dt <= '{}'", t.checked_add_days(Days::new(1)).unwrap_or(t))
+            ),
             r.partitions().replace("dt ", "c.dt "),
             r.times("c.ts"),
             campaign("v.campaign_id"),

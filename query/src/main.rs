@@ -416,11 +416,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             format,
         } => {
             let req = query::log::LogRequest {
-                log: if log == "clicks" {
-                    query::log::Log::Clicks
-                } else {
-                    query::log::Log::Conversions
-                },
+                log: query::log::Log::parse(&log).expect("clap checked the name"),
                 range: DateRange::parse(range.from.as_deref(), range.to.as_deref())?,
                 campaign,
                 limit,

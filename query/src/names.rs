@@ -21,6 +21,8 @@ pub struct Names {
     traffic_sources: HashMap<String, String>,
     networks: HashMap<String, String>,
     offers: HashMap<String, String>,
+    /// (offer id, link id) → the link's name, for links with one.
+    offer_links: HashMap<(String, String), String>,
     landing_pages: HashMap<String, String>,
     /// Offer id → the payout in micro-units a conversion without one earns, from a time on
     /// (Unix ms; oldest first; a config file's has one, from 0).
@@ -63,6 +65,17 @@ impl Names {
             traffic_sources: pairs(&mut cat.sources.iter().map(|t| (&*t.id, &*t.name))),
             networks: pairs(&mut cat.networks.iter().map(|n| (&*n.id, &*n.name))),
             offers: pairs(&mut cat.offers.iter().map(|o| (&*o.id, &*o.name))),
+            offer_links: cat
+                .offers
+                .iter()
+                .flat_map(|o| {
+                    o.links
+                        .items()
+                        .iter()
+                        .filter(|l| !l.name.is_empty())
+                        .map(|l| ((o.id.to_string(), l.id.to_string()), l.name.to_string()))
+                })
+                .collect(),
             landing_pages: pairs(&mut cat.landing_pages.iter().map(|l| (&*l.id, &*l.name))),
             default_payouts: cat
                 .offers
@@ -115,6 +128,12 @@ impl Names {
     pub fn offer(&self, id: &str) -> Option<&str> {
         self.offers.get(id).map(String::as_str)
     }
+    /// The name of link `link` of offer `offer`.
+    pub fn offer_link(&self, offer: &str, link: &str) -> Option<&str> {
+        self.offer_links
+            .get(&(offer.to_owned(), link.to_owned()))
+            .map(String::as_str)
+    }
     pub fn landing_page(&self, id: &str) -> Option<&str> {
         self.landing_pages.get(id).map(String::as_str)
     }
@@ -127,6 +146,7 @@ impl Names {
                 | Dimension::TrafficSource
                 | Dimension::Network
                 | Dimension::Offer
+                | Dimension::OfferLink
                 | Dimension::LandingPage
         )
     }
@@ -138,6 +158,9 @@ impl Names {
             Dimension::TrafficSource => self.traffic_source(id),
             Dimension::Network => self.network(id),
             Dimension::Offer => self.offer(id),
+            Dimension::OfferLink => id
+                .split_once('/')
+                .and_then(|(offer, link)| self.offer_link(offer, link)),
             Dimension::LandingPage => self.landing_page(id),
             _ => None,
         }
@@ -228,6 +251,16 @@ impl Names {
             traffic_sources: pairs(&mut state.traffic_sources.iter().map(|(id, t)| (id, &t.name))),
             networks: pairs(&mut state.affiliate_networks.iter().map(|(id, n)| (id, &n.name))),
             offers: pairs(&mut state.offers.iter().map(|(id, o)| (id, &o.name))),
+            offer_links: state
+                .offers
+                .iter()
+                .flat_map(|(id, o)| {
+                    o.links
+                        .iter()
+                        .filter(|l| !l.name.is_empty())
+                        .map(|l| ((id.clone(), l.id.clone()), l.name.clone()))
+                })
+                .collect(),
             landing_pages: pairs(&mut state.landing_pages.iter().map(|(id, l)| (id, &l.name))),
             default_payouts: Vec::new(),
             remapped: state

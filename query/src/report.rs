@@ -139,13 +139,13 @@ pub struct Report {
 }
 
 /// A `clicked` CTE (and its trailing comma): for each visit with click-throughs among the
-/// visits rows matching `filter`, the offer and network of its latest click (`click_of`,
-/// `c_offer`, `c_network`), that network's conversion rules (`c_token`, `c_pixels`), and every
+/// visits rows matching `filter`, the offer, offer link and network of its latest click
+/// (`click_of`, `c_offer`, `c_offer_link`, `c_network`), that network's conversion rules (`c_token`, `c_pixels`), and every
 /// network its clicks went to (`c_networks`). Ids lead the concatenation, so the max is the
 /// latest click.
 pub(crate) fn latest_clicks(filter: &str) -> String {
     let latest = "max(concat(event_id, '|', offer_id, '|', network_id, '|', \
-                  CAST(network_token AS VARCHAR), '|', network_pixels))";
+                  CAST(network_token AS VARCHAR), '|', network_pixels, '|', offer_link_id))";
     format!(
         "clicked AS (
             SELECT click_id AS click_of,
@@ -154,6 +154,7 @@ pub(crate) fn latest_clicks(filter: &str) -> String {
                    CASE split_part({latest}, '|', 4) WHEN 'true' THEN true
                         WHEN 'false' THEN false END AS c_token,
                    nullif(split_part({latest}, '|', 5), '') AS c_pixels,
+                   nullif(split_part({latest}, '|', 6), '') AS c_offer_link,
                    array_agg(DISTINCT network_id) AS c_networks
             FROM visits
             WHERE kind = 'click' AND {filter}
@@ -195,10 +196,18 @@ pub fn sql_with(
     let priced_offers = names.is_some_and(|n| !n.default_payouts.is_empty());
     // A landing-page visit gets its offer at the click-through: such a visit (and its
     // conversions) goes to the offer of its latest click.
-    let by_click = |d: &Dimension| matches!(d, Dimension::Offer | Dimension::Network);
+    let by_click = |d: &Dimension| {
+        matches!(
+            d,
+            Dimension::Offer | Dimension::OfferLink | Dimension::Network
+        )
+    };
     let visits_by_click = grouped.iter().any(by_click);
     let click_of = |d: &Dimension| match d {
         Dimension::Offer => "c_offer",
+        Dimension::OfferLink => {
+            "CASE WHEN c_offer_link IS NOT NULL THEN concat(c_offer, '/', c_offer_link) END"
+        }
         _ => "c_network",
     };
     // The output's dimensions lead `grouped`; the filtered-only ones after them are computed

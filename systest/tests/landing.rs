@@ -348,3 +348,201 @@ fn rules_route_visitors_and_landing_page_chains_are_counted() {
     offers.sort();
     assert_eq!(offers, ["offer-a", "offer-b"], "{text}");
 }
+
+/// An offer with two links, reached straight from one campaign and through a landing page
+/// from another.
+const LINKS: &str = r#"
+[server]
+node_id = 4
+
+[[traffic_sources]]
+id = "ts"
+
+[[affiliate_networks]]
+id = "net"
+
+[[offers]]
+id = "drip"
+name = "Drip Automation"
+network = "net"
+payout = 2
+links = [
+  { id = "blog", name = "GEt Drip -blog Automation", url = "https://drip.example.com/blog?sub={click_id}" },
+  { id = "home", url = "https://drip.example.com/?sub={click_id}", weight = 2 },
+]
+
+[[landing_pages]]
+id = "lp"
+url = "https://lp.example.com/?cid={click_id}"
+
+[[campaigns]]
+id = "direct"
+traffic_source = "ts"
+  [[campaigns.paths]]
+  offers = [ { offer = "drip" } ]
+
+[[campaigns]]
+id = "via-lp"
+traffic_source = "ts"
+  [[campaigns.paths]]
+  landing_page = "lp"
+  offers = [ { offer = "drip" } ]
+"#;
+
+/// The link a `Location` of [`LINKS`] goes to, and its click id.
+fn link_of(location: &str) -> (&'static str, String) {
+    let link = if location.starts_with("https://drip.example.com/blog?") {
+        "blog"
+    } else {
+        assert!(
+            location.starts_with("https://drip.example.com/?"),
+            "{location}"
+        );
+        "home"
+    };
+    (link, location[location.len() - 24..].to_owned())
+}
+
+#[test]
+fn offer_links_are_chosen_per_visitor_and_named_in_reports_feed_and_log() {
+    let mut e = Edge::with_config("legacy", LINKS);
+    let mut c = e.connect();
+    let mut get = |target: &str| {
+        c.send(&format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n"));
+        let r = c.response();
+        assert!(matches!(r.status, 200 | 302), "{target}: {}", r.status);
+        r.header("Location").unwrap_or_default().to_owned()
+    };
+    // link → (visits, conversions); and each converting click's link.
+    let mut want: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut converted: BTreeMap<String, &str> = BTreeMap::new();
+    for i in 0..30 {
+        let (link, click) = link_of(&get("/c/direct"));
+        want.entry(format!("drip/{link}")).or_default().0 += 1;
+        if i % 5 == 0 {
+            get(&format!("/postback?cid={click}&txid=d{i}"));
+            want.entry(format!("drip/{link}")).or_default().1 += 1;
+            converted.insert(click, link);
+        }
+    }
+    for i in 0..10 {
+        let lp = get("/c/via-lp");
+        let visit = lp[lp.len() - 24..].to_owned();
+        let (link, click) = link_of(&get(&format!("/click?cid={visit}")));
+        assert_eq!(click, visit, "the offer gets the visit's click id");
+        want.entry(format!("drip/{link}")).or_default().0 += 1;
+        if i % 4 == 0 {
+            get(&format!("/postback?cid={click}&txid=l{i}"));
+            want.entry(format!("drip/{link}")).or_default().1 += 1;
+            converted.insert(click, link);
+        }
+    }
+    assert_eq!(want.len(), 2, "both links were taken: {want:?}");
+    e.signal("TERM");
+    assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
+    let store = format!("file://{}", e.data.join("lake").display());
+    let dir = TempDir::new("links");
+    let cfg = dir.write("edge.toml", LINKS);
+
+    // By link (`offer/link`): a landing-page visit counts under the link its click-through
+    // took.
+    let json = common::query_report(
+        &store,
+        &["--by", "offer_link", "--config", cfg.to_str().unwrap()],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let got: BTreeMap<String, (u64, u64)> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["offer_link"].as_str().unwrap().to_owned(),
+                (
+                    r["visits"].as_u64().unwrap(),
+                    r["conversions"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "{json}");
+    let blog = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["offer_link"] == "drip/blog")
+        .unwrap();
+    assert_eq!(
+        blog["offer_link_name"], "GEt Drip -blog Automation",
+        "{json}"
+    );
+
+    // A drill-down into one link.
+    let json = common::query_report(
+        &store,
+        &["--by", "campaign", "--filter", "offer_link=drip/blog"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        (
+            v["totals"]["visits"].as_u64().unwrap(),
+            v["totals"]["conversions"].as_u64().unwrap()
+        ),
+        want["drip/blog"],
+        "{json}"
+    );
+
+    // The feed names each conversion's offer and link, as the seed's payload does.
+    let names = Names::parse(LINKS).unwrap();
+    let session = block_on(Session::open(&store, &SessionOptions::default())).unwrap();
+    let mut feed = Vec::new();
+    let all = query::feed::FeedRequest::default();
+    block_on(query::feed::run(&session, &all, Some(&names), &mut feed)).unwrap();
+    let mut seen = BTreeMap::new();
+    for line in feed.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let conv: serde_json::Value = serde_json::from_slice(line).unwrap();
+        let d = &conv["destination"];
+        assert_eq!(
+            d["offer"],
+            serde_json::json!({"id": "drip", "name": "Drip Automation"}),
+            "{conv}"
+        );
+        let link = d["offerLink"]["id"].as_str().unwrap().to_owned();
+        let name = match link.as_str() {
+            "blog" => serde_json::json!("GEt Drip -blog Automation"),
+            _ => serde_json::Value::Null,
+        };
+        assert_eq!(d["offerLink"]["name"], name, "{conv}");
+        seen.insert(conv["visitEvent"]["id"].as_str().unwrap().to_owned(), link);
+    }
+    let expected: BTreeMap<String, String> = converted
+        .iter()
+        .map(|(click, link)| (click.clone(), (*link).to_owned()))
+        .collect();
+    assert_eq!(seen, expected);
+
+    // The click log has each visit's or click-through's link.
+    let out = std::process::Command::new(common::query_bin())
+        .args([
+            "log", "clicks", "--quiet", "--format", "json", "--limit", "1000",
+        ])
+        .args(["--store", &store])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let linked = |kind: &str| {
+        rows.iter()
+            .filter(|r| r["kind"] == kind && r["offer_link_id"].is_string())
+            .count()
+    };
+    assert_eq!((linked("visit"), linked("click")), (30, 10));
+}

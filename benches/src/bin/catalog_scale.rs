@@ -123,6 +123,7 @@ fn catalog(campaigns: usize) -> Sections {
                 network: Some(format!("net-{}", i % 10)),
                 url: format!("https://offers.example.com/{i}?sub={{click_id}}&z={{zone}}"),
                 payout: 1.5,
+                links: Vec::new(),
             })
             .collect(),
         landing_pages: Vec::new(),

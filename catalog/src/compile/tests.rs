@@ -275,3 +275,79 @@ fn accept_language_matching() {
     assert!(!accepts_language(b"fr, en;q=0", &want));
     assert!(!accepts_language(b"", &want));
 }
+
+#[test]
+fn offer_links_are_checked_and_picked_by_weight() {
+    let linked = |links: &str| {
+        BASE.replace(
+            "url = \"https://b.example.com/?s={click_id}&x={source}\"",
+            &format!("links = [ {links} ]"),
+        )
+    };
+    let t = compile(&linked(
+        "{ id = \"blog\", name = \"Blog\", url = \"https://b.example.com/blog?s={click_id}\", weight = 3 }, \
+         { id = \"home\", url = \"https://b.example.com/?c={country}&k={keyword}\" }",
+    ))
+    .unwrap();
+    let o2 = &t.offers[1];
+    let ids: Vec<&str> = o2.links.items().iter().map(|l| &*l.id).collect();
+    assert_eq!(ids, ["blog", "home"]);
+    assert_eq!(&*o2.links.items()[0].name, "Blog");
+    // One link's token is enough for the offer (and its campaigns) to need the lookup.
+    assert!(o2.needs.country && !o2.needs.agent);
+    assert!(t.campaigns[0].needs.country);
+    // An unknown token warns, naming the link.
+    assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
+    assert!(
+        t.warnings[0].starts_with("offer \"o2\" link \"home\": {keyword}"),
+        "{:?}",
+        t.warnings
+    );
+    let (mut blog, n) = (0, 4000u64);
+    for i in 0..n {
+        if &*o2.link(|| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).id == "blog" {
+            blog += 1;
+        }
+    }
+    assert!((2860..=3140).contains(&blog), "{blog}");
+    // An offer with a url is one link without an id, and picks without a random number.
+    let o1 = &t.offers[0];
+    assert_eq!(&*o1.link(|| unreachable!()).id, "");
+
+    for (links, err) in [
+        ("", "offers[1].url: missing: an offer needs a url or links"),
+        (
+            "{ id = \"a\", url = \"https://x.example/\" }, { id = \"a\", url = \"https://y.example/\" }",
+            "offers[1].links[1].id: \"a\" is another link's id in this offer",
+        ),
+        (
+            "{ id = \"a b\", url = \"https://x.example/\" }",
+            "offers[1].links[0].id:",
+        ),
+        (
+            "{ id = \"a\", url = \"https://x.example/{click_id\" }",
+            "offers[1].links[0].url:",
+        ),
+        (
+            "{ id = \"a\", url = \"https://x.example/\", weight = 0 }",
+            "offers[1].links: the weights add up to 0",
+        ),
+    ] {
+        let e = compile(&linked(links)).unwrap_err();
+        assert!(e.starts_with(err), "{links}: {e}");
+    }
+    let both = BASE.replace(
+        "url = \"https://b.example.com/?s={click_id}&x={source}\"",
+        "url = \"https://b.example.com/\"\nlinks = [ { id = \"a\", url = \"https://x.example/\" } ]",
+    );
+    let e = compile(&both).unwrap_err();
+    assert!(
+        e.starts_with("offers[1].links: an offer has a url or links, not both"),
+        "{e}"
+    );
+    let many: Vec<String> = (0..=MAX_OFFER_LINKS)
+        .map(|i| format!("{{ id = \"l{i}\", url = \"https://x.example/\" }}"))
+        .collect();
+    let e = compile(&linked(&many.join(", "))).unwrap_err();
+    assert!(e.starts_with("offers[1].links: has 65 links"), "{e}");
+}

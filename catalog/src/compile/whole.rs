@@ -7,7 +7,7 @@ use ahash::AHashMap;
 use super::{Resolve, campaign, check_id, landing_page, network, offer, source, unknown_params};
 use crate::file::{CampaignConfig, File};
 use crate::key::Key;
-use crate::model::{Needs, Network};
+use crate::model::{Needs, Network, Offer};
 use crate::template::ParamNames;
 use crate::{Catalog, ConfigError};
 
@@ -144,15 +144,11 @@ impl Catalog {
 
     fn collect_warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
-        let templates = self
-            .offers
-            .iter()
-            .map(|o| (format!("offer {:?}", o.id), &o.url))
-            .chain(
-                self.landing_pages
-                    .iter()
-                    .map(|l| (format!("landing page {:?}", l.id), &l.url)),
-            );
+        let templates = self.offers.iter().flat_map(Offer::templates).chain(
+            self.landing_pages
+                .iter()
+                .map(|l| (format!("landing page {:?}", l.id), &l.url)),
+        );
         for (what, t) in templates {
             w.extend(unknown_params(&what, t, &self.params));
         }

@@ -143,6 +143,23 @@ fn invalid_objects_and_dangling_references_are_refused_naming_object_and_field()
         .unwrap_err()
         .to_string();
     assert!(e.starts_with("offers/o1.url:"), "{e}");
+    // An offer needs a url or links; a link's fields are named by their place.
+    for (offer, field) in [
+        (
+            "[[offers]]\nid = \"o1\"\npayout = 1\n",
+            "offers/o1.url: missing",
+        ),
+        (
+            "[[offers]]\nid = \"o1\"\nlinks = [ { id = \"a\", url = \"https://x.example/\" }, { id = \"b\", url = \"ftp://x/\" } ]\n",
+            "offers/o1.links[1].url:",
+        ),
+    ] {
+        let e = s
+            .prepare(put_campaign(offer), "api", 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(field), "{e}");
+    }
     // Nothing was written.
     assert_eq!(block_on(cs.load()).unwrap(), s);
 }

@@ -133,6 +133,7 @@ pub(super) fn click_through(
         _ => *path.offers.pick(local.rng.u64(..)),
     };
     let offer = &routing.offers[offer_index as usize];
+    let link = offer.link(|| local.rng.u64(..));
     let source = &routing.sources[campaign.source as usize];
     let landing_page = path
         .landing_page
@@ -176,7 +177,7 @@ pub(super) fn click_through(
         cost_micros: state.cost_micros,
         ts_ms,
     };
-    offer.url.render(&mut fill, &mut local.location);
+    link.url.render(&mut fill, &mut local.location);
 
     let id = local.ids.next(ts_ms);
     let mut e = new_event(
@@ -194,6 +195,7 @@ pub(super) fn click_through(
         campaign,
         source,
         offer: Some(offer),
+        link: Some(link),
         landing_page,
     };
     route.push(&mut e, routing, &local.location, state.remapped);

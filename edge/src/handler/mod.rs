@@ -10,7 +10,9 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use catalog::model::{Campaign, LandingPage, Needs, Offer, Path, TrafficSource, Visitor};
+use catalog::model::{
+    Campaign, LandingPage, Needs, Offer, OfferLink, Path, TrafficSource, Visitor,
+};
 use catalog::template::{Token, TokenValues};
 use sink::model::ack::AckReceiver;
 use sink::model::event::{Auth, NetworkPolicy, Pixels};

@@ -45,6 +45,7 @@ pub(super) fn visit(
         Some(_) => None,
         None => Some(&routing.offers[*path.offers.pick(local.rng.u64(..)) as usize]),
     };
+    let link = offer.map(|o| o.link(|| local.rng.u64(..)));
     let ts_ms = now_ms(now);
     let id = local.ids.next(ts_ms);
     let hex = id.to_hex();
@@ -91,9 +92,9 @@ pub(super) fn visit(
         cost_micros,
         ts_ms,
     };
-    match (landing_page, offer) {
+    match (landing_page, link) {
         (Some(lp), _) => lp.url.render(&mut fill, &mut local.location),
-        (None, Some(o)) => o.url.render(&mut fill, &mut local.location),
+        (None, Some(l)) => l.url.render(&mut fill, &mut local.location),
         (None, None) => {}
     }
 
@@ -149,6 +150,7 @@ pub(super) fn visit(
         campaign,
         source,
         offer,
+        link,
         landing_page,
     };
     route.push(&mut e, routing, &local.location, &local.buf);
@@ -162,17 +164,22 @@ pub(super) struct Resolved<'t> {
     pub(super) campaign: &'t Campaign,
     pub(super) source: &'t TrafficSource,
     pub(super) offer: Option<&'t Offer>,
+    /// The offer's link taken.
+    pub(super) link: Option<&'t OfferLink>,
     pub(super) landing_page: Option<&'t LandingPage>,
 }
 
 impl Resolved<'_> {
-    /// Appends the campaign, source, offer and network, landing page, the `Location` sent and
+    /// Appends the campaign, source, offer (and its link) and network, landing page, the `Location` sent and
     /// the remapped parameters to `e`.
     pub(super) fn push(&self, e: &mut Event, routing: &Routing, location: &[u8], remapped: &[u8]) {
         e.push(Field::CampaignId, self.campaign.id.as_bytes());
         e.push(Field::TrafficSourceId, self.source.id.as_bytes());
         if let Some(o) = self.offer {
             e.push(Field::OfferId, o.id.as_bytes());
+            if let Some(l) = self.link.filter(|l| !l.id.is_empty()) {
+                e.push(Field::OfferLinkId, l.id.as_bytes());
+            }
             if let Some(n) = o.network {
                 let n = &routing.networks[n as usize];
                 e.push(Field::NetworkId, n.id.as_bytes());

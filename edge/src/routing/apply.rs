@@ -153,12 +153,14 @@ impl Routing {
         }
         if let Some(names) = names {
             for o in &put.offers {
-                let url = &next.offers.by_id(&o.id).expect("just put").url;
-                next.warnings.extend(catalog::compile::unknown_params(
-                    &format!("offer {:?}", o.id),
-                    url,
-                    &names,
-                ));
+                let offer = next.offers.by_id(&o.id).expect("just put");
+                let warnings: Vec<String> = offer
+                    .templates()
+                    .flat_map(|(what, url)| {
+                        catalog::compile::unknown_params(&what, url, &names).collect::<Vec<_>>()
+                    })
+                    .collect();
+                next.warnings.extend(warnings);
             }
             for l in &put.landing_pages {
                 let url = &next.landing_pages.by_id(&l.id).expect("just put").url;

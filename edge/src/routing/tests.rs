@@ -186,7 +186,7 @@ fn a_commit_compiles_only_what_it_names_and_shares_the_rest() {
         .unwrap();
     assert_eq!(next.offers.index_of("o1"), Some(o1));
     assert_eq!(
-        next.offers[o1 as usize].url.as_str(),
+        next.offers[o1 as usize].links.items()[0].url.as_str(),
         "https://new.example.com/?s={click_id}"
     );
     assert!(next.campaign(b"new").is_none());
@@ -364,9 +364,13 @@ fn served(r: &Routing) -> Vec<String> {
     for o in r.offers.iter() {
         let net = o.network.map(|n| &*r.networks[n as usize].id);
         out.push(format!(
-            "offer {} {} {net:?} {}",
+            "offer {} {:?} {net:?} {}",
             o.id,
-            o.url.as_str(),
+            o.links
+                .items()
+                .iter()
+                .map(|l| format!("{}={}", l.id, l.url.as_str()))
+                .collect::<Vec<_>>(),
             o.payout_micros
         ));
     }
@@ -454,7 +458,9 @@ fn a_churning_catalog_reuses_the_slots_of_deleted_objects() {
         };
         r = r.apply(commit(v, &put, &delete)).unwrap();
         assert_eq!(
-            r.offers.by_id(&format!("x{v}")).unwrap().url.as_str(),
+            r.offers.by_id(&format!("x{v}")).unwrap().links.items()[0]
+                .url
+                .as_str(),
             format!("https://x.example/{v}")
         );
     }

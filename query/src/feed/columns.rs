@@ -18,7 +18,7 @@ pub(super) struct Columns<'a> {
     ints: Vec<(&'static str, ArrayRef)>,
 }
 
-const STRINGS: [&str; 39] = [
+const STRINGS: [&str; 40] = [
     "event_id",
     "refused",
     "click_id",
@@ -38,6 +38,7 @@ const STRINGS: [&str; 39] = [
     "traffic_source_id",
     "network_id",
     "offer_id",
+    "offer_link_id",
     "landing_page_id",
     "location",
     "ip",
@@ -229,8 +230,14 @@ impl<'a> Columns<'a> {
                 "trafficSource": self.named("traffic_source_id", row, |id| names.traffic_source(id)),
                 "affiliateNetwork": self.named("network_id", row, |id| names.network(id)),
                 "offer": self.named("offer_id", row, |id| names.offer(id)),
-                // One link per offer in this tracker: the link is the offer's URL.
-                "offerLink": self.named("offer_id", row, |id| names.offer(id)),
+                // An offer with a `url` is its own one link.
+                "offerLink": match self.s("offer_link_id", row) {
+                    Some(link) => json!({
+                        "id": link,
+                        "name": names.offer_link(offer, link),
+                    }),
+                    None => self.named("offer_id", row, |id| names.offer(id)),
+                },
                 "landingPage": self.named("landing_page_id", row, |id| names.landing_page(id)),
             },
             "source": {

@@ -154,7 +154,11 @@ mod tests {
                 r#"{"url": "u", "payuot": 1}"#,
                 "offers/x.payuot",
             ),
-            (Kind::Offers, r#"{"payout": 1}"#, "offers/x.url"),
+            (
+                Kind::Offers,
+                r#"{"links": [{"url": "https://x.example/"}]}"#,
+                "offers/x.links[0].id",
+            ),
             (
                 Kind::Campaigns,
                 r#"{"traffic_source": "t", "paths": [{"offers": [{"weight": 2}]}]}"#,

@@ -166,10 +166,12 @@ pub enum Field {
     ConversionType,
     TxId,
     Status,
+    /// The offer's link the visitor was sent to (for an offer with several).
+    OfferLinkId,
 }
 
 /// Number of [`Field`]s.
-pub const FIELD_COUNT: usize = Field::Status as usize + 1;
+pub const FIELD_COUNT: usize = Field::OfferLinkId as usize + 1;
 
 /// A range of `Event::data`; `len == 0` is an absent or empty field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -71,6 +71,8 @@ static VISITS: LazyLock<SchemaRef> = LazyLock::new(|| {
         ArrowField::new("path_index", DataType::Int32, true),
         s("landing_page_id"),
         s("offer_id"),
+        // The offer's link taken, for an offer with several (null otherwise).
+        s("offer_link_id"),
         s("network_id"),
         // How the offer's network took conversions when the visit was answered
         // (docs/query.md "Trust"): its postbacks must carry its token; its pixels count (off | default_payout
@@ -254,6 +256,7 @@ impl Builder {
                 (Field::TrafficSourceId, "traffic_source_id"),
                 (Field::LandingPageId, "landing_page_id"),
                 (Field::OfferId, "offer_id"),
+                (Field::OfferLinkId, "offer_link_id"),
                 (Field::NetworkId, "network_id"),
                 (Field::Method, "method"),
                 (Field::Location, "location"),

@@ -133,3 +133,85 @@ fn visits_and_clicks_carry_their_networks_policy() {
         })
     );
 }
+
+/// An offer with two links weighing 3:1, straight from a campaign and through a landing page.
+const LINKED: &str = r#"
+[[offers]]
+id = "offer-linked"
+network = "net-impact"
+links = [
+  { id = "blog", name = "Get Drip - blog", url = "https://drip.example.com/blog?s={click_id}&o={offer_id}", weight = 3 },
+  { id = "home", url = "https://drip.example.com/?s={click_id}&c={country}" },
+]
+
+[[landing_pages]]
+id = "lp-linked"
+url = "https://lp.example.com/?cid={click_id}"
+
+[[campaigns]]
+id = "linked"
+traffic_source = "ts-blog"
+  [[campaigns.paths]]
+  offers = [ { offer = "offer-linked" } ]
+
+[[campaigns]]
+id = "linked-lp"
+traffic_source = "ts-blog"
+  [[campaigns.paths]]
+  landing_page = "lp-linked"
+  offers = [ { offer = "offer-linked" } ]
+"#;
+
+#[test]
+fn an_offer_with_links_sends_each_visitor_to_one_by_weight_and_records_it() {
+    let mut h = Harness::new(LINKED);
+    let n = 4000;
+    let mut blog = 0;
+    for _ in 0..n {
+        let (st, resp) = h.get("/c/linked");
+        assert_eq!(st, Status::Found);
+        let loc = header(&resp, "Location").unwrap();
+        let e = h.sink.events.last().unwrap();
+        let cid = e.id.to_string();
+        assert_eq!(e.get(Field::OfferId), b"offer-linked");
+        match e.get(Field::OfferLinkId) {
+            b"blog" => {
+                blog += 1;
+                assert_eq!(
+                    loc,
+                    format!("https://drip.example.com/blog?s={cid}&o=offer-linked")
+                );
+            }
+            b"home" => assert_eq!(loc, format!("https://drip.example.com/?s={cid}&c=")),
+            other => panic!("link {:?}", String::from_utf8_lossy(other)),
+        }
+    }
+    // Weight 3:1, so 3000 expected; 5 standard deviations is about ±137.
+    assert!((2860..=3140).contains(&blog), "{blog}");
+
+    // Through a landing page the link is chosen at the click-through, and recorded with it.
+    let (_, resp) = h.get("/c/linked-lp");
+    let visit = h.sink.events.last().unwrap();
+    assert_eq!(visit.get(Field::OfferLinkId), b"");
+    let cid = visit.id.to_string();
+    assert!(header(&resp, "Location").unwrap().ends_with(&cid));
+    let (st, resp) = h.get(&format!("/click?cid={cid}"));
+    assert_eq!(st, Status::Found);
+    let click = h.sink.events.last().unwrap();
+    assert_eq!(click.kind, EventKind::Click);
+    let link = String::from_utf8_lossy(click.get(Field::OfferLinkId)).into_owned();
+    assert!(link == "blog" || link == "home", "{link:?}");
+    assert!(
+        header(&resp, "Location")
+            .unwrap()
+            .starts_with("https://drip.example.com/"),
+        "{resp}"
+    );
+}
+
+#[test]
+fn an_offer_with_one_url_records_no_link() {
+    let mut h = Harness::new("");
+    h.get(CAMP);
+    assert_eq!(h.sink.events[0].get(Field::OfferLinkId), b"");
+}

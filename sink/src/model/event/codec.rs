@@ -3,16 +3,20 @@
 //! Layout (little-endian): version u8, kind u8, id [12], peer (4 → v4 | 6 → v6, then the
 //! address), cost i64, payout flag u8 + i64, path index flag u8 + u16, network policy u8
 //! ([`NetworkPolicy::to_byte`]), auth u8 ([`Auth`]), the spans (`FIELD_COUNT` × (start u32,
-//! len u32)), data length u32, data. Version 1 (written before the policy and auth bytes)
-//! is still read: no policy, and `Auth::Open` (its conversions passed the token check of
-//! their time).
+//! len u32)), data length u32, data. Versions 1 and 2 are still read: version 2 has one span
+//! fewer (written before [`Field::OfferLinkId`](super::Field::OfferLinkId)); version 1 also
+//! lacks the policy and auth bytes (no policy, and `Auth::Open`: its conversions passed the
+//! token check of their time).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{Auth, Event, EventKind, FIELD_COUNT, NetworkPolicy, Span};
 use crate::model::id::EventId;
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+
+/// Spans in a version 1 or 2 record: the fields before `OfferLinkId`.
+const V2_FIELDS: usize = super::Field::OfferLinkId as usize;
 
 /// Why bytes are not an encoded event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -56,10 +60,10 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The fixed head of a record: its version (1 or 2), kind and id.
+/// The fixed head of a record: its version (1 to 3), kind and id.
 fn header(r: &mut Reader<'_>) -> Result<(u8, EventKind, EventId), DecodeError> {
     let version = r.u8()?;
-    if version != VERSION && version != 1 {
+    if !(1..=VERSION).contains(&version) {
         return Err(DecodeError::Version(version));
     }
     let kind = *EventKind::ALL
@@ -131,7 +135,8 @@ impl Event {
             (policy, auth)
         };
         let mut spans = [Span::default(); FIELD_COUNT];
-        for s in &mut spans {
+        let written = if version < 3 { V2_FIELDS } else { FIELD_COUNT };
+        for s in &mut spans[..written] {
             *s = Span {
                 start: r.u32()?,
                 len: r.u32()?,
@@ -221,12 +226,40 @@ mod tests {
         }
     }
 
+    /// `encoded` (a version 3 record) as version 2 wrote it: without the last span.
+    fn as_version_2(encoded: &[u8]) -> Vec<u8> {
+        let spans_at = 1 + 1 + 12 + 1 + 4 + 8 + 1 + 8 + 1 + 2 + 1 + 1;
+        let last = spans_at + (FIELD_COUNT - 1) * 8;
+        let mut v2 = encoded[..last].to_vec();
+        v2.extend_from_slice(&encoded[last + 8..]);
+        v2[0] = 2;
+        v2
+    }
+
+    #[test]
+    fn version_2_records_still_decode() {
+        let mut e = sample(EventKind::Visit, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        e.auth = Auth::NoToken;
+        let mut v3 = Vec::new();
+        e.encode(&mut v3);
+        let d = Event::decode(&as_version_2(&v3)).unwrap();
+        assert_eq!(d.auth, Auth::NoToken);
+        assert_eq!(d.get(Field::CampaignId), b"camp");
+        assert_eq!(d.get(Field::OfferLinkId), b"");
+        // A version 3 record carries the link.
+        e.push(Field::OfferLinkId, b"blog");
+        let mut v3 = Vec::new();
+        e.encode(&mut v3);
+        assert_eq!(Event::decode(&v3).unwrap().get(Field::OfferLinkId), b"blog");
+    }
+
     #[test]
     fn version_1_records_still_decode() {
         let mut e = sample(EventKind::Postback, IpAddr::V4(Ipv4Addr::LOCALHOST));
         e.auth = Auth::NoToken;
-        let mut v2 = Vec::new();
-        e.encode(&mut v2);
+        let mut v3 = Vec::new();
+        e.encode(&mut v3);
+        let v2 = as_version_2(&v3);
         // Version 1 is version 2 without the policy and auth bytes.
         let at = 1 + 1 + 12 + 1 + 4 + 8 + 1 + 8 + 1 + 2;
         let mut v1 = v2[..at].to_vec();
@@ -291,6 +324,7 @@ mod tests {
             Field::ConversionType,
             Field::TxId,
             Field::Status,
+            Field::OfferLinkId,
         ];
 
         fn peer() -> impl Strategy<Value = IpAddr> {

@@ -60,6 +60,7 @@ fn visits_batch_has_the_spec_columns_and_values() {
         "path_index",
         "landing_page_id",
         "offer_id",
+        "offer_link_id",
         "network_id",
         "cost_micros",
         "method",
