@@ -1,6 +1,6 @@
 //! `query serve`: the console's JSON API over one store — the catalog the edges follow
-//! (read, create, replace, delete), the report and the conversion feed — behind a bearer
-//! token.
+//! (read, create, replace, delete), the report, the conversion feed and the logs — behind a
+//! bearer token.
 //!
 //! | route | answer |
 //! |---|---|
@@ -10,6 +10,7 @@
 //! | `DELETE /api/v1/{kind}/{id}` | 204; 404 when absent; 409 when something still uses it |
 //! | `GET /api/v1/report?by=&from=&to=&include_bots=&filter=` | what `query report --format json` prints |
 //! | `GET /api/v1/conversions?from=&to=&campaign=` | what `query conversions` prints (NDJSON) |
+//! | `GET /api/v1/log/{clicks\|conversions}?from=&to=&campaign=&limit=&format=` | what `query log … --format json` (or `csv`) prints |
 //! | `GET /api/v1/dimensions` | `{"dimensions": […]}`: what `by` and `filter` take |
 //! | `GET /` | the dashboard (its files need no token; its requests do) |
 //!
@@ -155,6 +156,7 @@ fn router(app: Shared) -> Router {
         .route("/api/v1/dimensions", get(dimensions))
         .route("/api/v1/report", get(report))
         .route("/api/v1/conversions", get(conversions))
+        .route("/api/v1/log/{log}", get(log))
         .route("/api/v1/{kind}", get(list))
         .route(
             "/api/v1/{kind}/{id}",
@@ -216,6 +218,21 @@ async fn fresh(app: &App) -> Result<tokio::sync::MutexGuard<'_, State>, Failure>
 const LIST_MAX: usize = 10_000;
 const LIST_DEFAULT: usize = 1_000;
 
+/// The query's `limit`: `default` without one, else a number from 1 to `max`.
+fn limit(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, Failure> {
+    match q.get("limit") {
+        None => Ok(default),
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(Failure {
+                status: StatusCode::BAD_REQUEST,
+                error: format!("limit {l:?}: a number from 1 to {max}"),
+                field: Some("limit".into()),
+            }),
+        },
+    }
+}
+
 /// A page of objects in id order: `limit` of them (default 1 000, at most 10 000) after the
 /// id `after`; `next` is the `after` of the following page, absent on the last.
 async fn list(
@@ -224,19 +241,7 @@ async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, Failure> {
     let kind = kind(&k)?;
-    let limit = match q.get("limit") {
-        None => LIST_DEFAULT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=LIST_MAX).contains(&n) => n,
-            _ => {
-                return Err(Failure {
-                    status: StatusCode::BAD_REQUEST,
-                    error: format!("limit {l:?}: a number from 1 to {LIST_MAX}"),
-                    field: Some("limit".into()),
-                });
-            }
-        },
-    };
+    let limit = limit(&q, LIST_DEFAULT, LIST_MAX)?;
     let after = q.get("after").cloned().unwrap_or_default();
     let state = fresh(&app).await?;
     let ids = state.ids_after(kind, &after, limit + 1);
@@ -415,6 +420,43 @@ async fn report(
     let mut out = Vec::new();
     output::report(&r, output::Format::Json, &mut out).map_err(Failure::from)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
+}
+
+/// The click or conversion log (`query log`): the newest `limit` events (default 100, at
+/// most 10 000), one JSON object per line, or CSV with `format=csv`.
+async fn log(
+    AxumState(app): AxumState<Shared>,
+    Path(which): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let Some(log) = crate::log::Log::parse(&which) else {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            format!("no such log {which:?}: clicks or conversions"),
+        ));
+    };
+    let (format, content_type) = match q.get("format").map(String::as_str) {
+        None | Some("json") => (output::Format::Json, "application/x-ndjson"),
+        Some("csv") => (output::Format::Csv, "text/csv"),
+        Some(other) => {
+            return Err(Failure {
+                status: StatusCode::BAD_REQUEST,
+                error: format!("format {other:?}: json or csv"),
+                field: Some("format".into()),
+            });
+        }
+    };
+    let req = crate::log::LogRequest {
+        log,
+        range: range(&q)?,
+        campaign: q.get("campaign").filter(|c| !c.is_empty()).cloned(),
+        limit: limit(&q, 100, LIST_MAX)?,
+    };
+    let session = Session::open(&app.opts.store, &app.opts.session).await?;
+    let batches = crate::log::run(&session, &req).await?;
+    let mut out = Vec::new();
+    output::batches(&batches, format, &mut out).map_err(Failure::from)?;
+    Ok(([(header::CONTENT_TYPE, content_type)], out).into_response())
 }
 
 async fn conversions(

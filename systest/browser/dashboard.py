@@ -214,6 +214,19 @@ def main():
         d.get(args.console + f"/#/campaigns/{CAMPAIGN}")
         css("#campaign-url")
         shot("phone-campaign")
+
+        # The log (on the phone still): the campaign's conversion reports as they came, then
+        # its visits.
+        d.get(args.console + f"/#/log/conversions?campaign={CAMPAIGN}")
+        text_in("nav.nav a.active", "Log")
+        log_rows = "table#log tbody tr"
+        wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, log_rows)) == CONVERSIONS)
+        logged = {r.find_elements(By.CSS_SELECTOR, "td")[11].text for r in d.find_elements(By.CSS_SELECTOR, log_rows)}
+        assert logged == set(clicks[:CONVERSIONS]), (logged, clicks[:CONVERSIONS])
+        shot("log-conversions")
+        css("a[href='#/log/clicks?campaign=" + CAMPAIGN + "']").click()
+        wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, log_rows)) == VISITS)
+        shown["log_visits"] = len(d.find_elements(By.CSS_SELECTOR, log_rows))
     except (AssertionError, TimeoutException):
         shot_path = os.path.join(args.out, "failure.png")
         d.save_screenshot(shot_path)

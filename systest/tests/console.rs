@@ -215,6 +215,51 @@ fn the_console_api_runs_a_campaign_end_to_end() {
     let (st, feed) = console.call("GET", "/api/v1/conversions", Some(TOKEN), "");
     assert_eq!(st, 200);
     assert_eq!(feed.lines().count(), 1, "{feed}");
+    // The logs: every event as it came, newest first, as `query log` lists them.
+    let (st, log) = console.call("GET", "/api/v1/log/conversions", Some(TOKEN), "");
+    assert_eq!(st, 200, "{log}");
+    let cli = std::process::Command::new(common::query_bin())
+        .args([
+            "log",
+            "conversions",
+            "--quiet",
+            "--format",
+            "json",
+            "--store",
+            &store,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(log, String::from_utf8(cli.stdout).unwrap());
+    let reports: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 1, "{log}");
+    assert_eq!(reports[0]["campaign_id"], "c1", "{log}");
+    let (st, clicks) = console.call("GET", "/api/v1/log/clicks?limit=2", Some(TOKEN), "");
+    assert_eq!((st, clicks.lines().count()), (200, 2), "{clicks}");
+    let (st, csv) = console.call(
+        "GET",
+        "/api/v1/log/clicks?campaign=c1&format=csv",
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(st, 200);
+    assert!(csv.starts_with("ts,event_id,kind,"), "{csv}");
+    assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
+    for (path, status) in [
+        ("/api/v1/log/nope", 404),
+        ("/api/v1/log/clicks?limit=0", 400),
+        ("/api/v1/log/clicks?format=xml", 400),
+        ("/api/v1/log/clicks?from=yesterday", 400),
+    ] {
+        let (st, e) = console.api("GET", path, "");
+        assert_eq!(st, status, "{path}: {e}");
+        assert!(e["error"].as_str().is_some_and(|e| !e.is_empty()), "{e}");
+    }
+    let (st, _) = console.call("GET", "/api/v1/log/clicks", None, "");
+    assert_eq!(st, 401);
     let (st, e) = console.api("GET", "/api/v1/report?by=nonsense", "");
     assert_eq!(st, 400, "{e}");
 

@@ -135,6 +135,8 @@ fn the_dashboard_runs_a_campaign_in_a_real_browser() {
         "{shown}"
     );
     assert_eq!(row["conversions"], 2, "{report}");
+    // The click log listed each of the campaign's visits.
+    assert_eq!(shown["log_visits"], row["visits"], "{shown}");
     let statuses: Vec<String> = [
         "leads",
         "sales",
