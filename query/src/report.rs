@@ -274,16 +274,18 @@ pub fn sql_with(
     // visit's campaign.
     let priced_conversions = names.is_some_and(|n| !n.conversion_costs.is_empty());
     let clicks_in_range = format!("{} AND {}", r.conversions_of_clicks(), r.ids("click_id"));
-    let v_join = if visits_by_click {
-        " LEFT JOIN clicked ON click_of = event_id"
+    // The clicks are the join's build side, the visits its probe: built the other way round
+    // (a LEFT JOIN from the visits), the hash table held every visit — 19 GiB for 50 M.
+    let v_from = if visits_by_click {
+        "clicked RIGHT JOIN visits ON click_of = event_id"
     } else {
-        ""
+        "visits"
     };
     format!(
         "WITH {clicked}v AS (
             SELECT * FROM (
                 SELECT {v_dims}kind, CASE WHEN kind = 'visit' THEN {visit_cost} END AS cost
-                FROM visits{v_join} WHERE {visits} AND {keep}
+                FROM {v_from} WHERE {visits} AND {keep}
             ) WHERE true{filter}
         ),
         r AS (
