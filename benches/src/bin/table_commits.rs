@@ -1,0 +1,314 @@
+//! `table_commits`: how a Delta Lake table (delta-rs, without DataFusion) takes appends from
+//! many edges at once. `--edges` simulated edges (default 100) each write one small Parquet
+//! file into the table's `dt=…/hour=…` partition every `--interval-ms` (default 3 000, each
+//! sleep jittered ±50 %) for `--seconds` (default 60), and commit it as a blind append: one
+//! `add` action, the edge's own application transaction (`txn`, its id and a sequence
+//! number), log clean-up off, delta-rs' checkpoint every 100 versions on. Commits are
+//! optimistic: a writer that finds its version taken re-reads the commits in between, checks
+//! them for conflicts and tries the next one, up to `--max-retries` (default 50) times.
+//!
+//! With `--files-per-commit K`, each commit adds K files: one edge then stands for a single
+//! committer gathering the files of K edges.
+//!
+//! Then a fresh reader loads the table, and the files it lists are checked against the
+//! commits acknowledged: none missing, none extra, none twice. Prints one JSON object:
+//! commits made and failed, commits per second, commit latency percentiles, retries, the
+//! versions and checkpoints written, and the reader's load time.
+//!
+//! `cargo build --profile fast -p benches --bin table_commits` then
+//! `target/fast/table_commits [--dir DIR] [--edges N] [--interval-ms MS] [--seconds S]`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake_core::kernel::{Action, Add, DataType as DeltaType, StructField, Transaction};
+use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::table::state::DeltaTableState;
+use deltalake_core::{DeltaTableBuilder, Path};
+use object_store::ObjectStoreExt;
+use parquet::arrow::ArrowWriter;
+use url::Url;
+
+struct Opts {
+    dir: PathBuf,
+    edges: usize,
+    interval_ms: u64,
+    seconds: u64,
+    max_retries: usize,
+    /// Files each commit adds: with one edge, a committer that gathers many edges' files into
+    /// one commit.
+    files_per_commit: usize,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        dir: std::env::temp_dir().join(format!("table-commits-{}", std::process::id())),
+        edges: 100,
+        interval_ms: 3_000,
+        seconds: 60,
+        max_retries: 50,
+        files_per_commit: 1,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut v = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--dir" => o.dir = PathBuf::from(v()),
+            "--edges" => o.edges = v().parse().expect("--edges N"),
+            "--interval-ms" => o.interval_ms = v().parse().expect("--interval-ms MS"),
+            "--seconds" => o.seconds = v().parse().expect("--seconds S"),
+            "--max-retries" => o.max_retries = v().parse().expect("--max-retries N"),
+            "--files-per-commit" => o.files_per_commit = v().parse().expect("--files-per-commit N"),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    o
+}
+
+/// What one edge did.
+#[derive(Default)]
+struct Outcome {
+    /// Paths of the files whose commits were acknowledged.
+    committed: Vec<String>,
+    latencies: Vec<Duration>,
+    retries: Vec<u64>,
+    failures: Vec<String>,
+    checkpoints: usize,
+}
+
+/// A small Parquet file: `rows` rows of (event_id, n).
+fn parquet_file(edge: usize, seq: u64, rows: usize) -> Vec<u8> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("event_id", DataType::Utf8, false),
+        Field::new("n", DataType::Int64, false),
+    ]));
+    let ids: Vec<String> = (0..rows)
+        .map(|i| format!("{edge:04}-{seq:06}-{i:04}"))
+        .collect();
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(StringArray::from(ids)),
+            Arc::new(Int64Array::from_iter_values(0..rows as i64)),
+        ],
+    )
+    .expect("a batch");
+    let mut out = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut out, schema, None).expect("a writer");
+    w.write(&batch).expect("written");
+    w.close().expect("closed");
+    out
+}
+
+async fn edge(
+    id: usize,
+    url: Url,
+    o: Arc<Opts>,
+    start: Instant,
+    mut rng: fastrand::Rng,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let mut table = DeltaTableBuilder::from_url(url)
+        .expect("a table URL")
+        .load()
+        .await
+        .expect("the table loads");
+    let store = table.log_store().object_store(None);
+    let mut state: DeltaTableState = table.snapshot().expect("a snapshot").clone();
+    let app = format!("edge-{id}");
+    let end = start + Duration::from_secs(o.seconds);
+    let mut seq = 0u64;
+    // Edges start spread over one interval, as independent processes would.
+    tokio::time::sleep(Duration::from_millis(rng.u64(0..o.interval_ms.max(1)))).await;
+    while Instant::now() < end {
+        seq += 1;
+        let now = chrono::Utc::now();
+        let (dt, hour) = (
+            now.format("%Y-%m-%d").to_string(),
+            now.format("%H").to_string(),
+        );
+        let rows = 100;
+        let mut adds = Vec::with_capacity(o.files_per_commit);
+        let mut paths = Vec::with_capacity(o.files_per_commit);
+        for f in 0..o.files_per_commit {
+            let path = format!("dt={dt}/hour={hour}/{id:04}-{seq:06}-{f:04}.parquet");
+            let bytes = parquet_file(id, seq, rows);
+            let size = bytes.len() as i64;
+            store
+                .put(&Path::from(path.as_str()), bytes.into())
+                .await
+                .expect("the file is written");
+            adds.push(Action::Add(Add {
+                path: path.clone(),
+                partition_values: HashMap::from([
+                    ("dt".to_owned(), Some(dt.clone())),
+                    ("hour".to_owned(), Some(hour.clone())),
+                ]),
+                size,
+                modification_time: now.timestamp_millis(),
+                data_change: true,
+                stats: Some(format!("{{\"numRecords\":{rows}}}")),
+                ..Default::default()
+            }));
+            paths.push(path);
+        }
+        let props = CommitProperties::default()
+            .with_max_retries(o.max_retries)
+            .with_cleanup_expired_logs(Some(false))
+            .with_application_transaction(Transaction::new(&app, seq as i64));
+        let t = Instant::now();
+        let commit = CommitBuilder::from(props)
+            .with_actions(adds)
+            .build(
+                Some(&state),
+                table.log_store(),
+                DeltaOperation::Write {
+                    mode: SaveMode::Append,
+                    partition_by: Some(vec!["dt".into(), "hour".into()]),
+                    predicate: None,
+                },
+            )
+            .await;
+        match commit {
+            Ok(done) => {
+                out.latencies.push(t.elapsed());
+                out.retries.push(done.metrics.num_retries);
+                out.checkpoints += usize::from(done.metrics.new_checkpoint_created);
+                out.committed.extend(paths);
+                state = done.snapshot();
+            }
+            Err(e) => {
+                out.failures.push(e.to_string());
+                table.update_state().await.expect("the table reloads");
+                state = table.snapshot().expect("a snapshot").clone();
+            }
+        }
+        let half = o.interval_ms / 2;
+        tokio::time::sleep(Duration::from_millis(half + rng.u64(0..=o.interval_ms))).await;
+    }
+    out
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let o = Arc::new(opts());
+    std::fs::create_dir_all(&o.dir).expect("the directory is made");
+    let dir = o.dir.canonicalize().expect("an absolute directory");
+    let url = Url::from_directory_path(dir.join("visits")).expect("a file URL");
+    std::fs::create_dir_all(dir.join("visits")).expect("the table directory is made");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let table = DeltaTableBuilder::from_url(url.clone())
+            .expect("a table URL")
+            .build()
+            .expect("a table");
+        table
+            .create()
+            .with_columns([
+                StructField::new("event_id", DeltaType::STRING, false),
+                StructField::new("n", DeltaType::LONG, false),
+                StructField::new("dt", DeltaType::STRING, true),
+                StructField::new("hour", DeltaType::STRING, true),
+            ])
+            .with_partition_columns(["dt", "hour"])
+            .with_save_mode(SaveMode::Ignore)
+            .await
+            .expect("the table is created");
+
+        let start = Instant::now();
+        let mut seeds = fastrand::Rng::with_seed(7);
+        let local = tokio::task::LocalSet::new();
+        let outcomes: Vec<Outcome> = local
+            .run_until(async {
+                let edges: Vec<_> = (0..o.edges)
+                    .map(|i| {
+                        tokio::task::spawn_local(edge(
+                            i,
+                            url.clone(),
+                            Arc::clone(&o),
+                            start,
+                            fastrand::Rng::with_seed(seeds.u64(..)),
+                        ))
+                    })
+                    .collect();
+                let mut v = Vec::new();
+                for e in edges {
+                    v.push(e.await.expect("an edge ends"));
+                }
+                v
+            })
+            .await;
+        let elapsed = start.elapsed();
+
+        let t = Instant::now();
+        let reader = DeltaTableBuilder::from_url(url.clone())
+            .expect("a table URL")
+            .load()
+            .await
+            .expect("the table loads");
+        let load_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let listed: Vec<String> = reader
+            .get_file_uris()
+            .expect("its files")
+            .map(|u| {
+                u.rsplit_once("/visits/")
+                    .map_or(u.clone(), |(_, p)| p.to_owned())
+            })
+            .collect();
+        let listed_set: BTreeSet<&str> = listed.iter().map(String::as_str).collect();
+        let committed: BTreeSet<&str> = outcomes
+            .iter()
+            .flat_map(|o| o.committed.iter().map(String::as_str))
+            .collect();
+        let mut latencies: Vec<Duration> =
+            outcomes.iter().flat_map(|o| o.latencies.clone()).collect();
+        latencies.sort();
+        let retries: Vec<u64> = outcomes.iter().flat_map(|o| o.retries.clone()).collect();
+        let failures: Vec<&String> = outcomes.iter().flat_map(|o| &o.failures).collect();
+        let report = serde_json::json!({
+            "edges": o.edges,
+            "interval_ms": o.interval_ms,
+            "files_per_commit": o.files_per_commit,
+            "seconds": elapsed.as_secs_f64(),
+            "files": committed.len(),
+            "commits": latencies.len(),
+            "commits_per_s": latencies.len() as f64 / elapsed.as_secs_f64(),
+            "failed": failures.len(),
+            "first_failure": failures.first(),
+            "latency_ms": {
+                "p50": percentile(&latencies, 0.5),
+                "p90": percentile(&latencies, 0.9),
+                "p99": percentile(&latencies, 0.99),
+                "max": percentile(&latencies, 1.0),
+            },
+            "retries": {
+                "mean": retries.iter().sum::<u64>() as f64 / retries.len().max(1) as f64,
+                "max": retries.iter().max(),
+                "commits_retried": retries.iter().filter(|&&r| r > 0).count(),
+            },
+            "version": reader.version(),
+            "checkpoints": outcomes.iter().map(|o| o.checkpoints).sum::<usize>(),
+            "reader_load_ms": load_ms,
+            "files_listed": listed.len(),
+            "missing": committed.difference(&listed_set).count(),
+            "extra": listed_set.difference(&committed).count(),
+            "listed_twice": listed.len() - listed_set.len(),
+        });
+        println!("{report}");
+    });
+}
