@@ -16,7 +16,9 @@
 //! versions and checkpoints written, and the reader's load time.
 //!
 //! `cargo build --profile fast -p benches --bin table_commits` then
-//! `target/fast/table_commits [--dir DIR] [--edges N] [--interval-ms MS] [--seconds S]`.
+//! `target/fast/table_commits [--dir DIR | --s3 s3://BUCKET/PREFIX] [--edges N]
+//! [--interval-ms MS] [--seconds S] [--files-per-commit K]`; with `--s3`, the `AWS_*`
+//! variables (`AWS_ENDPOINT`, `AWS_ALLOW_HTTP=true` for a local server such as moto's).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -27,15 +29,22 @@ use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{Action, Add, DataType as DeltaType, StructField, Transaction};
+use deltalake_core::logstore::{
+    LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig, default_logstore, logstore_factories,
+};
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::table::state::DeltaTableState;
-use deltalake_core::{DeltaTableBuilder, Path};
+use deltalake_core::{DeltaResult, DeltaTableBuilder, ObjectStore, Path};
 use object_store::ObjectStoreExt;
+use object_store::aws::AmazonS3Builder;
 use parquet::arrow::ArrowWriter;
 use url::Url;
 
 struct Opts {
     dir: PathBuf,
+    /// `s3://bucket/prefix`: the table goes there instead of `--dir` (credentials, region and
+    /// endpoint from the usual `AWS_*` variables).
+    s3: Option<String>,
     edges: usize,
     interval_ms: u64,
     seconds: u64,
@@ -48,6 +57,7 @@ struct Opts {
 fn opts() -> Opts {
     let mut o = Opts {
         dir: std::env::temp_dir().join(format!("table-commits-{}", std::process::id())),
+        s3: None,
         edges: 100,
         interval_ms: 3_000,
         seconds: 60,
@@ -59,6 +69,7 @@ fn opts() -> Opts {
         let mut v = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
             "--dir" => o.dir = PathBuf::from(v()),
+            "--s3" => o.s3 = Some(v()),
             "--edges" => o.edges = v().parse().expect("--edges N"),
             "--interval-ms" => o.interval_ms = v().parse().expect("--interval-ms MS"),
             "--seconds" => o.seconds = v().parse().expect("--seconds S"),
@@ -105,19 +116,53 @@ fn parquet_file(edge: usize, seq: u64, rows: usize) -> Vec<u8> {
     out
 }
 
+/// Where the table is: its URL, and for S3 the bucket's store (delta-rs' own S3 support is a
+/// crate of its own; its commits need only a store that honours `PutMode::Create`).
+#[derive(Clone)]
+struct Location {
+    url: Url,
+    bucket: Option<Arc<dyn ObjectStore>>,
+}
+
+impl Location {
+    fn builder(&self) -> DeltaTableBuilder {
+        let b = DeltaTableBuilder::from_url(self.url.clone()).expect("a table URL");
+        match &self.bucket {
+            Some(store) => b.with_storage_backend(Arc::clone(store), self.url.clone()),
+            None => b,
+        }
+    }
+}
+
+/// Delta's default log store (put-if-absent commits) for `s3://`.
+struct S3Logs;
+
+impl LogStoreFactory for S3Logs {
+    fn with_options(
+        &self,
+        prefixed_store: ObjectStoreRef,
+        root_store: ObjectStoreRef,
+        location: &Url,
+        options: &StorageConfig,
+    ) -> DeltaResult<Arc<dyn LogStore>> {
+        Ok(default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
+}
+
 async fn edge(
     id: usize,
-    url: Url,
+    at: Location,
     o: Arc<Opts>,
     start: Instant,
     mut rng: fastrand::Rng,
 ) -> Outcome {
     let mut out = Outcome::default();
-    let mut table = DeltaTableBuilder::from_url(url)
-        .expect("a table URL")
-        .load()
-        .await
-        .expect("the table loads");
+    let mut table = at.builder().load().await.expect("the table loads");
     let store = table.log_store().object_store(None);
     let mut state: DeltaTableState = table.snapshot().expect("a snapshot").clone();
     let app = format!("edge-{id}");
@@ -204,19 +249,35 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 fn main() {
     let o = Arc::new(opts());
-    std::fs::create_dir_all(&o.dir).expect("the directory is made");
-    let dir = o.dir.canonicalize().expect("an absolute directory");
-    let url = Url::from_directory_path(dir.join("visits")).expect("a file URL");
-    std::fs::create_dir_all(dir.join("visits")).expect("the table directory is made");
+    let at = match &o.s3 {
+        Some(s3) => {
+            let url =
+                Url::parse(&format!("{}/visits/", s3.trim_end_matches('/'))).expect("an s3:// URL");
+            let bucket = AmazonS3Builder::from_env()
+                .with_url(s3.as_str())
+                .build()
+                .expect("the bucket's store");
+            logstore_factories().insert(Url::parse("s3://").expect("a scheme"), Arc::new(S3Logs));
+            Location {
+                url,
+                bucket: Some(Arc::new(bucket)),
+            }
+        }
+        None => {
+            std::fs::create_dir_all(o.dir.join("visits")).expect("the table directory is made");
+            let dir = o.dir.canonicalize().expect("an absolute directory");
+            Location {
+                url: Url::from_directory_path(dir.join("visits")).expect("a file URL"),
+                bucket: None,
+            }
+        }
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
     rt.block_on(async {
-        let table = DeltaTableBuilder::from_url(url.clone())
-            .expect("a table URL")
-            .build()
-            .expect("a table");
+        let table = at.builder().build().expect("a table");
         table
             .create()
             .with_columns([
@@ -239,7 +300,7 @@ fn main() {
                     .map(|i| {
                         tokio::task::spawn_local(edge(
                             i,
-                            url.clone(),
+                            at.clone(),
                             Arc::clone(&o),
                             start,
                             fastrand::Rng::with_seed(seeds.u64(..)),
@@ -256,11 +317,7 @@ fn main() {
         let elapsed = start.elapsed();
 
         let t = Instant::now();
-        let reader = DeltaTableBuilder::from_url(url.clone())
-            .expect("a table URL")
-            .load()
-            .await
-            .expect("the table loads");
+        let reader = at.builder().load().await.expect("the table loads");
         let load_ms = t.elapsed().as_secs_f64() * 1000.0;
         let listed: Vec<String> = reader
             .get_file_uris()
