@@ -78,14 +78,20 @@ pub fn query_bin() -> &'static str {
 /// `query report --store STORE --format json --quiet ARGS…`: what it prints; a failure
 /// fails the test with its message.
 pub fn query_report(store: &str, args: &[&str]) -> String {
+    let mut all = vec!["report", "--store", store, "--format", "json", "--quiet"];
+    all.extend_from_slice(args);
+    query(&all)
+}
+
+/// What `query ARGS…` prints; it must succeed.
+pub fn query(args: &[&str]) -> String {
     let out = Command::new(query_bin())
-        .args(["report", "--store", store, "--format", "json", "--quiet"])
         .args(args)
         .output()
         .expect("query runs");
     assert!(
         out.status.success(),
-        "query report {args:?}: {}",
+        "query {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("UTF-8")

@@ -218,19 +218,16 @@ fn the_console_api_runs_a_campaign_end_to_end() {
     // The logs: every event as it came, newest first, as `query log` lists them.
     let (st, log) = console.call("GET", "/api/v1/log/conversions", Some(TOKEN), "");
     assert_eq!(st, 200, "{log}");
-    let cli = std::process::Command::new(common::query_bin())
-        .args([
-            "log",
-            "conversions",
-            "--quiet",
-            "--format",
-            "json",
-            "--store",
-            &store,
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(log, String::from_utf8(cli.stdout).unwrap());
+    let cli = common::query(&[
+        "log",
+        "conversions",
+        "--quiet",
+        "--format",
+        "json",
+        "--store",
+        &store,
+    ]);
+    assert_eq!(log, cli);
     let reports: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

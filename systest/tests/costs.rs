@@ -158,18 +158,10 @@ fn each_cost_model_shows_in_cost_profit_and_roi() {
     // that the last hour's (all of them, here) cost 40.00: the later update wins, spread
     // over the visits, and the report recomputes.
     let costs = |args: &[&str]| {
-        let out = std::process::Command::new(common::query_bin())
-            .args(["costs"])
-            .args(args)
-            .args(["--store", &store])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        let mut all = vec!["costs"];
+        all.extend_from_slice(args);
+        all.extend(["--store", store.as_str()]);
+        common::query(&all)
     };
     let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let next = (chrono::Utc::now() + chrono::Duration::days(1))

@@ -522,20 +522,10 @@ fn offer_links_are_chosen_per_visitor_and_named_in_reports_feed_and_log() {
     assert_eq!(seen, expected);
 
     // The click log has each visit's or click-through's link.
-    let out = std::process::Command::new(common::query_bin())
-        .args([
-            "log", "clicks", "--quiet", "--format", "json", "--limit", "1000",
-        ])
-        .args(["--store", &store])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
+    let log = common::query(&[
+        "log", "clicks", "--quiet", "--format", "json", "--limit", "1000", "--store", &store,
+    ]);
+    let rows: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
