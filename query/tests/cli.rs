@@ -373,3 +373,36 @@ fn a_catalog_imported_into_the_store_names_reports_and_exports_back() {
     let exported_again = stdout(&query(&["catalog", "export", "--store", &store]));
     assert_eq!(exported_again, exported);
 }
+
+/// A report by offer joins the visits to their latest clicks: the clicks must be the hash
+/// join's build side. Built from the visits, the table held every visit (18.9 GiB for 50 M;
+/// docs/performance.md).
+#[test]
+fn a_report_by_offer_hashes_the_clicks_not_the_visits() {
+    let d = two_days();
+    let req = query::report::ReportRequest {
+        dims: query::dims::parse("campaign,offer").unwrap(),
+        ..Default::default()
+    };
+    let sql = format!("EXPLAIN {}", query::report::sql(&req, None));
+    let plan = stdout(&query(&[
+        "sql",
+        "--store",
+        &d.url(),
+        "--quiet",
+        "--format",
+        "csv",
+        &sql,
+    ]));
+    let joins: Vec<&str> = plan
+        .split("HashJoinExec: ")
+        .skip(1)
+        .filter_map(|j| j.lines().next())
+        .filter(|j| j.contains("click_of@") && j.contains("event_id@"))
+        .collect();
+    assert_eq!(joins.len(), 1, "{plan}");
+    assert!(
+        joins[0].starts_with("mode=CollectLeft, join_type=Right, on=[(click_of@"),
+        "{plan}"
+    );
+}
