@@ -267,6 +267,21 @@ impl Edge {
             .unwrap_or(0)
     }
 
+    /// Stops the edge with SIGTERM (drain, flush, upload); it must exit 0 within 30 s.
+    pub fn stop(&mut self) {
+        self.signal("TERM");
+        assert!(
+            self.wait(Duration::from_secs(30)).success(),
+            "{}",
+            self.log()
+        );
+    }
+
+    /// The URL of the edge's Parquet store.
+    pub fn store_url(&self) -> String {
+        format!("file://{}", self.data.join("lake").display())
+    }
+
     /// Kills the process with SIGKILL: no drain, no flush.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -5,8 +5,6 @@
 
 use systest as common;
 
-use std::time::Duration;
-
 use common::{Edge, block_on};
 use query::report::ReportRequest;
 use query::{Session, SessionOptions, dims, names::Names};
@@ -91,9 +89,8 @@ fn each_cost_model_shows_in_cost_profit_and_roi() {
             }
         }
     }
-    e.signal("TERM");
-    assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
-    let store = format!("file://{}", e.data.join("lake").display());
+    e.stop();
+    let store = e.store_url();
     let names = Names::parse(CONFIG).unwrap();
     let session = block_on(Session::open(&store, &SessionOptions::default())).unwrap();
     let req = ReportRequest {

@@ -117,11 +117,6 @@ fn start(cfg: &Path, data: &Path) -> Edge {
     e
 }
 
-fn stop(mut e: Edge) {
-    e.signal("TERM");
-    assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
-}
-
 /// The click id a landing-page URL carries.
 fn cid_of(location: &str) -> String {
     let cid = location
@@ -136,7 +131,7 @@ fn rules_route_visitors_and_landing_page_chains_are_counted() {
     let dir = TempDir::new("landing");
     let cfg = dir.write("edge.toml", &config());
     let data = dir.path().join("data");
-    let e = start(&cfg, &data);
+    let mut e = start(&cfg, &data);
     e.wait_for_log("data-centre ranges count as bots", Duration::from_secs(5));
 
     // A desktop visitor in Great Britain: the landing page, with its cookie.
@@ -219,11 +214,11 @@ fn rules_route_visitors_and_landing_page_chains_are_counted() {
         let r = e.get(&format!("/postback?{q}"));
         assert_eq!(r.status, 200, "{q}");
     }
-    stop(e);
+    e.stop();
 
     // A restarted edge has an empty click cache but the same secret (kept in data_dir):
     // v3's click-through works with its cookie, and only with it.
-    let e = start(&cfg, &data);
+    let mut e = start(&cfg, &data);
     let without = get(
         &e,
         &format!("/click?cid={cid3}"),
@@ -259,7 +254,7 @@ fn rules_route_visitors_and_landing_page_chains_are_counted() {
         Some(&forged),
     );
     assert_eq!(f.location, "https://safe.example.com/?from=edge");
-    stop(e);
+    e.stop();
 
     // What was stored: bots flagged, clicks naming their visits.
     let visits = common::read_parquet_tree(&data.join("lake").join("visits"));
@@ -438,9 +433,8 @@ fn offer_links_are_chosen_per_visitor_and_named_in_reports_feed_and_log() {
         }
     }
     assert_eq!(want.len(), 2, "both links were taken: {want:?}");
-    e.signal("TERM");
-    assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
-    let store = format!("file://{}", e.data.join("lake").display());
+    e.stop();
+    let store = e.store_url();
     let dir = TempDir::new("links");
     let cfg = dir.write("edge.toml", LINKS);
 

@@ -6,7 +6,6 @@
 use systest as common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use common::{Edge, block_on};
 use query::report::{ReportRequest, STATUS_COLUMNS};
@@ -169,9 +168,8 @@ fn run(campaign: &str, streams: &[Stream]) -> (Seen, Vec<serde_json::Value>) {
             assert_eq!(c.response().status, 200, "{q}");
         }
     }
-    e.signal("TERM");
-    assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
-    let store = format!("file://{}", e.data.join("lake").display());
+    e.stop();
+    let store = e.store_url();
     let names = Names::parse(CONFIG).unwrap();
     let session = block_on(Session::open(&store, &SessionOptions::default())).unwrap();
     let req = ReportRequest {
@@ -477,9 +475,8 @@ fn custom_conversion_types_and_revenue_by_status_are_columns_of_their_own() {
         ));
         assert_eq!(c.response().status, 200);
     }
-    e.signal("TERM");
-    assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
-    let store = format!("file://{}", e.data.join("lake").display());
+    e.stop();
+    let store = e.store_url();
     let names = Names::parse(CONFIG).unwrap();
     let session = block_on(Session::open(&store, &SessionOptions::default())).unwrap();
     let req = ReportRequest {

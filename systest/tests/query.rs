@@ -6,7 +6,6 @@
 use systest as common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 use common::{Edge, block_on, ensure_python_readers, python};
 use query::dims;
@@ -224,10 +223,9 @@ fn reports_and_the_feed_match_the_traffic_sent_to_the_cent() {
     let mut sent = sent;
     sent.push(s(a(4), None, None, Some(7_770_000)));
     sent.push(s(a(5), None, None, Some(1_250_000)));
-    e.signal("TERM");
-    assert!(e.wait(Duration::from_secs(30)).success(), "{}", e.log());
+    e.stop();
     let lake = e.data.join("lake");
-    let store = format!("file://{}", lake.display());
+    let store = e.store_url();
 
     // What was sent, attributed independently of the query tool.
     let campaign_of: HashMap<&str, &str> = visits.iter().map(|v| (v.1.as_str(), v.0)).collect();
