@@ -341,6 +341,7 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
         sealed_rx,
         Arc::clone(&wal.stats),
         visitors,
+        settings.commit_interval,
     )?;
     let metrics = Arc::new(Metrics::new(
         settings.workers,
@@ -444,7 +445,7 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
     );
     anyhow::ensure!(
         left == 0,
-        "{left} WAL segments could not be uploaded to {}; they stay in {} and are uploaded at the next start",
+        "{left} WAL segments could not be uploaded to {} and committed; they stay in {} and are uploaded at the next start",
         settings.store,
         settings.wal.dir.display()
     );

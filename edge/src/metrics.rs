@@ -160,6 +160,17 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// Milliseconds since `since_ms` (Unix milliseconds; 0: nothing, and 0 is answered).
+fn lag_ms(since_ms: u64) -> u64 {
+    if since_ms == 0 {
+        return 0;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    now.saturating_sub(since_ms)
+}
+
 fn sum(workers: &[WorkerStats], f: impl Fn(&WorkerStats) -> &AtomicU64) -> u64 {
     workers.iter().map(|w| f(w).load(Ordering::Relaxed)).sum()
 }
@@ -426,6 +437,42 @@ impl Metrics {
                 "counter",
                 "Parquet bytes written to the store.",
                 load(&up.bytes_written),
+            ),
+            (
+                "edge_store_segments_uncommitted",
+                "gauge",
+                "WAL segments uploaded and waiting for their commit to the tables' logs.",
+                load(&up.segments_uncommitted),
+            ),
+            (
+                "edge_store_commits_total",
+                "counter",
+                "Commits to the tables' Delta logs.",
+                load(&up.commits),
+            ),
+            (
+                "edge_store_files_committed_total",
+                "counter",
+                "Parquet files added to the tables by those commits.",
+                load(&up.files_committed),
+            ),
+            (
+                "edge_store_commit_failures_total",
+                "counter",
+                "Commits that failed (retried; the segments wait in the WAL).",
+                load(&up.commit_failures),
+            ),
+            (
+                "edge_store_last_commit_timestamp_ms",
+                "gauge",
+                "When the last commit was made, in Unix milliseconds (0: none since start).",
+                load(&up.last_commit_ms),
+            ),
+            (
+                "edge_store_lag_ms",
+                "gauge",
+                "Age of the oldest event uploaded but not yet committed to its table (0: none waiting); an event first waits up to server.flush_interval_ms for its WAL segment to be sealed.",
+                lag_ms(load(&up.oldest_uncommitted_ms)),
             ),
             (
                 "edge_store_upload_failures_total",

@@ -34,6 +34,8 @@ pub struct Settings {
     pub wal: WalConfig,
     /// Object store URL the Parquet files go to.
     pub store: String,
+    /// How long uploaded files may wait for their commit to the tables' logs.
+    pub commit_interval: Duration,
     /// The MaxMind database visits are located with, if any.
     pub geoip_db: Option<PathBuf>,
     /// uap-core's `regexes.yaml`, if any.
@@ -155,6 +157,10 @@ impl Settings {
             )?),
             wal,
             store: s.store.clone(),
+            commit_interval: Duration::from_millis(positive(
+                s.commit_interval_ms,
+                "server.commit_interval_ms",
+            )?),
             geoip_db: (!s.geoip_db.is_empty()).then(|| PathBuf::from(&s.geoip_db)),
             ua_regexes: (!s.ua_regexes.is_empty()).then(|| PathBuf::from(&s.ua_regexes)),
             trusted_proxies,

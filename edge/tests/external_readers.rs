@@ -1,6 +1,7 @@
-//! The store is open Parquet: readers that are not ours (pyarrow, DuckDB) must see exactly
-//! what the edge acknowledged. The readers come from PyPI; `.ci/run` installs them, and
-//! this test installs them itself when they are missing.
+//! The store is open Parquet in Delta Lake tables: readers that are not ours (pyarrow,
+//! DuckDB, the `deltalake` package) must see exactly what the edge acknowledged. The readers
+//! come from PyPI; `.ci/run` installs them, and this test installs them itself when they are
+//! missing.
 
 use systest as common;
 
@@ -54,8 +55,30 @@ sys.stdout.flush()
 os._exit(0)
 "#;
 
+/// Through the tables' Delta logs: delta-rs' own reader, and DuckDB over the files the log
+/// lists (DuckDB's `delta` extension is a download this machine cannot reach).
+const DELTA: &str = r#"
+import json, os, sys
+import duckdb
+from deltalake import DeltaTable
+lake = sys.argv[1]
+out = {}
+con = duckdb.connect()
+for name in ("visits", "conversions"):
+    t = DeltaTable(f"{lake}/{name}")
+    files = t.file_uris()
+    rows = t.to_pyarrow_table().num_rows
+    listed = con.execute(f"select count(*) from read_parquet({files!r})").fetchone()[0]
+    out[name] = {"rows": rows, "duckdb": listed, "files": len(files),
+                 "partitions": list(t.metadata().partition_columns),
+                 "committed_by": [a.get("operation") for a in t.history()]}
+print(json.dumps(out))
+sys.stdout.flush()
+os._exit(0)
+"#;
+
 #[test]
-fn pyarrow_and_duckdb_read_exactly_what_was_acknowledged() {
+fn pyarrow_duckdb_and_delta_read_exactly_what_was_acknowledged() {
     ensure_python_readers();
     let mut e = Edge::demo("io_uring");
     let mut c = e.connect();
@@ -113,4 +136,15 @@ fn pyarrow_and_duckdb_read_exactly_what_was_acknowledged() {
     assert_eq!(db["payout"], payout);
     assert_eq!(db["blog1"], 7);
     assert!(db["hours"].as_i64().unwrap() >= 1);
+
+    // Both tables are Delta tables whose logs name every file the edge wrote.
+    let delta = python(DELTA, &lake);
+    for (table, rows) in [("visits", 20), ("conversions", 8)] {
+        let t = &delta[table];
+        assert_eq!(t["rows"], rows, "{table}: {delta}");
+        assert_eq!(t["duckdb"], rows, "{table}: {delta}");
+        assert_eq!(t["partitions"], serde_json::json!(["dt", "hour"]));
+        let stored = common::read_parquet_tree(&lake.join(table)).len();
+        assert!(t["files"].as_u64().unwrap() >= 1 && stored >= 1);
+    }
 }

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
-/// Reads every `.parquet` file below `dir`.
+/// Reads every `.parquet` file below `dir`, but for hidden directories (`_delta_log`, the
+/// table's transaction log, whose checkpoints are Parquet too).
 pub fn read_parquet_tree(dir: &Path) -> Vec<arrow::record_batch::RecordBatch> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -13,6 +14,11 @@ pub fn read_parquet_tree(dir: &Path) -> Vec<arrow::record_batch::RecordBatch> {
     for entry in entries {
         let p = entry.unwrap().path();
         if p.is_dir() {
+            if p.file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(b"_"))
+            {
+                continue;
+            }
             out.extend(read_parquet_tree(&p));
         } else if p.extension().is_some_and(|e| e == "parquet") {
             out.extend(read_parquet_file(&p));
@@ -60,16 +66,25 @@ pub fn ensure_python_readers() {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if have("pyarrow") && have("duckdb") {
+    let all = || have("pyarrow") && have("duckdb") && have("deltalake");
+    if all() {
         return;
     }
     let st = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "pyarrow", "duckdb"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "pyarrow",
+            "duckdb",
+            "deltalake",
+        ])
         .status()
         .expect("python3 runs");
     assert!(
-        st.success() && have("pyarrow") && have("duckdb"),
-        "this test needs pyarrow and duckdb: python3 -m pip install pyarrow duckdb"
+        st.success() && all(),
+        "this test needs pyarrow, duckdb and deltalake: python3 -m pip install pyarrow duckdb deltalake"
     );
 }
 

@@ -12,18 +12,26 @@ use common::{CAMP, Edge, TempDir};
 fn ensure_moto() {
     let have = || {
         Command::new("python3")
-            .args(["-c", "import moto.server, boto3, pyarrow"])
+            .args(["-c", "import moto.server, boto3, pyarrow, deltalake"])
             .status()
             .is_ok_and(|s| s.success())
     };
     if !have() {
         let st = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "moto[server]", "pyarrow"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "moto[server]",
+                "pyarrow",
+                "deltalake",
+            ])
             .status()
             .expect("python3 runs");
         assert!(
             st.success() && have(),
-            "this test needs moto: python3 -m pip install 'moto[server]' pyarrow"
+            "this test needs moto: python3 -m pip install 'moto[server]' pyarrow deltalake"
         );
     }
 }
@@ -84,7 +92,9 @@ port = sys.argv[1]
 s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                   aws_access_key_id="test", aws_secret_access_key="test")
 keys = [o["Key"] for o in s3.list_objects_v2(Bucket="lake").get("Contents", [])]
-out = {"keys": sorted(keys), "visits": 0, "conversions": 0, "payout": 0}
+logs = sorted(k for k in keys if "/_delta_log/" in k)
+keys = sorted(k for k in keys if "/_delta_log/" not in k)
+out = {"keys": keys, "logs": logs, "visits": 0, "conversions": 0, "payout": 0}
 for k in keys:
     t = pq.read_table(io.BytesIO(s3.get_object(Bucket="lake", Key=k)["Body"].read()))
     if "/visits/" in k:
@@ -92,6 +102,12 @@ for k in keys:
     else:
         out["conversions"] += t.num_rows
         out["payout"] += sum(p for p in t.column("payout_micros").to_pylist() if p is not None)
+# The tables through their Delta logs, with delta-rs' own S3 client.
+from deltalake import DeltaTable
+opts = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+for name in ("visits", "conversions"):
+    out["delta_" + name] = DeltaTable(f"s3://lake/tracker/{name}", storage_options=opts).to_pyarrow_table().num_rows
 print(json.dumps(out))
 # pyarrow's threads can abort the interpreter on its way out; the answer is out already.
 sys.stdout.flush()
@@ -164,6 +180,15 @@ fn events_reach_s3_even_across_an_outage() {
     assert_eq!(v["visits"], 20, "{v}");
     assert_eq!(v["conversions"], 20, "{v}");
     assert_eq!(v["payout"], 30_000_000);
+    assert_eq!(v["delta_visits"], 20, "{v}");
+    assert_eq!(v["delta_conversions"], 20, "{v}");
+    for table in ["visits", "conversions"] {
+        let first = format!("tracker/{table}/_delta_log/00000000000000000000.json");
+        assert!(
+            v["logs"].as_array().unwrap().iter().any(|k| *k == first),
+            "{v}"
+        );
+    }
     for k in v["keys"].as_array().unwrap() {
         let k = k.as_str().unwrap();
         assert!(

@@ -137,7 +137,7 @@ import glob, json, os, sys
 import duckdb
 lake = sys.argv[1]
 con = duckdb.connect()
-files = sorted(glob.glob(f"{lake}/**/*.parquet", recursive=True))
+files = sorted(f for f in glob.glob(f"{lake}/**/*.parquet", recursive=True) if "/_delta_log/" not in f)
 rows = 0
 for f in files:
     # Every column of every file, the map columns included.

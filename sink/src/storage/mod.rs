@@ -8,10 +8,12 @@
 //! | [`uploader`] | sealed segments → sorted Arrow batches → Parquet in the store |
 //! | [`columns`] | the tables' Arrow schemas and column builders |
 //! | [`store`] | object_store targets (`file://`, `s3://`), puts that survive faults |
+//! | [`table`] | the Delta Lake log of each table: commits, creation, what it names |
 
 pub mod columns;
 pub mod queue;
 pub mod store;
+pub mod table;
 pub mod uploader;
 pub mod wal;
 pub mod writer;

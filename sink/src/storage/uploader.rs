@@ -1,13 +1,16 @@
-//! The uploader thread: turns sealed WAL segments into Parquet objects in the store, then
-//! deletes them.
+//! The uploader thread: turns sealed WAL segments into Parquet files in the store, commits
+//! them to their tables' Delta logs ([`crate::storage::table`]), then deletes the segments.
 //!
-//! A segment's events are split by table, node and UTC hour; each part becomes one object
-//! named after the segment (`{node_id}-{segment}.parquet`), so uploading a segment again
-//! after a crash overwrites the same objects instead of duplicating rows. Only once every
-//! part is stored (and, in a local store, synced) is the segment deleted. While the store is
-//! unreachable the uploader retries with backoff and the segments wait on disk. A segment
-//! with damaged records has what could be read of it uploaded, and is then moved to
-//! `wal/damaged/` for a person to look at instead of being deleted.
+//! A segment's events are split by table, node and UTC hour; each part becomes one file
+//! named after the segment (`{node_id}-{segment}.parquet`), written only if absent: uploading
+//! a segment again after a crash finds its files already there and never rewrites a file a
+//! commit may name. Files are committed about once a [`commit_interval`](Uploader::spawn),
+//! many segments' files in one commit; a file found already stored is committed only if the
+//! log does not name it yet. Only once a segment's files are committed (and, in a local
+//! store, synced) is the segment deleted. While the store is unreachable the uploader retries
+//! with backoff and the segments wait on disk. A segment with damaged records has what could
+//! be read of it uploaded, and is then moved to `wal/damaged/` for a person to look at
+//! instead of being deleted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,12 +18,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
 use crate::model::event::Event;
 use crate::model::id::EventId;
 use crate::storage::columns::{Builder, TableKind};
 use crate::storage::store::{Target, object_path, parquet_writer};
+use crate::storage::table::{Location, NewFile, TableLog};
 use crate::storage::wal::{DAMAGED_DIR, Sealed, read_segment};
 use crate::storage::writer::WalStats;
 use crate::visitors::Visitors;
@@ -34,22 +38,38 @@ const SLICE_ROWS: usize = 4 * 1024;
 pub const MULTIPART_BYTES: usize = 32 << 20;
 pub const PART_BYTES: usize = 8 << 20;
 
-/// Stores `bytes` at `path`: one put, or a multipart upload past `multipart_bytes`.
-pub async fn put_object(
+/// Stores `bytes` at `path` unless an object is there already: one put, or a multipart upload
+/// past `multipart_bytes`. Answers whether this call wrote it.
+///
+/// A put is conditional (`PutMode::Create`). A multipart upload has no condition, so it
+/// looks first; only this node writes names with its id, so nothing else comes in between.
+pub async fn put_new(
     store: &dyn ObjectStore,
     path: &object_store::path::Path,
     bytes: Vec<u8>,
     multipart_bytes: usize,
-) -> object_store::Result<()> {
+) -> object_store::Result<bool> {
     if bytes.len() <= multipart_bytes {
-        store.put(path, PutPayload::from(bytes)).await?;
-        return Ok(());
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        return match store.put_opts(path, PutPayload::from(bytes), opts).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(e),
+        };
+    }
+    match store.head(path).await {
+        Ok(_) => return Ok(false),
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e),
     }
     let upload = store.put_multipart(path).await?;
     let mut w = WriteMultipart::new_with_chunk_size(upload, PART_BYTES.min(multipart_bytes).max(1));
     w.write(&bytes);
     w.finish().await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Counters of the uploader, for metrics.
@@ -73,6 +93,17 @@ pub struct UploadStats {
     pub torn_bytes: AtomicU64,
     /// 1 while the uploader thread runs; 0 once it has ended (or died).
     pub running: AtomicU64,
+    /// Commits to the tables' logs made, files they added, and commits that failed (retried).
+    pub commits: AtomicU64,
+    pub files_committed: AtomicU64,
+    pub commit_failures: AtomicU64,
+    /// When the last commit was made, in Unix milliseconds (0: none yet).
+    pub last_commit_ms: AtomicU64,
+    /// Segments uploaded and waiting for their commit.
+    pub segments_uncommitted: AtomicU64,
+    /// The time of the oldest event in a segment read but not yet committed, in Unix
+    /// milliseconds (0: none).
+    pub oldest_uncommitted_ms: AtomicU64,
 }
 
 /// Clears [`UploadStats::running`] when the thread ends, however it ends.
@@ -96,17 +127,24 @@ fn add(c: &AtomicU64, n: u64) {
 /// How long the uploader keeps retrying a failing segment once asked to stop.
 pub const GIVE_UP_AFTER_STOP: Duration = Duration::from_secs(30);
 
+/// Default commit interval: files reach the tables' logs about this often.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Uploader {
     /// Starts the uploader. `backlog` are segments already sealed (found at start-up), then
     /// `sealed` announces each new one; when `sealed` disconnects and everything is
-    /// uploaded (or has failed for [`GIVE_UP_AFTER_STOP`]) the thread ends.
+    /// uploaded and committed (or has failed for [`GIVE_UP_AFTER_STOP`]) the thread ends.
+    /// Uploaded files are committed once nothing else waits to be uploaded, or once the
+    /// oldest of them has waited `commit_interval`.
     pub fn spawn(
         target: Target,
         backlog: Vec<Sealed>,
         sealed: Receiver<Sealed>,
         wal: Arc<WalStats>,
         visitors: Visitors,
+        commit_interval: Duration,
     ) -> std::io::Result<Uploader> {
+        let tables = Location::new(Arc::clone(&target.store), target.local_root.as_deref())?;
         let stats = Arc::new(UploadStats::default());
         stats
             .segments_pending
@@ -129,7 +167,15 @@ impl Uploader {
                         return backlog.len();
                     }
                 };
-                rt.block_on(run(target, backlog, sealed, s, wal, visitors))
+                let mut up = Run {
+                    tables,
+                    logs: Vec::new(),
+                    uncommitted: Vec::new(),
+                    target,
+                    stats: s,
+                    wal,
+                };
+                rt.block_on(up.run(backlog, sealed, visitors, commit_interval))
             })?;
         Ok(Uploader { stats, thread })
     }
@@ -140,125 +186,274 @@ impl Uploader {
     }
 }
 
-async fn run(
+/// A segment whose files are stored and wait for their commit.
+struct Waiting {
+    seg: Sealed,
+    up: Uploaded,
+    since: Instant,
+}
+
+/// The uploader's state.
+struct Run {
+    tables: Location,
+    /// One log per table, loaded at the first commit and kept up to date by later ones.
+    logs: Vec<(TableKind, TableLog)>,
+    uncommitted: Vec<Waiting>,
     target: Target,
-    backlog: Vec<Sealed>,
-    sealed: Receiver<Sealed>,
     stats: Arc<UploadStats>,
     wal: Arc<WalStats>,
-    visitors: Visitors,
-) -> usize {
-    let mut queue: std::collections::VecDeque<Sealed> = backlog.into();
-    let mut stopping: Option<Instant> = None;
-    let mut backoff = Duration::from_millis(100);
-    // Reads of the segment at the front of the queue that failed in a row.
-    let mut read_failures = 0;
-    loop {
-        // Take announcements without waiting while there is work.
+}
+
+impl Run {
+    async fn run(
+        &mut self,
+        backlog: Vec<Sealed>,
+        sealed: Receiver<Sealed>,
+        visitors: Visitors,
+        commit_interval: Duration,
+    ) -> usize {
+        let stats = Arc::clone(&self.stats);
+        let mut queue: std::collections::VecDeque<Sealed> = backlog.into();
+        let mut stopping: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(100);
+        // Reads of the segment at the front of the queue that failed in a row.
+        let mut read_failures = 0;
         loop {
-            let next = if queue.is_empty() && stopping.is_none() {
-                sealed.recv_timeout(Duration::from_millis(200))
-            } else {
-                sealed.try_recv().map_err(|e| match e {
-                    crossbeam_channel::TryRecvError::Empty => RecvTimeoutError::Timeout,
-                    crossbeam_channel::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-                })
-            };
-            match next {
-                Ok(s) => {
-                    add(&stats.segments_pending, 1);
-                    queue.push_back(s);
-                }
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
-                    stopping.get_or_insert_with(Instant::now);
-                    break;
-                }
-            }
-        }
-        let Some(seg) = queue.front().cloned() else {
-            if stopping.is_some() {
-                return 0;
-            }
-            continue;
-        };
-        match upload_segment(&target, &seg, &stats, &visitors).await {
-            Ok(damaged) => {
-                read_failures = 0;
-                let size = std::fs::metadata(&seg.path).map_or(0, |m| m.len());
-                let done = if damaged {
-                    set_aside_damaged(&seg)
+            // Take announcements without waiting while there is work.
+            loop {
+                let idle = queue.is_empty() && self.uncommitted.is_empty();
+                let next = if idle && stopping.is_none() {
+                    sealed.recv_timeout(Duration::from_millis(200))
                 } else {
-                    std::fs::remove_file(&seg.path).map_err(|e| {
-                        format!("uploaded {} but cannot delete it: {e}", seg.path.display())
+                    sealed.try_recv().map_err(|e| match e {
+                        crossbeam_channel::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                        crossbeam_channel::TryRecvError::Disconnected => {
+                            RecvTimeoutError::Disconnected
+                        }
                     })
                 };
-                match done {
-                    Ok(()) => {
-                        wal.disk_bytes.fetch_sub(
-                            size.min(wal.disk_bytes.load(Ordering::Relaxed)),
-                            Ordering::Relaxed,
+                match next {
+                    Ok(s) => {
+                        add(&stats.segments_pending, 1);
+                        queue.push_back(s);
+                    }
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        stopping.get_or_insert_with(Instant::now);
+                        break;
+                    }
+                }
+            }
+            let gave_up = || stopping.is_some_and(|t| t.elapsed() > GIVE_UP_AFTER_STOP);
+            if let Some(seg) = queue.front().cloned() {
+                match upload_segment(&self.target, &seg, &stats, &visitors).await {
+                    Ok(up) => {
+                        read_failures = 0;
+                        queue.pop_front();
+                        stats.segments_pending.fetch_sub(1, Ordering::Relaxed);
+                        add(&stats.segments_uncommitted, 1);
+                        self.uncommitted.push(Waiting {
+                            seg,
+                            up,
+                            since: Instant::now(),
+                        });
+                        self.note_oldest();
+                        backoff = Duration::from_millis(100);
+                    }
+                    Err(e) if unreadable(e.as_ref()).is_some() => {
+                        // The segment cannot be read (the disk fails under it, or it is
+                        // gone): retried a few times, then set aside, so the segments behind
+                        // it are not held up.
+                        let gone = unreadable(e.as_ref()) == Some(std::io::ErrorKind::NotFound);
+                        read_failures += 1;
+                        tracing::error!("cannot read WAL segment {}: {e}", seg.seq);
+                        if gone || read_failures >= READ_ATTEMPTS {
+                            if !gone {
+                                add(&stats.damaged_segments, 1);
+                                if let Err(e) = set_aside_damaged(&seg) {
+                                    tracing::error!("{e}; it stays in the log for the next start");
+                                }
+                            }
+                            queue.pop_front();
+                            stats.segments_pending.fetch_sub(1, Ordering::Relaxed);
+                            read_failures = 0;
+                        } else {
+                            tokio::time::sleep(backoff).await;
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.downcast_ref(),
+                            Some(crate::storage::wal::WalError::NotASegment(_))
+                        ) =>
+                    {
+                        // Not ours (or its header was destroyed): set it aside so it does not
+                        // block the segments behind it, and keep it for a person to look at.
+                        let aside = seg.path.with_extension("wal.corrupt");
+                        tracing::error!("{e}; moved to {}", aside.display());
+                        let _ = std::fs::rename(&seg.path, &aside);
+                        add(&stats.bad_segments, 1);
+                        queue.pop_front();
+                        stats.segments_pending.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        add(&stats.failures, 1);
+                        tracing::warn!("upload of WAL segment {} failed, will retry: {e}", seg.seq);
+                        if gave_up() {
+                            return self.give_up(queue.len());
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+            let due = self
+                .uncommitted
+                .first()
+                .is_some_and(|w| queue.is_empty() || w.since.elapsed() >= commit_interval);
+            if due {
+                match self.commit().await {
+                    Ok(()) => backoff = Duration::from_millis(100),
+                    Err(e) => {
+                        add(&stats.commit_failures, 1);
+                        tracing::warn!(
+                            "commit of {} uploaded segments failed, will retry: {e}",
+                            self.uncommitted.len()
                         );
-                        if let Some(dir) = seg.path.parent() {
-                            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+                        if gave_up() {
+                            return self.give_up(queue.len());
                         }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
                     }
-                    Err(e) => tracing::error!("{e}"),
-                }
-                queue.pop_front();
-                stats.segments_pending.fetch_sub(1, Ordering::Relaxed);
-                add(&stats.segments_uploaded, 1);
-                backoff = Duration::from_millis(100);
-            }
-            Err(e) if unreadable(e.as_ref()).is_some() => {
-                // The segment cannot be read (the disk fails under it, or it is gone): retried
-                // a few times, then set aside, so the segments behind it are not held up.
-                let gone = unreadable(e.as_ref()) == Some(std::io::ErrorKind::NotFound);
-                read_failures += 1;
-                tracing::error!("cannot read WAL segment {}: {e}", seg.seq);
-                if gone || read_failures >= READ_ATTEMPTS {
-                    if !gone {
-                        add(&stats.damaged_segments, 1);
-                        if let Err(e) = set_aside_damaged(&seg) {
-                            tracing::error!("{e}; it stays in the log for the next start");
-                        }
-                    }
-                    queue.pop_front();
-                    stats.segments_pending.fetch_sub(1, Ordering::Relaxed);
-                    read_failures = 0;
-                } else {
-                    tokio::time::sleep(backoff).await;
                 }
             }
-            Err(e)
-                if matches!(
-                    e.downcast_ref(),
-                    Some(crate::storage::wal::WalError::NotASegment(_))
-                ) =>
-            {
-                // Not ours (or its header was destroyed): set it aside so it does not block
-                // the segments behind it, and keep it for a person to look at.
-                let aside = seg.path.with_extension("wal.corrupt");
-                tracing::error!("{e}; moved to {}", aside.display());
-                let _ = std::fs::rename(&seg.path, &aside);
-                add(&stats.bad_segments, 1);
-                queue.pop_front();
-                stats.segments_pending.fetch_sub(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                add(&stats.failures, 1);
-                tracing::warn!("upload of WAL segment {} failed, will retry: {e}", seg.seq);
-                if stopping.is_some_and(|t| t.elapsed() > GIVE_UP_AFTER_STOP) {
-                    tracing::warn!(
-                        "giving up for now; {} segments stay in the WAL and are uploaded at the next start",
-                        queue.len()
-                    );
-                    return queue.len();
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+            if stopping.is_some() && queue.is_empty() && self.uncommitted.is_empty() {
+                return 0;
             }
         }
+    }
+
+    /// Ends the run with `queued` segments not uploaded and the uncommitted ones in the WAL:
+    /// the next start uploads them again, and commits what the log does not name yet.
+    fn give_up(&self, queued: usize) -> usize {
+        let left = queued + self.uncommitted.len();
+        tracing::warn!(
+            "giving up for now; {left} segments stay in the WAL and are uploaded at the next start"
+        );
+        left
+    }
+
+    /// Records the oldest event still waiting for a commit, for the store's lag.
+    fn note_oldest(&self) {
+        let oldest = self
+            .uncommitted
+            .iter()
+            .filter_map(|w| w.up.oldest_ms)
+            .min()
+            .unwrap_or(0);
+        self.stats
+            .oldest_uncommitted_ms
+            .store(oldest.max(0) as u64, Ordering::Relaxed);
+    }
+
+    /// Commits every uploaded file, a commit per table, then deletes their segments.
+    async fn commit(&mut self) -> Result<(), crate::storage::table::TableError> {
+        let txn = self
+            .uncommitted
+            .iter()
+            .map(|w| w.seg.seq)
+            .max()
+            .unwrap_or(0) as i64;
+        for kind in [TableKind::Visits, TableKind::Conversions] {
+            let files: Vec<NewFile> = self
+                .uncommitted
+                .iter()
+                .flat_map(|w| &w.up.files)
+                .filter(|f| f.table == kind)
+                .map(|f| f.file.clone())
+                .collect();
+            let Some(node) = self
+                .uncommitted
+                .iter()
+                .flat_map(|w| &w.up.files)
+                .find(|f| f.table == kind)
+                .map(|f| f.node)
+            else {
+                continue;
+            };
+            let i = match self.logs.iter().position(|(k, _)| *k == kind) {
+                Some(i) => i,
+                None => {
+                    let log = TableLog::new(self.tables.clone(), kind);
+                    self.logs.push((kind, log));
+                    self.logs.len() - 1
+                }
+            };
+            let done = self.logs[i]
+                .1
+                .commit(&files, &format!("clicktracker-node-{node}"), txn)
+                .await?;
+            add(&self.stats.files_committed, done.added as u64);
+            if done.version.is_some() {
+                add(&self.stats.commits, 1);
+                self.stats.last_commit_ms.store(
+                    chrono::Utc::now().timestamp_millis().max(0) as u64,
+                    Ordering::Relaxed,
+                );
+            }
+            if done.adopted > 0 {
+                tracing::info!(
+                    files = done.adopted,
+                    "the store's {} files are now a Delta table",
+                    kind.name()
+                );
+            }
+            if done.known > 0 {
+                tracing::info!(
+                    files = done.known,
+                    "uploaded again after a restart; their table already held them"
+                );
+            }
+            // Files committed: not committed again if a later table's commit fails.
+            for w in &mut self.uncommitted {
+                w.up.files.retain(|f| f.table != kind);
+            }
+        }
+        for w in std::mem::take(&mut self.uncommitted) {
+            self.finish(&w);
+        }
+        self.note_oldest();
+        Ok(())
+    }
+
+    /// Deletes a committed segment (or sets a damaged one aside).
+    fn finish(&self, w: &Waiting) {
+        let seg = &w.seg;
+        let size = std::fs::metadata(&seg.path).map_or(0, |m| m.len());
+        let done = if w.up.damaged {
+            set_aside_damaged(seg)
+        } else {
+            std::fs::remove_file(&seg.path)
+                .map_err(|e| format!("committed {} but cannot delete it: {e}", seg.path.display()))
+        };
+        match done {
+            Ok(()) => {
+                let wal = &self.wal;
+                wal.disk_bytes.fetch_sub(
+                    size.min(wal.disk_bytes.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
+                if let Some(dir) = seg.path.parent() {
+                    let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+                }
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
+        self.stats
+            .segments_uncommitted
+            .fetch_sub(1, Ordering::Relaxed);
+        add(&self.stats.segments_uploaded, 1);
     }
 }
 
@@ -294,14 +489,32 @@ fn set_aside_damaged(seg: &Sealed) -> Result<(), String> {
     Ok(())
 }
 
-/// Uploads every part of one segment; answers whether the segment had damaged records
-/// (their loss is logged as an error and counted).
+/// A file of a segment, stored.
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    pub table: TableKind,
+    pub node: u16,
+    pub file: NewFile,
+}
+
+/// What uploading a segment did.
+#[derive(Debug, Clone, Default)]
+pub struct Uploaded {
+    /// The segment had damaged records (their loss is logged as an error and counted).
+    pub damaged: bool,
+    /// Its files, to be committed.
+    pub files: Vec<StoredFile>,
+    /// The time of its oldest event, in Unix milliseconds.
+    pub oldest_ms: Option<i64>,
+}
+
+/// Uploads every part of one segment.
 pub async fn upload_segment(
     target: &Target,
     seg: &Sealed,
     stats: &UploadStats,
     visitors: &Visitors,
-) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<Uploaded, Box<dyn std::error::Error + Send + Sync>> {
     let mut contents = read_segment(&seg.path)?;
     if contents.torn_bytes > 0 && seg.synced.is_some() {
         // This run synced it whole and wrote nothing after: a short tail is damage.
@@ -359,6 +572,10 @@ pub async fn upload_segment(
         }
     }
     index.sort_unstable();
+    let mut out = Uploaded {
+        oldest_ms: index.iter().map(|r| r.3.ts_ms() as i64).min(),
+        ..Uploaded::default()
+    };
     for part in index.chunk_by(|a, b| (a.0, a.1, a.2) == (b.0, b.1, b.2)) {
         let (table, node, hour) = (part[0].0, part[0].1, part[0].2);
         let mut w = parquet_writer(table)?;
@@ -381,21 +598,41 @@ pub async fn upload_segment(
         let bytes = w.into_inner()?;
         let path = object_path(table, hour * HOUR_MS, node, seg.seq);
         let len = bytes.len() as u64;
-        put_object(target.store.as_ref(), &path, bytes, MULTIPART_BYTES).await?;
+        let written = put_new(target.store.as_ref(), &path, bytes, MULTIPART_BYTES).await?;
         target.sync(&path)?;
-        add(&stats.objects_written, 1);
-        add(&stats.rows_written, rows);
-        add(&stats.bytes_written, len);
+        let file = if written {
+            add(&stats.objects_written, 1);
+            add(&stats.rows_written, rows);
+            add(&stats.bytes_written, len);
+            NewFile {
+                path,
+                size: len,
+                rows: Some(rows),
+                modified_ms: chrono::Utc::now().timestamp_millis(),
+                replayed: false,
+            }
+        } else {
+            // An earlier attempt stored it: the log gets the stored object's size.
+            let meta = target.store.head(&path).await?;
+            NewFile {
+                path,
+                size: meta.size,
+                rows: None,
+                modified_ms: meta.last_modified.timestamp_millis(),
+                replayed: true,
+            }
+        };
+        out.files.push(StoredFile { table, node, file });
     }
     if contents.torn_bytes > 0 {
         add(&stats.torn_bytes, contents.torn_bytes as u64);
     }
-    let damaged = !contents.damage.is_empty() || undecodable > 0;
-    if damaged {
+    out.damaged = !contents.damage.is_empty() || undecodable > 0;
+    if out.damaged {
         add(&stats.damaged_segments, 1);
         add(&stats.damaged_bytes, contents.damaged_bytes());
     }
-    Ok(damaged)
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use crate::storage::columns::tests::{postback, visit};
 use crate::storage::writer::{WalConfig, WalWriter};
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
+use object_store::{PutOptions, PutPayload};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// A path (not yet created) in a fresh temporary directory, removed when the guard drops.
@@ -16,7 +17,7 @@ fn tmp(tag: &str) -> (tempfile::TempDir, PathBuf) {
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
-        .enable_time()
+        .enable_all()
         .build()
         .unwrap()
         .block_on(f)
@@ -61,19 +62,49 @@ fn pipeline(
     Uploader,
     Arc<dyn ObjectStore>,
 ) {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (tx, w, up) = pipeline_to(dir, queue, Arc::clone(&store));
+    (tx, w, up, store)
+}
+
+/// [`pipeline`] into `store`.
+fn pipeline_to(
+    dir: &std::path::Path,
+    queue: usize,
+    store: Arc<dyn ObjectStore>,
+) -> (crate::storage::queue::EventSender, WalWriter, Uploader) {
     let (tx, rx) = crate::storage::queue::queue(queue, u64::MAX);
     let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded();
     let w = WalWriter::spawn(vec![rx], WalConfig::new(dir.to_owned()), Some(sealed_tx)).unwrap();
-    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let up = Uploader::spawn(
-        Target::remote(Arc::clone(&store)),
+        Target::remote(store),
         w.backlog.clone(),
         sealed_rx,
         Arc::clone(&w.stats),
         Visitors::default(),
+        DEFAULT_COMMIT_INTERVAL,
     )
     .unwrap();
-    (tx, w, up, store)
+    (tx, w, up)
+}
+
+/// The paths the table's log names as live, relative to the table.
+fn committed(store: &Arc<dyn ObjectStore>, kind: TableKind) -> Vec<String> {
+    block_on(async {
+        let at = crate::storage::table::Location::remote(Arc::clone(store));
+        let Some(t) = crate::storage::table::load(&at, kind).await.unwrap() else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = t
+            .snapshot()
+            .unwrap()
+            .log_data()
+            .iter()
+            .map(|f| f.path().into_owned())
+            .collect();
+        v.sort();
+        v
+    })
 }
 
 // 2026-11-27T07:59:59.000Z and an hour later.
@@ -128,6 +159,17 @@ fn a_segment_becomes_partitioned_parquet_and_is_deleted() {
         "uploaded segments are deleted"
     );
     assert_eq!(wal_stats.disk_bytes.load(Ordering::Relaxed), 0);
+    // Each table's log names exactly its files.
+    let visits = committed(&store, TableKind::Visits);
+    assert_eq!(visits.len(), 2, "{visits:?}");
+    assert!(visits[0].starts_with("dt=2026-11-27/hour=07/"));
+    let conversions = committed(&store, TableKind::Conversions);
+    assert_eq!(conversions.len(), 1, "{conversions:?}");
+    assert_eq!(up_stats.files_committed.load(Ordering::Relaxed), 3);
+    assert!(up_stats.commits.load(Ordering::Relaxed) >= 2);
+    assert!(up_stats.last_commit_ms.load(Ordering::Relaxed) > 0);
+    assert_eq!(up_stats.segments_uncommitted.load(Ordering::Relaxed), 0);
+    assert_eq!(up_stats.oldest_uncommitted_ms.load(Ordering::Relaxed), 0);
 }
 
 /// Logs `events` through a writer of its own into `dir`, and answers the first segment.
@@ -143,7 +185,7 @@ fn logged(dir: &std::path::Path, events: impl IntoIterator<Item = Event>) -> (u6
 }
 
 #[test]
-fn uploading_a_segment_again_overwrites_instead_of_duplicating() {
+fn uploading_a_segment_again_keeps_the_stored_file() {
     let (_tmp, dir) = tmp("again");
     let (seq, path) = logged(&dir, (0..10).map(|n| visit(H7, n)));
     let seg = Sealed {
@@ -154,11 +196,55 @@ fn uploading_a_segment_again_overwrites_instead_of_duplicating() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let target = Target::remote(Arc::clone(&store));
     let stats = UploadStats::default();
-    block_on(upload_segment(&target, &seg, &stats, &Visitors::default())).unwrap();
-    block_on(upload_segment(&target, &seg, &stats, &Visitors::default())).unwrap();
+    let first = block_on(upload_segment(&target, &seg, &stats, &Visitors::default())).unwrap();
+    let again = block_on(upload_segment(&target, &seg, &stats, &Visitors::default())).unwrap();
     let names = objects(store.as_ref(), "visits/dt=2026-11-27/hour=07");
     assert_eq!(names.len(), 1, "{names:?}");
     assert_eq!(rows(store.as_ref(), &names[0]), 10);
+    assert_eq!(first.oldest_ms, Some(H7 as i64));
+    let (a, b) = (&first.files[0].file, &again.files[0].file);
+    assert!(
+        !a.replayed && b.replayed,
+        "the second upload finds it stored"
+    );
+    assert_eq!((&a.path, a.size, a.rows), (&b.path, b.size, Some(10)));
+    assert_eq!(b.rows, None);
+    assert_eq!(stats.objects_written.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_crash_between_upload_and_commit_commits_the_files_once() {
+    let (_tmp, dir) = tmp("crash");
+    let (seq, path) = logged(&dir, (0..10).map(|n| visit(H7, n)));
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    // An earlier run uploaded the segment and committed it, then died before deleting it.
+    let seg = Sealed {
+        seq,
+        path,
+        synced: None,
+    };
+    let target = Target::remote(Arc::clone(&store));
+    let up = block_on(upload_segment(
+        &target,
+        &seg,
+        &UploadStats::default(),
+        &Visitors::default(),
+    ))
+    .unwrap();
+    let files: Vec<NewFile> = up.files.iter().map(|f| f.file.clone()).collect();
+    let mut log = TableLog::new(Location::remote(Arc::clone(&store)), TableKind::Visits);
+    block_on(log.commit(&files, "clicktracker-node-1", seq as i64)).unwrap();
+    // The next run uploads it again: nothing is rewritten, nothing committed twice.
+    let (tx, w, up) = pipeline_to(&dir, 10, Arc::clone(&store));
+    assert_eq!(w.backlog.len(), 1);
+    drop(tx);
+    w.join();
+    let stats = Arc::clone(&up.stats);
+    assert_eq!(up.join(), 0);
+    assert_eq!(committed(&store, TableKind::Visits).len(), 1);
+    assert_eq!(stats.files_committed.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.objects_written.load(Ordering::Relaxed), 0);
+    assert!(crate::storage::wal::list_segments(&dir).unwrap().is_empty());
 }
 
 #[test]
@@ -185,12 +271,14 @@ fn large_objects_go_up_in_parts() {
     let store = InMemory::new();
     let path = ObjectPath::from("visits/dt=2026-11-27/hour=07/1-9.parquet");
     let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-    block_on(put_object(&store, &path, bytes.clone(), 10_000)).unwrap();
+    assert!(block_on(put_new(&store, &path, bytes.clone(), 10_000)).unwrap());
     let back = block_on(async { store.get(&path).await?.bytes().await }).unwrap();
     assert_eq!(back.as_ref(), bytes.as_slice());
-    block_on(put_object(&store, &path, b"small".to_vec(), 10_000)).unwrap();
+    // Stored already, in one put or in parts: left as it is.
+    assert!(!block_on(put_new(&store, &path, b"small".to_vec(), 10_000)).unwrap());
+    assert!(!block_on(put_new(&store, &path, bytes.clone(), 10_000)).unwrap());
     let back = block_on(async { store.get(&path).await?.bytes().await }).unwrap();
-    assert_eq!(back.as_ref(), b"small");
+    assert_eq!(back.as_ref(), bytes.as_slice());
 }
 
 #[test]
@@ -259,7 +347,7 @@ fn a_local_store_is_synced_before_a_segment_is_deleted() {
     let lake = dir.join("lake");
     let target = Target::open(&format!("file://{}", lake.display())).unwrap();
     let path = ObjectPath::from("visits/dt=2026-11-27/hour=07/1-1.parquet");
-    block_on(put_object(target.store.as_ref(), &path, b"x".to_vec(), 100)).unwrap();
+    block_on(put_new(target.store.as_ref(), &path, b"x".to_vec(), 100)).unwrap();
     target.sync(&path).unwrap();
     // A file that is not there is an error, not a silent success.
     assert!(
@@ -321,7 +409,8 @@ fn a_short_tail_in_a_segment_this_run_synced_is_damage_not_a_torn_write() {
         &stats,
         &Visitors::default(),
     ))
-    .unwrap();
+    .unwrap()
+    .damaged;
     assert!(damaged, "a short tail of a synced segment is damage");
     assert_eq!(stats.torn_bytes.load(Ordering::Relaxed), 0);
     assert_eq!(
@@ -338,6 +427,130 @@ fn a_short_tail_in_a_segment_this_run_synced_is_damage_not_a_torn_write() {
     };
     let stats = UploadStats::default();
     let target = Target::remote(Arc::new(InMemory::new()));
-    assert!(!block_on(upload_segment(&target, &seg, &stats, &Visitors::default())).unwrap());
+    assert!(
+        !block_on(upload_segment(&target, &seg, &stats, &Visitors::default()))
+            .unwrap()
+            .damaged
+    );
     assert!(stats.torn_bytes.load(Ordering::Relaxed) > 0);
+}
+
+/// A store whose puts into a table's log fail while `fail` is set (a store that refuses the
+/// commit, as an outage or a full bucket would).
+#[derive(Debug)]
+struct RefusesCommits {
+    inner: Arc<dyn ObjectStore>,
+    fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::fmt::Display for RefusesCommits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RefusesCommits({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for RefusesCommits {
+    async fn put_opts(
+        &self,
+        location: &ObjectPath,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        if self.fail.load(Ordering::SeqCst) && location.as_ref().contains("_delta_log/") {
+            return Err(object_store::Error::Generic {
+                store: "test",
+                source: "the store refuses the commit".into(),
+            });
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &ObjectPath,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &ObjectPath,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<ObjectPath>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectPath>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &ObjectPath,
+        to: &ObjectPath,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[test]
+fn a_refused_commit_keeps_the_segments_until_the_store_takes_it() {
+    let (_tmp, dir) = tmp("refused");
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flaky: Arc<dyn ObjectStore> = Arc::new(RefusesCommits {
+        inner: Arc::clone(&store),
+        fail: Arc::clone(&fail),
+    });
+    let (tx, w, up) = pipeline_to(&dir, 100, flaky);
+    for n in 0..10 {
+        tx.try_send(visit(H7 + u64::from(n), n)).unwrap();
+    }
+    drop(tx);
+    w.join();
+    let stats = Arc::clone(&up.stats);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.commit_failures.load(Ordering::Relaxed) < 2 {
+        assert!(Instant::now() < deadline, "no commit was tried");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The file is stored, not in the table, and its segment still on disk.
+    assert_eq!(
+        objects(store.as_ref(), "visits/dt=2026-11-27/hour=07").len(),
+        1
+    );
+    assert!(committed(&store, TableKind::Visits).is_empty());
+    assert_eq!(crate::storage::wal::list_segments(&dir).unwrap().len(), 1);
+    assert_eq!(stats.segments_uncommitted.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        stats.oldest_uncommitted_ms.load(Ordering::Relaxed),
+        H7,
+        "the store's lag starts at the oldest event waiting"
+    );
+    // The fault passes: the same file is committed, the segment deleted.
+    fail.store(false, Ordering::SeqCst);
+    assert_eq!(up.join(), 0);
+    assert_eq!(committed(&store, TableKind::Visits).len(), 1);
+    assert!(crate::storage::wal::list_segments(&dir).unwrap().is_empty());
+    assert_eq!(stats.objects_written.load(Ordering::Relaxed), 1);
 }
