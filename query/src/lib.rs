@@ -21,6 +21,7 @@ pub mod range;
 pub mod report;
 pub mod serve;
 pub mod session;
+pub mod snapshot;
 pub mod stored;
 pub mod templates;
 pub mod trust;

@@ -309,8 +309,9 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Postbacks { .. }) {
         tracing_subscriber::fmt()
             .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(sink::DEFAULT_LOG_FILTER)
+                }),
             )
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())

@@ -123,7 +123,16 @@ impl Session {
     /// Opens the store at `url` and registers its tables.
     pub async fn open(url: &str, opts: &SessionOptions) -> Result<Self> {
         let raw = open_store(url)?;
-        let store = Counted::new(raw.clone());
+        // Tables with a Delta log are read at their latest committed version.
+        let local = match sink::storage::store::StoreUrl::parse(url) {
+            Some(sink::storage::store::StoreUrl::File(path)) => {
+                Some(std::path::PathBuf::from(path))
+            }
+            _ => None,
+        };
+        let at = sink::storage::table::Location::new(Arc::clone(&raw), local.as_deref())?;
+        let snapshots = crate::snapshot::Snapshots::load_apart(at).await?;
+        let store = Counted::new(Arc::new(snapshots));
         let read = store.counter();
         let threads = if opts.threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
