@@ -87,13 +87,16 @@ impl Snapshots {
         })
     }
 
-    /// [`Snapshots::load`] on a thread and runtime of its own. delta-rs' kernel blocks a
-    /// runtime thread while it reads the log (`block_in_place` on a multi-threaded runtime),
-    /// and the store's file reads wait for the same blocking pool: a server answering
-    /// several requests at once could run out of threads for both.
+    /// [`Snapshots::load`] on a runtime of its own. delta-rs' kernel blocks a runtime thread
+    /// while it reads the log (`block_in_place`), and the store's file reads wait for the
+    /// same blocking pool: on the server's runtime, several requests at once used up its
+    /// threads between them and it hung. The runtime has a worker beside the thread that
+    /// blocks, so the store's connections go on being driven.
     pub async fn load_apart(at: Location) -> Result<Snapshots> {
         tokio::task::spawn_blocking(move || {
-            tokio::runtime::Builder::new_current_thread()
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("query-snapshot")
                 .enable_all()
                 .build()?
                 .block_on(Snapshots::load(&at))

@@ -25,7 +25,7 @@ use deltalake_core::kernel::{
 };
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
 use url::Url;
@@ -144,14 +144,28 @@ impl Location {
         }
     }
 
-    /// Makes the log's version `version` of `kind` durable, for a local store: the commit
-    /// file and its directory (the local store writes without `fsync`).
-    fn sync_commit(&self, kind: TableKind, version: u64) -> std::io::Result<()> {
+    /// Makes the log of `kind` durable through version `through`, for a local store (which
+    /// writes without `fsync`): the commit files after `after` (or the last 100 versions),
+    /// the checkpoints among them, `_last_checkpoint`, and the directories.
+    fn sync_log(&self, kind: TableKind, after: Option<u64>, through: u64) -> std::io::Result<()> {
         let Some(root) = &self.local_root else {
             return Ok(());
         };
         let dir = root.join(kind.name()).join("_delta_log");
-        std::fs::File::open(dir.join(format!("{version:020}.json")))?.sync_all()?;
+        let from = after.map_or(through.saturating_sub(100), |v| v + 1);
+        let mut names = vec!["_last_checkpoint".to_owned()];
+        for v in from..=through {
+            names.push(format!("{v:020}.json"));
+            names.push(format!("{v:020}.checkpoint.parquet"));
+        }
+        for name in names {
+            match std::fs::File::open(dir.join(&name)) {
+                Ok(f) => f.sync_all()?,
+                // Cleaned up, or no checkpoint at that version.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
         std::fs::File::open(&dir)?.sync_all()?;
         std::fs::File::open(root.join(kind.name()))?.sync_all()
     }
@@ -163,8 +177,10 @@ pub struct TableLog {
     at: Location,
     table: Option<DeltaTable>,
     /// A commit failed in a way that may have left it made (an error after the put, a
-    /// failed sync): the next one checks its files against the log.
+    /// failed sync): the next one checks its files against the log, and syncs the log.
     unsure: bool,
+    /// The log is durable through this version (a local store; `None`: not known yet).
+    synced_through: Option<u64>,
 }
 
 impl std::fmt::Debug for TableLog {
@@ -199,8 +215,8 @@ pub fn builder(at: &Location, kind: TableKind) -> Result<DeltaTableBuilder, Tabl
 /// Whether `{store}/{table}` has a transaction log.
 pub async fn exists(store: &dyn ObjectStore, kind: TableKind) -> object_store::Result<bool> {
     let log = ObjectPath::from(format!("{}/_delta_log", kind.name()));
-    let listed = store.list_with_delimiter(Some(&log)).await?;
-    Ok(!listed.objects.is_empty())
+    // The first object listed is enough: the log holds a file for every version kept.
+    Ok(store.list(Some(&log)).next().await.transpose()?.is_some())
 }
 
 /// Loads the table's log, or `None` when the store has none yet.
@@ -229,6 +245,7 @@ impl TableLog {
             at,
             table: None,
             unsure: false,
+            synced_through: None,
         }
     }
 
@@ -319,6 +336,12 @@ impl TableLog {
                 adds.clone()
             };
             if pending.is_empty() {
+                // Committed before, perhaps by a commit whose sync failed or never came:
+                // made durable before the caller deletes what the files came from.
+                if let Some(v) = table.version() {
+                    self.synced(v)?;
+                }
+                self.unsure = false;
                 return Ok(out);
             }
             let n = pending.len();
@@ -375,13 +398,24 @@ impl TableLog {
         )))
     }
 
-    /// Syncs the commit of `version` (a local store); a failure leaves the next commit to
+    /// Syncs the log through `version` (a local store); a failure leaves the next commit to
     /// check what the log holds.
     fn synced(&mut self, version: u64) -> Result<(), TableError> {
-        self.at.sync_commit(self.kind, version).map_err(|e| {
-            self.unsure = true;
-            self.other(format!("cannot sync version {version} of its log: {e}"))
-        })
+        if self.synced_through.is_some_and(|v| v >= version) {
+            return Ok(());
+        }
+        match self.at.sync_log(self.kind, self.synced_through, version) {
+            Ok(()) => {
+                self.synced_through = Some(version);
+                Ok(())
+            }
+            Err(e) => {
+                self.unsure = true;
+                Err(self.other(format!(
+                    "cannot sync its log through version {version}: {e}"
+                )))
+            }
+        }
     }
 
     /// `Add` for `f`, with its path relative to the table and its partition values read
@@ -437,6 +471,13 @@ impl TableLog {
             if !rel.ends_with(".parquet") || ours.contains(rel) {
                 continue;
             }
+            if !plain(rel) {
+                tracing::warn!(
+                    "{}: not taken into the table (a name with characters a Delta path would have to escape)",
+                    meta.location
+                );
+                continue;
+            }
             let Some(partition_values) = partition_values(rel) else {
                 continue;
             };
@@ -464,6 +505,9 @@ impl TableLog {
             )
             .with_actions(all)
             .with_save_mode(SaveMode::ErrorIfExists)
+            // Lost to another creator: delta-rs would commit the creation again on top of
+            // theirs (a second table id, every adopted file twice); the caller reloads.
+            .with_commit_properties(CommitProperties::default().with_max_retries(0))
             .await
             .map_err(|e| self.delta(e))?;
         let version = table.version().unwrap_or(0);
@@ -499,6 +543,13 @@ async fn known_paths(table: &DeltaTable) -> Result<HashSet<String>, DeltaTableEr
         .await?;
     known.extend(tombstones);
     Ok(known)
+}
+
+/// Whether `rel` needs no escaping as a Delta path (a URI reference): the sink's own names
+/// never do.
+fn plain(rel: &str) -> bool {
+    rel.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.=/".contains(&b))
 }
 
 /// `{"dt": …, "hour": …}` from a path relative to the table, `dt=…/hour=…/{file}`.

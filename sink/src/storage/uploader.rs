@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
@@ -46,7 +47,7 @@ pub const PART_BYTES: usize = 8 << 20;
 pub async fn put_new(
     store: &dyn ObjectStore,
     path: &object_store::path::Path,
-    bytes: Vec<u8>,
+    bytes: Bytes,
     multipart_bytes: usize,
 ) -> object_store::Result<bool> {
     if bytes.len() <= multipart_bytes {
@@ -65,11 +66,43 @@ pub async fn put_new(
         Err(object_store::Error::NotFound { .. }) => {}
         Err(e) => return Err(e),
     }
+    put_object(store, path, bytes, multipart_bytes).await?;
+    Ok(true)
+}
+
+/// Stores `bytes` at `path`, over whatever is there: one put, or a multipart upload past
+/// `multipart_bytes`.
+async fn put_object(
+    store: &dyn ObjectStore,
+    path: &object_store::path::Path,
+    bytes: Bytes,
+    multipart_bytes: usize,
+) -> object_store::Result<()> {
+    if bytes.len() <= multipart_bytes {
+        store.put(path, PutPayload::from(bytes)).await?;
+        return Ok(());
+    }
     let upload = store.put_multipart(path).await?;
     let mut w = WriteMultipart::new_with_chunk_size(upload, PART_BYTES.min(multipart_bytes).max(1));
     w.write(&bytes);
     w.finish().await?;
-    Ok(true)
+    Ok(())
+}
+
+/// Whether the object at `path` is a whole Parquet file: `PAR1` at both ends and a footer
+/// that fits. A local file cut short by a crash ends early (the footer is written last).
+async fn is_whole_parquet(
+    store: &dyn ObjectStore,
+    path: &object_store::path::Path,
+) -> object_store::Result<bool> {
+    let size = store.head(path).await?.size;
+    if size < 12 {
+        return Ok(false);
+    }
+    let ends = store.get_ranges(path, &[0..4, size - 8..size]).await?;
+    let (head, tail) = (&ends[0], &ends[1]);
+    let footer = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    Ok(head.as_ref() == b"PAR1" && &tail[4..] == b"PAR1" && footer + 12 <= size)
 }
 
 /// Counters of the uploader, for metrics.
@@ -157,7 +190,13 @@ impl Uploader {
                 let _running = RunningGuard(Arc::clone(&s));
                 // Encoding Parquet is the least urgent work in the process.
                 crate::storage::lower_priority(10);
-                let rt = match tokio::runtime::Builder::new_current_thread()
+                // One worker beside this thread: delta-rs' kernel blocks the thread that
+                // reads the log (`block_in_place`), and the store's connections must go on
+                // being driven meanwhile, which a runtime of one thread cannot do.
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("sink-upload-io")
+                    .on_thread_start(|| crate::storage::lower_priority(10))
                     .enable_all()
                     .build()
                 {
@@ -595,11 +634,23 @@ pub async fn upload_segment(
             rows += b.len() as u64;
             w.write(&b.finish()?)?;
         }
-        let bytes = w.into_inner()?;
+        let bytes = Bytes::from(w.into_inner()?);
         let path = object_path(table, hour * HOUR_MS, node, seg.seq);
         let len = bytes.len() as u64;
-        let written = put_new(target.store.as_ref(), &path, bytes, MULTIPART_BYTES).await?;
-        target.sync(&path)?;
+        let mut written =
+            put_new(target.store.as_ref(), &path, bytes.clone(), MULTIPART_BYTES).await?;
+        if !written && !is_whole_parquet(target.store.as_ref(), &path).await? {
+            // Stored but cut short (a crash before its sync): never synced, so never
+            // committed, and safe to write again.
+            tracing::warn!("{path}: found cut short; writing it again");
+            put_object(target.store.as_ref(), &path, bytes, MULTIPART_BYTES).await?;
+            written = true;
+        }
+        if let Err(e) = target.sync(&path) {
+            // Its pages may never reach the disk: the retry writes it again.
+            let _ = target.store.delete(&path).await;
+            return Err(e.into());
+        }
         let file = if written {
             add(&stats.objects_written, 1);
             add(&stats.rows_written, rows);
@@ -609,7 +660,9 @@ pub async fn upload_segment(
                 size: len,
                 rows: Some(rows),
                 modified_ms: chrono::Utc::now().timestamp_millis(),
-                replayed: false,
+                // A segment left by an earlier run may have been committed before, and its
+                // file removed since (compacted, then vacuumed).
+                replayed: seg.synced.is_none(),
             }
         } else {
             // An earlier attempt stored it: the log gets the stored object's size.

@@ -245,3 +245,45 @@ fn both_tables_have_delta_schemas() {
         assert_eq!(fields.last().unwrap().name(), "hour");
     }
 }
+
+#[test]
+fn losing_the_race_to_create_the_table_commits_on_top_of_the_winner() {
+    rt().block_on(async {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let mut a = TableLog::new(at(&store), TableKind::Visits);
+        let mut b = TableLog::new(at(&store), TableKind::Visits);
+        let c = a
+            .commit(
+                &[file("visits/dt=2026-11-27/hour=07/1-1.parquet", false)],
+                "node-1",
+                1,
+            )
+            .await
+            .unwrap();
+        assert_eq!(c.version, Some(0));
+        let id = |t: &DeltaTable| t.snapshot().unwrap().metadata().id().to_owned();
+        let created = id(&load(&at(&store), TableKind::Visits).await.unwrap().unwrap());
+        // b saw no table and creates it too: the table is there by now, and b must not
+        // create it again as version 1. (The narrower race, both past delta-rs' own look for
+        // a table, is why creation makes no retries of its own.)
+        let b_file = b
+            .add_action(&file("visits/dt=2026-11-27/hour=07/2-1.parquet", false))
+            .unwrap();
+        assert!(b.create(&[b_file]).await.is_err());
+        let t = load(&at(&store), TableKind::Visits).await.unwrap().unwrap();
+        assert_eq!(t.version(), Some(0));
+        // Its files go in as an ordinary commit.
+        let c = b
+            .commit(
+                &[file("visits/dt=2026-11-27/hour=07/2-1.parquet", false)],
+                "node-2",
+                1,
+            )
+            .await
+            .unwrap();
+        assert_eq!((c.version, c.added), (Some(1), 1));
+        let t = load(&at(&store), TableKind::Visits).await.unwrap().unwrap();
+        assert_eq!(id(&t), created, "one table, created once");
+        assert_eq!(live(&store, TableKind::Visits).await.len(), 2);
+    });
+}

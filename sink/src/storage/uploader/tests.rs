@@ -188,16 +188,31 @@ fn logged(dir: &std::path::Path, events: impl IntoIterator<Item = Event>) -> (u6
 fn uploading_a_segment_again_keeps_the_stored_file() {
     let (_tmp, dir) = tmp("again");
     let (seq, path) = logged(&dir, (0..10).map(|n| visit(H7, n)));
+    // Sealed by this run: what it writes afresh was never committed.
     let seg = Sealed {
         seq,
+        synced: Some(std::fs::metadata(&path).unwrap().len()),
         path,
-        synced: None,
     };
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let target = Target::remote(Arc::clone(&store));
     let stats = UploadStats::default();
     let first = block_on(upload_segment(&target, &seg, &stats, &Visitors::default())).unwrap();
     let again = block_on(upload_segment(&target, &seg, &stats, &Visitors::default())).unwrap();
+    // Left by an earlier run, even a file written afresh may have been committed before.
+    let earlier = Sealed {
+        synced: None,
+        ..seg.clone()
+    };
+    let other = Target::remote(Arc::new(InMemory::new()));
+    let fresh = block_on(upload_segment(
+        &other,
+        &earlier,
+        &stats,
+        &Visitors::default(),
+    ))
+    .unwrap();
+    assert!(fresh.files[0].file.replayed && fresh.files[0].file.rows == Some(10));
     let names = objects(store.as_ref(), "visits/dt=2026-11-27/hour=07");
     assert_eq!(names.len(), 1, "{names:?}");
     assert_eq!(rows(store.as_ref(), &names[0]), 10);
@@ -209,7 +224,35 @@ fn uploading_a_segment_again_keeps_the_stored_file() {
     );
     assert_eq!((&a.path, a.size, a.rows), (&b.path, b.size, Some(10)));
     assert_eq!(b.rows, None);
-    assert_eq!(stats.objects_written.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.objects_written.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn a_file_cut_short_by_a_crash_is_written_again() {
+    let (_tmp, dir) = tmp("torn");
+    let (seq, path) = logged(&dir, (0..10).map(|n| visit(H7, n)));
+    let seg = Sealed {
+        seq,
+        path,
+        synced: None,
+    };
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let target = Target::remote(Arc::clone(&store));
+    let stats = UploadStats::default();
+    let first = block_on(upload_segment(&target, &seg, &stats, &Visitors::default())).unwrap();
+    let object = first.files[0].file.path.clone();
+    let whole = block_on(async { store.get(&object).await?.bytes().await }).unwrap();
+    // What a power cut leaves of a file written and never synced: its start, or nothing.
+    for cut in [whole.slice(..whole.len() / 2), Bytes::new()] {
+        block_on(store.put(&object, PutPayload::from(cut))).unwrap();
+        let again = block_on(upload_segment(&target, &seg, &stats, &Visitors::default())).unwrap();
+        let f = &again.files[0].file;
+        assert_eq!((f.size, f.rows), (whole.len() as u64, Some(10)));
+        assert_eq!(rows(store.as_ref(), object.as_ref()), 10);
+    }
+    // A whole file is left as it is.
+    let again = block_on(upload_segment(&target, &seg, &stats, &Visitors::default())).unwrap();
+    assert_eq!(again.files[0].file.rows, None, "found stored, not written");
 }
 
 #[test]
@@ -271,14 +314,15 @@ fn large_objects_go_up_in_parts() {
     let store = InMemory::new();
     let path = ObjectPath::from("visits/dt=2026-11-27/hour=07/1-9.parquet");
     let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let bytes = Bytes::from(bytes);
     assert!(block_on(put_new(&store, &path, bytes.clone(), 10_000)).unwrap());
     let back = block_on(async { store.get(&path).await?.bytes().await }).unwrap();
-    assert_eq!(back.as_ref(), bytes.as_slice());
+    assert_eq!(back, bytes);
     // Stored already, in one put or in parts: left as it is.
-    assert!(!block_on(put_new(&store, &path, b"small".to_vec(), 10_000)).unwrap());
+    assert!(!block_on(put_new(&store, &path, Bytes::from_static(b"small"), 10_000)).unwrap());
     assert!(!block_on(put_new(&store, &path, bytes.clone(), 10_000)).unwrap());
     let back = block_on(async { store.get(&path).await?.bytes().await }).unwrap();
-    assert_eq!(back.as_ref(), bytes.as_slice());
+    assert_eq!(back, bytes);
 }
 
 #[test]
@@ -347,7 +391,13 @@ fn a_local_store_is_synced_before_a_segment_is_deleted() {
     let lake = dir.join("lake");
     let target = Target::open(&format!("file://{}", lake.display())).unwrap();
     let path = ObjectPath::from("visits/dt=2026-11-27/hour=07/1-1.parquet");
-    block_on(put_new(target.store.as_ref(), &path, b"x".to_vec(), 100)).unwrap();
+    block_on(put_new(
+        target.store.as_ref(),
+        &path,
+        Bytes::from_static(b"x"),
+        100,
+    ))
+    .unwrap();
     target.sync(&path).unwrap();
     // A file that is not there is an error, not a silent success.
     assert!(
