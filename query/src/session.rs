@@ -124,12 +124,7 @@ impl Session {
     pub async fn open(url: &str, opts: &SessionOptions) -> Result<Self> {
         let raw = open_store(url)?;
         // Tables with a Delta log are read at their latest committed version.
-        let local = match sink::storage::store::StoreUrl::parse(url) {
-            Some(sink::storage::store::StoreUrl::File(path)) => {
-                Some(std::path::PathBuf::from(path))
-            }
-            _ => None,
-        };
+        let local = sink::storage::store::local_dir(url);
         let at = sink::storage::table::Location::new(Arc::clone(&raw), local.as_deref())?;
         let snapshots = crate::snapshot::Snapshots::load_apart(at).await?;
         let store = Counted::new(Arc::new(snapshots));

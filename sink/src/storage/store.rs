@@ -100,6 +100,14 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
     })
 }
 
+/// The directory of a `file://` store URL; `None` for any other.
+pub fn local_dir(url: &str) -> Option<PathBuf> {
+    match StoreUrl::parse(url) {
+        Some(StoreUrl::File(path)) => Some(PathBuf::from(path)),
+        _ => None,
+    }
+}
+
 /// Where uploaded objects go: the store, and for a `file://` store its directory, whose
 /// files and directories the uploader syncs before it deletes a log segment (the local
 /// store writes without `fsync`, so a power cut could otherwise lose acknowledged events).
@@ -123,10 +131,7 @@ impl Target {
     pub fn open(url: &str) -> Result<Target, StoreError> {
         Ok(Target {
             store: open(url)?,
-            local_root: match StoreUrl::parse(url) {
-                Some(StoreUrl::File(path)) => Some(PathBuf::from(path)),
-                _ => None,
-            },
+            local_root: local_dir(url),
         })
     }
 

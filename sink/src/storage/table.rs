@@ -115,12 +115,7 @@ impl Location {
         local_root: Option<&std::path::Path>,
     ) -> std::io::Result<Location> {
         let Some(dir) = local_root else {
-            return Ok(Location {
-                delta: Arc::clone(&root),
-                root,
-                base: Url::parse("memory:///").expect("a constant URL"),
-                local_root: None,
-            });
+            return Ok(Location::remote(root));
         };
         let dir = dir.canonicalize()?;
         let base = Url::from_directory_path(&dir).map_err(|()| {
