@@ -8,6 +8,7 @@
 //! tables, CSV and JSON. [`stored`] imports and exports the catalog the store keeps, and
 //! reads names and default payouts from it; [`serve`] is the console's JSON API over all of it.
 
+pub mod compact;
 pub mod costs;
 pub mod dims;
 pub mod feed;

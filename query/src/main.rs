@@ -125,6 +125,39 @@ enum Command {
         #[arg(long, default_value = "CAMPAIGN_ID")]
         campaign: String,
     },
+    /// One pass of compaction, retention and vacuum over the store's tables, then exit: run
+    /// it from cron, every minute or so (docs/table-format.md "Compaction").
+    Compact {
+        /// The store: file://PATH, s3://BUCKET[/PREFIX] (AWS_* environment) or memory://.
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: String,
+        /// Merged files are about this size, in MiB (a merge holds several times this in
+        /// memory); files of half of it or more are left as they are.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        target_mb: u64,
+        /// An hour still being written is compacted once it has this many small files.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(2..))]
+        min_files: u64,
+        /// Minutes after its end an hour is taken as complete: then its merged files are
+        /// merged again into files of the target size.
+        #[arg(long, default_value_t = 10)]
+        settle_minutes: u32,
+        /// Days of visits kept (UTC days before today): older ones are removed from the
+        /// table. Default: all.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        retain_visits_days: Option<u32>,
+        /// Days of conversions kept. Default: all.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        retain_conversions_days: Option<u32>,
+        /// Files removed from a table (merged away, dropped) are deleted from the store this
+        /// many hours later: readers of an older snapshot still find them until then.
+        #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..))]
+        vacuum_after_hours: u32,
+        /// The vacuum also deletes files no commit names (a crashed upload or merge) once
+        /// they are as old; it lists every file of the table, so run it daily.
+        #[arg(long)]
+        orphans: bool,
+    },
     /// Any SQL over the tables `visits` and `conversions`.
     Sql {
         #[command(flatten)]
@@ -303,10 +336,16 @@ fn main() -> ExitCode {
         | Command::Conversions { common, .. }
         | Command::Sql { common, .. }
         | Command::Log { common, .. } => common.threads,
-        Command::Catalog { .. } | Command::Templates { .. } | Command::Costs { .. } => 1,
+        Command::Catalog { .. }
+        | Command::Templates { .. }
+        | Command::Costs { .. }
+        | Command::Compact { .. } => 1,
         Command::Serve { .. } | Command::Postbacks { .. } => 0,
     };
-    if matches!(cli.command, Command::Postbacks { .. }) {
+    if matches!(
+        cli.command,
+        Command::Postbacks { .. } | Command::Compact { .. }
+    ) {
         tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -428,6 +467,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 query::log::run(&session, &req).await?
             };
             output::batches(&batches, format, &mut out)?;
+        }
+        Command::Compact {
+            store,
+            target_mb,
+            min_files,
+            settle_minutes,
+            retain_visits_days,
+            retain_conversions_days,
+            vacuum_after_hours,
+            orphans,
+        } => {
+            let opts = sink::storage::compact::Options {
+                policy: sink::storage::compact::Policy {
+                    target_bytes: target_mb << 20,
+                    min_files: min_files as usize,
+                    settle_ms: i64::from(settle_minutes) * 60_000,
+                },
+                now_ms: query::postbacks::send::now_ms(),
+                retain_days: None,
+                vacuum_after_ms: Some(i64::from(vacuum_after_hours) * 3_600_000),
+                orphans,
+            };
+            let retain = [
+                (
+                    sink::storage::columns::TableKind::Visits,
+                    retain_visits_days,
+                ),
+                (
+                    sink::storage::columns::TableKind::Conversions,
+                    retain_conversions_days,
+                ),
+            ];
+            for (kind, done) in query::compact::run(&store, &opts, retain).await? {
+                writeln!(out, "{}", query::compact::describe(kind, &done))?;
+            }
         }
         Command::Sql {
             common,

@@ -174,19 +174,45 @@ pub fn object_path(table: TableKind, ts_ms: i64, node_id: u16, segment: u64) -> 
     ))
 }
 
-/// The writer properties of every file: zstd, page statistics, rows sorted by `ts` (delta
-/// encoded), bloom filters on the ids that queries look up.
+/// The writer properties of every file the sink writes: zstd, page statistics, rows sorted
+/// by `ts` (delta encoded), bloom filters on the ids that queries look up.
 pub fn writer_properties(table: TableKind) -> WriterProperties {
+    properties(table, &["ts"])
+}
+
+/// The columns a compacted file of `table` is sorted by: visits by campaign then time (a
+/// campaign's rows together, so a report for one campaign skips the rest by statistics),
+/// conversions by time.
+pub fn compacted_order(table: TableKind) -> &'static [&'static str] {
+    match table {
+        TableKind::Visits => &["campaign_id", "ts"],
+        TableKind::Conversions => &["ts"],
+    }
+}
+
+/// The writer properties of a compacted file: as the sink's, sorted by
+/// [`compacted_order`].
+pub fn compacted_properties(table: TableKind) -> WriterProperties {
+    properties(table, compacted_order(table))
+}
+
+fn properties(table: TableKind, sorted_by: &[&str]) -> WriterProperties {
+    let schema = table.schema();
+    let sorting = sorted_by
+        .iter()
+        .filter_map(|name| schema.index_of(name).ok())
+        .map(|i| SortingColumn {
+            column_idx: i as i32,
+            descending: false,
+            nulls_first: true,
+        })
+        .collect();
     let ts = ColumnPath::from("ts");
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_sorting_columns(Some(vec![SortingColumn {
-            column_idx: 1,
-            descending: false,
-            nulls_first: false,
-        }]))
+        .set_sorting_columns(Some(sorting))
         .set_column_dictionary_enabled(ts.clone(), false)
         .set_column_encoding(ts, Encoding::DELTA_BINARY_PACKED)
         .set_column_dictionary_enabled(ColumnPath::from("event_id"), false)

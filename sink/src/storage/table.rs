@@ -139,10 +139,23 @@ impl Location {
         }
     }
 
+    /// The store as the uploader writes to it (files synced on a local store).
+    pub fn target(&self) -> crate::storage::store::Target {
+        crate::storage::store::Target {
+            store: Arc::clone(&self.root),
+            local_root: self.local_root.clone(),
+        }
+    }
+
     /// Makes the log of `kind` durable through version `through`, for a local store (which
     /// writes without `fsync`): the commit files after `after` (or the last 100 versions),
     /// the checkpoints among them, `_last_checkpoint`, and the directories.
-    fn sync_log(&self, kind: TableKind, after: Option<u64>, through: u64) -> std::io::Result<()> {
+    pub(crate) fn sync_log(
+        &self,
+        kind: TableKind,
+        after: Option<u64>,
+        through: u64,
+    ) -> std::io::Result<()> {
         let Some(root) = &self.local_root else {
             return Ok(());
         };
@@ -512,7 +525,7 @@ impl TableLog {
 }
 
 /// Whether a failed commit lost the race for its version (another process committed first).
-fn is_conflict(e: &DeltaTableError) -> bool {
+pub(crate) fn is_conflict(e: &DeltaTableError) -> bool {
     matches!(
         e,
         DeltaTableError::VersionAlreadyExists(_)
@@ -542,7 +555,7 @@ async fn known_paths(table: &DeltaTable) -> Result<HashSet<String>, DeltaTableEr
 
 /// Whether `rel` needs no escaping as a Delta path (a URI reference): the sink's own names
 /// never do.
-fn plain(rel: &str) -> bool {
+pub(crate) fn plain(rel: &str) -> bool {
     rel.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-_.=/".contains(&b))
 }
