@@ -210,7 +210,7 @@ fn a_full_disk_refuses_conversions_until_the_uploader_frees_room() {
         "edge.toml",
         // Segments larger than the disk: the current one fills it before it is sealed.
         &edge::config::DEMO_CONFIG.replacen(
-            "flush_interval_ms = 60000",
+            "flush_interval_ms = 1000",
             "flush_interval_ms = 600000\nwal_segment_bytes = 67108864",
             1,
         ),

@@ -12,7 +12,7 @@ use common::{CAMP, Edge, data_files, ints, strings};
 fn visits_are_located_by_the_client_behind_trusted_proxies() {
     let db = data_files().join("GeoLite2-City.mmdb");
     let config = edge::config::DEMO_CONFIG.replace(
-        "flush_interval_ms = 60000",
+        "flush_interval_ms = 1000",
         &format!(
             "flush_interval_ms = 60000\ngeoip_db = {:?}\ntrusted_proxies = [\"127.0.0.1/32\"]",
             db.display()
@@ -74,7 +74,7 @@ fn a_bad_geoip_database_stops_the_start_naming_the_key() {
     let dir = common::TempDir::new("geo-bad");
     let bad = dir.write("broken.mmdb", "not a database");
     let config = edge::config::DEMO_CONFIG.replace(
-        "flush_interval_ms = 60000",
+        "flush_interval_ms = 1000",
         &format!("flush_interval_ms = 60000\ngeoip_db = {:?}", bad.display()),
     );
     let path = dir.write("edge.toml", &config);
@@ -165,7 +165,7 @@ fn bools(batches: &[arrow::record_batch::RecordBatch], name: &str) -> Vec<Option
 fn visits_carry_browser_os_device_and_the_bot_flag() {
     let regexes = data_files().join("regexes.yaml");
     let config = edge::config::DEMO_CONFIG.replace(
-        "flush_interval_ms = 60000",
+        "flush_interval_ms = 1000",
         &format!(
             "flush_interval_ms = 60000\nua_regexes = {:?}",
             regexes.display()

@@ -240,7 +240,7 @@ fn slow_head_gets_408() {
     let cfg = format!(
         "{}\n",
         edge::config::DEMO_CONFIG.replace(
-            "flush_interval_ms = 60000",
+            "flush_interval_ms = 1000",
             "flush_interval_ms = 60000\nhead_timeout_ms = 300"
         )
     );

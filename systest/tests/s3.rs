@@ -129,7 +129,7 @@ fn events_reach_s3_even_across_an_outage() {
     let dir = TempDir::new("s3");
     let cfg = dir.write(
         "edge.toml",
-        &edge::config::DEMO_CONFIG.replace("flush_interval_ms = 60000", "flush_interval_ms = 300"),
+        &edge::config::DEMO_CONFIG.replace("flush_interval_ms = 1000", "flush_interval_ms = 300"),
     );
     let args = ["--workers", "2", "--config", cfg.to_str().unwrap()];
     // The store is down from the start.

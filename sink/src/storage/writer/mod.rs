@@ -68,7 +68,7 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
 pub const DEFAULT_SEGMENT_EVENTS: u64 = 1_000_000;
 /// Default [`WalConfig::max_age`]: a segment is sealed (and reaches the store) at the latest
 /// this long after it was opened (`server.flush_interval_ms`).
-pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(1);
 /// Default [`WalConfig::commit_delay`] (`server.wal_commit_delay_ms`).
 pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_millis(2);
 
