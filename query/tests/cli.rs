@@ -406,3 +406,83 @@ fn a_report_by_offer_hashes_the_clicks_not_the_visits() {
         "{plan}"
     );
 }
+
+/// `query templates`: the presets listed, a source's campaign URL with its own macros in
+/// place, a network's postback URL, and an unknown name refused by name.
+#[test]
+fn templates_are_listed_and_print_the_urls_to_paste() {
+    let list = stdout(&query(&["templates"]));
+    let split = list
+        .find("Affiliate networks")
+        .unwrap_or_else(|| panic!("{list}"));
+    let (sources, networks) = list.split_at(split);
+    let row = |section: &str, name: &str| -> Option<String> {
+        section
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .map(str::to_owned)
+    };
+    // Zeropark among the sources, with its click id parameter (`cid`) and cost parameter.
+    let zp = row(sources, "zeropark").unwrap_or_else(|| panic!("{list}"));
+    assert!(zp.contains("Zeropark"), "{zp}");
+    let cells: Vec<&str> = zp.split_whitespace().collect();
+    assert!(cells.contains(&"cid") && cells.contains(&"cost"), "{zp}");
+    // Everflow among the networks, with its click id macro.
+    let ef = row(networks, "everflow").unwrap_or_else(|| panic!("{list}"));
+    assert!(ef.contains("Everflow") && ef.contains("{sub1}"), "{ef}");
+    assert!(row(networks, "zeropark").is_none(), "{list}");
+
+    // One source: the campaign URL starts at the edge and carries Zeropark's own macros for
+    // its click id and cost.
+    let zp = stdout(&query(&[
+        "templates",
+        "zeropark",
+        "--edge-url",
+        "http://e.example",
+        "--campaign",
+        "c1",
+    ]));
+    assert!(zp.contains("template = \"zeropark\""), "{zp}");
+    let mut lines = zp.lines();
+    assert!(
+        lines.any(|l| l.starts_with("Campaign URL to paste into Zeropark:")),
+        "{zp}"
+    );
+    let url = lines.next().unwrap_or_default().trim();
+    assert!(url.starts_with("http://e.example/c/c1?"), "{zp}");
+    let pairs: Vec<&str> = url.split(['?', '&']).collect();
+    assert!(pairs.contains(&"cid={cid}"), "{zp}");
+    assert!(pairs.contains(&"cost={visit_cost}"), "{zp}");
+    assert!(pairs.contains(&"target={target}"), "{zp}");
+    // Its postback, with the account value still to fill in.
+    assert!(
+        zp.contains("zppostback/${ZEROPARK_KEY}?cid={external_id}&payout={payout}"),
+        "{zp}"
+    );
+
+    // One network: the postback URL to paste into it, at the edge, with its macros.
+    let ef = stdout(&query(&[
+        "templates",
+        "everflow",
+        "--edge-url",
+        "http://e.example/",
+    ]));
+    let mut lines = ef.lines();
+    assert!(
+        lines.any(|l| l.starts_with("Postback URL to paste into Everflow:")),
+        "{ef}"
+    );
+    let url = lines.next().unwrap_or_default().trim();
+    assert!(
+        url.starts_with("http://e.example/postback?cid={sub1}&payout={payout_amount}"),
+        "{ef}"
+    );
+    assert!(url.contains("&network=everflow"), "{ef}");
+
+    // An unknown name fails, naming it.
+    let e = failure(&query(&["templates", "no-such-source"]));
+    assert!(
+        e.contains("no-such-source") && e.contains("query templates"),
+        "{e}"
+    );
+}

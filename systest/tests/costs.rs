@@ -117,8 +117,11 @@ fn each_cost_model_shows_in_cost_profit_and_roi() {
     }
     // CPC: 999 × 0.05 and one visit whose source said 1.05.
     assert_eq!(row("cpc").cost_micros, 999 * 50_000 + 1_050_000);
-    // CPM: 2.50 per thousand visits.
-    assert_eq!(row("cpm").cost_micros, 2_500_000);
+    // CPM: 2.50 per thousand visits; profit 20.00 − 2.50, ROI 17.50 / 2.50.
+    let cpm = row("cpm");
+    assert_eq!(cpm.cost_micros, 2_500_000);
+    assert_eq!(cpm.profit_micros(), 17_500_000);
+    assert_eq!(cpm.roi(), Some(700.0));
     // CPA: 4.00 per conversion that counts (not the rejected one).
     let cpa = row("cpa");
     assert_eq!(cpa.cost_micros, 8_000_000);
@@ -150,6 +153,13 @@ fn each_cost_model_shows_in_cost_profit_and_roi() {
         .unwrap_or_else(|| panic!("{json}"));
     assert_eq!(cpa["cost"], 8.0, "{json}");
     assert_eq!(cpa["profit"], 12.0, "{json}");
+    let cpm = rows
+        .iter()
+        .find(|r| r["campaign"] == "cpm")
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(cpm["cost"], 2.5, "{json}");
+    assert_eq!(cpm["profit"], 17.5, "{json}");
+    assert_eq!(cpm["roi"], 700.0, "{json}");
 
     // The source reports later that the CPC campaign's visits cost 30.00 in all, and then
     // that the last hour's (all of them, here) cost 40.00: the later update wins, spread

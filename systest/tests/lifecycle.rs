@@ -138,6 +138,16 @@ struct Seen {
 /// Sends each stream, on a click of its own, to `campaign`'s network; then the report's row,
 /// and the conversion feed.
 fn run(campaign: &str, streams: &[Stream]) -> (Seen, Vec<serde_json::Value>) {
+    let (seen, feed, _) = run_with_revenue(campaign, streams);
+    (seen, feed)
+}
+
+/// As [`run`], and the row's revenue in cents by final status (`revenue_sales`,
+/// `revenue_rejected`, …), by the status column's name, where not 0.
+fn run_with_revenue(
+    campaign: &str,
+    streams: &[Stream],
+) -> (Seen, Vec<serde_json::Value>, BTreeMap<&'static str, i64>) {
     let mut e = Edge::with_config("legacy", CONFIG);
     let mut c = e.connect();
     for stream in streams {
@@ -197,7 +207,13 @@ fn run(campaign: &str, streams: &[Stream]) -> (Seen, Vec<serde_json::Value>) {
             .map(|(&(name, _), n)| (name, n))
             .collect(),
     };
-    (seen, feed)
+    let revenue_by_status = STATUS_COLUMNS
+        .iter()
+        .zip(row.status_revenue.0)
+        .filter(|&(_, micros)| micros != 0)
+        .map(|(&(name, _), micros)| (name, query::output::cents(micros)))
+        .collect();
+    (seen, feed, revenue_by_status)
 }
 
 /// The feed's `payload.data` fields `final_status`, `payout` and `counts`, and the statuses
@@ -298,6 +314,43 @@ fn the_latest_report_of_the_final_stage_decides_a_conversion() {
         "{got:?}"
     );
     assert_eq!(got.len(), 8);
+}
+
+#[test]
+fn a_sale_then_rejected_is_rejected_and_earns_nothing() {
+    // sale → rejected: out of the conversions and the revenue, counted as rejected; what it
+    // would have earned (the deciding report's payout, else the offer's default) shows as
+    // `revenue_rejected`.
+    let (got, feed, by_status) = run_with_revenue(
+        "words",
+        &[
+            &[
+                (T, Some("sale"), Some("15")),
+                (T, Some("rejected"), Some("15")),
+            ],
+            &[
+                (T, Some("approved"), Some("20")),
+                (T, Some("declined"), None),
+            ],
+        ],
+    );
+    assert_eq!(got, seen(0, 0, &[("rejected", 2)]));
+    assert_eq!(
+        by_status,
+        BTreeMap::from([("rejected", 15_00 + 1_00)]),
+        "{feed:?}"
+    );
+    // The feed: each rejected, with no payout and counting as nothing, and both its reports.
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let mut got = settled(&feed);
+    got.sort_by(|a, b| a.3.cmp(&b.3));
+    assert_eq!(
+        got,
+        [
+            ("rejected".to_owned(), 0.0, 0, s(&["approved", "declined"])),
+            ("rejected".to_owned(), 0.0, 0, s(&["sale", "rejected"])),
+        ]
+    );
 }
 
 #[test]

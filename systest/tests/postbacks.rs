@@ -550,3 +550,183 @@ fn nothing_is_lost_across_an_outage_and_a_kill_9() {
     assert_eq!(rx.got().iter().filter(|g| g.code == 200).count(), 20);
     rx.stop();
 }
+
+/// A source whose postback URL carries every token, the network `net` as in [`config`], and
+/// a network that counts each repeated report (`duplicates = "every"`). Visitors are located
+/// by GeoIP behind the loopback proxy.
+fn tokens_config(port: u16) -> String {
+    let data = common::data_files();
+    format!(
+        r#"
+[server]
+node_id = 6
+flush_interval_ms = 300
+geoip_db = {geo:?}
+trusted_proxies = ["127.0.0.1"]
+
+[[traffic_sources]]
+id = "all"
+external_id_param = "ext"
+postback_url = "http://127.0.0.1:{port}/all?e={{external_id}}&camp={{campaign_id}}&offer={{offer_id}}&net={{network_id}}&cc={{country}}&click={{click_id}}&raw={{raw_status}}&st={{status}}&conv={{conversion_id}}&tx={{txid}}&p={{payout}}"
+postback_statuses = ["sale"]
+
+[[affiliate_networks]]
+id = "net"
+postback_token = "tok-0123456789abcdef"
+status_map = {{ "2" = "sale" }}
+
+[[affiliate_networks]]
+id = "every"
+duplicates = "every"
+
+[[offers]]
+id = "o"
+network = "net"
+url = "https://offer.example/?s={{click_id}}"
+payout = 2.0
+
+[[offers]]
+id = "o-every"
+network = "every"
+url = "https://offer.example/?s={{click_id}}"
+payout = 2.0
+
+[[campaigns]]
+id = "tokens-camp"
+traffic_source = "all"
+  [[campaigns.paths]]
+  offers = [ {{ offer = "o" }} ]
+
+[[campaigns]]
+id = "every-camp"
+traffic_source = "all"
+  [[campaigns.paths]]
+  offers = [ {{ offer = "o-every" }} ]
+"#,
+        geo = data.join("GeoLite2-City.mmdb").display(),
+    )
+}
+
+/// A visit to `campaign` with `query` from `client` (the loopback proxy's `X-Forwarded-For`);
+/// the click id.
+fn visit_from(e: &Edge, campaign: &str, query: &str, client: &str) -> String {
+    let mut c = e.connect();
+    c.send(&format!(
+        "GET /c/{campaign}?{query} HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: {client}\r\nConnection: close\r\n\r\n"
+    ));
+    let r = c.response();
+    assert_eq!(r.status, 302, "{}", e.log());
+    let loc = r.header("Location").unwrap();
+    loc[loc.len() - 24..].to_owned()
+}
+
+/// A postback on `c` to a network without a token, which takes reports as they come.
+fn open_postback(c: &mut common::Conn, q: &str) {
+    c.send(&format!("GET /postback?{q} HTTP/1.1\r\nHost: t\r\n\r\n"));
+    assert_eq!(c.response().status, 200, "{q}");
+}
+
+/// Each token of docs/postbacks.md "Tokens" filled with the visit's and the report's values.
+#[test]
+fn every_token_of_a_postback_url_is_filled() {
+    let rx = Receiver::new(0);
+    rx.start();
+    let text = tokens_config(rx.port);
+    let e = Edge::with_config("legacy", &text);
+    let mut pc = e.connect();
+    let store = format!("file://{}", e.data.join("lake").display());
+    let outbox = TempDir::new("outbox");
+    let cfg = outbox.write("edge.toml", &text);
+
+    // A visitor in Great Britain; `2` is a sale in the network's status map.
+    let click = visit_from(&e, "tokens-camp", "ext=EXT-1", "81.2.69.142");
+    postback(&mut pc, &format!("cid={click}&txid=T1&status=2&payout=5"));
+
+    let disp = Dispatcher::start(&store, &cfg, outbox.path(), &[]);
+    wait_until(
+        "the postback delivered",
+        Duration::from_secs(60),
+        || !rx.delivered().is_empty(),
+        || format!("{}\n{:?}", disp.log(), rx.got()),
+    );
+    // `{conversion_id}` is the report's event id, as the conversion log gives it.
+    let log = common::query(&[
+        "log",
+        "conversions",
+        "--store",
+        &store,
+        "--quiet",
+        "--format",
+        "csv",
+    ]);
+    let rows: Vec<&str> = log.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{log}");
+    let report = rows[0].split(',').nth(1).unwrap_or_default().to_owned();
+    assert!(!report.is_empty() && report != click, "{log}");
+    let delivered: Vec<String> = rx.delivered().into_values().collect();
+    assert_eq!(
+        delivered,
+        [format!(
+            "/all?e=EXT-1&camp=tokens-camp&offer=o&net=net&cc=GB&click={click}&raw=2&st=sale\
+             &conv={report}&tx=T1&p=5"
+        )],
+        "{:?}",
+        rx.got()
+    );
+}
+
+/// A repeated sale fires again under the network's `every` policy (each report is a
+/// conversion), and not under the default `replace` (the same news).
+#[test]
+fn a_repeated_sale_fires_again_where_the_network_counts_every_report() {
+    let rx = Receiver::new(0);
+    rx.start();
+    let text = tokens_config(rx.port);
+    let e = Edge::with_config("legacy", &text);
+    let mut pc = e.connect();
+    let store = format!("file://{}", e.data.join("lake").display());
+    let outbox = TempDir::new("outbox");
+    let cfg = outbox.write("edge.toml", &text);
+
+    let a = visit_from(&e, "every-camp", "ext=EV-A", "81.2.69.142");
+    open_postback(&mut pc, &format!("cid={a}&txid=T1&status=sale&payout=3"));
+    open_postback(&mut pc, &format!("cid={a}&txid=T1&status=sale&payout=4"));
+    let b = visit_from(&e, "tokens-camp", "ext=RP-B", "81.2.69.142");
+    postback(&mut pc, &format!("cid={b}&txid=T1&status=2&payout=3"));
+    postback(&mut pc, &format!("cid={b}&txid=T1&status=2&payout=4"));
+
+    let disp = Dispatcher::start(&store, &cfg, outbox.path(), &[]);
+    wait_until(
+        "three postbacks delivered",
+        Duration::from_secs(60),
+        || rx.delivered().len() >= 3,
+        || format!("{}\n{:?}", disp.log(), rx.got()),
+    );
+    // Nothing else comes, even after more passes.
+    std::thread::sleep(Duration::from_secs(2));
+    let delivered = rx.delivered();
+    assert_eq!(delivered.len(), 3, "{:?}", rx.got());
+    // The payouts each source click was told, by its `p=`.
+    let told = |ext: &str| -> Vec<String> {
+        let mut v: Vec<String> = delivered
+            .values()
+            .filter(|t| t.starts_with(&format!("/all?e={ext}&")))
+            .filter_map(|t| {
+                t.split('&')
+                    .find_map(|kv| kv.strip_prefix("p="))
+                    .map(str::to_owned)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(told("EV-A"), ["3", "4"], "{:?}", rx.got());
+    assert_eq!(told("RP-B"), ["3"], "{:?}", rx.got());
+    // Each of `every`'s with its own report's id, in the URL as in the key.
+    let conv: BTreeSet<&str> = delivered
+        .values()
+        .filter(|t| t.starts_with("/all?e=EV-A&"))
+        .filter_map(|t| t.split('&').find_map(|kv| kv.strip_prefix("conv=")))
+        .collect();
+    assert_eq!(conv.len(), 2, "{delivered:?}");
+}

@@ -254,4 +254,99 @@ mod tests {
         );
         assert_eq!(host_of("http://127.0.0.1:9000/"), "127.0.0.1:9000");
     }
+
+    /// A rate no test can reach: no gap between requests, so only the slots bound them.
+    fn unpaced(per_host: usize) -> SendOptions {
+        SendOptions {
+            per_host,
+            rate: 1e12,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn try_take_bounds_each_hosts_requests_in_flight() {
+        let mut hosts = Hosts::default();
+        let two = unpaced(2);
+        let a1 = hosts.try_take("a:443", &two).expect("a first slot");
+        let a2 = hosts.try_take("a:443", &two).expect("a second slot");
+        // Both slots taken: refused, to try again shortly.
+        let before = now_ms();
+        let at = hosts.try_take("a:443", &two).unwrap_err();
+        assert!((before + 20..=now_ms() + 20).contains(&at), "{at} {before}");
+        // Another host has slots of its own.
+        let b1 = hosts.try_take("b:443", &two).expect("another host's slot");
+        // A released slot is free again, and only one.
+        drop(a1);
+        let a3 = hosts.try_take("a:443", &two).expect("the released slot");
+        assert!(hosts.try_take("a:443", &two).is_err());
+        drop((a2, a3, b1));
+        let _a4 = hosts
+            .try_take("a:443", &two)
+            .expect("a slot after all were released");
+    }
+
+    #[test]
+    fn try_take_spaces_a_hosts_requests_by_its_rate() {
+        let mut hosts = Hosts::default();
+        // One a second, with slots to spare: the second request waits for the rate alone.
+        let slow = SendOptions {
+            per_host: 100,
+            rate: 1.0,
+            ..Default::default()
+        };
+        let _c1 = hosts.try_take("c:80", &slow).expect("the first request");
+        let before = now_ms();
+        let at = hosts.try_take("c:80", &slow).unwrap_err();
+        let after = now_ms();
+        assert!(
+            at >= before + 500 && at <= after + 1_001,
+            "{at}: {before}..{after}"
+        );
+        // A refusal does not push the next start back.
+        let again = hosts.try_take("c:80", &slow).unwrap_err();
+        assert!((again - at).abs() <= 10, "{again} {at}");
+        // Another host is not held up by it.
+        let _d1 = hosts
+            .try_take("d:80", &slow)
+            .expect("another host's first request");
+        // At 20 a second, the next request may start 50 ms after the first.
+        let paced = SendOptions {
+            per_host: 100,
+            rate: 20.0,
+            ..Default::default()
+        };
+        let _e1 = hosts.try_take("e:80", &paced).expect("the first request");
+        std::thread::sleep(Duration::from_millis(60));
+        let _e2 = hosts
+            .try_take("e:80", &paced)
+            .expect("the next, after the gap");
+    }
+
+    #[tokio::test]
+    async fn acquire_waits_for_a_free_slot_and_for_the_rate() {
+        let mut hosts = Hosts::default();
+        let one = unpaced(1);
+        let held = hosts.acquire("a:443", &one).await;
+        // The only slot is taken: the next request waits for it.
+        let waited =
+            tokio::time::timeout(Duration::from_millis(50), hosts.acquire("a:443", &one)).await;
+        assert!(waited.is_err(), "a second request in flight");
+        drop(held);
+        let _again = tokio::time::timeout(Duration::from_secs(5), hosts.acquire("a:443", &one))
+            .await
+            .expect("the released slot");
+        // At 20 a second, three requests take at least two gaps of 50 ms.
+        let paced = SendOptions {
+            per_host: 100,
+            rate: 20.0,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        for _ in 0..3 {
+            drop(hosts.acquire("b:443", &paced).await);
+        }
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(100), "{took:?}");
+    }
 }
