@@ -432,12 +432,14 @@ impl Pass<'_> {
                     .map(str::to_owned)
             })
             .collect();
+        let mut made = false;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 let now_live: HashSet<String> =
                     live(table, self.kind)?.into_iter().map(|f| f.rel).collect();
                 if outputs.iter().all(|p| now_live.contains(p)) {
                     // An earlier attempt landed; its answer was lost.
+                    made = true;
                     break;
                 }
                 if !inputs.iter().all(|p| now_live.contains(p)) {
@@ -452,12 +454,29 @@ impl Pass<'_> {
                 }
             }
             match self.commit(table, actions.clone(), op.clone()).await {
-                Ok(true) => break,
+                Ok(true) => {
+                    made = true;
+                    break;
+                }
                 Ok(false) => continue,
                 // Perhaps made, perhaps not: the merged files stay (a vacuum with orphans
                 // deletes them if no commit names them).
                 Err(e) => return Err(e),
             }
+        }
+        if !made {
+            // The last attempt's answer may have been lost on its way back, too.
+            let now_live: HashSet<String> =
+                live(table, self.kind)?.into_iter().map(|f| f.rel).collect();
+            made = outputs.iter().all(|p| now_live.contains(p));
+        }
+        if !made {
+            // Every attempt lost to other writers: nothing names the merged files.
+            self.discard(&merged).await;
+            return Err(other(
+                self.kind,
+                format!("{dir}: gave up after {ATTEMPTS} commits in a row lost to other writers"),
+            ));
         }
         for m in &merged {
             out.merged += m.inputs.len();
