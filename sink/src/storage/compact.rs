@@ -3,7 +3,7 @@
 //!
 //! - **Compaction** merges an hour's small files into files of about
 //!   [`Policy::target_bytes`], sorted for the reports' scans
-//!   ([`compacted_order`](crate::storage::store::compacted_order)). Each hour is one commit
+//!   ([`compacted_order`]). Each hour is one commit
 //!   that removes the small files and adds the merged ones, both marked `dataChange = false`:
 //!   a reader sees either the small files or the merged ones, never both, never neither.
 //!   An hour still being written is compacted once it has [`Policy::min_files`] small files
