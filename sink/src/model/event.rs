@@ -282,6 +282,27 @@ impl Event {
 
 /// Writes `ip` as text into `buf` without allocating (the longest IPv6 form fits).
 pub fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &str {
+    if let IpAddr::V4(v4) = ip {
+        // Most visitors: digits written directly, a tenth of the cost of the formatter.
+        let mut n = 0;
+        for (i, octet) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                buf[n] = b'.';
+                n += 1;
+            }
+            if octet >= 100 {
+                buf[n] = b'0' + octet / 100;
+                n += 1;
+            }
+            if octet >= 10 {
+                buf[n] = b'0' + octet / 10 % 10;
+                n += 1;
+            }
+            buf[n] = b'0' + octet % 10;
+            n += 1;
+        }
+        return std::str::from_utf8(&buf[..n]).unwrap_or_default();
+    }
     let mut cur = std::io::Cursor::new(&mut buf[..]);
     let n = match std::io::Write::write_fmt(&mut cur, format_args!("{ip}")) {
         Ok(()) => cur.position() as usize,
@@ -356,6 +377,17 @@ mod tests {
             format_ip(v6, &mut buf),
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
         );
+        // Every octet value, in every position, as the standard formatter writes it.
+        for v in 0..=255u8 {
+            for ip in [
+                Ipv4Addr::new(v, 0, 255, 7),
+                Ipv4Addr::new(10, v, 99, 100),
+                Ipv4Addr::new(1, 2, v, 3),
+                Ipv4Addr::new(255, 9, 10, v),
+            ] {
+                assert_eq!(format_ip(IpAddr::V4(ip), &mut buf), ip.to_string());
+            }
+        }
     }
 
     #[test]

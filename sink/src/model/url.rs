@@ -35,9 +35,19 @@ fn hex_val(c: u8) -> Option<u8> {
 /// Appends the form-decoded `src` to `out`: `%XX` becomes the byte, `+` a space; a `%` not
 /// followed by two hex digits is kept as it is.
 pub fn decode_into(src: &[u8], out: &mut Vec<u8>) {
+    out.reserve(src.len());
     let mut i = 0;
     while i < src.len() {
-        let c = src[i];
+        // Bytes that stay as they are go over in one copy.
+        let plain = src[i..]
+            .iter()
+            .position(|&c| c == b'%' || c == b'+')
+            .unwrap_or(src.len() - i);
+        out.extend_from_slice(&src[i..i + plain]);
+        i += plain;
+        let Some(&c) = src.get(i) else {
+            break;
+        };
         if c == b'+' {
             out.push(b' ');
         } else if c == b'%'

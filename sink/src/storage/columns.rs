@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, MapBuilder, StringBuilder,
-    TimestampMillisecondBuilder, new_null_array,
+    ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanBuilder, Int32Builder, Int64Builder,
+    MapArray, MapBuilder, StringArray, StringBuilder, StructArray, TimestampMillisecondBuilder,
+    new_null_array,
 };
 use arrow::datatypes::{DataType, Field as ArrowField, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -135,33 +136,58 @@ static CONVERSIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
-/// `v` as text: as it is when it is UTF-8 (the usual case, checked without copying), else
-/// with invalid sequences replaced.
-fn text(v: &[u8]) -> std::borrow::Cow<'_, str> {
-    match simdutf8::basic::from_utf8(v) {
-        Ok(s) => std::borrow::Cow::Borrowed(s),
-        Err(_) => String::from_utf8_lossy(v),
-    }
-}
-
-/// Appends `v` as a string, or null when empty.
-fn opt(b: &mut StringBuilder, v: &[u8]) {
+/// Appends `v`, or null when empty.
+fn opt(b: &mut BinaryBuilder, v: &[u8]) {
     if v.is_empty() {
         b.append_null();
     } else {
-        b.append_value(text(v));
+        b.append_value(v);
     }
+}
+
+/// A column of bytes as it is stored, text: request fields are gathered as bytes and checked
+/// once per column, a single pass over all its values (a check per value costs far more on
+/// short strings). Only a column holding something other than UTF-8 (rare: a hostile request)
+/// is converted value by value, invalid sequences replaced.
+fn utf8(bytes: BinaryArray) -> StringArray {
+    match StringArray::try_from_binary(bytes.clone()) {
+        Ok(text) => text,
+        Err(_) => bytes
+            .iter()
+            .map(|v| v.map(String::from_utf8_lossy))
+            .collect(),
+    }
+}
+
+/// A map of bytes to bytes as the map of text to text `data_type` (the schema's), checked as
+/// [`utf8`] checks a column.
+fn utf8_map(map: MapArray, data_type: &DataType) -> Result<MapArray, ArrowError> {
+    let DataType::Map(field, ordered) = data_type else {
+        return Err(ArrowError::SchemaError(format!("{data_type} is not a map")));
+    };
+    let DataType::Struct(fields) = field.data_type() else {
+        return Err(ArrowError::SchemaError(format!("{field} is not a struct")));
+    };
+    let (fields, ordered, field) = (fields.clone(), *ordered, Arc::clone(field));
+    let (_, offsets, entries, nulls, _) = map.into_parts();
+    let (_, columns, entry_nulls) = entries.into_parts();
+    let columns = columns
+        .iter()
+        .map(|c| Arc::new(utf8(c.as_binary::<i32>().clone())) as ArrayRef)
+        .collect();
+    let entries = StructArray::try_new(fields, columns, entry_nulls)?;
+    MapArray::try_new(field, offsets, entries, nulls, ordered)
 }
 
 /// Builds record batches of either table from events.
 pub struct Builder {
     table: TableKind,
     rows: usize,
-    event_id: StringBuilder,
+    event_id: BinaryBuilder,
     ts: TimestampMillisecondBuilder,
     node_id: Int32Builder,
     /// The event's byte fields and the column each goes to.
-    strings: Vec<(Field, &'static str, StringBuilder)>,
+    strings: Vec<(Field, &'static str, BinaryBuilder)>,
     kind: StringBuilder,
     path_index: Int32Builder,
     cost: Int64Builder,
@@ -172,8 +198,8 @@ pub struct Builder {
     /// Decoded query parameters of one visit: (key start, key end, value end) in `scratch`.
     params: Vec<(usize, usize, usize)>,
     ip: StringBuilder,
-    query: MapBuilder<StringBuilder, StringBuilder>,
-    remapped: MapBuilder<StringBuilder, StringBuilder>,
+    query: MapBuilder<BinaryBuilder, BinaryBuilder>,
+    remapped: MapBuilder<BinaryBuilder, BinaryBuilder>,
     scratch: Vec<u8>,
     /// Visits only: where each visitor is, with the columns it fills.
     geo: Option<GeoColumns>,
@@ -242,6 +268,18 @@ impl Builder {
     /// A builder with room for `rows` rows before it grows.
     pub fn with_capacity(table: TableKind, rows: usize) -> Self {
         let strings = |avg: usize| StringBuilder::with_capacity(rows, rows * avg);
+        let bytes = |avg: usize| BinaryBuilder::with_capacity(rows, rows * avg);
+        // Room for the usual lengths, so that a batch is built without copying its columns
+        // as they grow.
+        let typical = |f: Field| match f {
+            Field::Target | Field::UserAgent | Field::Location => 160,
+            Field::Referer => 64,
+            _ => 24,
+        };
+        let map = |pairs: usize| {
+            let side = || BinaryBuilder::with_capacity(rows * pairs, rows * pairs * 12);
+            MapBuilder::with_capacity(None, side(), side(), rows)
+        };
         let request = [
             (Field::Host, "host"),
             (Field::Target, "url"),
@@ -274,13 +312,13 @@ impl Builder {
         Builder {
             table,
             rows: 0,
-            event_id: strings(24),
+            event_id: bytes(24),
             ts: TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
             node_id: Int32Builder::with_capacity(rows),
             strings: own
                 .iter()
                 .chain(&request)
-                .map(|&(f, name)| (f, name, strings(40)))
+                .map(|&(f, name)| (f, name, bytes(typical(f))))
                 .collect(),
             kind: strings(8),
             path_index: Int32Builder::with_capacity(rows),
@@ -291,8 +329,8 @@ impl Builder {
             auth: strings(6),
             params: Vec::new(),
             ip: strings(16),
-            query: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
-            remapped: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
+            query: map(4),
+            remapped: map(4),
             scratch: Vec::new(),
             geo: None,
             agents: None,
@@ -342,8 +380,7 @@ impl Builder {
     pub fn append(&mut self, e: &Event) {
         debug_assert_eq!(TableKind::of(e.kind), self.table);
         self.rows += 1;
-        self.event_id
-            .append_value(std::str::from_utf8(&e.id.to_hex()).unwrap_or_default());
+        self.event_id.append_value(e.id.to_hex());
         self.ts.append_value(e.ts_ms() as i64);
         self.node_id.append_value(i32::from(e.id.node_id()));
         for (field, _, b) in &mut self.strings {
@@ -362,8 +399,8 @@ impl Builder {
                     .append_option(e.network_policy.map(|p| p.pixels.as_str()));
                 self.append_query(e.get(Field::Target));
                 for (k, v) in e.remapped() {
-                    self.remapped.keys().append_value(text(k));
-                    self.remapped.values().append_value(text(v));
+                    self.remapped.keys().append_value(k);
+                    self.remapped.values().append_value(v);
                 }
                 let _ = self.remapped.append(true);
                 if let Some(g) = &mut self.geo {
@@ -383,7 +420,7 @@ impl Builder {
                     let agent = a
                         .cache
                         .entry(ua.into())
-                        .or_insert_with(|| agents.parse(&text(ua)));
+                        .or_insert_with(|| agents.parse(&String::from_utf8_lossy(ua)));
                     for (b, v) in a.strings.iter_mut().zip(agent_strings(agent)) {
                         b.append_option(v);
                     }
@@ -431,8 +468,8 @@ impl Builder {
             if repeated {
                 continue;
             }
-            self.query.keys().append_value(text(key(p)));
-            self.query.values().append_value(text(&buf[p.1..p.2]));
+            self.query.keys().append_value(key(p));
+            self.query.values().append_value(&buf[p.1..p.2]);
         }
         let _ = self.query.append(true);
     }
@@ -444,9 +481,11 @@ impl Builder {
         let rows = std::mem::take(&mut self.rows);
         let mut cols: HashMap<&'static str, ArrayRef> = HashMap::with_capacity(40);
         for (_, name, b) in &mut self.strings {
-            cols.insert(name, Arc::new(b.finish()));
+            cols.insert(name, Arc::new(utf8(b.finish())));
         }
-        cols.insert("event_id", Arc::new(self.event_id.finish()));
+        cols.insert("event_id", Arc::new(utf8(self.event_id.finish())));
+        let schema = self.table.schema();
+        let map_type = |name: &str| schema.field_with_name(name).map(|f| f.data_type().clone());
         cols.insert("ts", Arc::new(self.ts.finish()));
         cols.insert("node_id", Arc::new(self.node_id.finish()));
         cols.insert("ip", Arc::new(self.ip.finish()));
@@ -458,8 +497,10 @@ impl Builder {
                 cols.insert("network_pixels", Arc::new(self.network_pixels.finish()));
                 cols.insert("path_index", Arc::new(self.path_index.finish()));
                 cols.insert("cost_micros", Arc::new(self.cost.finish()));
-                cols.insert("query", Arc::new(self.query.finish()));
-                cols.insert("remapped", Arc::new(self.remapped.finish()));
+                let query = utf8_map(self.query.finish(), &map_type("query")?)?;
+                cols.insert("query", Arc::new(query));
+                let remapped = utf8_map(self.remapped.finish(), &map_type("remapped")?)?;
+                cols.insert("remapped", Arc::new(remapped));
                 if let Some(g) = &mut self.geo {
                     cols.insert("country", Arc::new(g.country.finish()));
                     cols.insert("geoname_id", Arc::new(g.geoname_id.finish()));
@@ -482,7 +523,6 @@ impl Builder {
                 cols.insert("auth", Arc::new(self.auth.finish()));
             }
         }
-        let schema = self.table.schema();
         let columns = schema
             .fields()
             .iter()

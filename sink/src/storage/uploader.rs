@@ -619,8 +619,11 @@ pub async fn upload_segment(
         let (table, node, hour) = (part[0].0, part[0].1, part[0].2);
         let mut w = parquet_writer(table)?;
         let mut rows = 0u64;
+        // One builder for the whole part: its user-agent cache outlives each slice (parsing
+        // an agent costs several microseconds; a part repeats a few thousand at most).
+        let mut b =
+            Builder::with_capacity(table, part.len().min(SLICE_ROWS)).with_visitors(visitors);
         for slice in part.chunks(SLICE_ROWS) {
-            let mut b = Builder::with_capacity(table, slice.len()).with_visitors(visitors);
             for &(.., i) in slice {
                 match Event::decode(contents.record(i as usize)) {
                     Ok(e) => b.append(&e),

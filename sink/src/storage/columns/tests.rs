@@ -277,3 +277,47 @@ fn the_network_policy_and_a_conversions_auth_are_columns() {
         .as_string::<i32>();
     assert_eq!((net.value(0), net.is_null(1)), ("net-a", true));
 }
+
+#[test]
+fn bytes_that_are_not_utf8_are_replaced_and_the_rest_of_the_column_kept() {
+    let mut b = Builder::new(TableKind::Visits);
+    b.append(&visit(1_795_766_399_999, 1));
+    let mut bad = visit(1_795_766_399_999, 2);
+    bad.push(Field::UserAgent, b"Mozilla/\xff\xfe 5.0 \xe2\x82");
+    // `%C3` alone decodes to half a character; `%C3%A9` to a whole one.
+    bad.push(Field::Target, b"/c/camp?q=caf%C3&r=caf%C3%A9&%FF=x");
+    bad.push_remapped([(&b"source"[..], &b"bl\xc3og"[..])]);
+    bad.push(Field::Referer, b"");
+    b.append(&bad);
+    b.append(&visit(1_795_766_399_999, 3));
+    let batch = b.finish().unwrap();
+    let ua = batch.column_by_name("ua").unwrap().as_string::<i32>();
+    assert_eq!(ua.value(0), "Mozilla/5.0");
+    assert_eq!(ua.value(1), "Mozilla/\u{fffd}\u{fffd} 5.0 \u{fffd}");
+    assert_eq!(ua.value(2), "Mozilla/5.0");
+    let url = batch.column_by_name("url").unwrap().as_string::<i32>();
+    assert_eq!(url.value(1), "/c/camp?q=caf%C3&r=caf%C3%A9&%FF=x");
+    let referer = batch.column_by_name("referer").unwrap();
+    assert_eq!(referer.null_count(), 3);
+    let maps = query_maps(&batch);
+    assert_eq!(
+        maps[1],
+        [
+            ("q".into(), "caf\u{fffd}".into()),
+            ("r".into(), "café".into()),
+            ("\u{fffd}".into(), "x".into())
+        ]
+    );
+    assert_eq!(maps[0], maps[2]);
+    let remapped = batch
+        .column_by_name("remapped")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<MapArray>()
+        .unwrap()
+        .value(1);
+    assert_eq!(
+        remapped.column(1).as_string::<i32>().value(0),
+        "bl\u{fffd}og"
+    );
+}
