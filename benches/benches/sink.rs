@@ -13,71 +13,7 @@ use sink::storage::writer::{WalConfig, WalWriter};
 use sink::visitors::Visitors;
 use sink::visitors::agent::Agents;
 use sink::visitors::geo::{GeoDb, Locator};
-use sink::{Event, EventId, EventKind, Field};
-
-const UAS: [&[u8]; 4] = [
-    b"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_14_1) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/70.0.3538.110 Safari/537.36",
-    b"Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1",
-    b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Edg/120.0.0.0",
-    b"Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/121.0.6167.101 Mobile Safari/537.36",
-];
-
-/// A visit as the edge records it: long user agent, URL with parameters, remapped map.
-fn visit(ts_ms: u64, n: u32, ip: IpAddr) -> Event {
-    let mut e = Event::new(
-        EventKind::Visit,
-        EventId::new(ts_ms, 1, (n % 2) as u8, n),
-        ip,
-        b"",
-        768,
-    );
-    let target = format!(
-        "/c/5aaea5a02d38914cfd2ad8c1?utm_source=blog{}&utm_medium=review&utm_content=hero-{}&url=https%3A%2F%2Fblog.example.com%2Fpost%2F{}",
-        n % 7,
-        n % 13,
-        n % 1000
-    );
-    let id = e.id.to_string();
-    e.push(Field::Method, b"GET");
-    e.push(Field::Target, target.as_bytes());
-    e.push(Field::Host, b"track.example.com");
-    e.push(
-        Field::Referer,
-        b"https://blog.example.com/post/how-to-automate-your-email",
-    );
-    e.push(Field::UserAgent, UAS[n as usize % UAS.len()]);
-    e.push(Field::AcceptLanguage, b"en-US,en;q=0.9");
-    e.push(Field::CampaignId, b"5aaea5a02d38914cfd2ad8c1");
-    e.push(Field::TrafficSourceId, b"ts-blog");
-    e.push(
-        Field::OfferId,
-        if n.is_multiple_of(4) {
-            b"offer-drip-trial"
-        } else {
-            b"offer-drip"
-        },
-    );
-    e.push(Field::NetworkId, b"net-impact");
-    e.push(
-        Field::Location,
-        format!(
-            "https://offers.example.com/drip?aff_sub={id}&src=blog{}&medium=review",
-            n % 7
-        )
-        .as_bytes(),
-    );
-    let source = format!("blog{}", n % 7);
-    let target_kw = format!("hero-{}", n % 13);
-    e.push_remapped([
-        (&b"source"[..], source.as_bytes()),
-        (b"target", target_kw.as_bytes()),
-        (b"var_2", b"review"),
-        (b"var_7", b"https://blog.example.com/post"),
-    ]);
-    e.cost_micros = 50_000;
-    e.path_index = Some(0);
-    e
-}
+use sink::{Event, EventKind};
 
 fn parquet(c: &mut Criterion) {
     let n = 100_000u32;
@@ -85,7 +21,7 @@ fn parquet(c: &mut Criterion) {
     let ips = benches::scattered_ipv4(4096);
     let events: Vec<Event> = (0..n)
         .map(|i| {
-            visit(
+            benches::visit(
                 1_795_766_000_000 + u64::from(i),
                 i,
                 ips[i as usize % ips.len()],
@@ -141,17 +77,17 @@ fn parquet(c: &mut Criterion) {
     });
     g.finish();
     let mut g = c.benchmark_group("agent");
-    g.throughput(Throughput::Elements(UAS.len() as u64));
+    g.throughput(Throughput::Elements(benches::UAS.len() as u64));
     g.bench_function("parse_uncached", |b| {
         b.iter(|| {
-            for ua in UAS {
+            for ua in benches::UAS {
                 black_box(agents.parse(std::str::from_utf8(ua).unwrap()).bot);
             }
         })
     });
     // The same agents padded to the 16 KiB a request head allows: only their first 512 bytes
     // are parsed, so they cost about what the plain ones do.
-    let padded: Vec<String> = UAS
+    let padded: Vec<String> = benches::UAS
         .iter()
         .map(|ua| {
             let mut s = std::str::from_utf8(ua).unwrap().to_owned();
@@ -220,7 +156,8 @@ fn wal(c: &mut Criterion) {
                 let acks: Vec<_> = (0..IN_FLIGHT)
                     .map(|k| {
                         let n = (i * IN_FLIGHT + k) as u32;
-                        let mut e = visit(1_795_766_000_000, n, IpAddr::from([1, 2, 3, 4]));
+                        let mut e =
+                            benches::visit(1_795_766_000_000, n, IpAddr::from([1, 2, 3, 4]));
                         e.kind = EventKind::Postback;
                         let (sender, receiver) = sink::model::ack::pair();
                         e.ack = Some(sender);
