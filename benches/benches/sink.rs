@@ -7,27 +7,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sink::EventKind;
 use sink::storage::columns::{Builder, TableKind};
 use sink::storage::store::encode_parquet;
 use sink::storage::writer::{WalConfig, WalWriter};
 use sink::visitors::Visitors;
 use sink::visitors::agent::Agents;
 use sink::visitors::geo::{GeoDb, Locator};
-use sink::{Event, EventKind};
 
 fn parquet(c: &mut Criterion) {
     let n = 100_000u32;
     // Visitors from a few thousand addresses spread over the world.
     let ips = benches::scattered_ipv4(4096);
-    let events: Vec<Event> = (0..n)
-        .map(|i| {
-            benches::visit(
-                1_795_766_000_000 + u64::from(i),
-                i,
-                ips[i as usize % ips.len()],
-            )
-        })
-        .collect();
+    let events = benches::visits(n, &ips);
     let db = benches::data_files().join("GeoLite2-City.mmdb");
     let locator = Arc::new(Locator {
         db: GeoDb::open(&db).unwrap(),

@@ -78,3 +78,16 @@ pub fn visit(ts_ms: u64, n: u32, ip: IpAddr) -> Event {
     e.path_index = Some(0);
     e
 }
+
+/// `n` visits a millisecond apart, [`visit`]s from the addresses `ips` in turn.
+pub fn visits(n: u32, ips: &[IpAddr]) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            visit(
+                1_795_766_000_000 + u64::from(i),
+                i,
+                ips[i as usize % ips.len()],
+            )
+        })
+        .collect()
+}

@@ -36,15 +36,7 @@ fn main() {
         }
     }
     let ips = benches::scattered_ipv4(4096);
-    let events: Vec<_> = (0..rows)
-        .map(|i| {
-            benches::visit(
-                1_795_766_000_000 + u64::from(i),
-                i,
-                ips[i as usize % ips.len()],
-            )
-        })
-        .collect();
+    let events = benches::visits(rows, &ips);
     let (mut build, mut encode, mut total) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = None;
     for _ in 0..rounds.max(1) {

@@ -55,6 +55,9 @@ fn map_type() -> DataType {
     arrow::array::Array::data_type(&b.finish()).clone()
 }
 
+/// The type of the `query` and `remapped` columns.
+static MAP_TYPE: LazyLock<DataType> = LazyLock::new(map_type);
+
 fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
@@ -480,12 +483,16 @@ impl Builder {
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
         let rows = std::mem::take(&mut self.rows);
         let mut cols: HashMap<&'static str, ArrayRef> = HashMap::with_capacity(40);
+        // The next batch gets the room this one took: a builder reused slice after slice
+        // (the uploader's) fills its columns without growing them again.
+        let again = |b: &mut BinaryBuilder| {
+            let next = BinaryBuilder::with_capacity(rows, b.values_slice().len());
+            utf8(std::mem::replace(b, next).finish())
+        };
         for (_, name, b) in &mut self.strings {
-            cols.insert(name, Arc::new(utf8(b.finish())));
+            cols.insert(name, Arc::new(again(b)));
         }
-        cols.insert("event_id", Arc::new(utf8(self.event_id.finish())));
-        let schema = self.table.schema();
-        let map_type = |name: &str| schema.field_with_name(name).map(|f| f.data_type().clone());
+        cols.insert("event_id", Arc::new(again(&mut self.event_id)));
         cols.insert("ts", Arc::new(self.ts.finish()));
         cols.insert("node_id", Arc::new(self.node_id.finish()));
         cols.insert("ip", Arc::new(self.ip.finish()));
@@ -497,9 +504,9 @@ impl Builder {
                 cols.insert("network_pixels", Arc::new(self.network_pixels.finish()));
                 cols.insert("path_index", Arc::new(self.path_index.finish()));
                 cols.insert("cost_micros", Arc::new(self.cost.finish()));
-                let query = utf8_map(self.query.finish(), &map_type("query")?)?;
+                let query = utf8_map(self.query.finish(), &MAP_TYPE)?;
                 cols.insert("query", Arc::new(query));
-                let remapped = utf8_map(self.remapped.finish(), &map_type("remapped")?)?;
+                let remapped = utf8_map(self.remapped.finish(), &MAP_TYPE)?;
                 cols.insert("remapped", Arc::new(remapped));
                 if let Some(g) = &mut self.geo {
                     cols.insert("country", Arc::new(g.country.finish()));
@@ -523,6 +530,7 @@ impl Builder {
                 cols.insert("auth", Arc::new(self.auth.finish()));
             }
         }
+        let schema = self.table.schema();
         let columns = schema
             .fields()
             .iter()

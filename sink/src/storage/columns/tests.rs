@@ -285,7 +285,11 @@ fn bytes_that_are_not_utf8_are_replaced_and_the_rest_of_the_column_kept() {
     let mut bad = visit(1_795_766_399_999, 2);
     bad.push(Field::UserAgent, b"Mozilla/\xff\xfe 5.0 \xe2\x82");
     // `%C3` alone decodes to half a character; `%C3%A9` to a whole one.
-    bad.push(Field::Target, b"/c/camp?q=caf%C3&r=caf%C3%A9&%FF=x");
+    // `%C3` then `%A9` as two values: the column is UTF-8 as a whole, each value is not.
+    bad.push(
+        Field::Target,
+        b"/c/camp?q=caf%C3&r=caf%C3%A9&%FF=x&s=%C3&t=%A9",
+    );
     bad.push_remapped([(&b"source"[..], &b"bl\xc3og"[..])]);
     bad.push(Field::Referer, b"");
     b.append(&bad);
@@ -296,7 +300,10 @@ fn bytes_that_are_not_utf8_are_replaced_and_the_rest_of_the_column_kept() {
     assert_eq!(ua.value(1), "Mozilla/\u{fffd}\u{fffd} 5.0 \u{fffd}");
     assert_eq!(ua.value(2), "Mozilla/5.0");
     let url = batch.column_by_name("url").unwrap().as_string::<i32>();
-    assert_eq!(url.value(1), "/c/camp?q=caf%C3&r=caf%C3%A9&%FF=x");
+    assert_eq!(
+        url.value(1),
+        "/c/camp?q=caf%C3&r=caf%C3%A9&%FF=x&s=%C3&t=%A9"
+    );
     let referer = batch.column_by_name("referer").unwrap();
     assert_eq!(referer.null_count(), 3);
     let maps = query_maps(&batch);
@@ -305,7 +312,9 @@ fn bytes_that_are_not_utf8_are_replaced_and_the_rest_of_the_column_kept() {
         [
             ("q".into(), "caf\u{fffd}".into()),
             ("r".into(), "café".into()),
-            ("\u{fffd}".into(), "x".into())
+            ("\u{fffd}".into(), "x".into()),
+            ("s".into(), "\u{fffd}".into()),
+            ("t".into(), "\u{fffd}".into())
         ]
     );
     assert_eq!(maps[0], maps[2]);
@@ -320,4 +329,22 @@ fn bytes_that_are_not_utf8_are_replaced_and_the_rest_of_the_column_kept() {
         remapped.column(1).as_string::<i32>().value(0),
         "bl\u{fffd}og"
     );
+}
+
+#[test]
+fn a_builder_reused_after_finish_builds_the_same_batches_as_fresh_ones() {
+    let mut reused = Builder::new(TableKind::Visits);
+    for round in 0..3u32 {
+        let events: Vec<Event> = (0..=round)
+            .map(|n| visit(1_795_766_399_999, round * 10 + n))
+            .collect();
+        let mut fresh = Builder::new(TableKind::Visits);
+        for e in &events {
+            reused.append(e);
+            fresh.append(e);
+        }
+        assert_eq!(reused.len(), events.len());
+        assert_eq!(reused.finish().unwrap(), fresh.finish().unwrap());
+        assert!(reused.is_empty());
+    }
 }
