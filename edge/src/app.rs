@@ -341,6 +341,7 @@ pub fn run(path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
         sealed_rx,
         Arc::clone(&wal.stats),
         visitors,
+        settings.node_id,
         settings.commit_interval,
     )?;
     let metrics = Arc::new(Metrics::new(

@@ -441,13 +441,13 @@ impl Metrics {
             (
                 "edge_store_segments_uncommitted",
                 "gauge",
-                "WAL segments uploaded and waiting for their commit to the tables' logs.",
+                "WAL segments uploaded whose files' markers for the store's committer are not all stored yet.",
                 load(&up.segments_uncommitted),
             ),
             (
                 "edge_store_commits_total",
                 "counter",
-                "Commits to the tables' Delta logs.",
+                "Commits to the tables' Delta logs made by this edge (while it holds the store's commit lease).",
                 load(&up.commits),
             ),
             (
@@ -459,8 +459,20 @@ impl Metrics {
             (
                 "edge_store_commit_failures_total",
                 "counter",
-                "Commits that failed (retried; the segments wait in the WAL).",
+                "Hand-offs to the committer and committer passes that failed (retried; segments wait in the WAL, markers in the store).",
                 load(&up.commit_failures),
+            ),
+            (
+                "edge_store_committer",
+                "gauge",
+                "1 while this edge holds the store's commit lease and commits every edge's files.",
+                load(&up.committer.holder),
+            ),
+            (
+                "edge_store_markers_pending",
+                "gauge",
+                "Files of any edge marked for commit that this edge, as the committer, found and has not committed yet.",
+                load(&up.committer.markers_pending),
             ),
             (
                 "edge_store_last_commit_timestamp_ms",
@@ -471,7 +483,7 @@ impl Metrics {
             (
                 "edge_store_lag_ms",
                 "gauge",
-                "Age of the oldest event uploaded but not yet committed to its table (0: none waiting); an event first waits up to server.flush_interval_ms for its WAL segment to be sealed.",
+                "Age of the oldest event this edge knows is not yet committed to its table (0: none waiting): its own segments uploaded and not yet handed to the committer, and, on the edge holding the commit lease, every edge's marked files; an event first waits up to server.flush_interval_ms for its WAL segment to be sealed.",
                 lag_ms(load(&up.oldest_uncommitted_ms)),
             ),
             (

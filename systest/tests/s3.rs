@@ -93,8 +93,11 @@ s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us
                   aws_access_key_id="test", aws_secret_access_key="test")
 keys = [o["Key"] for o in s3.list_objects_v2(Bucket="lake").get("Contents", [])]
 logs = sorted(k for k in keys if "/_delta_log/" in k)
-keys = sorted(k for k in keys if "/_delta_log/" not in k)
-out = {"keys": keys, "logs": logs, "visits": 0, "conversions": 0, "payout": 0}
+pending = sorted(k for k in keys if "/_commit/pending/" in k)
+leases = sorted(k for k in keys if "/_commit/lease/" in k)
+keys = sorted(k for k in keys if "/_delta_log/" not in k and "/_commit/" not in k)
+out = {"keys": keys, "logs": logs, "pending": pending, "leases": leases, "visits": 0,
+       "conversions": 0, "payout": 0}
 for k in keys:
     t = pq.read_table(io.BytesIO(s3.get_object(Bucket="lake", Key=k)["Body"].read()))
     if "/visits/" in k:
@@ -179,6 +182,10 @@ fn events_reach_s3_even_across_an_outage() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["visits"], 20, "{v}");
     assert_eq!(v["conversions"], 20, "{v}");
+    // Every marked file was committed before the stop, and the commit lease lives beside the
+    // tables.
+    assert_eq!(v["pending"].as_array().unwrap().len(), 0, "{v}");
+    assert!(!v["leases"].as_array().unwrap().is_empty(), "{v}");
     assert_eq!(v["payout"], 30_000_000);
     assert_eq!(v["delta_visits"], 20, "{v}");
     assert_eq!(v["delta_conversions"], 20, "{v}");

@@ -10,6 +10,12 @@
 //! With `--files-per-commit K`, each commit adds K files: one edge then stands for a single
 //! committer gathering the files of K edges.
 //!
+//! With `--markers`, the edges commit nothing: each stores its file and a marker beside it,
+//! as the sink's uploader does, and one committer (the sink's own, holding the store's
+//! lease) runs a pass every `--commit-ms` (default 1 000), as the edge holding the lease
+//! does. Reported: the passes' durations, markers per pass, and each file's wait from its
+//! marker to its commit.
+//!
 //! Then a fresh reader loads the table, and the files it lists are checked against the
 //! commits acknowledged: none missing, none extra. Prints one JSON object:
 //! commits made and failed, commits per second, commit latency percentiles, retries, the
@@ -52,6 +58,9 @@ struct Opts {
     /// Files each commit adds: with one edge, a committer that gathers many edges' files into
     /// one commit.
     files_per_commit: usize,
+    /// Edges write markers and one committer commits them.
+    markers: bool,
+    commit_ms: u64,
 }
 
 fn opts() -> Opts {
@@ -63,6 +72,8 @@ fn opts() -> Opts {
         seconds: 60,
         max_retries: 50,
         files_per_commit: 1,
+        markers: false,
+        commit_ms: 1_000,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -75,6 +86,8 @@ fn opts() -> Opts {
             "--seconds" => o.seconds = v().parse().expect("--seconds S"),
             "--max-retries" => o.max_retries = v().parse().expect("--max-retries N"),
             "--files-per-commit" => o.files_per_commit = v().parse().expect("--files-per-commit N"),
+            "--markers" => o.markers = true,
+            "--commit-ms" => o.commit_ms = v().parse().expect("--commit-ms MS"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -247,8 +260,180 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
+/// An edge of the `--markers` mode: a file and its marker every interval.
+async fn marking_edge(
+    id: usize,
+    target: sink::storage::store::Target,
+    o: Arc<Opts>,
+    start: Instant,
+    mut rng: fastrand::Rng,
+) -> Vec<String> {
+    let mut written = Vec::new();
+    let end = start + Duration::from_secs(o.seconds);
+    let mut seq = 0u64;
+    tokio::time::sleep(Duration::from_millis(rng.u64(0..o.interval_ms.max(1)))).await;
+    while Instant::now() < end {
+        seq += 1;
+        let now = chrono::Utc::now();
+        let rel = format!(
+            "dt={}/hour={}/{id}-{seq:06}.parquet",
+            now.format("%Y-%m-%d"),
+            now.format("%H")
+        );
+        let bytes = parquet_file(id, seq, 100);
+        let path = Path::from(format!("visits/{rel}"));
+        let size = bytes.len() as u64;
+        target
+            .store
+            .put(&path, bytes.into())
+            .await
+            .expect("the file is written");
+        target.sync(&path).expect("the file is synced");
+        let marker = sink::storage::committer::Marker {
+            path: path.to_string(),
+            size,
+            rows: Some(100),
+            modified_ms: now.timestamp_millis(),
+            replayed: false,
+            node: id as u16,
+            segment: seq,
+            // The wait measured is from here.
+            oldest_ms: Some(chrono::Utc::now().timestamp_millis()),
+        };
+        sink::storage::committer::put_marker(&target, &marker)
+            .await
+            .expect("the marker is written");
+        written.push(rel);
+        let half = o.interval_ms / 2;
+        tokio::time::sleep(Duration::from_millis(half + rng.u64(0..=o.interval_ms))).await;
+    }
+    written
+}
+
+/// The `--markers` mode: `--edges` edges mark files, one committer commits them.
+fn markers(o: Arc<Opts>) {
+    use sink::storage::committer::{Committer, LEASE_TTL};
+    let target = match &o.s3 {
+        Some(s3) => sink::storage::store::Target::open(s3).expect("the bucket's store"),
+        None => {
+            std::fs::create_dir_all(&o.dir).expect("the store's directory is made");
+            let dir = o.dir.canonicalize().expect("an absolute directory");
+            sink::storage::store::Target::open(&format!("file://{}", dir.display()))
+                .expect("the store")
+        }
+    };
+    let tables = sink::storage::table::Location::new(
+        Arc::clone(&target.store),
+        target.local_root.as_deref(),
+    )
+    .expect("the tables");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let start = Instant::now();
+        let mut seeds = fastrand::Rng::with_seed(7);
+        let edges: Vec<_> = (0..o.edges)
+            .map(|i| {
+                tokio::spawn(marking_edge(
+                    i + 1,
+                    target.clone(),
+                    Arc::clone(&o),
+                    start,
+                    fastrand::Rng::with_seed(seeds.u64(..)),
+                ))
+            })
+            .collect();
+        let mut committer = Committer::new(tables.clone(), "node-bench".into(), LEASE_TTL);
+        let mut passes: Vec<Duration> = Vec::new();
+        let mut per_pass: Vec<usize> = Vec::new();
+        let mut waits: Vec<Duration> = Vec::new();
+        let mut failures: Vec<String> = Vec::new();
+        let mut commits = 0;
+        let end = start + Duration::from_secs(o.seconds);
+        let mut last_round = false;
+        loop {
+            let t = Instant::now();
+            match committer.pass().await {
+                Ok(p) => {
+                    passes.push(t.elapsed());
+                    per_pass.push(p.markers);
+                    commits += p.commits;
+                    if let Some(oldest) = p.oldest_ms {
+                        let now = chrono::Utc::now().timestamp_millis();
+                        waits.push(Duration::from_millis((now - oldest).max(0) as u64));
+                    }
+                    if last_round && p.markers == 0 {
+                        break;
+                    }
+                }
+                Err(e) => failures.push(e.to_string()),
+            }
+            if Instant::now() >= end && edges.iter().all(|e| e.is_finished()) {
+                last_round = true;
+            }
+            tokio::time::sleep(Duration::from_millis(o.commit_ms).saturating_sub(t.elapsed()))
+                .await;
+        }
+        let elapsed = start.elapsed();
+        let mut written = BTreeSet::new();
+        for e in edges {
+            written.extend(e.await.expect("an edge ends"));
+        }
+        let t = Instant::now();
+        let reader = sink::storage::table::load(&tables, sink::storage::columns::TableKind::Visits)
+            .await
+            .expect("the table loads")
+            .expect("a table");
+        let load_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let listed: BTreeSet<String> = reader
+            .snapshot()
+            .expect("a snapshot")
+            .log_data()
+            .iter()
+            .map(|f| f.path().into_owned())
+            .collect();
+        passes.sort();
+        waits.sort();
+        let report = serde_json::json!({
+            "mode": "markers",
+            "edges": o.edges,
+            "interval_ms": o.interval_ms,
+            "commit_ms": o.commit_ms,
+            "seconds": elapsed.as_secs_f64(),
+            "files": written.len(),
+            "files_per_s": written.len() as f64 / elapsed.as_secs_f64(),
+            "passes": passes.len(),
+            "commits": commits,
+            "failed": failures.len(),
+            "first_failure": failures.first(),
+            "markers_per_pass_max": per_pass.iter().max(),
+            "pass_ms": {
+                "p50": percentile(&passes, 0.5),
+                "p99": percentile(&passes, 0.99),
+                "max": percentile(&passes, 1.0),
+            },
+            "oldest_marker_wait_ms": {
+                "p50": percentile(&waits, 0.5),
+                "p99": percentile(&waits, 0.99),
+                "max": percentile(&waits, 1.0),
+            },
+            "version": reader.version(),
+            "reader_load_ms": load_ms,
+            "missing": written.difference(&listed).count(),
+            "extra": listed.difference(&written).count(),
+        });
+        println!("{report}");
+    });
+}
+
 fn main() {
     let o = Arc::new(opts());
+    if o.markers {
+        return markers(o);
+    }
     let at = match &o.s3 {
         Some(s3) => {
             let url =

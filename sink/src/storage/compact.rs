@@ -611,11 +611,25 @@ impl Pass<'_> {
         after_ms: i64,
         out: &mut Outcome,
     ) -> Result<(), TableError> {
-        let mode = if self.opts.orphans {
+        let mut mode = if self.opts.orphans {
             VacuumMode::Full
         } else {
             VacuumMode::Lite
         };
+        if self.opts.orphans {
+            // A file marked for commit is not an orphan however long the committer has been
+            // away: while any that old waits, orphans are left for a later pass.
+            let waiting = crate::storage::committer::pending(self.at.root.as_ref(), self.kind)
+                .await
+                .map_err(|e| other(self.kind, format!("cannot list its markers: {e}")))?;
+            let stale = self.opts.now_ms - after_ms;
+            if let Some((p, _)) = waiting.iter().find(|(_, m)| m.modified_ms <= stale) {
+                tracing::warn!(
+                    "{p}: a file marked for commit this long ago still waits; orphans are not deleted until it is committed"
+                );
+                mode = VacuumMode::Lite;
+            }
+        }
         let (t, metrics) = table
             .clone()
             .vacuum()

@@ -9,9 +9,11 @@
 //! | [`columns`] | the tables' Arrow schemas and column builders |
 //! | [`store`] | object_store targets (`file://`, `s3://`), puts that survive faults |
 //! | [`table`] | the Delta Lake log of each table: commits, creation, what it names |
+//! | [`committer`] | markers of stored files, the store's commit lease, the committer's pass |
 //! | [`compact`] | compaction, retention and vacuum of the tables (`query compact`) |
 
 pub mod columns;
+pub mod committer;
 pub mod compact;
 pub mod queue;
 pub mod store;

@@ -54,6 +54,13 @@ pub enum TableError {
         table: &'static str,
         message: String,
     },
+    /// A committer with a later lease has committed to the table: this one must stop.
+    #[error("the {table} table: committer lease {epoch} was taken over (the log holds {seen})")]
+    Fenced {
+        table: &'static str,
+        epoch: i64,
+        seen: i64,
+    },
 }
 
 /// A Parquet file in the store, to be committed to its table.
@@ -189,6 +196,9 @@ pub struct TableLog {
     unsure: bool,
     /// The log is durable through this version (a local store; `None`: not known yet).
     synced_through: Option<u64>,
+    /// The committer's application id and lease epoch: a log that records a later epoch
+    /// for that id refuses this writer's commits ([`TableError::Fenced`]).
+    fence: Option<(String, i64)>,
 }
 
 impl std::fmt::Debug for TableLog {
@@ -254,6 +264,35 @@ impl TableLog {
             table: None,
             unsure: false,
             synced_through: None,
+            fence: None,
+        }
+    }
+
+    /// Commits from now on as `app` under lease `epoch`: each commit records it, and the log
+    /// is checked for a later epoch whenever it is loaded or reloaded, so that a committer
+    /// whose lease was taken over stops before it commits on a snapshot it has not checked.
+    pub fn fence(&mut self, app: &str, epoch: i64) {
+        self.fence = Some((app.to_owned(), epoch));
+    }
+
+    /// Refuses to go on when the log records a later lease than this committer's.
+    async fn check_fence(&self, table: &DeltaTable) -> Result<(), TableError> {
+        let Some((app, epoch)) = &self.fence else {
+            return Ok(());
+        };
+        let seen = table
+            .snapshot()
+            .map_err(|e| self.delta(e))?
+            .transaction_version(table.log_store().as_ref(), app)
+            .await
+            .map_err(|e| self.delta(e))?;
+        match seen {
+            Some(seen) if seen > *epoch => Err(TableError::Fenced {
+                table: self.kind.name(),
+                epoch: *epoch,
+                seen,
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -277,15 +316,26 @@ impl TableLog {
     }
 
     /// Commits `files` to the table in one commit, recording `(app, txn)` as the writer's
-    /// application transaction, and leaves out those the log already names (see the module's
-    /// notes). A store without the table gets it created by this commit, which also takes in
-    /// the Parquet files already under the table's directory: a store written before the
-    /// table format becomes a table without losing a row.
+    /// application transaction: [`TableLog::commit_with`] with one.
     pub async fn commit(
         &mut self,
         files: &[NewFile],
         app: &str,
         txn: i64,
+    ) -> Result<Committed, TableError> {
+        self.commit_with(files, &[(app.to_owned(), txn)]).await
+    }
+
+    /// Commits `files` to the table in one commit, recording each `(app, version)` of `txns`
+    /// as an application transaction (and the fence's, if any), and leaves out those the log
+    /// already names (see the module's notes). A store without the table gets it created by
+    /// this commit, which also takes in the Parquet files already under the table's
+    /// directory: a store written before the table format becomes a table without losing a
+    /// row.
+    pub async fn commit_with(
+        &mut self,
+        files: &[NewFile],
+        txns: &[(String, i64)],
     ) -> Result<Committed, TableError> {
         let mut out = Committed::default();
         if files.is_empty() {
@@ -303,8 +353,11 @@ impl TableLog {
         for attempt in 0..ATTEMPTS {
             let Some(table) = self.table.as_mut() else {
                 match load(&self.at, self.kind).await? {
-                    Some(t) => self.table = Some(t),
-                    None => match self.create(&adds).await {
+                    Some(t) => {
+                        self.check_fence(&t).await?;
+                        self.table = Some(t);
+                    }
+                    None => match self.create(&adds, &app_txns(txns, &self.fence)).await {
                         Ok((version, adopted)) => {
                             self.synced(version)?;
                             out.version = Some(version);
@@ -315,6 +368,7 @@ impl TableLog {
                         // Another process created it first: commit on top of theirs.
                         Err(e) => match load(&self.at, self.kind).await? {
                             Some(t) => {
+                                self.check_fence(&t).await?;
                                 self.table = Some(t);
                                 out.conflicts += 1;
                             }
@@ -358,7 +412,7 @@ impl TableLog {
             // file through, so a lost race comes back here and is checked again.
             let props = CommitProperties::default()
                 .with_max_retries(0)
-                .with_application_transaction(Transaction::new(app, txn));
+                .with_application_transactions(app_txns(txns, &self.fence));
             let commit = CommitBuilder::from(props)
                 .with_actions(pending)
                 .build(
@@ -389,6 +443,9 @@ impl TableLog {
                     if let Err(e) = table.update_state().await {
                         self.table = None;
                         return Err(delta(e));
+                    }
+                    if let Some(t) = self.table.as_ref() {
+                        self.check_fence(t).await?;
                     }
                 }
                 Err(e) => {
@@ -450,7 +507,11 @@ impl TableLog {
 
     /// Creates the table with `adds` and every Parquet file already under its directory;
     /// answers the version and how many files were already there.
-    async fn create(&mut self, adds: &[Action]) -> Result<(u64, usize), TableError> {
+    async fn create(
+        &mut self,
+        adds: &[Action],
+        txns: &[Transaction],
+    ) -> Result<(u64, usize), TableError> {
         let ours: HashSet<String> = adds
             .iter()
             .filter_map(|a| match a {
@@ -467,6 +528,7 @@ impl TableLog {
             .await
             .map_err(|e| self.other(format!("cannot list its files: {e}")))?;
         let mut all = adds.to_vec();
+        all.extend(txns.iter().cloned().map(Action::Txn));
         let mut adopted = 0;
         for meta in existing {
             let Some(rel) = meta
@@ -522,6 +584,14 @@ impl TableLog {
         self.table = Some(table);
         Ok((version, adopted))
     }
+}
+
+/// The application transactions of a commit: the writer's, then the committer's fence.
+fn app_txns(txns: &[(String, i64)], fence: &Option<(String, i64)>) -> Vec<Transaction> {
+    txns.iter()
+        .chain(fence.iter())
+        .map(|(app, v)| Transaction::new(app, *v))
+        .collect()
 }
 
 /// Whether a failed commit lost the race for its version (another process committed first).

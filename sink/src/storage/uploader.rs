@@ -1,16 +1,18 @@
-//! The uploader thread: turns sealed WAL segments into Parquet files in the store, commits
-//! them to their tables' Delta logs ([`crate::storage::table`]), then deletes the segments.
+//! The uploader thread: turns sealed WAL segments into Parquet files in the store, hands them
+//! to the store's committer with a marker each ([`crate::storage::committer`]), then deletes
+//! the segments; and, while this edge holds the store's commit lease, commits every edge's
+//! marked files to the tables' Delta logs ([`crate::storage::table`]).
 //!
 //! A segment's events are split by table, node and UTC hour; each part becomes one file
 //! named after the segment (`{node_id}-{segment}.parquet`), written only if absent: uploading
 //! a segment again after a crash finds its files already there and never rewrites a file a
-//! commit may name. Files are committed about once a [`commit_interval`](Uploader::spawn),
-//! many segments' files in one commit; a file found already stored is committed only if the
-//! log does not name it yet. Only once a segment's files are committed (and, in a local
-//! store, synced) is the segment deleted. While the store is unreachable the uploader retries
-//! with backoff and the segments wait on disk. A segment with damaged records has what could
-//! be read of it uploaded, and is then moved to `wal/damaged/` for a person to look at
-//! instead of being deleted.
+//! commit may name. Only once a segment's files and their markers are stored (and, in a local
+//! store, synced) is the segment deleted. The committer's pass runs about once a
+//! [`commit_interval`](Uploader::spawn), and right after this edge hands files off while it
+//! holds the lease. While the store is unreachable the uploader retries with backoff and the
+//! segments wait on disk. A segment with damaged records has what could be read of it
+//! uploaded, and is then moved to `wal/damaged/` for a person to look at instead of being
+//! deleted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +26,9 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 use crate::model::event::Event;
 use crate::model::id::EventId;
 use crate::storage::columns::{Builder, TableKind};
+use crate::storage::committer::{Committer, CommitterStats, LEASE_TTL, Marker, put_marker};
 use crate::storage::store::{Target, object_path, parquet_writer};
-use crate::storage::table::{Location, NewFile, TableLog};
+use crate::storage::table::{Location, NewFile};
 use crate::storage::wal::{DAMAGED_DIR, Sealed, read_segment};
 use crate::storage::writer::WalStats;
 use crate::visitors::Visitors;
@@ -126,17 +129,21 @@ pub struct UploadStats {
     pub torn_bytes: AtomicU64,
     /// 1 while the uploader thread runs; 0 once it has ended (or died).
     pub running: AtomicU64,
-    /// Commits to the tables' logs made, files they added, and commits that failed (retried).
+    /// Commits to the tables' logs made (while this edge holds the lease), files they added,
+    /// and committer passes or hand-offs that failed (retried).
     pub commits: AtomicU64,
     pub files_committed: AtomicU64,
     pub commit_failures: AtomicU64,
     /// When the last commit was made, in Unix milliseconds (0: none yet).
     pub last_commit_ms: AtomicU64,
-    /// Segments uploaded and waiting for their commit.
+    /// Segments uploaded whose markers are not all stored yet.
     pub segments_uncommitted: AtomicU64,
-    /// The time of the oldest event in a segment read but not yet committed, in Unix
-    /// milliseconds (0: none).
+    /// The time of the oldest event not yet committed that this edge knows of, in Unix
+    /// milliseconds (0: none): its segments read and not yet handed off, and, while it holds
+    /// the lease, the markers it found and has not committed.
     pub oldest_uncommitted_ms: AtomicU64,
+    /// The committer role: whether this edge holds the lease, markers waiting.
+    pub committer: Arc<CommitterStats>,
 }
 
 /// Clears [`UploadStats::running`] when the thread ends, however it ends.
@@ -167,18 +174,24 @@ impl Uploader {
     /// Starts the uploader. `backlog` are segments already sealed (found at start-up), then
     /// `sealed` announces each new one; when `sealed` disconnects and everything is
     /// uploaded and committed (or has failed for [`GIVE_UP_AFTER_STOP`]) the thread ends.
-    /// Uploaded files are committed once nothing else waits to be uploaded, or once the
-    /// oldest of them has waited `commit_interval`.
+    /// Uploaded files are handed off once nothing else waits to be uploaded, or once the
+    /// oldest of them has waited `commit_interval`; the committer's pass runs every
+    /// `commit_interval`, as `node` (the edge's id, its name for the lease).
     pub fn spawn(
         target: Target,
         backlog: Vec<Sealed>,
         sealed: Receiver<Sealed>,
         wal: Arc<WalStats>,
         visitors: Visitors,
+        node: u16,
         commit_interval: Duration,
     ) -> std::io::Result<Uploader> {
         let tables = Location::new(Arc::clone(&target.store), target.local_root.as_deref())?;
-        let stats = Arc::new(UploadStats::default());
+        let committer = Committer::new(tables, format!("node-{node}"), LEASE_TTL);
+        let stats = Arc::new(UploadStats {
+            committer: Arc::clone(&committer.stats),
+            ..UploadStats::default()
+        });
         stats
             .segments_pending
             .store(backlog.len() as u64, Ordering::Relaxed);
@@ -207,8 +220,9 @@ impl Uploader {
                     }
                 };
                 let mut up = Run {
-                    tables,
-                    logs: Vec::new(),
+                    node,
+                    committer,
+                    last_pass: None,
                     uncommitted: Vec::new(),
                     target,
                     stats: s,
@@ -225,7 +239,7 @@ impl Uploader {
     }
 }
 
-/// A segment whose files are stored and wait for their commit.
+/// A segment whose files are stored and wait for their markers.
 struct Waiting {
     seg: Sealed,
     up: Uploaded,
@@ -234,9 +248,11 @@ struct Waiting {
 
 /// The uploader's state.
 struct Run {
-    tables: Location,
-    /// One log per table, loaded at the first commit and kept up to date by later ones.
-    logs: Vec<(TableKind, TableLog)>,
+    /// This edge's node id.
+    node: u16,
+    committer: Committer,
+    /// When the committer's last pass began.
+    last_pass: Option<Instant>,
     uncommitted: Vec<Waiting>,
     target: Target,
     stats: Arc<UploadStats>,
@@ -350,13 +366,17 @@ impl Run {
                 .uncommitted
                 .first()
                 .is_some_and(|w| queue.is_empty() || w.since.elapsed() >= commit_interval);
+            let mut handed = false;
             if due {
-                match self.commit().await {
-                    Ok(()) => backoff = Duration::from_millis(100),
+                match self.hand_off().await {
+                    Ok(()) => {
+                        handed = true;
+                        backoff = Duration::from_millis(100);
+                    }
                     Err(e) => {
                         add(&stats.commit_failures, 1);
                         tracing::warn!(
-                            "commit of {} uploaded segments failed, will retry: {e}",
+                            "handing {} uploaded segments to the committer failed, will retry: {e}",
                             self.uncommitted.len()
                         );
                         if gave_up() {
@@ -367,10 +387,61 @@ impl Run {
                     }
                 }
             }
-            if stopping.is_some() && queue.is_empty() && self.uncommitted.is_empty() {
-                return 0;
+            // The committer's pass: every commit_interval, and at once after a hand-off while
+            // this edge holds the lease (its own files then wait for nothing else).
+            let holder = stats.committer.holder.load(Ordering::Relaxed) == 1;
+            let finishing = stopping.is_some() && queue.is_empty() && self.uncommitted.is_empty();
+            let pass_due = self
+                .last_pass
+                .is_none_or(|t| t.elapsed() >= commit_interval)
+                || (handed && holder)
+                || (finishing && holder);
+            let mut passed = false;
+            if pass_due {
+                self.last_pass = Some(Instant::now());
+                match self.pass().await {
+                    Ok(()) => passed = true,
+                    Err(e) => {
+                        add(&stats.commit_failures, 1);
+                        tracing::warn!("the committer's pass failed, will retry: {e}");
+                    }
+                }
+            }
+            if finishing {
+                // Every segment is handed off. The holder stops once it has committed what
+                // was waiting; another edge once the holder has committed its files (or it
+                // took the lease over and did). Past the limit the markers wait in the store
+                // for the next holder.
+                let done = if stats.committer.holder.load(Ordering::Relaxed) == 1 {
+                    passed
+                } else {
+                    matches!(self.own_markers_left().await, Ok(0))
+                };
+                if done || gave_up() {
+                    if !done {
+                        tracing::warn!(
+                            "stopping with files marked for commit; the edge holding the commit lease commits them"
+                        );
+                    }
+                    self.committer.release().await;
+                    return 0;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+
+    /// This edge's markers still waiting in the store.
+    async fn own_markers_left(&self) -> object_store::Result<usize> {
+        let mut n = 0;
+        for kind in [TableKind::Visits, TableKind::Conversions] {
+            n += crate::storage::committer::pending(self.target.store.as_ref(), kind)
+                .await?
+                .iter()
+                .filter(|(_, m)| m.node == self.node)
+                .count();
+        }
+        Ok(n)
     }
 
     /// Ends the run with `queued` segments not uploaded and the uncommitted ones in the WAL:
@@ -385,78 +456,41 @@ impl Run {
 
     /// Records the oldest event still waiting for a commit, for the store's lag.
     fn note_oldest(&self) {
+        let holder = self
+            .stats
+            .committer
+            .oldest_pending_ms
+            .load(Ordering::Relaxed);
         let oldest = self
             .uncommitted
             .iter()
             .filter_map(|w| w.up.oldest_ms)
+            .map(|t| t.max(1) as u64)
+            .chain((holder > 0).then_some(holder))
             .min()
             .unwrap_or(0);
         self.stats
             .oldest_uncommitted_ms
-            .store(oldest.max(0) as u64, Ordering::Relaxed);
+            .store(oldest, Ordering::Relaxed);
     }
 
-    /// Commits every uploaded file, a commit per table, then deletes their segments.
-    async fn commit(&mut self) -> Result<(), crate::storage::table::TableError> {
-        let txn = self
-            .uncommitted
-            .iter()
-            .map(|w| w.seg.seq)
-            .max()
-            .unwrap_or(0) as i64;
-        for kind in [TableKind::Visits, TableKind::Conversions] {
-            let files: Vec<NewFile> = self
-                .uncommitted
-                .iter()
-                .flat_map(|w| &w.up.files)
-                .filter(|f| f.table == kind)
-                .map(|f| f.file.clone())
-                .collect();
-            let Some(node) = self
-                .uncommitted
-                .iter()
-                .flat_map(|w| &w.up.files)
-                .find(|f| f.table == kind)
-                .map(|f| f.node)
-            else {
-                continue;
-            };
-            let i = match self.logs.iter().position(|(k, _)| *k == kind) {
-                Some(i) => i,
-                None => {
-                    let log = TableLog::new(self.tables.clone(), kind);
-                    self.logs.push((kind, log));
-                    self.logs.len() - 1
-                }
-            };
-            let done = self.logs[i]
-                .1
-                .commit(&files, &format!("clicktracker-node-{node}"), txn)
-                .await?;
-            add(&self.stats.files_committed, done.added as u64);
-            if done.version.is_some() {
-                add(&self.stats.commits, 1);
-                self.stats.last_commit_ms.store(
-                    chrono::Utc::now().timestamp_millis().max(0) as u64,
-                    Ordering::Relaxed,
-                );
-            }
-            if done.adopted > 0 {
-                tracing::info!(
-                    files = done.adopted,
-                    "the store's {} files are now a Delta table",
-                    kind.name()
-                );
-            }
-            if done.known > 0 {
-                tracing::info!(
-                    files = done.known,
-                    "uploaded again after a restart; their table already held them"
-                );
-            }
-            // Files committed: not committed again if a later table's commit fails.
-            for w in &mut self.uncommitted {
-                w.up.files.retain(|f| f.table != kind);
+    /// Stores a marker for every uploaded file, then deletes their segments.
+    async fn hand_off(&mut self) -> Result<(), String> {
+        for w in &mut self.uncommitted {
+            while let Some(f) = w.up.files.first() {
+                let marker = Marker {
+                    path: f.file.path.to_string(),
+                    size: f.file.size,
+                    rows: f.file.rows,
+                    modified_ms: f.file.modified_ms,
+                    replayed: f.file.replayed,
+                    node: f.node,
+                    segment: w.seg.seq,
+                    oldest_ms: w.up.oldest_ms,
+                };
+                put_marker(&self.target, &marker).await?;
+                // Marked: not marked again if a later file's marker fails.
+                w.up.files.remove(0);
             }
         }
         for w in std::mem::take(&mut self.uncommitted) {
@@ -466,6 +500,23 @@ impl Run {
         Ok(())
     }
 
+    /// The committer's pass (commits only while this edge holds the lease).
+    async fn pass(&mut self) -> Result<(), crate::storage::table::TableError> {
+        let done = self.committer.pass().await;
+        if let Ok(p) = &done {
+            add(&self.stats.files_committed, p.added as u64);
+            if p.commits > 0 {
+                add(&self.stats.commits, p.commits as u64);
+                self.stats.last_commit_ms.store(
+                    chrono::Utc::now().timestamp_millis().max(0) as u64,
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        self.note_oldest();
+        done.map(|_| ())
+    }
+
     /// Deletes a committed segment (or sets a damaged one aside).
     fn finish(&self, w: &Waiting) {
         let seg = &w.seg;
@@ -473,8 +524,12 @@ impl Run {
         let done = if w.up.damaged {
             set_aside_damaged(seg)
         } else {
-            std::fs::remove_file(&seg.path)
-                .map_err(|e| format!("committed {} but cannot delete it: {e}", seg.path.display()))
+            std::fs::remove_file(&seg.path).map_err(|e| {
+                format!(
+                    "handed off {} but cannot delete it: {e}",
+                    seg.path.display()
+                )
+            })
         };
         match done {
             Ok(()) => {

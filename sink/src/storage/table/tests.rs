@@ -269,7 +269,7 @@ fn losing_the_race_to_create_the_table_commits_on_top_of_the_winner() {
         let b_file = b
             .add_action(&file("visits/dt=2026-11-27/hour=07/2-1.parquet", false))
             .unwrap();
-        assert!(b.create(&[b_file]).await.is_err());
+        assert!(b.create(&[b_file], &[]).await.is_err());
         let t = load(&at(&store), TableKind::Visits).await.unwrap().unwrap();
         assert_eq!(t.version(), Some(0));
         // Its files go in as an ordinary commit.

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::storage::columns::tests::{postback, visit};
+use crate::storage::table::TableLog;
 use crate::storage::writer::{WalConfig, WalWriter};
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
@@ -82,6 +83,7 @@ fn pipeline_to(
         sealed_rx,
         Arc::clone(&w.stats),
         Visitors::default(),
+        1,
         DEFAULT_COMMIT_INTERVAL,
     )
     .unwrap();
@@ -564,7 +566,7 @@ impl ObjectStore for RefusesCommits {
 }
 
 #[test]
-fn a_refused_commit_keeps_the_segments_until_the_store_takes_it() {
+fn a_refused_commit_keeps_the_markers_until_the_store_takes_it() {
     let (_tmp, dir) = tmp("refused");
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -584,23 +586,97 @@ fn a_refused_commit_keeps_the_segments_until_the_store_takes_it() {
         assert!(Instant::now() < deadline, "no commit was tried");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The file is stored, not in the table, and its segment still on disk.
+    // The file and its marker are stored, so the segment is gone; the file is not in the
+    // table yet.
     assert_eq!(
         objects(store.as_ref(), "visits/dt=2026-11-27/hour=07").len(),
         1
     );
+    assert_eq!(
+        objects(
+            store.as_ref(),
+            "_commit/pending/visits/dt=2026-11-27/hour=07"
+        )
+        .len(),
+        1
+    );
     assert!(committed(&store, TableKind::Visits).is_empty());
-    assert_eq!(crate::storage::wal::list_segments(&dir).unwrap().len(), 1);
-    assert_eq!(stats.segments_uncommitted.load(Ordering::Relaxed), 1);
+    assert!(crate::storage::wal::list_segments(&dir).unwrap().is_empty());
+    assert_eq!(stats.segments_uncommitted.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.committer.holder.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.committer.markers_pending.load(Ordering::Relaxed), 1);
     assert_eq!(
         stats.oldest_uncommitted_ms.load(Ordering::Relaxed),
         H7,
         "the store's lag starts at the oldest event waiting"
     );
-    // The fault passes: the same file is committed, the segment deleted.
+    // The fault passes: the same file is committed, its marker deleted.
     fail.store(false, Ordering::SeqCst);
     assert_eq!(up.join(), 0);
     assert_eq!(committed(&store, TableKind::Visits).len(), 1);
-    assert!(crate::storage::wal::list_segments(&dir).unwrap().is_empty());
+    assert!(objects(store.as_ref(), "_commit/pending").is_empty());
     assert_eq!(stats.objects_written.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.oldest_uncommitted_ms.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        stats.committer.holder.load(Ordering::Relaxed),
+        0,
+        "released"
+    );
+}
+
+/// Two edges share a store: the one holding the lease commits both edges' files; the other,
+/// stopping, waits until its files are committed.
+#[test]
+fn two_edges_commit_through_one_holder() {
+    let (_tmp, dir) = tmp("two");
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let spawn = |dir: PathBuf, node: u16| {
+        let (tx, rx) = crate::storage::queue::queue(100, u64::MAX);
+        let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded();
+        let w = WalWriter::spawn(vec![rx], WalConfig::new(dir), Some(sealed_tx)).unwrap();
+        let up = Uploader::spawn(
+            Target::remote(Arc::clone(&store)),
+            w.backlog.clone(),
+            sealed_rx,
+            Arc::clone(&w.stats),
+            Visitors::default(),
+            node,
+            Duration::from_millis(100),
+        )
+        .unwrap();
+        (tx, w, up)
+    };
+    let (tx1, w1, up1) = spawn(dir.join("a"), 1);
+    let (tx2, w2, up2) = spawn(dir.join("b"), 2);
+    let event = |node: u16, n: u32| {
+        let mut e = visit(H7 + u64::from(n), n);
+        e.id = crate::model::id::EventId::new(H7 + u64::from(n), node, 1, n);
+        e
+    };
+    for n in 0..10 {
+        tx1.try_send(event(1, n)).unwrap();
+        tx2.try_send(event(2, n)).unwrap();
+    }
+    drop(tx1);
+    w1.join();
+    // Only one of them commits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while up1.stats.committer.holder.load(Ordering::Relaxed)
+        + up2.stats.committer.holder.load(Ordering::Relaxed)
+        == 0
+    {
+        assert!(Instant::now() < deadline, "nobody took the lease");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(tx2);
+    w2.join();
+    let (s1, s2) = (Arc::clone(&up1.stats), Arc::clone(&up2.stats));
+    assert_eq!(up2.join(), 0);
+    assert_eq!(up1.join(), 0);
+    let live = committed(&store, TableKind::Visits);
+    assert_eq!(live.len(), 2, "{live:?}");
+    assert!(objects(store.as_ref(), "_commit/pending").is_empty());
+    let files =
+        s1.files_committed.load(Ordering::Relaxed) + s2.files_committed.load(Ordering::Relaxed);
+    assert_eq!(files, 2);
 }
