@@ -13,17 +13,26 @@
 //! commits their files in one commit per table, then deletes the markers.
 //!
 //! The lease is for efficiency; correctness does not rest on it (clocks drift, processes
-//! pause):
-//! - Each commit records the holder's epoch as an application transaction, and a committer
-//!   that loads or reloads a log holding a later epoch stops ([`TableError::Fenced`]). A
-//!   commit made without checking its files against the log is therefore made on a snapshot
-//!   this committer has checked, with no other committer's commit after it (or the put of
-//!   the next version would have failed).
-//! - The first pass of a tenure checks every marker's file against the log (live and removed
-//!   files): a holder that died between its commit and the markers' deletion left markers of
-//!   files already committed. So does a marker an edge wrote again after a crash (`replayed`).
+//! pause). What matters is that no file is committed again once a compaction may have
+//! removed it (its rows would be read twice), so a marker's file is checked against the log
+//! (live and removed files) whenever it may have been committed before:
+//! - **Fencing.** Each commit records the holder's epoch as an application transaction, and
+//!   a committer that loads or reloads a log holding a later epoch stops
+//!   ([`TableError::Fenced`]). So once a tenure's first commit to a table has landed, no
+//!   earlier holder commits there again: its next commit would find its version taken,
+//!   reload, and be fenced.
+//! - **Early markers.** Until that first commit, and for markers the store wrote before it,
+//!   every marker is checked: an earlier holder may have committed its file and died (or
+//!   been fenced) before deleting the marker. A tenure is a run of consecutive epochs held;
+//!   a lease lost and taken back starts a new one.
+//! - **Replays.** A marker an edge wrote again (after a crash, or after a put that failed and
+//!   may have landed) says `replayed`, and is checked.
 //! - Within a tenure, markers committed but not yet deleted are remembered and not committed
 //!   again.
+//!
+//! A check reads every live and removed file of the log, so steady state avoids it: a marker
+//! written after this tenure's first commit names a file only this tenure can have
+//! committed, and this tenure remembers what it committed.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -38,7 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::storage::columns::TableKind;
 use crate::storage::store::Target;
-use crate::storage::table::{Location, NewFile, TableError, TableLog};
+use crate::storage::table::{Location, NewFile, TableError, TableLog, partition_values, plain};
 
 /// Where markers wait, per table.
 pub const PENDING: &str = "_commit/pending";
@@ -105,46 +114,84 @@ pub async fn put_marker(target: &Target, marker: &Marker) -> Result<(), String> 
         .map_err(|e| format!("cannot sync {path}: {e}"))
 }
 
-/// The markers waiting for `kind`'s table, with their paths, oldest first (by listing).
-/// A marker that cannot be read as one is reported and left alone.
-pub async fn pending(
+/// A marker found in the store.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub path: ObjectPath,
+    pub marker: Marker,
+    /// When the store says the marker was written, in Unix milliseconds (the store's clock).
+    pub stored_ms: i64,
+}
+
+/// Markers taken in one pass, per table, oldest first: a backlog after an outage is committed
+/// in bounded steps.
+pub const MAX_PER_PASS: usize = 10_000;
+
+/// The objects under `kind`'s markers' prefix, oldest first: listed, not read.
+pub async fn listed(
     store: &dyn ObjectStore,
     kind: TableKind,
-) -> object_store::Result<Vec<(ObjectPath, Marker)>> {
+) -> object_store::Result<Vec<object_store::ObjectMeta>> {
     let prefix = ObjectPath::from(format!("{PENDING}/{}", kind.name()));
-    let listed: Vec<object_store::ObjectMeta> = store.list(Some(&prefix)).try_collect().await?;
-    let read = futures::stream::iter(
-        listed
-            .into_iter()
-            .filter(|m| m.location.filename().is_some_and(|n| n.ends_with(".json"))),
-    )
-    .map(|meta| async move {
-        match store.get(&meta.location).await {
-            Ok(got) => match got.bytes().await {
-                Ok(bytes) => Ok(Some((meta.location, bytes))),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
+    let mut listed: Vec<object_store::ObjectMeta> = store.list(Some(&prefix)).try_collect().await?;
+    listed.sort_by_key(|m| m.last_modified);
+    Ok(listed)
+}
+
+/// Reads the markers of `metas`. One that cannot be read now is left for a later pass; one
+/// that is not a marker of a file of `kind`'s table is reported and left alone.
+pub async fn read(
+    store: &dyn ObjectStore,
+    kind: TableKind,
+    metas: Vec<object_store::ObjectMeta>,
+) -> Vec<Found> {
+    let read: Vec<Option<(object_store::ObjectMeta, Bytes)>> = futures::stream::iter(metas)
+        .map(|meta| async move {
+            let got = match store.get(&meta.location).await {
+                Ok(got) => got.bytes().await,
                 Err(e) => Err(e),
-            },
-            // Committed and deleted since the listing.
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    })
-    .buffered(READS)
-    .try_collect::<Vec<Option<(ObjectPath, Bytes)>>>()
-    .await?;
+            };
+            match got {
+                Ok(bytes) => Some((meta, bytes)),
+                // Committed and deleted since the listing.
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => {
+                    tracing::warn!("{}: cannot read it now: {e}", meta.location);
+                    None
+                }
+            }
+        })
+        .buffered(READS)
+        .collect()
+        .await;
+    let prefix = format!("{}/", kind.name());
     let mut out = Vec::with_capacity(read.len());
-    for (path, bytes) in read.into_iter().flatten() {
+    for (meta, bytes) in read.into_iter().flatten() {
+        let path = meta.location;
         match serde_json::from_slice::<Marker>(&bytes) {
-            Ok(m) if marker_path(&ObjectPath::from(m.path.as_str())) == path => out.push((path, m)),
-            Ok(m) => tracing::warn!(
-                "{path}: a marker for {}, not for its own file; left alone",
-                m.path
-            ),
+            Ok(m) => {
+                let own = marker_path(&ObjectPath::from(m.path.as_str())) == path;
+                let placed = m
+                    .path
+                    .strip_prefix(&prefix)
+                    .is_some_and(|rel| plain(rel) && partition_values(rel).is_some());
+                if own && placed {
+                    out.push(Found {
+                        path,
+                        marker: m,
+                        stored_ms: meta.last_modified.timestamp_millis(),
+                    });
+                } else {
+                    tracing::warn!(
+                        "{path}: a marker for {}, not a file of this table beside it; left alone",
+                        m.path
+                    );
+                }
+            }
             Err(e) => tracing::warn!("{path}: not a marker ({e}); left alone"),
         }
     }
-    Ok(out)
+    out
 }
 
 /// One epoch of the lease, as stored.
@@ -242,18 +289,39 @@ impl Lease {
     }
 
     /// Creates `epoch` for this process, unless another took it first; then deletes the
-    /// epochs before the previous one.
+    /// epochs before the previous one. Holding `epoch - 1` just before makes it a renewal;
+    /// anything else starts a new tenure.
     async fn take(&mut self, epoch: u64, listed: &[u64]) -> object_store::Result<Option<u64>> {
         let expires_ms = now_ms() + self.ttl.as_millis() as i64;
         let hold = Hold {
             holder: self.me.clone(),
             expires_ms,
         };
+        let renewal = self.held.is_some_and(|(e, _)| e + 1 == epoch);
+        self.held = None;
         if !self.create(epoch, &hold).await? {
-            self.held = None;
             return Ok(None);
         }
-        if self.held.is_none() {
+        // A process that paused between its listing and its put can create an epoch the
+        // holder has since deleted: only the latest epoch holds.
+        let latest = self
+            .store
+            .list(Some(&ObjectPath::from(LEASE)))
+            .try_collect::<Vec<object_store::ObjectMeta>>()
+            .await?
+            .iter()
+            .filter_map(|m| {
+                m.location
+                    .filename()?
+                    .strip_suffix(".json")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max();
+        if latest != Some(epoch) {
+            return Ok(None);
+        }
+        if !renewal {
             self.tenure += 1;
             tracing::info!(epoch, "this edge now commits the store's files (its lease)");
         }
@@ -309,7 +377,7 @@ pub struct CommitterStats {
     /// 1 while this edge holds the store's lease.
     pub holder: AtomicU64,
     /// Markers the holder found and has not committed yet (0 after a pass that committed
-    /// them all).
+    /// them all, and on an edge not holding the lease).
     pub markers_pending: AtomicU64,
     /// Markers that could not be deleted after their commit (retried).
     pub marker_delete_failures: AtomicU64,
@@ -327,25 +395,45 @@ pub struct Pass {
     pub markers: usize,
     pub added: usize,
     pub known: usize,
+    /// Markers checked against the log (live and removed files) before their commit.
+    pub checked: usize,
     /// Commits made.
     pub commits: usize,
     /// The oldest event among the markers found (Unix milliseconds).
     pub oldest_ms: Option<i64>,
 }
 
+/// One table as the committer keeps it.
+struct Table {
+    kind: TableKind,
+    log: TableLog,
+    /// When this tenure's first commit to the table was stored, by the store's clock (Unix
+    /// milliseconds). Until then every marker is checked against the log; after it, those
+    /// stored before it. No other committer can commit after that first commit without
+    /// being fenced (see the module's notes), so a marker stored later names a file only
+    /// this tenure can have committed.
+    settled_ms: Option<i64>,
+    /// Check every marker until then: the commit that created the table took in files
+    /// whose markers may still arrive.
+    check_until: Option<Instant>,
+    /// Markers known to wait after the last pass, and the oldest event among them (Unix
+    /// milliseconds), as far as known: kept when a listing fails.
+    waiting: (usize, Option<i64>),
+}
+
+/// The store's clock may round to the second: a marker this close to the first commit is
+/// checked too.
+const CLOCK_GRAIN_MS: i64 = 2_000;
+
 /// The committer role of one edge.
 pub struct Committer {
     store: Arc<dyn ObjectStore>,
-    tables: Location,
-    logs: Vec<(TableKind, TableLog)>,
+    tables: Vec<Table>,
     pub lease: Lease,
-    /// The tenure `done` belongs to.
+    /// The tenure `done` and each table's `settled_ms` belong to.
     tenure: Option<u64>,
     /// Markers committed in this tenure and not deleted yet.
     done: HashSet<ObjectPath>,
-    /// Check every marker against the log until then: the table was just created, taking in
-    /// files whose markers may still arrive.
-    check_until: Option<Instant>,
     pub stats: Arc<CommitterStats>,
 }
 
@@ -364,134 +452,182 @@ impl Committer {
         Committer {
             lease: Lease::new(Arc::clone(&store), me, ttl),
             store,
-            tables,
-            logs: Vec::new(),
+            tables: [TableKind::Visits, TableKind::Conversions]
+                .into_iter()
+                .map(|kind| Table {
+                    kind,
+                    log: TableLog::new(tables.clone(), kind),
+                    settled_ms: None,
+                    check_until: None,
+                    waiting: (0, None),
+                })
+                .collect(),
             tenure: None,
             done: HashSet::new(),
-            check_until: None,
             stats: Arc::new(CommitterStats::default()),
         }
     }
 
+    /// Not (or no longer) the holder: nothing of an earlier tenure is trusted.
+    fn step_down(&mut self) {
+        self.stats.holder.store(0, Ordering::Relaxed);
+        self.stats.markers_pending.store(0, Ordering::Relaxed);
+        self.stats.oldest_pending_ms.store(0, Ordering::Relaxed);
+        self.tenure = None;
+        self.done.clear();
+        for t in &mut self.tables {
+            t.settled_ms = None;
+            t.waiting = (0, None);
+        }
+    }
+
     /// Commits every waiting marker's file if this process holds the lease (taking or
-    /// renewing it when due), then deletes the markers.
+    /// renewing it when due), then deletes the markers. The tables are committed one after
+    /// the other; one that fails does not hold up the other (the first error is answered).
     pub async fn pass(&mut self) -> Result<Pass, TableError> {
         let store_err = |e: object_store::Error| TableError::Other {
             table: "store's",
             message: format!("commit lease: {e}"),
         };
-        let Some(epoch) = self.lease.hold().await.map_err(store_err)? else {
-            self.stats.holder.store(0, Ordering::Relaxed);
-            self.tenure = None;
-            self.done.clear();
-            return Ok(Pass::default());
+        let epoch = match self.lease.hold().await {
+            Ok(Some(epoch)) => epoch,
+            Ok(None) => {
+                self.step_down();
+                return Ok(Pass::default());
+            }
+            Err(e) => return Err(store_err(e)),
         };
         self.stats.holder.store(1, Ordering::Relaxed);
-        // A new tenure: whatever an earlier holder (or this process, earlier) left is checked.
-        let fresh = self.tenure != Some(self.lease.tenure());
-        if fresh {
+        if self.tenure != Some(self.lease.tenure()) {
+            // A new tenure: whatever an earlier holder (or this process, earlier) left is
+            // checked until this tenure's first commit to each table.
+            self.step_down();
+            self.stats.holder.store(1, Ordering::Relaxed);
             self.tenure = Some(self.lease.tenure());
-            self.done.clear();
         }
         let mut out = Pass {
             holder: true,
             ..Pass::default()
         };
-        for kind in [TableKind::Visits, TableKind::Conversions] {
-            let markers =
-                pending(self.store.as_ref(), kind)
-                    .await
-                    .map_err(|e| TableError::Other {
-                        table: kind.name(),
-                        message: format!("cannot list its markers: {e}"),
-                    })?;
-            let (done, todo): (Vec<_>, Vec<_>) = markers
-                .into_iter()
-                .partition(|(p, _)| self.done.contains(p));
-            self.delete(done.iter().map(|(p, _)| p.clone()).collect())
-                .await;
-            if todo.is_empty() {
-                continue;
-            }
-            out.markers += todo.len();
-            self.stats
-                .markers_pending
-                .store(out.markers as u64, Ordering::Relaxed);
-            out.oldest_ms = out
-                .oldest_ms
-                .into_iter()
-                .chain(todo.iter().filter_map(|(_, m)| m.oldest_ms))
-                .min();
-            if let Some(oldest) = out.oldest_ms {
-                self.stats
-                    .oldest_pending_ms
-                    .store(oldest.max(1) as u64, Ordering::Relaxed);
-            }
-            let check = fresh || self.check_until.is_some_and(|t| Instant::now() < t);
-            let files: Vec<NewFile> = todo
-                .iter()
-                .map(|(_, m)| {
-                    let mut f = m.file();
-                    f.replayed |= check;
-                    f
-                })
-                .collect();
-            let mut txns: Vec<(String, i64)> = Vec::new();
-            for (_, m) in &todo {
-                let app = format!("clicktracker-node-{}", m.node);
-                match txns.iter_mut().find(|(a, _)| *a == app) {
-                    Some((_, v)) => *v = (*v).max(m.segment as i64),
-                    None => txns.push((app, m.segment as i64)),
-                }
-            }
-            let i = match self.logs.iter().position(|(k, _)| *k == kind) {
-                Some(i) => i,
-                None => {
-                    self.logs
-                        .push((kind, TableLog::new(self.tables.clone(), kind)));
-                    self.logs.len() - 1
-                }
-            };
-            let log = &mut self.logs[i].1;
-            log.fence(COMMITTER_APP, epoch as i64);
-            let done = match log.commit_with(&files, &txns).await {
-                Ok(done) => done,
+        let mut first_error = None;
+        for i in 0..self.tables.len() {
+            match self.table_pass(i, epoch, &mut out).await {
+                Ok(()) => {}
                 Err(e @ TableError::Fenced { .. }) => {
                     self.lease.drop_hold();
-                    self.stats.holder.store(0, Ordering::Relaxed);
-                    self.tenure = None;
-                    self.done.clear();
+                    self.step_down();
                     return Err(e);
                 }
-                Err(e) => return Err(e),
-            };
-            if done.version.is_some() {
-                out.commits += 1;
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    first_error.get_or_insert(e);
+                }
             }
-            out.added += done.added;
-            out.known += done.known;
-            if done.adopted > 0 {
-                tracing::info!(
-                    files = done.adopted,
-                    "the store's {} files are now a Delta table",
-                    kind.name()
-                );
-                self.check_until = Some(Instant::now() + Duration::from_secs(60));
-            }
-            if done.known > 0 {
-                tracing::info!(
-                    files = done.known,
-                    "markers of files the {} table already held",
-                    kind.name()
-                );
-            }
-            let paths: Vec<ObjectPath> = todo.into_iter().map(|(p, _)| p).collect();
-            self.done.extend(paths.iter().cloned());
-            self.delete(paths).await;
         }
-        self.stats.markers_pending.store(0, Ordering::Relaxed);
-        self.stats.oldest_pending_ms.store(0, Ordering::Relaxed);
-        Ok(out)
+        let waiting: usize = self.tables.iter().map(|t| t.waiting.0).sum();
+        let oldest = self.tables.iter().filter_map(|t| t.waiting.1).min();
+        self.stats
+            .markers_pending
+            .store(waiting as u64, Ordering::Relaxed);
+        self.stats
+            .oldest_pending_ms
+            .store(oldest.map_or(0, |o| o.max(1) as u64), Ordering::Relaxed);
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// One table's part of a pass: its markers (at most [`MAX_PER_PASS`], oldest first)
+    /// committed, then deleted.
+    async fn table_pass(&mut self, i: usize, epoch: u64, out: &mut Pass) -> Result<(), TableError> {
+        let kind = self.tables[i].kind;
+        let mut metas = listed(self.store.as_ref(), kind)
+            .await
+            .map_err(|e| TableError::Other {
+                table: kind.name(),
+                message: format!("cannot list its markers: {e}"),
+            })?;
+        metas.retain(|m| m.location.filename().is_some_and(|n| n.ends_with(".json")));
+        let (done, mut todo): (Vec<_>, Vec<_>) = metas
+            .into_iter()
+            .partition(|m| self.done.contains(&m.location));
+        self.delete(done.into_iter().map(|m| m.location).collect())
+            .await;
+        // Beyond this pass's share: left for the next, the oldest of them as old as its
+        // marker (the store's clock).
+        let rest = todo.split_off(todo.len().min(MAX_PER_PASS));
+        let rest_waiting = (
+            rest.len(),
+            rest.first().map(|m| m.last_modified.timestamp_millis()),
+        );
+        let found = read(self.store.as_ref(), kind, todo).await;
+        let t = &mut self.tables[i];
+        if found.is_empty() {
+            t.waiting = rest_waiting;
+            return Ok(());
+        }
+        out.markers += found.len();
+        let oldest = found.iter().filter_map(|f| f.marker.oldest_ms).min();
+        out.oldest_ms = out.oldest_ms.into_iter().chain(oldest).min();
+        // If the commit fails, these still wait.
+        t.waiting = (found.len() + rest.len(), oldest.or(rest_waiting.1));
+        let check_all = t.check_until.is_some_and(|until| Instant::now() < until);
+        let files: Vec<NewFile> = found
+            .iter()
+            .map(|f| {
+                let mut file = f.marker.file();
+                let early = t
+                    .settled_ms
+                    .is_none_or(|s| f.stored_ms <= s + CLOCK_GRAIN_MS);
+                file.replayed |= check_all || early;
+                file
+            })
+            .collect();
+        out.checked += files.iter().filter(|f| f.replayed).count();
+        let mut txns: Vec<(String, i64)> = Vec::new();
+        for f in &found {
+            let app = format!("clicktracker-node-{}", f.marker.node);
+            match txns.iter_mut().find(|(a, _)| *a == app) {
+                Some((_, v)) => *v = (*v).max(f.marker.segment as i64),
+                None => txns.push((app, f.marker.segment as i64)),
+            }
+        }
+        t.log.fence(COMMITTER_APP, epoch as i64);
+        let done = t.log.commit_with(&files, &txns).await?;
+        t.waiting = rest_waiting;
+        if let Some(version) = done.version {
+            out.commits += 1;
+            if t.settled_ms.is_none() {
+                let commit =
+                    ObjectPath::from(format!("{}/_delta_log/{version:020}.json", kind.name()));
+                // Unknown until read: the next commit tries again.
+                if let Ok(meta) = self.store.head(&commit).await {
+                    t.settled_ms = Some(meta.last_modified.timestamp_millis());
+                }
+            }
+        }
+        out.added += done.added;
+        out.known += done.known;
+        if done.adopted > 0 {
+            tracing::info!(
+                files = done.adopted,
+                "the store's {} files are now a Delta table",
+                kind.name()
+            );
+            t.check_until = Some(Instant::now() + Duration::from_secs(600));
+        }
+        if done.known > 0 {
+            tracing::info!(
+                files = done.known,
+                "markers of files the {} table already held",
+                kind.name()
+            );
+        }
+        let paths: Vec<ObjectPath> = found.into_iter().map(|f| f.path).collect();
+        self.done.extend(paths.iter().cloned());
+        self.delete(paths).await;
+        Ok(())
     }
 
     /// Deletes committed markers; one that cannot be deleted stays in `done` and is deleted
@@ -530,7 +666,7 @@ impl Committer {
     /// Gives up the lease (a process stopping).
     pub async fn release(&mut self) {
         self.lease.release().await;
-        self.stats.holder.store(0, Ordering::Relaxed);
+        self.step_down();
     }
 }
 

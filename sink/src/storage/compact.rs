@@ -618,14 +618,19 @@ impl Pass<'_> {
         };
         if self.opts.orphans {
             // A file marked for commit is not an orphan however long the committer has been
-            // away: while any that old waits, orphans are left for a later pass.
-            let waiting = crate::storage::committer::pending(self.at.root.as_ref(), self.kind)
+            // away: while any marker has waited this long, orphans are left for a later pass.
+            // (Markers are written seconds after their files, and committed within seconds.)
+            let waiting = crate::storage::committer::listed(self.at.root.as_ref(), self.kind)
                 .await
                 .map_err(|e| other(self.kind, format!("cannot list its markers: {e}")))?;
-            let stale = self.opts.now_ms - after_ms;
-            if let Some((p, _)) = waiting.iter().find(|(_, m)| m.modified_ms <= stale) {
+            let stale = self.opts.now_ms - MARKER_PATIENCE_MS;
+            if let Some(m) = waiting
+                .iter()
+                .find(|m| m.last_modified.timestamp_millis() <= stale)
+            {
                 tracing::warn!(
-                    "{p}: a file marked for commit this long ago still waits; orphans are not deleted until it is committed"
+                    "{}: a file marked for commit still waits after 10 minutes; orphans are not deleted while it does",
+                    m.location
                 );
                 mode = VacuumMode::Lite;
             }
@@ -649,6 +654,10 @@ impl Pass<'_> {
         Ok(())
     }
 }
+
+/// How long a marker may wait for its commit before a vacuum leaves orphans alone: a
+/// committer that far behind may still commit files that look like orphans.
+const MARKER_PATIENCE_MS: i64 = 10 * 60 * 1000;
 
 /// The vacuum's clock: the pass's.
 #[derive(Debug)]

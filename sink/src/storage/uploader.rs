@@ -431,14 +431,15 @@ impl Run {
         }
     }
 
-    /// This edge's markers still waiting in the store.
+    /// This edge's markers still waiting in the store (named `{node}-{segment}.json`).
     async fn own_markers_left(&self) -> object_store::Result<usize> {
+        let own = format!("{}-", self.node);
         let mut n = 0;
         for kind in [TableKind::Visits, TableKind::Conversions] {
-            n += crate::storage::committer::pending(self.target.store.as_ref(), kind)
+            n += crate::storage::committer::listed(self.target.store.as_ref(), kind)
                 .await?
                 .iter()
-                .filter(|(_, m)| m.node == self.node)
+                .filter(|m| m.location.filename().is_some_and(|f| f.starts_with(&own)))
                 .count();
         }
         Ok(n)
@@ -488,7 +489,14 @@ impl Run {
                     segment: w.seg.seq,
                     oldest_ms: w.up.oldest_ms,
                 };
-                put_marker(&self.target, &marker).await?;
+                if let Err(e) = put_marker(&self.target, &marker).await {
+                    // The put may have landed all the same, and its marker been committed
+                    // and deleted before the retry puts it again: the retry asks for a check.
+                    if let Some(f) = w.up.files.first_mut() {
+                        f.file.replayed = true;
+                    }
+                    return Err(e);
+                }
                 // Marked: not marked again if a later file's marker fails.
                 w.up.files.remove(0);
             }
@@ -747,4 +755,4 @@ pub async fn upload_segment(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -55,7 +55,7 @@ async fn live(store: &Arc<dyn ObjectStore>) -> BTreeSet<String> {
 }
 
 async fn markers(store: &Arc<dyn ObjectStore>) -> usize {
-    pending(store.as_ref(), TableKind::Visits)
+    listed(store.as_ref(), TableKind::Visits)
         .await
         .unwrap()
         .len()
@@ -217,5 +217,129 @@ fn a_marker_that_is_not_one_is_left_alone() {
         assert_eq!(a.pass().await.unwrap().added, 1);
         assert!(store.head(&junk).await.is_ok());
         assert_eq!(live(&store).await.len(), 1);
+    });
+}
+
+/// Removes `rel` from the visits table, as a compaction that merged it away would.
+async fn compacted_away(store: &Arc<dyn ObjectStore>, rel: &str) {
+    use deltalake_core::kernel::transaction::CommitBuilder;
+    use deltalake_core::kernel::{Action, Remove};
+    use deltalake_core::protocol::DeltaOperation;
+    let t = load(&Location::remote(Arc::clone(store)), TableKind::Visits)
+        .await
+        .unwrap()
+        .unwrap();
+    let state = t.snapshot().unwrap().clone();
+    let remove = Action::Remove(Remove {
+        path: rel.into(),
+        deletion_timestamp: Some(now_ms()),
+        data_change: false,
+        ..Default::default()
+    });
+    CommitBuilder::default()
+        .with_actions(vec![remove])
+        .build(
+            Some(&state),
+            t.log_store(),
+            DeltaOperation::Delete { predicate: None },
+        )
+        .await
+        .unwrap();
+}
+
+#[test]
+fn a_marker_put_again_after_its_commit_and_a_compaction_is_not_committed_again() {
+    rt().block_on(async {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let mut a = committer(&store, 1, LEASE_TTL);
+        let mut m = stored(&store, 1, 1).await;
+        assert_eq!(a.pass().await.unwrap().added, 1);
+        // Settle the tenure with a later commit, then merge the first file away.
+        tokio::time::sleep(Duration::from_millis(CLOCK_GRAIN_MS as u64 + 100)).await;
+        stored(&store, 1, 2).await;
+        assert_eq!(a.pass().await.unwrap().added, 1);
+        compacted_away(&store, "dt=2026-11-27/hour=07/1-1.parquet").await;
+        tokio::time::sleep(Duration::from_millis(CLOCK_GRAIN_MS as u64 + 100)).await;
+        // The edge's put of the first marker had failed on its way back and is retried.
+        m.replayed = true;
+        put_marker(&Target::remote(Arc::clone(&store)), &m)
+            .await
+            .unwrap();
+        let p = a.pass().await.unwrap();
+        assert_eq!((p.markers, p.added, p.known, p.checked), (1, 0, 1, 1));
+        assert_eq!(live(&store).await.len(), 1);
+        assert_eq!(markers(&store).await, 0);
+    });
+}
+
+#[test]
+fn a_new_holder_checks_what_an_earlier_one_left_until_its_own_first_commit_lands() {
+    rt().block_on(async {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        // An earlier holder committed a file, died before deleting its marker, and a
+        // compaction has merged the file away since.
+        let m = stored(&store, 1, 1).await;
+        let mut log = TableLog::new(Location::remote(Arc::clone(&store)), TableKind::Visits);
+        log.commit(&[m.file()], "clicktracker-node-1", 1)
+            .await
+            .unwrap();
+        compacted_away(&store, "dt=2026-11-27/hour=07/1-1.parquet").await;
+        // The new holder's first pass fails: the store refuses commits.
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flaky: Arc<dyn ObjectStore> =
+            Arc::new(crate::storage::uploader::tests::RefusesCommits {
+                inner: Arc::clone(&store),
+                fail: Arc::clone(&fail),
+            });
+        let mut b = committer(&flaky, 2, LEASE_TTL);
+        stored(&store, 2, 1).await;
+        assert!(b.pass().await.is_err());
+        assert_eq!(b.stats.markers_pending.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            b.stats.oldest_pending_ms.load(Ordering::Relaxed),
+            1_795_766_399_000
+        );
+        // The fault passes: the next pass still checks the marker left behind.
+        fail.store(false, Ordering::SeqCst);
+        let p = b.pass().await.unwrap();
+        assert_eq!((p.markers, p.added, p.known), (2, 1, 1));
+        assert_eq!(
+            live(&store).await,
+            BTreeSet::from(["dt=2026-11-27/hour=07/2-1.parquet".to_owned()])
+        );
+        assert_eq!(b.stats.markers_pending.load(Ordering::Relaxed), 0);
+        assert_eq!(b.stats.oldest_pending_ms.load(Ordering::Relaxed), 0);
+        // Markers stored after the tenure's first commit go in unchecked.
+        tokio::time::sleep(Duration::from_millis(CLOCK_GRAIN_MS as u64 + 100)).await;
+        stored(&store, 2, 2).await;
+        let p = b.pass().await.unwrap();
+        assert_eq!((p.added, p.checked), (1, 0));
+    });
+}
+
+#[test]
+fn a_lease_lost_and_taken_back_is_a_new_tenure() {
+    rt().block_on(async {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let ttl = Duration::from_millis(400);
+        let mut a = committer(&store, 1, ttl);
+        let mut b = committer(&store, 2, ttl);
+        assert!(a.pass().await.unwrap().holder);
+        let first = a.lease.tenure();
+        // A pauses; B takes the lapsed lease, then lets it lapse in turn.
+        tokio::time::sleep(ttl + Duration::from_millis(150)).await;
+        assert!(b.pass().await.unwrap().holder);
+        tokio::time::sleep(ttl + Duration::from_millis(150)).await;
+        assert!(a.pass().await.unwrap().holder);
+        assert_ne!(
+            a.lease.tenure(),
+            first,
+            "not a renewal: B held it in between"
+        );
+        // A renewal keeps the tenure.
+        let now = a.lease.tenure();
+        tokio::time::sleep(ttl * 3 / 4).await;
+        assert!(a.pass().await.unwrap().holder);
+        assert_eq!(a.lease.tenure(), now);
     });
 }

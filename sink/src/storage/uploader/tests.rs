@@ -490,9 +490,9 @@ fn a_short_tail_in_a_segment_this_run_synced_is_damage_not_a_torn_write() {
 /// A store whose puts into a table's log fail while `fail` is set (a store that refuses the
 /// commit, as an outage or a full bucket would).
 #[derive(Debug)]
-struct RefusesCommits {
-    inner: Arc<dyn ObjectStore>,
-    fail: Arc<std::sync::atomic::AtomicBool>,
+pub(crate) struct RefusesCommits {
+    pub(crate) inner: Arc<dyn ObjectStore>,
+    pub(crate) fail: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Display for RefusesCommits {
